@@ -1,0 +1,1 @@
+"""Differentiable audio processors: pure functions on `[..., channels, samples]` tensors."""
