@@ -1,0 +1,171 @@
+"""The mixing console as one function: a channel strip per stem, the sum, and the master section.
+
+Parameters travel in plain dicts of tensors in units (dB, Hz, ms, ratio), keyed by the names below;
+`automix.params.ParameterSpace` maps the network's [0, 1] outputs to them.
+"""
+
+import torch
+
+from automix.dsp.dynamics import compressor, limiter
+from automix.dsp.eq import four_band_eq
+from automix.dsp.saturation import saturate
+from automix.dsp.stereo import gain, pan, stereo_width
+
+# Per stem, `[..., N]` each (the EQ ones `[..., N, 4]`, bands in `automix.dsp.eq.EQ_BANDS` order).
+STEM_PARAMETERS = (
+    "eq_gain_db",
+    "eq_freq_hz",
+    "eq_q",
+    "comp_threshold_db",
+    "comp_ratio",
+    "comp_attack_ms",
+    "comp_release_ms",
+    "comp_makeup_db",
+    "comp_knee_db",
+    "drive",
+    "level_db",
+    "pan",
+)
+# Master, `[...]` each (the EQ ones `[..., 4]`). The limiter threshold is linear (0.7-1.0): the mix is
+# driven into the limiter by 1 / threshold, and the limiter holds the output at the ceiling.
+MASTER_PARAMETERS = (
+    "bus_threshold_db",
+    "bus_ratio",
+    "bus_attack_ms",
+    "bus_release_ms",
+    "bus_makeup_db",
+    "bus_knee_db",
+    "eq_gain_db",
+    "eq_freq_hz",
+    "eq_q",
+    "width",
+    "limiter_threshold",
+)
+DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
+
+
+def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
+
+    Args:
+        stems: `[..., N, C, T]`, C = 1 or 2.
+        sample_rate: Hz.
+        params: `STEM_PARAMETERS`, each `[..., N]` (EQ `[..., N, 4]`).
+
+    Returns:
+        `[..., N, 2, T]` processed stems.
+    """
+    x = four_band_eq(
+        stems, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
+    )
+    x = compressor(
+        x,
+        sample_rate,
+        threshold_db=params["comp_threshold_db"],
+        ratio=params["comp_ratio"],
+        attack_ms=params["comp_attack_ms"],
+        release_ms=params["comp_release_ms"],
+        makeup_db=params["comp_makeup_db"],
+        knee_db=params["comp_knee_db"],
+    )
+    x = saturate(x, drive=params["drive"])
+    x = gain(x, gain_db=params["level_db"])
+    return pan(x, pan=params["pan"])
+
+
+def master_section(
+    mix: torch.Tensor,
+    sample_rate: int,
+    params: dict[str, torch.Tensor],
+    *,
+    ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
+    limiter_lookahead_ms: float | None = None,
+    limiter_release_ms: float | None = None,
+) -> torch.Tensor:
+    """Bus compressor -> master EQ -> M/S width -> true-peak limiter.
+
+    Args:
+        mix: `[..., 2, T]` summed stems.
+        params: `MASTER_PARAMETERS`, each `[...]` (EQ `[..., 4]`).
+        ceiling_dbtp: the limiter's output ceiling, dBTP.
+        limiter_lookahead_ms, limiter_release_ms: None keeps the limiter's defaults.
+
+    Returns:
+        `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
+    """
+    x = compressor(
+        mix,
+        sample_rate,
+        threshold_db=params["bus_threshold_db"],
+        ratio=params["bus_ratio"],
+        attack_ms=params["bus_attack_ms"],
+        release_ms=params["bus_release_ms"],
+        makeup_db=params["bus_makeup_db"],
+        knee_db=params["bus_knee_db"],
+    )
+    x = four_band_eq(
+        x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
+    )
+    x = stereo_width(x, width=params["width"])
+    x = x / params["limiter_threshold"][..., None, None]
+    timing = {"lookahead_ms": limiter_lookahead_ms, "release_ms": limiter_release_ms}
+    return limiter(x, sample_rate, ceiling_dbtp=ceiling_dbtp, **{k: v for k, v in timing.items() if v is not None})
+
+
+def render_mix(
+    stems: torch.Tensor,
+    sample_rate: int,
+    stem_params: dict[str, torch.Tensor],
+    master_params: dict[str, torch.Tensor],
+    *,
+    stem_mask: torch.Tensor | None = None,
+    ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole console: strips, sum, master.
+
+    Args:
+        stems: `[..., N, C, T]`.
+        stem_mask: `[..., N]` 1 for real stems, 0 for padding; None means all real.
+
+    Returns:
+        `(master [..., 2, T], processed stems [..., N, 2, T])`.
+    """
+    processed = channel_strip(stems, sample_rate, stem_params)
+    if stem_mask is not None:
+        processed = processed * stem_mask[..., None, None].to(processed.dtype)
+    master = master_section(processed.sum(dim=-3), sample_rate, master_params, ceiling_dbtp=ceiling_dbtp)
+    return master, processed
+
+
+# Settings that leave a signal as it is (up to the tanh curve, the -3 dB pan law and the limiter):
+# 0 dB EQ at typical band centres, ratio 1, drive 1, unity level, centre pan, width 1, threshold 1.
+NEUTRAL_EQ_FREQ_HZ = (100.0, 400.0, 2500.0, 8000.0)
+NEUTRAL_EQ_Q = (0.7071, 1.0, 1.0, 0.7071)
+NEUTRAL_COMPRESSOR = {"threshold_db": -20.0, "ratio": 1.0, "attack_ms": 10.0, "release_ms": 100.0,
+                      "makeup_db": 0.0, "knee_db": 6.0}  # fmt: skip
+
+
+def neutral_stem_params(n_stems: int, batch_shape: tuple[int, ...] = (), dtype=None, device=None):
+    """`STEM_PARAMETERS` for `[*batch_shape, n_stems]` stems at their neutral settings."""
+    shape = (*batch_shape, n_stems)
+
+    def full(value):
+        return torch.full(shape, value, dtype=dtype, device=device)
+
+    def bands(values):
+        return torch.tensor(values, dtype=dtype, device=device).expand(*shape, 4).clone()
+
+    params = {f"comp_{name}": full(value) for name, value in NEUTRAL_COMPRESSOR.items()}
+    params |= {"eq_gain_db": bands((0.0,) * 4), "eq_freq_hz": bands(NEUTRAL_EQ_FREQ_HZ),
+               "eq_q": bands(NEUTRAL_EQ_Q), "drive": full(1.0), "level_db": full(0.0), "pan": full(0.0)}  # fmt: skip
+    return params
+
+
+def neutral_master_params(batch_shape: tuple[int, ...] = (), dtype=None, device=None):
+    """`MASTER_PARAMETERS` at their neutral settings, each `[*batch_shape]` (EQ `[*batch_shape, 4]`)."""
+    stem = neutral_stem_params(1, batch_shape, dtype, device)
+    params = {f"bus_{name}": stem[f"comp_{name}"][..., 0] for name in NEUTRAL_COMPRESSOR}
+    params |= {name: stem[name][..., 0, :] for name in ("eq_gain_db", "eq_freq_hz", "eq_q")}
+    params |= {"width": torch.ones(batch_shape, dtype=dtype, device=device),
+               "limiter_threshold": torch.ones(batch_shape, dtype=dtype, device=device)}  # fmt: skip
+    return params

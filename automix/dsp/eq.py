@@ -1,0 +1,64 @@
+"""Parametric EQ: RBJ biquads applied exactly by frequency sampling (see `automix.dsp.filters`)."""
+
+import torch
+
+from automix.dsp import filters
+
+# The 4-band EQ of every channel strip and of the master, in this order.
+EQ_BANDS = ("low_shelf", "low_mid", "high_mid", "high_shelf")
+
+
+def four_band_eq(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    gain_db: torch.Tensor,
+    freq_hz: torch.Tensor,
+    q: torch.Tensor,
+) -> torch.Tensor:
+    """Low shelf, two peaking bands and a high shelf in cascade, applied in one FFT pair.
+
+    Args:
+        x: `[..., C, T]` signal.
+        sample_rate: Hz.
+        gain_db, freq_hz, q: `[..., 4]` per band in `EQ_BANDS` order; the leading dimensions broadcast
+            against x's leading dimensions (without C), so each stem of a batch has its own EQ.
+
+    Returns:
+        `[..., C, T]` filtered signal; 0 dB in every band is the identity.
+    """
+    gain_db, freq_hz, q = torch.broadcast_tensors(
+        torch.as_tensor(gain_db), torch.as_tensor(freq_hz), torch.as_tensor(q)
+    )
+    designs = (filters.low_shelf, filters.peaking, filters.peaking, filters.high_shelf)
+    sections = [
+        design(gain_db[..., band], freq_hz[..., band], q[..., band], sample_rate)
+        for band, design in enumerate(designs)
+    ]
+    b = torch.stack([b for b, _ in sections], dim=-2).to(x.dtype)
+    a = torch.stack([a for _, a in sections], dim=-2).to(x.dtype)
+    return filters.apply_biquads(x, b, a, sample_rate)
+
+
+def biquad_eq(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    kind: str,
+    freq_hz: torch.Tensor | float,
+    q: torch.Tensor | float = 0.7071,
+    gain_db: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """One RBJ biquad of the given kind on `[..., C, T]`.
+
+    Args:
+        kind: "low_shelf", "peaking", "high_shelf", "low_pass" or "high_pass".
+        freq_hz, q, gain_db: `[...]` or scalars; gain_db is ignored by the pass filters.
+    """
+    if kind in ("low_pass", "high_pass"):
+        b, a = getattr(filters, kind)(freq_hz, q, sample_rate)
+    elif kind in ("low_shelf", "peaking", "high_shelf"):
+        b, a = getattr(filters, kind)(gain_db, freq_hz, q, sample_rate)
+    else:
+        raise ValueError(f"unknown biquad kind {kind!r}")
+    return filters.apply_biquads(x, b.unsqueeze(-2).to(x.dtype), a.unsqueeze(-2).to(x.dtype), sample_rate)
