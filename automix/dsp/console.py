@@ -109,7 +109,9 @@ def master_section(
     x = stereo_width(x, width=params["width"])
     x = x / params["limiter_threshold"][..., None, None]
     timing = {"lookahead_ms": limiter_lookahead_ms, "release_ms": limiter_release_ms}
-    return limiter(x, sample_rate, ceiling_dbtp=ceiling_dbtp, **{k: v for k, v in timing.items() if v is not None})
+    return limiter(
+        x, sample_rate, ceiling_dbtp=ceiling_dbtp, **{k: v for k, v in timing.items() if v is not None}
+    )
 
 
 def render_mix(
@@ -135,37 +137,3 @@ def render_mix(
         processed = processed * stem_mask[..., None, None].to(processed.dtype)
     master = master_section(processed.sum(dim=-3), sample_rate, master_params, ceiling_dbtp=ceiling_dbtp)
     return master, processed
-
-
-# Settings that leave a signal as it is (up to the tanh curve, the -3 dB pan law and the limiter):
-# 0 dB EQ at typical band centres, ratio 1, drive 1, unity level, centre pan, width 1, threshold 1.
-NEUTRAL_EQ_FREQ_HZ = (100.0, 400.0, 2500.0, 8000.0)
-NEUTRAL_EQ_Q = (0.7071, 1.0, 1.0, 0.7071)
-NEUTRAL_COMPRESSOR = {"threshold_db": -20.0, "ratio": 1.0, "attack_ms": 10.0, "release_ms": 100.0,
-                      "makeup_db": 0.0, "knee_db": 6.0}  # fmt: skip
-
-
-def neutral_stem_params(n_stems: int, batch_shape: tuple[int, ...] = (), dtype=None, device=None):
-    """`STEM_PARAMETERS` for `[*batch_shape, n_stems]` stems at their neutral settings."""
-    shape = (*batch_shape, n_stems)
-
-    def full(value):
-        return torch.full(shape, value, dtype=dtype, device=device)
-
-    def bands(values):
-        return torch.tensor(values, dtype=dtype, device=device).expand(*shape, 4).clone()
-
-    params = {f"comp_{name}": full(value) for name, value in NEUTRAL_COMPRESSOR.items()}
-    params |= {"eq_gain_db": bands((0.0,) * 4), "eq_freq_hz": bands(NEUTRAL_EQ_FREQ_HZ),
-               "eq_q": bands(NEUTRAL_EQ_Q), "drive": full(1.0), "level_db": full(0.0), "pan": full(0.0)}  # fmt: skip
-    return params
-
-
-def neutral_master_params(batch_shape: tuple[int, ...] = (), dtype=None, device=None):
-    """`MASTER_PARAMETERS` at their neutral settings, each `[*batch_shape]` (EQ `[*batch_shape, 4]`)."""
-    stem = neutral_stem_params(1, batch_shape, dtype, device)
-    params = {f"bus_{name}": stem[f"comp_{name}"][..., 0] for name in NEUTRAL_COMPRESSOR}
-    params |= {name: stem[name][..., 0, :] for name in ("eq_gain_db", "eq_freq_hz", "eq_q")}
-    params |= {"width": torch.ones(batch_shape, dtype=dtype, device=device),
-               "limiter_threshold": torch.ones(batch_shape, dtype=dtype, device=device)}  # fmt: skip
-    return params

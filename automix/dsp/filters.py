@@ -100,23 +100,37 @@ def high_pass(freq_hz, q, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]
     return _normalise((1 + cos_w0) / 2, -(1 + cos_w0), (1 + cos_w0) / 2, 1 + alpha, -2 * cos_w0, 1 - alpha)
 
 
+def _cascade_polynomial(coefficients: torch.Tensor) -> torch.Tensor:
+    """Coefficients `[..., 2 * n_sections + 1]` (powers of z^-1) of the product of the sections'
+    quadratics `[..., n_sections, 3]`."""
+    product = coefficients[..., 0, :]
+    for section in coefficients.unbind(dim=-2)[1:]:
+        product = (
+            torch.nn.functional.pad(product, (0, 2)) * section[..., 0:1]
+            + torch.nn.functional.pad(product, (1, 1)) * section[..., 1:2]
+            + torch.nn.functional.pad(product, (2, 0)) * section[..., 2:3]
+        )
+    return product
+
+
 def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
     """Complex response of a biquad cascade on the rfft grid of length `n_fft`.
+
+    The cascade's numerator and denominator polynomials are evaluated on the whole grid by one real
+    FFT each (in float64, which keeps the poles of low, narrow bands exact), a few times cheaper than
+    evaluating every section at every bin.
 
     Args:
         b, a: `[..., n_sections, 3]` numerator / denominator coefficients.
         n_fft: FFT length; the grid has `n_fft // 2 + 1` bins from 0 to the Nyquist frequency.
 
     Returns:
-        `[..., n_fft // 2 + 1]` complex: the product of the sections' responses.
+        `[..., n_fft // 2 + 1]` complex, in the complex dtype matching b's real dtype.
     """
-    omega = 2 * math.pi * torch.arange(n_fft // 2 + 1, device=b.device, dtype=b.dtype) / n_fft
-    powers = torch.arange(3, device=b.device, dtype=b.dtype)
-    # z^-k on the unit circle, [bins, 3]
-    z_inv = torch.polar(torch.ones_like(omega[:, None] * powers), -omega[:, None] * powers)
-    numerator = (b.to(z_inv.dtype).unsqueeze(-2) * z_inv).sum(-1)
-    denominator = (a.to(z_inv.dtype).unsqueeze(-2) * z_inv).sum(-1)
-    return (numerator / denominator).prod(dim=-2)
+    numerator = torch.fft.rfft(_cascade_polynomial(b.double()), n=n_fft)
+    denominator = torch.fft.rfft(_cascade_polynomial(a.double()), n=n_fft)
+    complex_dtype = torch.complex128 if b.dtype == torch.float64 else torch.complex64
+    return (numerator / denominator).to(complex_dtype)
 
 
 def impulse_response_length(a: torch.Tensor, sample_rate: int) -> int:

@@ -1,0 +1,289 @@
+"""Dynamics: a feed-forward RMS compressor and a look-ahead true-peak brick-wall limiter.
+
+Both are pure, batched and differentiable functions on `[..., C, T]` tensors. Their recursive parts
+(attack/release ballistics) run in `torchcomp.core.compressor_core`: a one-pole smoother that uses its
+attack coefficient while its input is below its state and its release coefficient otherwise, with a
+numba CPU / CUDA forward and an exact custom backward.
+
+Time constants follow torchcomp's `ms2coef`: a time in ms is the 10-90 % rise time of the one-pole's
+step response (coefficient 1 - exp(-2200 / (ms · sample_rate)), since ln 9 ≈ 2.2).
+"""
+
+import torch
+import torch.nn.functional as F
+from torchcomp import ms2coef
+from torchcomp.core import compressor_core
+
+from automix.dsp.filters import fft_length
+from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, upsample
+from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
+
+# Rise time (10-90 %) of the detector's mean-square averager. The quadrature detector below has no
+# ripple on steady tones, so this only has to tame the envelope fluctuations of broadband signals; it
+# is short so that the gain's rise and fall times stay those of the attack and release settings.
+DETECTOR_MS = 0.5
+# Zero padding of the detector's FFT Hilbert transform. The circular wrap-around couples the signal's
+# end to its start only through the transform kernel 1/(pi·n) beyond this distance, i.e. through
+# content below ~1000 / HILBERT_PAD_MS Hz: infrasonic, and a negligible share of the power.
+HILBERT_PAD_MS = 100.0
+# Below this much knee width (dB) the knee is hard; only keeps the quadratic knee's division finite.
+MIN_KNEE_DB = 1e-6
+DEFAULT_KNEE_DB = 6.0
+
+DEFAULT_CEILING_DBTP = -1.0
+DEFAULT_LOOKAHEAD_MS = 5.0
+# Upper end of the usual 50-100 ms of mastering limiters (and pedalboard's default): the gain recovers
+# between drum hits but changes little within one cycle of a bass note, which limits the modulation
+# distortion of low frequencies.
+DEFAULT_LIMITER_RELEASE_MS = 100.0
+# Detection ceiling sits this far below the requested one: it absorbs what the second pass leaves of
+# the inter-sample peak changes caused by the gain varying under a meter's reconstruction filter
+# (≤ 0.012 dB in the tests, look-ahead down to 0.1 ms), and float32 rounding.
+TRUE_PEAK_MARGIN_DB = 0.02
+# Second detector interpolator: a short Kaiser-windowed sinc with a wide transition band (the design of
+# scipy.signal.resample_poly's default: 10 zero crossings a side, beta 5). Meters of this kind read up to
+# ~0.1 dB above a sharp interpolator on content near Nyquist (dense noise, hats), because part of the
+# spectral image passes their transition band; detecting with the larger of the two keeps the output
+# under the ceiling for both kinds of meter.
+SHORT_METER_ZERO_CROSSINGS = 10
+SHORT_METER_KAISER_BETA = 5.0
+# Each sample's required gain also covers the inter-sample interval before it, so that the gain, which
+# changes between samples, is low enough on both sides of every detected inter-sample peak.
+DETECTION_SPREAD_SAMPLES = 1
+# The gain computed on x is applied, then computed again on the result and applied: the first pass's
+# gain changes move inter-sample peaks (most with a short look-ahead); the second pass's changes are
+# tiny, and so are the peak movements they cause. Where the first pass already meets the ceiling, the
+# second pass's gain is exactly 1.
+LIMITER_PASSES = 2
+# Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
+PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
+
+
+def _per_item(value, lead: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """A parameter broadcast to the leading dims `lead` and flattened to `[B]`."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).broadcast_to(lead).reshape(-1)
+
+
+def _hilbert(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Hilbert transform along the last axis (signal taken as zero outside `[0, T)`), by FFT.
+
+    Zero padding of `HILBERT_PAD_MS` keeps the circular wrap-around that far from the signal.
+    """
+    n_samples = x.shape[-1]
+    n_fft = fft_length(n_samples + round(HILBERT_PAD_MS * sample_rate / 1000.0))
+    spectrum = torch.fft.rfft(x, n=n_fft)
+    # -j on positive frequencies; DC and Nyquist have no quadrature component.
+    multiplier = torch.zeros(spectrum.shape[-1], dtype=spectrum.dtype, device=x.device)
+    multiplier[1 : (n_fft + 1) // 2] = -1j
+    return torch.fft.irfft(spectrum * multiplier, n=n_fft)[..., :n_samples]
+
+
+def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Linked short-term mean square of a multichannel signal (quadrature RMS detector).
+
+    The instantaneous power is (x² + H{x}²) / 2, averaged over channels, where H is the Hilbert
+    transform: its mean equals the mean square of x, but unlike x² it has no ripple at twice the
+    frequency of a steady tone, so a short averager suffices and low notes are not distorted by a
+    gain that follows the ripple. A linear one-pole averager with rise time `DETECTOR_MS` follows
+    (`compressor_core` with equal coefficients). The FFT Hilbert transform is non-causal: its kernel
+    decays as 1/(π·n), so a tone's onset is seen about 26 dB down one cycle early, a negligible
+    look-ahead for an offline renderer.
+
+    Args:
+        x: `[..., C, T]` signal.
+        sample_rate: Hz.
+
+    Returns:
+        `[B, T]` mean square (linear power), B the product of the leading dims.
+    """
+    n_ch, n_samples = x.shape[-2:]
+    flat = x.reshape(-1, n_ch, n_samples)
+    power = (0.5 * (flat.square() + _hilbert(flat, sample_rate).square())).mean(dim=-2)
+    coef = ms2coef(torch.full(power.shape[:1], DETECTOR_MS, dtype=x.dtype, device=x.device), sample_rate)
+    return compressor_core(power, torch.zeros_like(coef), coef, coef)
+
+
+def soft_knee_gain_db(
+    level_db: torch.Tensor, threshold_db: torch.Tensor, ratio: torch.Tensor, knee_db: torch.Tensor
+) -> torch.Tensor:
+    """Static gain of a downward compressor with a quadratic soft knee.
+
+    Giannoulis, Massberg & Reiss, "Digital Dynamic Range Compressor Design — A Tutorial and Analysis",
+    JAES 60(6), 2012, eq. (4): output = input below the knee, T + (x − T)/R above it, and
+    x + (1/R − 1)(x − T + W/2)² / (2W) inside the knee |x − T| ≤ W/2.
+
+    Args:
+        level_db: input level, dB; any shape broadcast with the others.
+        threshold_db: T, dB.
+        ratio: R ≥ 1 (1 gives 0 dB everywhere).
+        knee_db: W ≥ 0, dB (0 is a hard knee).
+
+    Returns:
+        gain (output − input level), dB, ≤ 0.
+    """
+    over_db = level_db - threshold_db
+    slope = 1.0 / ratio - 1.0
+    safe_knee_db = knee_db.clamp_min(MIN_KNEE_DB)
+    in_knee = slope * (over_db + safe_knee_db / 2).square() / (2 * safe_knee_db)
+    above = slope * over_db
+    below = torch.zeros_like(over_db)
+    gain_db = torch.where(2 * over_db > knee_db, above, in_knee)
+    return torch.where(2 * over_db < -knee_db, below, gain_db)
+
+
+def compressor(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    threshold_db,
+    ratio,
+    attack_ms,
+    release_ms,
+    makeup_db,
+    knee_db=DEFAULT_KNEE_DB,
+) -> torch.Tensor:
+    """Feed-forward, stereo-linked RMS compressor with soft knee and attack/release ballistics.
+
+    Level: `_mean_square` (quadrature RMS detector, linked over channels) in dB RMS, so a full-scale
+    sine reads −3.01 dB. Gain computer: `soft_knee_gain_db` (Giannoulis et al. 2012). The target gain
+    is smoothed in the linear domain by a one-pole with the attack coefficient while the gain falls and
+    the release coefficient while it rises (torchcomp), so the gain's 10-90 % rise and fall times are
+    `attack_ms` and `release_ms`; it starts at 1 (no reduction). Makeup gain is applied last.
+    Differentiable w.r.t. `x` and every parameter (the attack/release choice per sample is a mask, as
+    in any compressor).
+
+    Args:
+        x: `[..., C, T]` signal, float32 or float64.
+        sample_rate: Hz.
+        threshold_db: dB RMS; tensor of shape `[...]` (the leading dims of x) or broadcastable to it.
+        ratio: ≥ 1; 1 leaves the signal unchanged (apart from makeup).
+        attack_ms: 10-90 % time of a falling gain, ms (> 0).
+        release_ms: 10-90 % time of a rising gain, ms (> 0).
+        makeup_db: gain applied after compression, dB.
+        knee_db: width of the quadratic knee, dB (0 = hard knee).
+
+    Returns:
+        `[..., C, T]` compressed signal.
+    """
+    n_samples = x.shape[-1]
+    lead = x.shape[:-2]
+    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (
+        _per_item(v, lead, x) for v in (threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db)
+    )
+    level_db = power_to_db(_mean_square(x, sample_rate))
+    target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
+    gain = compressor_core(
+        db_to_amp(target_db),
+        torch.ones_like(threshold_db),
+        ms2coef(attack_ms, sample_rate),
+        ms2coef(release_ms, sample_rate),
+    )
+    gain = gain * db_to_amp(makeup_db)[:, None]
+    return x * gain.reshape(*lead, 1, n_samples)
+
+
+def _short_kaiser_upsample(x: torch.Tensor) -> torch.Tensor:
+    """4x interpolation `[B, T] -> [B, T, 4]` by a short Kaiser-windowed sinc (`SHORT_METER_*`).
+
+    Phase p of sample n estimates the signal at n + p/4 (zero outside `[0, T)`), as a polyphase
+    form of zero-stuffing followed by the low-pass FIR h of 2·factor·zero_crossings + 1 taps.
+    """
+    factor, half = TRUE_PEAK_OVERSAMPLING, SHORT_METER_ZERO_CROSSINGS
+    n_taps = 2 * factor * half + 1
+    offset = torch.arange(n_taps, device=x.device, dtype=torch.float64) - factor * half
+    window = torch.kaiser_window(
+        n_taps, periodic=False, beta=SHORT_METER_KAISER_BETA, dtype=torch.float64, device=x.device
+    )
+    taps = torch.sinc(offset / factor) * window
+    taps = F.pad(factor * taps / taps.sum(), (0, factor - 1))  # DC gain `factor`, as scipy's firwin · up
+    # Phase p takes taps p + factor·q, q = 0..2·half, on x[n + half − q]; conv1d correlates.
+    branches = taps.reshape(2 * half + 1, factor).T.flip(-1).unsqueeze(1).to(x.dtype)
+    phases = F.conv1d(F.pad(x.unsqueeze(1), (half, half)), branches)  # [B, factor, T]
+    return phases.transpose(1, 2)
+
+
+def _true_peak_envelope(x: torch.Tensor) -> torch.Tensor:
+    """Linked true-peak envelope `[B, T]`: max |.| over the 4x-oversampled phases and channels.
+
+    Takes the larger of two interpolators' estimates (the project's `upsample` and a short Kaiser
+    one). Sample n covers the interpolated instants in [n − DETECTION_SPREAD_SAMPLES, n + 1).
+    """
+    n_ch, n_samples = x.shape[-2:]
+    flat = x.reshape(-1, n_ch, n_samples)
+    sharp = upsample(flat).reshape(-1, n_ch, n_samples, TRUE_PEAK_OVERSAMPLING)
+    short = _short_kaiser_upsample(flat.reshape(-1, n_samples)).reshape(sharp.shape)
+    peak = torch.maximum(sharp.abs(), short.abs()).amax(dim=(1, 3))
+    spread = F.pad(peak, (DETECTION_SPREAD_SAMPLES, 0))
+    return F.max_pool1d(spread.unsqueeze(1), DETECTION_SPREAD_SAMPLES + 1, stride=1).squeeze(1)
+
+
+def _limiter_gain(
+    x: torch.Tensor, ceiling: torch.Tensor, release_coef: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Gain `[B, T]` that keeps the detected true peak of `x · gain` at or below `ceiling` `[B, 1]`."""
+    peak = _true_peak_envelope(x)
+    reduction = F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)  # 1 − min(1, c / p)
+    # Padded on both sides: the W − 1 samples before the start also look ahead into the signal, so the
+    # moving average at the first samples covers windows that see them.
+    padded = F.pad(reduction, (window - 1, window - 1)).unsqueeze(1)
+    ahead = F.max_pool1d(padded, window, stride=1).squeeze(1)  # [B, T + W − 1], from time −(W − 1)
+    # Reduction rises instantly (coefficient 1) and falls with the release time.
+    held = compressor_core(ahead, torch.zeros_like(release_coef), release_coef, torch.ones_like(release_coef))
+    return 1.0 - _moving_average(held, window)
+
+
+def _moving_average(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Means of `window` consecutive samples, `[B, T + window − 1] -> [B, T]`, in O(T).
+
+    By differences of a float64 running sum: exact zeros stay exactly zero (a gain of exactly 1), and
+    the rounding error (~1e-16 · T) is far below the limiter's margin.
+    """
+    running = F.pad(torch.cumsum(x.double(), dim=-1), (1, 0))
+    return ((running[:, window:] - running[:, :-window]) / window).to(x.dtype)
+
+
+def limiter(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    ceiling_dbtp=DEFAULT_CEILING_DBTP,
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
+    release_ms=DEFAULT_LIMITER_RELEASE_MS,
+) -> torch.Tensor:
+    """Look-ahead true-peak brick-wall limiter, linked over channels, time-aligned with its input.
+
+    1. Detection: 4x band-limited oversampling (BS.1770-4 Annex 2), the larger of two interpolators,
+       max over phases and channels → peak envelope p[n], also covering the interval before each
+       sample (`DETECTION_SPREAD_SAMPLES`).
+    2. Required reduction d[n] = 1 − min(1, c / p[n]), c the ceiling less `TRUE_PEAK_MARGIN_DB`.
+    3. Sliding maximum of d over the next W samples (W = look-ahead), release smoothing with instant
+       attack (torchcomp; never below its input), then a W-sample moving average over the past. Each
+       averaged value comes from a window that contains n, so the reduction is ≥ d[n] everywhere: the
+       gain never exceeds c / p[n], and it ramps down over W samples before a peak.
+    4. The gain multiplies x itself: the look-ahead is the non-causal window of step 3, so the output
+       has x's length and alignment (a real-time version would delay x and report W samples of latency).
+    5. Steps 1-4 run again on the result (`LIMITER_PASSES`) to catch the small inter-sample peak
+       changes that the first gain's variation causes.
+    Where no reduction is needed nearby (look-ahead and release) the gain is exactly 1: the signal
+    passes unchanged.
+
+    Args:
+        x: `[..., C, T]` signal.
+        sample_rate: Hz.
+        ceiling_dbtp: output true-peak ceiling, dBTP; tensor `[...]` or broadcastable; differentiable.
+        lookahead_ms: look-ahead and gain-ramp length, ms. Structural, not differentiable: rounded to
+            W ≥ 1 samples.
+        release_ms: 10-90 % recovery time of the gain reduction, ms; differentiable.
+
+    Returns:
+        `[..., C, T]` limited signal, true peak ≤ `ceiling_dbtp`.
+    """
+    n_samples = x.shape[-1]
+    lead = x.shape[:-2]
+    window = max(1, round(lookahead_ms * sample_rate / 1000.0))
+    ceiling = db_to_amp(_per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
+    release_coef = ms2coef(_per_item(release_ms, lead, x), sample_rate)
+    y = x
+    for _ in range(LIMITER_PASSES):
+        y = y * _limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)
+    return y

@@ -1,0 +1,239 @@
+"""Audio files in and out: the only module that reads or writes audio, and the only one that transposes.
+
+soundfile gives and takes `(T, C)` arrays; everything here returns and accepts channels-first `[C, T]`
+float32 tensors. Writes are atomic: a hidden temporary file in the destination folder, then
+`os.replace`, so a reader never sees half a file and a failed write leaves no debris.
+"""
+
+import math
+import numbers
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import scipy.signal
+import soundfile as sf
+import torch
+
+from automix.errors import AutomixError
+
+PathLike = str | os.PathLike
+STEREO = 2
+DEFAULT_SUBTYPE = "PCM_24"
+
+
+def load_audio(path: PathLike, *, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read an audio file (any format soundfile reads: WAV 8/16/24/32-bit and float, FLAC, AIFF, OGG...).
+
+    Args:
+        path: the file.
+        sample_rate: Hz to resample to (see `resample`); None keeps the file's rate.
+
+    Returns:
+        `([C, T] float32, in [-1, 1] for PCM, sample rate in Hz)`; mono gives `[1, T]` (see `to_stereo`).
+
+    Raises:
+        AutomixError: the file is missing, not audio or unreadable, empty, has NaN/Inf samples or more
+            than two channels.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise AutomixError(f"{path}: a folder, not a file; give an audio file")
+    if not path.is_file():
+        raise AutomixError(f"{path}: no such file; check the path")
+    if path.stat().st_size == 0:
+        raise AutomixError(f"{path}: the file is empty (0 bytes); give a file with audio in it")
+    try:
+        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as error:
+        reason = (getattr(error, "error_string", None) or str(error) or type(error).__name__).rstrip(".")
+        raise AutomixError(
+            f"{path}: not a readable audio file ({reason}); give a WAV, FLAC, AIFF or OGG file"
+        ) from error
+    n_samples, n_channels = data.shape
+    if n_samples == 0:
+        raise AutomixError(f"{path}: the file has no samples; give a file with audio in it")
+    if n_channels > STEREO:
+        raise AutomixError(
+            f"{path}: {n_channels} channels, but stems must be mono or stereo; export it as such"
+        )
+    if not np.isfinite(data).all():
+        raise AutomixError(f"{path}: the file has NaN or infinite samples; re-export it")
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    if sample_rate is not None and sample_rate != file_rate:
+        return resample(audio, file_rate, sample_rate), sample_rate
+    return audio, file_rate
+
+
+def to_stereo(x: torch.Tensor) -> torch.Tensor:
+    """`[..., 1 or 2, T]` -> `[..., 2, T]`: mono becomes dual-mono (the same signal left and right).
+
+    Raises:
+        AutomixError: more than two channels, or none.
+    """
+    n_channels = x.shape[-2]
+    if n_channels == STEREO:
+        return x
+    if n_channels == 1:
+        return x.expand(*x.shape[:-2], STEREO, x.shape[-1]).clone()
+    raise AutomixError(f"audio has {n_channels} channels; give mono or stereo audio")
+
+
+def resample(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """Band-limited polyphase resampling along the last axis (scipy `resample_poly`, Kaiser window).
+
+    For loading files: not differentiable (it goes through numpy).
+
+    Args:
+        x: `[..., T]` signal, channels-first.
+        orig_sr, target_sr: sample rates, Hz (positive integers; the ratio is reduced by their gcd).
+
+    Returns:
+        `[..., ceil(T * target_sr / orig_sr)]`, the dtype and device of `x`.
+    """
+    if not all(isinstance(rate, numbers.Integral) and rate > 0 for rate in (orig_sr, target_sr)):
+        raise AutomixError(f"sample rates must be positive integers, got {orig_sr!r} and {target_sr!r}")
+    orig_sr, target_sr = int(orig_sr), int(target_sr)
+    if orig_sr == target_sr:
+        return x
+    divisor = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // divisor, orig_sr // divisor
+    resampled = scipy.signal.resample_poly(x.detach().cpu().double().numpy(), up, down, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(resampled)).to(dtype=x.dtype, device=x.device)
+
+
+def load_stems(
+    paths: Sequence[PathLike], sample_rate: int | None = None
+) -> tuple[torch.Tensor, int, list[str]]:
+    """Load stems as one stereo tensor at one sample rate and one length.
+
+    Mono files become dual-mono; files at another rate are resampled to `sample_rate` (default: the
+    first file's rate); shorter stems are padded with silence at the end to the longest.
+
+    Args:
+        paths: the stem files, in order.
+        sample_rate: Hz for all stems; None takes the first file's.
+
+    Returns:
+        `([N, 2, T] float32, sample rate in Hz, notes)`: one human-readable note for each change made.
+
+    Raises:
+        AutomixError: no paths, or any file `load_audio` refuses.
+    """
+    if not paths:
+        raise AutomixError("no stem files given; give at least one audio file")
+    notes: list[str] = []
+    stems = []
+    for path in paths:
+        audio, file_rate = load_audio(path)
+        if audio.shape[0] == 1:
+            notes.append(f"{path}: mono, used as dual-mono")
+        sample_rate = file_rate if sample_rate is None else sample_rate
+        if file_rate != sample_rate:
+            notes.append(f"{path}: resampled from {file_rate} Hz to {sample_rate} Hz")
+            audio = resample(audio, file_rate, sample_rate)
+        stems.append(to_stereo(audio))
+    n_samples = max(stem.shape[-1] for stem in stems)
+    for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
+        missing = n_samples - stem.shape[-1]
+        if missing:
+            notes.append(f"{path}: padded with {missing / sample_rate:.3f} s of silence to the longest stem")
+            stems[index] = torch.nn.functional.pad(stem, (0, missing))
+    return torch.stack(stems), sample_rate, notes
+
+
+def save_audio(
+    path: PathLike,
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    subtype: str = DEFAULT_SUBTYPE,
+    protect: Iterable[PathLike] = (),
+) -> Path:
+    """Write `[C, T]` audio atomically; the format follows the file extension (.wav, .flac, .aiff, ...).
+
+    Samples are written as they are: integer subtypes clip at +-1 (keep peaks below the ceiling before).
+    Missing parent folders are created.
+
+    Args:
+        path: the destination.
+        x: `[C, T]` audio (any float dtype or device).
+        sample_rate: Hz.
+        subtype: soundfile subtype, e.g. "PCM_16", "PCM_24", "FLOAT".
+        protect: paths that must not be overwritten (the inputs): writing onto one of them is refused.
+
+    Returns:
+        The path written.
+
+    Raises:
+        AutomixError: not `[C, T]`, non-finite samples, an unknown format or subtype, a protected path,
+            or the file or its folder cannot be written.
+    """
+    path = Path(path)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise AutomixError(f"{path}: audio to save must be [channels, samples], got shape {tuple(x.shape)}")
+    data = x.detach().cpu().float().numpy().T
+    if not np.isfinite(data).all():
+        raise AutomixError(f"{path}: refusing to write NaN or infinite samples")
+    file_format = path.suffix.lstrip(".").upper()
+    if file_format not in sf.available_formats():
+        raise AutomixError(f"{path}: unknown audio format; use one of .wav, .flac, .aiff, .ogg")
+    if not sf.check_format(file_format, subtype):
+        raise AutomixError(f"{path}: {file_format} cannot store subtype {subtype}; choose another subtype")
+
+    def write(file: IO[bytes]) -> None:
+        sf.write(file, data, sample_rate, subtype=subtype, format=file_format)
+
+    _write_atomically(path, write, protect)
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str, *, protect: Iterable[PathLike] = ()) -> Path:
+    """Write UTF-8 text (a JSON report, say) atomically, creating missing parent folders.
+
+    Raises:
+        AutomixError: a protected path, or the file or its folder cannot be written.
+    """
+    path = Path(path)
+    _write_atomically(path, lambda file: file.write(text.encode("utf-8")), protect)
+    return path
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object], protect: Iterable[PathLike]) -> None:
+    """Create the folder, write a hidden temporary file next to `path` with `write`, then rename it.
+
+    The temporary file is opened exclusively (with the usual umask permissions) and removed on failure.
+    """
+    for protected in protect:
+        if _same_file(path, Path(protected)):
+            raise AutomixError(
+                f"{path}: refusing to overwrite the input file {protected}; choose another output"
+            )
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    created = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "x+b") as file:  # soundfile may read back headers
+            created = True
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError, sf.SoundFileError) as error:
+        raise AutomixError(f"{path}: cannot write ({error}); check the folder and free space") from error
+    finally:
+        if created:
+            temporary.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or (hard links) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
