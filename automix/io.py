@@ -187,7 +187,7 @@ def save_audio(
     def write(file: IO[bytes]) -> None:
         sf.write(file, data, sample_rate, subtype=subtype, format=file_format)
 
-    _write_atomically(path, write, protect)
+    write_atomically(path, write, protect)
     return path
 
 
@@ -198,11 +198,13 @@ def atomic_write_text(path: PathLike, text: str, *, protect: Iterable[PathLike] 
         AutomixError: a protected path, or the file or its folder cannot be written.
     """
     path = Path(path)
-    _write_atomically(path, lambda file: file.write(text.encode("utf-8")), protect)
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")), protect)
     return path
 
 
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object], protect: Iterable[PathLike]) -> None:
+def write_atomically(
+    path: Path, write: Callable[[IO[bytes]], object], protect: Iterable[PathLike] = ()
+) -> None:
     """Create the folder, write a hidden temporary file next to `path` with `write`, then rename it.
 
     The temporary file is opened exclusively (with the usual umask permissions) and removed on failure.

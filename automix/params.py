@@ -48,7 +48,11 @@ class ParameterRange:
         """1 for a scalar parameter, the number of bands for a per-band one."""
         return 1 if isinstance(self.low, int | float) else len(self.low)
 
-    def tensors(self, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(low, high)` in units, float64."""
+        return tuple(torch.as_tensor(v, dtype=torch.float64) for v in (self.low, self.high))
+
+    def scaled_bounds(self, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         low, high = (torch.as_tensor(v, dtype=dtype, device=device) for v in (self.low, self.high))
         return (low.log(), high.log()) if self.log else (low, high)
 
@@ -129,6 +133,22 @@ class ParameterSpace:
 
         return cls(ranges("stem", STEM_PARAMETERS), ranges("master", MASTER_PARAMETERS))
 
+    def to_config(self) -> dict:
+        """A plain mapping that `from_config` reads back (for checkpoints and YAML)."""
+
+        def entries(ranges):
+            return {
+                name: {
+                    "low": _plain(spec.low),
+                    "high": _plain(spec.high),
+                    "neutral": _plain(spec.neutral),
+                    "log": spec.log,
+                }  # fmt: skip
+                for name, spec in ranges.items()
+            }
+
+        return {"stem": entries(self.stem), "master": entries(self.master)}
+
     @property
     def n_stem(self) -> int:
         """Normalised values per stem."""
@@ -149,17 +169,27 @@ class ParameterSpace:
         Returns:
             `(stem_params, master_params)`: dicts in units, shaped as `automix.dsp.console` takes them.
         """
-        return (
-            _denormalize(stem_unit, self.stem, STEM_PARAMETERS),
-            _denormalize(master_unit, self.master, MASTER_PARAMETERS),
-        )
+        return self.denormalize_stems(stem_unit), self.denormalize_master(master_unit)
+
+    def denormalize_stems(self, stem_unit: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`[..., N, n_stem]` in [0, 1] -> stem parameters in units."""
+        return _denormalize(stem_unit, self.stem, STEM_PARAMETERS)
+
+    def denormalize_master(self, master_unit: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`[..., n_master]` in [0, 1] -> master parameters in units."""
+        return _denormalize(master_unit, self.master, MASTER_PARAMETERS)
 
     def normalize(self, stem_params: Mapping, master_params: Mapping):
         """The inverse of `denormalize`: `(stem_unit [..., N, n_stem], master_unit [..., n_master])`."""
-        return (
-            _normalize(stem_params, self.stem, STEM_PARAMETERS),
-            _normalize(master_params, self.master, MASTER_PARAMETERS),
-        )
+        return self.normalize_stems(stem_params), self.normalize_master(master_params)
+
+    def normalize_stems(self, stem_params: Mapping) -> torch.Tensor:
+        """Stem parameters in units -> `[..., N, n_stem]` in [0, 1] (outside it where out of range)."""
+        return _normalize(stem_params, self.stem, STEM_PARAMETERS)
+
+    def normalize_master(self, master_params: Mapping) -> torch.Tensor:
+        """Master parameters in units -> `[..., n_master]` in [0, 1] (outside it where out of range)."""
+        return _normalize(master_params, self.master, MASTER_PARAMETERS)
 
     def neutral_unit(self, n_stems: int, dtype=torch.float32, device=None):
         """The neutral settings in [0, 1]: `(stem_unit [N, n_stem], master_unit [n_master])`."""
@@ -177,6 +207,10 @@ class ParameterSpace:
         return self.denormalize(*self.neutral_unit(n_stems, dtype, device))
 
 
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _range_from_config(entry: Mapping) -> ParameterRange:
     def value(key):
         raw = entry[key]
@@ -190,7 +224,7 @@ def _denormalize(unit: torch.Tensor, ranges: Mapping[str, ParameterRange], names
     for name in names:
         spec = ranges[name]
         width = spec.n_values
-        low, high = spec.tensors(unit.dtype, unit.device)
+        low, high = spec.scaled_bounds(unit.dtype, unit.device)
         value = low + unit[..., column : column + width] * (high - low)
         value = value.exp() if spec.log else value
         params[name] = value if width > 1 else value[..., 0]
@@ -204,7 +238,7 @@ def _normalize(params: Mapping, ranges: Mapping[str, ParameterRange], names) -> 
         spec = ranges[name]
         value = torch.as_tensor(params[name])
         value = value.log() if spec.log else value
-        low, high = spec.tensors(value.dtype, value.device)
+        low, high = spec.scaled_bounds(value.dtype, value.device)
         unit = (value - low) / (high - low)
         columns.append(unit if spec.n_values > 1 else unit[..., None])
     return torch.cat(columns, dim=-1)

@@ -1,0 +1,41 @@
+"""What a mix is judged by: its measurements, and the report against the style's targets."""
+
+from collections.abc import Mapping
+
+import torch
+
+from automix import metrics
+from automix.loss import TOLERANCES, target_errors
+
+
+def measure(mix: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
+    """The measurements a mix is judged by (differentiable ones keep their gradients), `[B]` each."""
+    return {
+        "lufs": metrics.integrated_loudness(mix, sample_rate),
+        "spectral_centroid": metrics.spectral_centroid(mix, sample_rate),
+        "stereo_ms_ratio": metrics.stereo_ms_ratio(mix),
+        "true_peak_dbtp": metrics.true_peak(mix, sample_rate),
+        "band_energy": metrics.band_energy(mix, sample_rate),
+    }
+
+
+def report(analysis: Mapping, target: torch.Tensor, ceiling_dbtp: float) -> dict:
+    """Targets, errors, pass flags (original tolerances; true peak under the ceiling) and a quality
+    score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
+    times 0 when the true peak is over the ceiling."""
+    with torch.no_grad():
+        errors = target_errors(analysis, target)
+        passed = {name: errors[name].abs() <= tol for name, tol in TOLERANCES.items()}
+        passed["true_peak"] = analysis["true_peak_dbtp"] <= ceiling_dbtp + 1e-3
+        closeness = [(1 - errors[name].abs() / (2 * tol)).clamp_min(0) for name, tol in TOLERANCES.items()]
+        score = torch.stack(closeness).mean(0) * passed["true_peak"]
+        return {
+            "targets": {
+                "lufs": target[..., 0],
+                "spectral_centroid": target[..., 1],
+                "stereo_ms_ratio": target[..., 2],
+            },  # fmt: skip
+            "errors": {name: errors[name] for name in TOLERANCES},
+            "passed": passed,
+            "quality_score": score,
+        }

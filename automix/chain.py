@@ -1,0 +1,239 @@
+"""AutoMixChain: stems in, a mastered mix that hits a style out.
+
+Two ways to set the console, one console:
+- predict: one forward pass of the parameter predictor (the amortised path of training and batch jobs);
+- optimize (the default): start from the prediction, run Adam on the normalised parameters against the
+  loss measured on excerpts of the song, render the whole song, then correct what remains on the full
+  render itself (see `automix.optimize`).
+"""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from automix import __version__, metrics
+from automix.analysis import measure, report
+from automix.dsp.console import DEFAULT_CEILING_DBTP, channel_strip, master_section
+from automix.dsp.stereo import gain
+from automix.errors import AutomixError
+from automix.features import N_FEATURES, stem_features
+from automix.io import to_stereo
+from automix.loss import create_training_loss, resolve_targets
+from automix.optimize import OptimizeSettings, optimize_mix
+from automix.params import ParameterSpace
+from automix.predictor import ParameterPredictor
+from automix.styles import StyleTarget, load_style_targets
+
+MAX_STEMS = 16
+MODES = ("optimize", "predict")
+
+
+def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
+    """Stems as `[B, N, 2, T]` float, and whether the input was batched.
+
+    Accepts a list of `[C, T]` tensors of any lengths (zero-padded to the longest), `[N, C, T]` or
+    `[B, N, C, T]`; mono becomes dual-mono.
+
+    Raises:
+        AutomixError: no stems, more than 2 channels, empty or non-finite audio, too many stems.
+    """
+    if isinstance(stems, torch.Tensor):
+        if stems.ndim not in (3, 4):
+            raise AutomixError(f"stems must be [N, C, T] or [B, N, C, T], got shape {tuple(stems.shape)}")
+        batched = stems.ndim == 4
+        stems = to_stereo(stems if batched else stems[None])
+    else:
+        items = list(stems)
+        if not items:
+            raise AutomixError("no stems given: pass at least one [channels, samples] tensor")
+        for i, stem in enumerate(items):
+            if not isinstance(stem, torch.Tensor) or stem.ndim != 2:
+                raise AutomixError(f"stem {i} must be a [channels, samples] tensor")
+        length = max(stem.shape[-1] for stem in items)
+        padded = [nn.functional.pad(to_stereo(s.float()), (0, length - s.shape[-1])) for s in items]
+        stems, batched = torch.stack(padded)[None], False
+    if stems.shape[1] == 0 or stems.shape[-1] == 0:
+        raise AutomixError(f"stems are empty (shape {tuple(stems.shape)})")
+    if stems.shape[1] > MAX_STEMS:
+        raise AutomixError(f"at most {MAX_STEMS} stems are supported, got {stems.shape[1]}")
+    if not torch.isfinite(stems).all():
+        raise AutomixError("stems contain NaN or infinite samples")
+    return stems.float() if not stems.is_floating_point() else stems, batched
+
+
+class AutoMixChain(nn.Module):
+    """The differentiable mixing and mastering chain with its parameter predictor.
+
+    Args:
+        n_stems: the stem count the original API names; any count from 1 to 16 works.
+        style_targets: style name -> StyleTarget; None loads the defaults.
+        sample_rate: Hz of the stems given to `forward`.
+        space: parameter ranges; None takes the defaults (equal to conf/dsp/default.yaml).
+        hidden_dim, n_layers: predictor size.
+        ceiling_dbtp: true-peak ceiling of every output.
+        optimize: settings of the per-song optimiser (`automix.optimize.OptimizeSettings` fields).
+    """
+
+    def __init__(
+        self,
+        n_stems: int = 4,
+        style_targets: Mapping[str, StyleTarget] | None = None,
+        sample_rate: int = 44100,
+        *,
+        space: ParameterSpace | None = None,
+        hidden_dim: int = 128,
+        n_layers: int = 2,
+        ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
+        optimize: Mapping | None = None,
+    ):
+        super().__init__()
+        self.n_stems = n_stems
+        self.style_targets = dict(style_targets or load_style_targets())
+        self.sample_rate = sample_rate
+        self.space = space or ParameterSpace()
+        self.ceiling_dbtp = ceiling_dbtp
+        self.predictor = ParameterPredictor(N_FEATURES, self.space, hidden_dim, n_layers)
+        self.loss_fn = create_training_loss(self.style_targets, ceiling_dbtp=ceiling_dbtp)
+        self.optimize_settings = OptimizeSettings(**dict(optimize or {}))
+        self.model_config = {"hidden_dim": hidden_dim, "n_layers": n_layers}
+
+    def checkpoint(self) -> dict:
+        """Weights, the configuration to rebuild them (plain dicts) and versions: a `torch.save`-able
+        dict that loads with `torch.load(weights_only=True)`."""
+        return {
+            "state_dict": self.predictor.state_dict(),
+            "config": {
+                "model": dict(self.model_config),
+                "dsp": self.space.to_config(),
+                "sample_rate": self.sample_rate,
+                "ceiling_dbtp": self.ceiling_dbtp,
+            },  # fmt: skip
+            "versions": {"automix": __version__, "torch": torch.__version__},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path, style_targets: Mapping[str, StyleTarget] | None = None, **kwargs):
+        """Rebuild a chain from a checkpoint file written by `checkpoint()` (or by training)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            config = state["config"]
+            chain = cls(
+                style_targets=style_targets,
+                sample_rate=int(config.get("sample_rate", 44100)),
+                space=ParameterSpace.from_config(config["dsp"]),
+                ceiling_dbtp=float(config.get("ceiling_dbtp", DEFAULT_CEILING_DBTP)),
+                **dict(config["model"]),
+                **kwargs,
+            )
+            chain.predictor.load_state_dict(state["state_dict"])
+        except FileNotFoundError:
+            raise AutomixError(f"checkpoint {path} does not exist") from None
+        except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
+            raise AutomixError(
+                f"{path} is not an automix checkpoint ({type(error).__name__}: {error})"
+            ) from None
+        return chain
+
+    def predict_unit(self, stems: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
+        """Normalised settings `(stem_unit [B, N, n_stem], master_unit [B, n_master])` of `[B, N, 2, T]`."""
+        features = stem_features(stems, self.sample_rate, mask)
+        return self.predictor(features, target, mask)
+
+    def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`."""
+        stem_params = self.space.denormalize_stems(stem_unit)
+        processed = channel_strip(stems, self.sample_rate, stem_params)
+        if mask is not None:
+            processed = processed * mask[..., None, None].to(processed.dtype)
+        return processed.sum(dim=-3), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+
+    def render_master(self, bus, master_params: Mapping, trim_db=None) -> torch.Tensor:
+        """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`."""
+        if trim_db is not None:
+            bus = gain(bus, gain_db=trim_db)
+        return master_section(bus, self.sample_rate, master_params, ceiling_dbtp=self.ceiling_dbtp)
+
+    def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None):
+        """Strips, sum and master: `(mix [B, 2, T], analysis with gradients)`.
+
+        `join=(B, K)` treats the batch as K excerpts of each of B songs, rendered separately and joined
+        in time for the measurements (mix `[B, 2, K * L]`).
+        """
+        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
+        master_params = self.space.denormalize_master(master_unit)
+        mix = self.render_master(bus, master_params, trim_db)
+        processing = self.processing_cost(stem_unit, master_unit, mask)
+        if join is not None:
+            n_songs, n_excerpts = join
+            mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)
+            stem_lufs = stem_lufs.reshape(n_songs, n_excerpts, -1).mean(1)
+            processing = processing.reshape(n_songs, n_excerpts).mean(1)
+            mask = None if mask is None else mask[::n_excerpts]
+        analysis = measure(mix, self.sample_rate) | {
+            "stem_lufs": stem_lufs,
+            "stem_params": stem_params,
+            "master_params": master_params,
+            "processing": processing,
+        }
+        if mask is not None:
+            analysis["stem_mask"] = mask.to(mix.dtype)
+        return mix, analysis
+
+    def processing_cost(self, stem_unit, master_unit, mask=None) -> torch.Tensor:
+        """Mean squared distance `[B]` of the normalised settings from neutral: "as little processing as
+        the target allows"."""
+        neutral_stem, neutral_master = self.space.neutral_unit(1, stem_unit.dtype, stem_unit.device)
+        stem_cost = (stem_unit - neutral_stem).square().mean(-1)
+        weight = torch.ones_like(stem_cost) if mask is None else mask.to(stem_cost.dtype)
+        stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
+        return stem_cost + (master_unit - neutral_master).square().mean(-1)
+
+    def forward(
+        self,
+        stems,
+        style: str | StyleTarget | Sequence | torch.Tensor = "rock_punk",
+        mode: str = "optimize",
+        *,
+        mask: torch.Tensor | None = None,
+        progress: bool = False,
+    ):
+        """Mix stems to a style.
+
+        Args:
+            stems: a list of `[C, T]` tensors, `[N, C, T]`, or a batch `[B, N, C, T]` (C = 1 or 2).
+            style: a style name, a StyleTarget, one per batch item, or target vectors `[B, 6]`.
+            mode: "optimize" (per-song optimisation, the default) or "predict" (one forward pass; keeps
+                gradients for training).
+            mask: `[B, N]` 1 for real stems (batches with padding stems).
+            progress: show a progress bar while optimising.
+
+        Returns:
+            `(mix, analysis)`: mix `[2, T]` (or `[B, 2, T]` for a batch); analysis with the measured
+            `lufs`, `spectral_centroid`, `stereo_ms_ratio`, `true_peak_dbtp`, `band_energy`, the
+            targets, errors, pass flags, `quality_score`, and the parameters in units.
+        """
+        if mode not in MODES:
+            raise AutomixError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        stems, batched = prepare_stems(stems)
+        device = next(self.parameters()).device
+        stems = stems.to(device)
+        target = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
+        if mode == "predict":
+            stem_unit, master_unit = self.predict_unit(stems, target, mask)
+            mix, analysis = self.render(stems, stem_unit, master_unit, mask)
+        else:
+            mix, analysis = optimize_mix(self, stems, target, mask, progress=progress)
+        analysis |= report(analysis, target, self.ceiling_dbtp)
+        if not batched:
+            mix = mix[0]
+            analysis = {k: _first(v) for k, v in analysis.items()}
+        return mix, analysis
+
+
+def _first(value):
+    if isinstance(value, torch.Tensor):
+        return value[0] if value.ndim else value
+    if isinstance(value, dict):
+        return {k: _first(v) for k, v in value.items()}
+    return value

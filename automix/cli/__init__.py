@@ -1,0 +1,18 @@
+"""Command-line entry points (`mix.py`, `validate.py`): argument parsing and reporting only."""
+
+import sys
+from collections.abc import Callable
+
+from automix.errors import AutomixError
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run `main`, turning a user's error into one line on stderr and exit status 2 (STYLE.md 9)."""
+    try:
+        return main(argv)
+    except AutomixError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,163 @@
+"""`python mix.py`: mix stems to a style and master them; the original design's flags, and more."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from automix.chain import AutoMixChain
+from automix.cli import run_cli
+from automix.errors import AutomixError
+from automix.io import atomic_write_text, load_stems, save_audio
+from automix.styles import get_style, load_style_targets, style_from_reference_file
+from automix.synth import STEM_NAMES, synth_stems
+
+TEST_STEM_SECONDS = 20.0
+TEST_SAMPLE_RATE = 44100
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default.ckpt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mix.py", description="Mix and master stems to a style's loudness, tone and width."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stems", nargs="+", type=Path, metavar="FILE", help="stem audio files")
+    source.add_argument("--test-stems", type=int, metavar="N", help="mix N synthetic stems instead of files")
+    parser.add_argument("--style", default="rock_punk", help="style name (default: rock_punk)")
+    parser.add_argument("--output", type=Path, required=True, help="output WAV (24-bit), written atomically")
+    parser.add_argument("--validate", action="store_true", help="print measured vs target; exit 1 on a miss")
+    parser.add_argument(
+        "--analysis-output", type=Path, metavar="FILE.json", help="write the analysis as JSON"
+    )
+    parser.add_argument("--targets", type=Path, metavar="FILE.yaml", help="custom style targets (YAML)")
+    parser.add_argument(
+        "--reference", type=Path, metavar="FILE", help="take the targets from a reference mix"
+    )
+    parser.add_argument("--checkpoint", type=Path, help="predictor checkpoint (default: the shipped one)")
+    parser.add_argument("--mode", choices=("optimize", "predict"), default="optimize")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels")
+    parser.add_argument("--seed", type=int, default=0, help="seed for synthetic stems and the optimiser")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    return parser
+
+
+def load_chain(args, targets) -> AutoMixChain:
+    checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
+    if checkpoint is None:
+        return AutoMixChain(style_targets=targets)
+    return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AutomixError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AutomixError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def _plain(value):
+    """Tensors (and dicts of them) as JSON-ready numbers and lists."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
+    rows = [
+        ("LUFS", "lufs", "LUFS"),
+        ("spectral centroid", "spectral_centroid", "Hz"),
+        ("stereo M/S ratio", "stereo_ms_ratio", ""),
+    ]
+    table = [
+        (label, float(analysis[key]), float(analysis["targets"][key]), bool(analysis["passed"][key]), unit)
+        for label, key, unit in rows
+    ]
+    table.append(
+        ("true peak", float(analysis["true_peak_dbtp"]), -1.0, bool(analysis["passed"]["true_peak"]), "dBTP")
+    )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    device = _device(args.device)
+    targets = load_style_targets(args.targets)
+    inputs = [p for p in (args.stems or [])] + [p for p in (args.targets, args.reference) if p]
+    notes: list[str] = []
+    if args.stems:
+        stems, sample_rate, notes = load_stems(args.stems)
+        names = [p.stem for p in args.stems]
+    else:
+        if not 1 <= args.test_stems <= 16:
+            raise AutomixError(f"--test-stems must be 1-16, got {args.test_stems}")
+        n_songs = -(-args.test_stems // len(STEM_NAMES))
+        songs = [synth_stems(TEST_STEM_SECONDS, TEST_SAMPLE_RATE, seed=args.seed + i) for i in range(n_songs)]
+        stems = torch.cat([s for s, _ in songs])[: args.test_stems]
+        names = [f"{name}{i}" for i, (_, song_names) in enumerate(songs) for name in song_names][
+            : args.test_stems
+        ]
+        sample_rate = TEST_SAMPLE_RATE
+    if args.reference:
+        style = style_from_reference_file(args.reference)
+        notes.append(f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
+                     f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
+    else:
+        style = get_style(targets, args.style)
+    torch.manual_seed(args.seed)
+    chain = load_chain(args, targets).to(device)
+    chain.sample_rate = sample_rate
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    with torch.no_grad() if args.mode == "predict" else torch.enable_grad():
+        mix, analysis = chain(stems.to(device), style=style, mode=args.mode, progress=not args.quiet)
+    mix = mix.detach().cpu()
+    save_audio(args.output, mix, sample_rate, protect=inputs)
+    seconds = time.perf_counter() - started
+    report = {
+        "style": style.name,
+        "mode": args.mode,
+        "sample_rate": sample_rate,
+        "stems": names,
+        "notes": notes,
+        "seconds": seconds,
+    } | _plain({k: v for k, v in analysis.items() if k not in ("stem_params", "master_params")})
+    report["parameters"] = {
+        "stems": {
+            name: {k: _plain(v[i]) for k, v in analysis["stem_params"].items()}
+            for i, name in enumerate(names)
+        },
+        "master": _plain(analysis["master_params"]),
+    }
+    if args.analysis_output:
+        atomic_write_text(args.analysis_output, json.dumps(report, indent=2) + "\n", protect=inputs)
+    if args.plot:
+        from automix.plots import plot_mix
+
+        plot_mix(args.plot, mix, sample_rate, analysis, names, protect=inputs)
+    rows = summary_rows(analysis)
+    if not args.quiet or args.validate:
+        print(f"{'':18} {'measured':>9} {'target':>9}")
+        for label, measured, target, passed, unit in rows:
+            mark = ("PASS" if passed else "FAIL") if args.validate else ""
+            print(f"{label:18} {measured:9.2f} {target:9.2f} {unit:5} {mark}")
+        print(f"wrote {args.output} ({mix.shape[-1] / sample_rate:.1f} s) in {seconds:.1f} s")
+    return 1 if args.validate and not all(row[3] for row in rows) else 0
+
+
+def cli() -> int:
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,126 @@
+"""The mixing loss: distance of a mix's measurements from the style targets, plus musical regularisers.
+
+`create_training_loss(targets)(analysis, style)` is the original design's API; the per-song optimiser
+and the Lightning module use the same function.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from automix.errors import AutomixError
+from automix.styles import StyleTarget, get_style
+
+# Tolerances of the original design's validation (measured vs target); pass flags and the quality
+# score use them.
+TOLERANCES = {"lufs": 1.0, "spectral_centroid": 200.0, "stereo_ms_ratio": 0.2}
+# Each error is divided by its scale and squared: a scale is the error that costs as much as 1 LU.
+LUFS_SCALE_LU = 1.0
+CENTROID_SCALE_OCT = 0.05  # 0.05 octave is ~100 Hz at 2 kHz: half the original tolerance
+MS_SCALE = 0.05
+BALANCE_SCALE = 0.05  # per band, in energy fraction
+TRUE_PEAK_SCALE_DB = 0.1
+# A stem whose loudness in the mix sits more than this far under the mix is buried (inaudible).
+BURIED_STEM_LU = 20.0
+DEFAULT_WEIGHTS = {
+    "lufs": 1.0,
+    "spectral_centroid": 1.0,
+    "stereo_ms_ratio": 1.0,
+    "band_balance": 0.5,
+    "true_peak": 1.0,
+    "buried_stems": 0.1,
+    "processing": 0.05,
+}
+TARGET_SIZE = 6  # lufs, centroid_hz, ms, balance low/mid/high (NaN when the style gives none)
+
+
+def target_vector(style: StyleTarget) -> torch.Tensor:
+    """`[6]` float32: lufs, centroid Hz, M/S, band balance as fractions (NaN when the style has none)."""
+    balance = style.balance_fractions() if style.frequency_balance is not None else (float("nan"),) * 3
+    return torch.tensor([style.lufs, style.spectral_centroid_hz, style.stereo_ms_ratio, *balance])
+
+
+def resolve_targets(
+    style: str | StyleTarget | Sequence | torch.Tensor, targets: Mapping[str, StyleTarget], batch_size: int
+) -> torch.Tensor:
+    """Target vectors `[B, 6]` for a style given as a name, a StyleTarget, one of those per item, or a
+    ready `[6]` / `[B, 6]` tensor."""
+    if isinstance(style, torch.Tensor):
+        vectors = style.reshape(-1, TARGET_SIZE).float()
+    elif isinstance(style, str | StyleTarget):
+        vectors = target_vector(_as_style(style, targets))[None]
+    else:
+        vectors = torch.stack([target_vector(_as_style(s, targets)) for s in style])
+    if vectors.shape[0] == 1:
+        vectors = vectors.expand(batch_size, -1)
+    if vectors.shape[0] != batch_size:
+        raise AutomixError(f"got {vectors.shape[0]} styles for a batch of {batch_size} songs")
+    return vectors
+
+
+def _as_style(style: str | StyleTarget, targets: Mapping[str, StyleTarget]) -> StyleTarget:
+    return style if isinstance(style, StyleTarget) else get_style(targets, style)
+
+
+def target_errors(analysis: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Signed errors (measured - target), `[B]` each: LU, Hz, ratio; and the band balance `[B, 3]`."""
+    return {
+        "lufs": analysis["lufs"] - target[..., 0],
+        "spectral_centroid": analysis["spectral_centroid"] - target[..., 1],
+        "stereo_ms_ratio": analysis["stereo_ms_ratio"] - target[..., 2],
+        "band_balance": analysis["band_energy"] - target[..., 3:6],
+    }
+
+
+def loss_terms(
+    analysis: Mapping[str, torch.Tensor], target: torch.Tensor, ceiling_dbtp: float = -1.0
+) -> dict[str, torch.Tensor]:
+    """Each term of the loss, `[B]`, unweighted."""
+    errors = target_errors(analysis, target)
+    centroid_oct = torch.log2(analysis["spectral_centroid"].clamp_min(1.0) / target[..., 1])
+    balance = errors["band_balance"]
+    has_balance = torch.isfinite(balance).all(dim=-1)
+    balance_term = (torch.nan_to_num(balance) / BALANCE_SCALE).square().mean(dim=-1)
+    terms = {
+        "lufs": (errors["lufs"] / LUFS_SCALE_LU).square(),
+        "spectral_centroid": (centroid_oct / CENTROID_SCALE_OCT).square(),
+        "stereo_ms_ratio": (errors["stereo_ms_ratio"] / MS_SCALE).square(),
+        "band_balance": torch.where(has_balance, balance_term, torch.zeros_like(balance_term)),
+        "true_peak": (torch.relu(analysis["true_peak_dbtp"] - ceiling_dbtp) / TRUE_PEAK_SCALE_DB).square(),
+    }
+    if "stem_lufs" in analysis:
+        under = torch.relu(analysis["lufs"][..., None] - analysis["stem_lufs"] - BURIED_STEM_LU)
+        mask = analysis.get("stem_mask", torch.ones_like(under))
+        terms["buried_stems"] = (under.square() * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    if "processing" in analysis:
+        terms["processing"] = analysis["processing"]
+    return terms
+
+
+def create_training_loss(
+    targets: Mapping[str, StyleTarget], weights: Mapping[str, float] | None = None, ceiling_dbtp: float = -1.0
+) -> Callable[[Mapping[str, torch.Tensor], object], torch.Tensor]:
+    """The loss of a mix against a style.
+
+    Args:
+        targets: style name -> StyleTarget (from `automix.styles.load_style_targets`).
+        weights: per-term weights; missing terms take `DEFAULT_WEIGHTS`.
+        ceiling_dbtp: true peaks above it are penalised.
+
+    Returns:
+        `loss_fn(analysis, style) -> scalar tensor`: the weighted sum of `loss_terms`, mean over the batch.
+        `analysis` is what `AutoMixChain` returns (tensors with gradients); `style` a name, a
+        StyleTarget, one per item, or target vectors `[B, 6]`.
+    """
+    weights = DEFAULT_WEIGHTS | dict(weights or {})
+
+    def loss_fn(analysis: Mapping[str, torch.Tensor], style) -> torch.Tensor:
+        lufs = analysis["lufs"]
+        batch_size = lufs.shape[0] if lufs.ndim else 1
+        target = resolve_targets(style, targets, batch_size).to(lufs.device, lufs.dtype)
+        if lufs.ndim == 0:
+            target = target[0]
+        terms = loss_terms(analysis, target, ceiling_dbtp)
+        return sum(weights[name] * term for name, term in terms.items()).mean()
+
+    return loss_fn
