@@ -7,6 +7,7 @@ Two ways to set the console, one console:
   render itself (see `automix.optimize`).
 """
 
+import pickle
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -109,7 +110,7 @@ class AutoMixChain(nn.Module):
                 "sample_rate": self.sample_rate,
                 "ceiling_dbtp": self.ceiling_dbtp,
             },  # fmt: skip
-            "versions": {"automix": __version__, "torch": torch.__version__},
+            "versions": {"automix": __version__, "torch": str(torch.__version__)},
         }
 
     @classmethod
@@ -129,7 +130,7 @@ class AutoMixChain(nn.Module):
             chain.predictor.load_state_dict(state["state_dict"])
         except FileNotFoundError:
             raise AutomixError(f"checkpoint {path} does not exist") from None
-        except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
+        except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
             raise AutomixError(
                 f"{path} is not an automix checkpoint ({type(error).__name__}: {error})"
             ) from None

@@ -24,11 +24,12 @@ from automix.params import logit
 STOP_LUFS_LU = 0.2
 STOP_CENTROID_HZ = 40.0
 STOP_MS = 0.02
-# Adam on excerpts hands over to the refinement once the excerpts are this close: the refinement's trim,
-# width and tilt finish the job on the full render, where it counts.
-HANDOVER_LUFS_LU = 1.0
+# Adam on excerpts hands over to the refinement once the refinement can finish the job on the full
+# render, where it counts: the centroid this close (the tilt does the rest), and the M/S ratio where the
+# width, kept this far inside its range, can scale it to the target. Loudness needs no condition: the
+# trim reaches any level.
 HANDOVER_CENTROID_HZ = 100.0
-HANDOVER_MS = 0.05
+HANDOVER_WIDTH_MARGIN = 0.05
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
@@ -89,6 +90,16 @@ def _within(analysis, target, lufs_lu, centroid_hz, ms) -> torch.Tensor:
         & ((analysis["spectral_centroid"] - target[:, 1]).abs() <= centroid_hz)
         & ((analysis["stereo_ms_ratio"] - target[:, 2]).abs() <= ms)
     )
+
+
+def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
+    """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
+    width_range = chain.space.master["width"]
+    width = analysis["master_params"]["width"][::n_excerpts].detach()
+    needed_width = width * target[:, 2] / analysis["stereo_ms_ratio"].detach().clamp_min(MIN_MS_FOR_WIDTH)
+    margin = HANDOVER_WIDTH_MARGIN
+    width_ok = (needed_width >= width_range.low + margin) & (needed_width <= width_range.high - margin)
+    return width_ok & ((analysis["spectral_centroid"].detach() - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ)
 
 
 def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *, progress: bool = False):
@@ -158,7 +169,7 @@ def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, tri
         )
         loss = chain.loss_fn(analysis, target)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if _within(analysis, target, HANDOVER_LUFS_LU, HANDOVER_CENTROID_HZ, HANDOVER_MS).all():
+        if _refinable(chain, analysis, target, n_excerpts).all():
             break
         optimizer.zero_grad()
         loss.backward()

@@ -1,0 +1,161 @@
+"""AutoMixChain end to end, judged by independent meters: pyloudnorm (LUFS), scipy's 4x resampler
+(true peak) and numpy (centroid, M/S) written here from DESIGN.md's definitions."""
+
+import numpy as np
+import pyloudnorm
+import pytest
+import scipy.signal
+import torch
+
+from automix import AutoMixChain, create_training_loss, load_style_targets
+from automix.errors import AutomixError
+from automix.synth import synth_stems, white_noise
+
+SAMPLE_RATE = 44100
+PYLOUDNORM_BIAS_LU = 0.05  # its textbook K-weighting reads ~0.04 LU below ITU's exact filter
+
+
+def reference_centroid(mix: np.ndarray, sample_rate: int) -> float:
+    """DESIGN.md: mean |STFT| of the mid signal (Hann 2048, hop 512), then the magnitude-weighted mean."""
+    mid = mix.mean(axis=0)
+    _, _, frames = scipy.signal.stft(mid, sample_rate, window="hann", nperseg=2048, noverlap=1536,
+                                     boundary=None, padded=False)  # fmt: skip
+    magnitude = np.abs(frames).mean(axis=-1)
+    freqs = np.fft.rfftfreq(2048, 1 / sample_rate)
+    return float((freqs * magnitude).sum() / magnitude.sum())
+
+
+def reference_ms_ratio(mix: np.ndarray) -> float:
+    mid, side = (mix[0] + mix[1]) / 2, (mix[0] - mix[1]) / 2
+    return float(np.sqrt(np.mean(side**2) / np.mean(mid**2)))
+
+
+def reference_true_peak_dbtp(mix: np.ndarray) -> float:
+    return float(20 * np.log10(np.abs(scipy.signal.resample_poly(mix, 4, 1, axis=-1)).max()))
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return AutoMixChain(n_stems=4, style_targets=load_style_targets(), sample_rate=SAMPLE_RATE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["rock_punk", "rnb_ballad", "country_pop"])
+def test_optimize_reaches_every_style_within_the_promised_tolerances(chain, style):
+    stems, _ = synth_stems(8.0, SAMPLE_RATE, seed=11)
+    mix, analysis = chain(stems, style=style)
+    target = load_style_targets()[style]
+    audio = mix.numpy().astype(np.float64)
+    assert audio.shape == (2, stems.shape[-1])
+    lufs = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(audio.T) + PYLOUDNORM_BIAS_LU
+    assert abs(lufs - target.lufs) <= 0.5
+    assert abs(reference_centroid(audio, SAMPLE_RATE) - target.spectral_centroid_hz) <= 100
+    assert abs(reference_ms_ratio(audio) - target.stereo_ms_ratio) <= 0.05
+    assert reference_true_peak_dbtp(audio) <= -1.0
+    assert bool(analysis["passed"]["lufs"]) and 0.0 <= float(analysis["quality_score"]) <= 1.0
+
+
+def test_styles_give_measurably_different_mixes(chain):
+    stems, _ = synth_stems(4.0, SAMPLE_RATE, seed=2)
+    measured = {}
+    for style in ("rock_punk", "rnb_ballad"):
+        mix, _ = chain(stems, style=style)
+        audio = mix.numpy().astype(np.float64)
+        measured[style] = (
+            pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(audio.T),
+            reference_centroid(audio, SAMPLE_RATE),
+            reference_ms_ratio(audio),
+        )
+    rock, ballad = measured["rock_punk"], measured["rnb_ballad"]
+    assert rock[0] - ballad[0] > 1.5  # -9.5 vs -12 LUFS
+    assert rock[1] - ballad[1] > 600  # 2800 vs 1800 Hz
+    assert ballad[2] - rock[2] > 0.1  # 0.8 vs 0.6
+
+
+@pytest.mark.parametrize("n_stems", [1, 2, 5, 12])
+def test_any_stem_count_mixes_in_predict_mode(chain, n_stems):
+    stems = white_noise(n_stems, 1.0, SAMPLE_RATE, seed=n_stems)
+    with torch.no_grad():
+        mix, analysis = chain(stems, style="country_pop", mode="predict")
+    assert mix.shape == (2, stems.shape[-1]) and torch.isfinite(mix).all()
+    assert analysis["stem_lufs"].shape == (n_stems,)
+    assert reference_true_peak_dbtp(mix.numpy().astype(np.float64)) <= -1.0
+
+
+def test_batch_results_equal_per_item_results(chain):
+    songs = torch.stack([synth_stems(1.5, SAMPLE_RATE, seed=s)[0] for s in (3, 4)])
+    styles = ["rock_punk", "rnb_ballad"]
+    with torch.no_grad():
+        batched, batch_analysis = chain(songs, style=styles, mode="predict")
+        for item, style in enumerate(styles):
+            single, analysis = chain(songs[item], style=style, mode="predict")
+            torch.testing.assert_close(batched[item], single, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(batch_analysis["lufs"][item], analysis["lufs"], rtol=0, atol=1e-3)
+
+
+def test_list_of_mono_and_stereo_stems_of_different_lengths(chain):
+    song, _ = synth_stems(1.0, SAMPLE_RATE, seed=5)
+    stems = [song[0], song[1, :1, : SAMPLE_RATE // 2], song[2, :, : SAMPLE_RATE // 3]]
+    with torch.no_grad():
+        mix, _ = chain(stems, style="rock_punk", mode="predict")
+    assert mix.shape == (2, SAMPLE_RATE)
+
+
+def test_silent_stems_give_finite_output_and_analysis(chain):
+    with torch.no_grad():
+        mix, analysis = chain(torch.zeros(3, 2, SAMPLE_RATE), style="rnb_ballad", mode="predict")
+    assert torch.isfinite(mix).all()
+    for key in ("lufs", "spectral_centroid", "stereo_ms_ratio", "true_peak_dbtp", "quality_score"):
+        assert torch.isfinite(torch.as_tensor(analysis[key])).all(), key
+
+
+@pytest.mark.parametrize(
+    ("stems", "message"),
+    [
+        (torch.zeros(2, 3, 100), "channels"),
+        (torch.full((2, 2, 100), float("nan")), "NaN"),
+        ([], "no stems"),
+        (torch.zeros(2, 2, 0), "empty"),
+    ],
+)
+def test_bad_stems_raise_the_project_error(chain, stems, message):
+    with pytest.raises(AutomixError, match=message):
+        chain(stems, style="rock_punk", mode="predict")
+
+
+def test_unknown_style_lists_the_valid_ones(chain):
+    with pytest.raises(AutomixError, match="rock_punk"):
+        chain(torch.zeros(1, 2, 100), style="polka", mode="predict")
+
+
+def test_training_loss_is_differentiable_and_zero_at_the_targets(chain):
+    stems, _ = synth_stems(1.0, SAMPLE_RATE, seed=6)
+    mix, analysis = chain(stems, style="rock_punk", mode="predict")
+    loss = create_training_loss(load_style_targets())(analysis, "rock_punk")
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in chain.predictor.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    target = load_style_targets()["rock_punk"]
+    perfect = {
+        "lufs": torch.tensor(target.lufs),
+        "spectral_centroid": torch.tensor(target.spectral_centroid_hz),
+        "stereo_ms_ratio": torch.tensor(target.stereo_ms_ratio),
+        "true_peak_dbtp": torch.tensor(-1.0),
+        "band_energy": torch.tensor([0.3, 0.5, 0.2]),
+    }
+    assert create_training_loss(load_style_targets())(perfect, "rock_punk").item() == pytest.approx(0.0)
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_predictor(tmp_path):
+    chain = AutoMixChain(hidden_dim=32, n_layers=1)
+    for parameter in chain.predictor.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    path = tmp_path / "chain.ckpt"
+    torch.save(chain.checkpoint(), path)
+    rebuilt = AutoMixChain.from_checkpoint(path)
+    stems, _ = synth_stems(1.0, SAMPLE_RATE, seed=7)
+    with torch.no_grad():
+        expected, _ = chain(stems, style="rock_punk", mode="predict")
+        got, _ = rebuilt(stems, style="rock_punk", mode="predict")
+    torch.testing.assert_close(got, expected)
