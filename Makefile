@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 	  else echo "note: ffmpeg not found; data=musdb needs it: sudo apt-get install ffmpeg"; fi; }
 	touch $(STAMP)
 
+DEMO_STYLE ?= rock_punk
+
 demo: install
-	$(PY) -m automix.demo --output-dir demo
+	$(PY) -m automix.demo demo/stems
+	$(PY) mix.py --stems demo/stems/*.wav --style $(DEMO_STYLE) --output demo/mix.wav \
+	  --analysis-output demo/analysis.json --plot demo/mix.png --validate
 
 test: install
 	$(PY) -m pytest -q
@@ -32,6 +36,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/bench_dsp.py
+	$(PY) benchmarks/bench_mix.py
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -165,6 +165,8 @@ class AutoMixChain(nn.Module):
         master_params = self.space.denormalize_master(master_unit)
         mix = self.render_master(bus, master_params, trim_db)
         processing = self.processing_cost(stem_unit, master_unit, mask)
+        if trim_db is not None:
+            stem_lufs = stem_lufs + trim_db[:, None]  # stems as the master's input hears them
         if join is not None:
             n_songs, n_excerpts = join
             mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)

@@ -172,17 +172,13 @@ def save_audio(
         AutomixError: not `[C, T]`, non-finite samples, an unknown format or subtype, a protected path,
             or the file or its folder cannot be written.
     """
-    path = Path(path)
+    path, protect = Path(path), list(protect)
     if x.ndim != 2 or x.shape[0] < 1:
         raise AutomixError(f"{path}: audio to save must be [channels, samples], got shape {tuple(x.shape)}")
     data = x.detach().cpu().float().numpy().T
     if not np.isfinite(data).all():
         raise AutomixError(f"{path}: refusing to write NaN or infinite samples")
-    file_format = path.suffix.lstrip(".").upper()
-    if file_format not in sf.available_formats():
-        raise AutomixError(f"{path}: unknown audio format; use one of .wav, .flac, .aiff, .ogg")
-    if not sf.check_format(file_format, subtype):
-        raise AutomixError(f"{path}: {file_format} cannot store subtype {subtype}; choose another subtype")
+    file_format = check_audio_output(path, subtype=subtype, protect=protect)
 
     def write(file: IO[bytes]) -> None:
         sf.write(file, data, sample_rate, subtype=subtype, format=file_format)
@@ -209,11 +205,7 @@ def write_atomically(
 
     The temporary file is opened exclusively (with the usual umask permissions) and removed on failure.
     """
-    for protected in protect:
-        if _same_file(path, Path(protected)):
-            raise AutomixError(
-                f"{path}: refusing to overwrite the input file {protected}; choose another output"
-            )
+    check_output_path(path, protect=protect)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     created = False
     try:
@@ -229,6 +221,60 @@ def write_atomically(
     finally:
         if created:
             temporary.unlink(missing_ok=True)
+
+
+def check_audio_output(
+    path: PathLike, *, subtype: str = DEFAULT_SUBTYPE, protect: Iterable[PathLike] = ()
+) -> str:
+    """Check, before any work, that `save_audio` could write `path`; see `check_output_path`.
+
+    Returns:
+        The soundfile format the extension names, e.g. "WAV".
+
+    Raises:
+        AutomixError: an unknown format, one that cannot store `subtype`, or any `check_output_path` problem.
+    """
+    path = Path(path)
+    file_format = path.suffix.lstrip(".").upper()
+    if file_format not in sf.available_formats():
+        raise AutomixError(f"{path}: unknown audio format; use one of .wav, .flac, .aiff")
+    if not sf.check_format(file_format, subtype):
+        raise AutomixError(
+            f"{path}: {file_format} cannot store subtype {subtype}; "
+            "use .wav, .flac or .aiff, or another subtype"
+        )
+    check_output_path(path, protect=protect)
+    return file_format
+
+
+def check_output_path(path: PathLike, *, protect: Iterable[PathLike] = ()) -> None:
+    """Check, without creating anything, that `write_atomically` could write `path`.
+
+    Lets a command refuse a bad output path before minutes of work rather than after.
+
+    Raises:
+        AutomixError: `path` is one of `protect` (also through a symlink, `..` or a hard link), is a
+            folder, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    for protected in protect:
+        if _same_file(path, Path(protected)):
+            raise AutomixError(
+                f"{path}: refusing to overwrite the input file {protected}; choose another output"
+            )
+    if path.is_dir():
+        raise AutomixError(f"{path}: cannot write it, it is a folder; give a file name")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AutomixError(
+            f"{path}: cannot write it, {existing} is a file, not a folder; choose another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AutomixError(
+            f"{path}: cannot write it, the folder {existing} is read-only; choose another path"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -133,7 +133,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     analysis = {
         **measure(mix, chain.sample_rate),
         "loudness_range": metrics.loudness_range(mix, chain.sample_rate),
-        "stem_lufs": stem_lufs,
+        "stem_lufs": stem_lufs + trim_db[:, None],  # at the master's input, after the trim
         "stem_params": stem_params,
         "master_params": master_params,
         "master_trim_db": trim_db,

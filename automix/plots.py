@@ -13,6 +13,7 @@ from automix.io import write_atomically  # noqa: E402
 
 SPECTRUM_N_FFT = 4096
 PLOT_DPI = 110
+STEM_AXIS_FLOOR_LUFS = -60.0
 
 
 def plot_mix(
@@ -49,10 +50,11 @@ def plot_mix(
     ax_loud.set(xlabel="s", ylabel="LUFS", title="Loudness over time", ylim=(-40, 0))
     ax_loud.legend(loc="lower right", fontsize=8)
 
-    stem_lufs = [float(v) for v in analysis["stem_lufs"]]
-    ax_stems.barh(stem_names, stem_lufs, color="C0")
+    floor = STEM_AXIS_FLOOR_LUFS
+    stem_lufs = [max(float(v), floor) for v in analysis["stem_lufs"]]
+    ax_stems.barh(stem_names, [v - floor for v in stem_lufs], left=floor, color="C0")
     ax_stems.axvline(float(analysis["lufs"]), color="C1", label="mix")
-    ax_stems.set(xlabel="LUFS", title="Stem loudness in the mix", xlim=(-60, 0))
+    ax_stems.set(xlabel="LUFS", title="Stem loudness at the master's input", xlim=(floor, 0))
     ax_stems.legend(fontsize=8)
     fig.tight_layout()
     try:

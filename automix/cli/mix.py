@@ -2,16 +2,27 @@
 
 import argparse
 import json
+import os
+import pickle
 import sys
 import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from automix.chain import AutoMixChain
+from automix.chain import MAX_STEMS, AutoMixChain
 from automix.cli import run_cli
 from automix.errors import AutomixError
-from automix.io import atomic_write_text, load_stems, save_audio
+from automix.io import (
+    atomic_write_text,
+    check_audio_output,
+    check_output_path,
+    load_stems,
+    save_audio,
+)
 from automix.styles import get_style, load_style_targets, style_from_reference_file
 from automix.synth import STEM_NAMES, synth_stems
 
@@ -50,7 +61,35 @@ def load_chain(args, targets) -> AutoMixChain:
     checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
     if checkpoint is None:
         return AutoMixChain(style_targets=targets)
-    return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
+    if checkpoint.is_dir():
+        raise AutomixError(f"{checkpoint}: a folder, not a checkpoint file; give a .ckpt file")
+    if not checkpoint.is_file():
+        raise AutomixError(f"{checkpoint}: no such checkpoint file; check the path")
+    # torch.save writes a zip archive; anything else would reach the unpickler and fail in many ways.
+    if not zipfile.is_zipfile(checkpoint):
+        raise AutomixError(
+            f"{checkpoint}: not a PyTorch checkpoint; give one written by train.py or "
+            "AutoMixChain.checkpoint()"
+        )
+    try:
+        with _naming(checkpoint):
+            return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
+    except pickle.UnpicklingError:
+        raise AutomixError(
+            f"{checkpoint}: not an automix checkpoint (it holds objects that "
+            "torch.load(weights_only=True) refuses); give one written by AutoMixChain.checkpoint()"
+        ) from None
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Prefix the message of a user error raised inside with `path`, unless it names it already."""
+    try:
+        yield
+    except AutomixError as error:
+        if str(path) in str(error):
+            raise
+        raise AutomixError(f"{path}: {error}") from error
 
 
 def _device(name: str) -> torch.device:
@@ -58,9 +97,31 @@ def _device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise AutomixError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AutomixError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AutomixError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AutomixError(
+                f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise AutomixError("--device mps asked for, but MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise AutomixError(f"unsupported device {name!r}; use cpu, cuda, cuda:N or mps")
     return device
+
+
+def _check_outputs(args, inputs: list[Path]) -> None:
+    """Refuse bad output paths before any work, so that no run ends by failing to write."""
+    outputs = [path for path in (args.output, args.analysis_output, args.plot) if path is not None]
+    check_audio_output(args.output, protect=inputs)
+    for index, path in enumerate(outputs):
+        check_output_path(path, protect=inputs)
+        for other in outputs[:index]:
+            if os.path.realpath(path) == os.path.realpath(other):
+                raise AutomixError(f"{path}: named for two outputs; give each output its own file")
 
 
 def _plain(value):
@@ -92,15 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     device = _device(args.device)
+    if args.test_stems is not None and not 1 <= args.test_stems <= MAX_STEMS:
+        raise AutomixError(f"--test-stems must be 1-{MAX_STEMS}, got {args.test_stems}")
+    if args.stems and len(args.stems) > MAX_STEMS:
+        raise AutomixError(f"--stems: at most {MAX_STEMS} stems, got {len(args.stems)}; submix some first")
+    inputs = [*(args.stems or []), *(p for p in (args.targets, args.reference, args.checkpoint) if p)]
+    _check_outputs(args, inputs)
     targets = load_style_targets(args.targets)
-    inputs = [p for p in (args.stems or [])] + [p for p in (args.targets, args.reference) if p]
     notes: list[str] = []
     if args.stems:
         stems, sample_rate, notes = load_stems(args.stems)
         names = [p.stem for p in args.stems]
     else:
-        if not 1 <= args.test_stems <= 16:
-            raise AutomixError(f"--test-stems must be 1-16, got {args.test_stems}")
         n_songs = -(-args.test_stems // len(STEM_NAMES))
         songs = [synth_stems(TEST_STEM_SECONDS, TEST_SAMPLE_RATE, seed=args.seed + i) for i in range(n_songs)]
         stems = torch.cat([s for s, _ in songs])[: args.test_stems]
@@ -109,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         sample_rate = TEST_SAMPLE_RATE
     if args.reference:
-        style = style_from_reference_file(args.reference)
+        with _naming(args.reference):
+            style = style_from_reference_file(args.reference)
         notes.append(f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
                      f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
     else:
