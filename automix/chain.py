@@ -8,7 +8,9 @@ Two ways to set the console, one console:
 """
 
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -115,7 +117,21 @@ class AutoMixChain(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, style_targets: Mapping[str, StyleTarget] | None = None, **kwargs):
-        """Rebuild a chain from a checkpoint file written by `checkpoint()` (or by training)."""
+        """Rebuild a chain from a checkpoint file written by `checkpoint()` (or by training).
+
+        Raises:
+            AutomixError: naming the file, when it is missing, a folder, or not an automix checkpoint.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise AutomixError(f"{path}: a folder, not a checkpoint file; give a .ckpt file")
+        if not path.is_file():
+            raise AutomixError(f"{path}: no such checkpoint file; check the path")
+        # torch.save writes a zip archive; anything else would reach the unpickler and fail in many ways.
+        if not zipfile.is_zipfile(path):
+            raise AutomixError(
+                f"{path}: not a PyTorch checkpoint; give one written by train.py or AutoMixChain.checkpoint()"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             config = state["config"]
@@ -128,11 +144,19 @@ class AutoMixChain(nn.Module):
                 **kwargs,
             )
             chain.predictor.load_state_dict(state["state_dict"])
-        except FileNotFoundError:
-            raise AutomixError(f"checkpoint {path} does not exist") from None
-        except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        except AutomixError as error:
+            raise AutomixError(f"{path}: {error}") from None
+        except (
+            KeyError,
+            RuntimeError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            pickle.UnpicklingError,
+        ) as error:
             raise AutomixError(
-                f"{path} is not an automix checkpoint ({type(error).__name__}: {error})"
+                f"{path}: not an automix checkpoint ({type(error).__name__}: {error}); give one written by "
+                "train.py or AutoMixChain.checkpoint()"
             ) from None
         return chain
 

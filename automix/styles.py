@@ -399,7 +399,10 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
 def style_from_reference_file(path: str | os.PathLike, name: str | None = None) -> StyleTarget:
     """`style_from_reference` of an audio file (read by `automix.io.load_audio`); name: the file's stem."""
     audio, sample_rate = load_audio(path)
-    return style_from_reference(audio, sample_rate, Path(path).stem if name is None else name)
+    try:
+        return style_from_reference(audio, sample_rate, Path(path).stem if name is None else name)
+    except AutomixError as error:
+        raise AutomixError(f"{path}: {error}") from None
 
 
 def random_style(generator: torch.Generator | None = None, name: str = "random") -> StyleTarget:

@@ -3,12 +3,8 @@
 import argparse
 import json
 import os
-import pickle
 import sys
 import time
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -61,35 +57,7 @@ def load_chain(args, targets) -> AutoMixChain:
     checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
     if checkpoint is None:
         return AutoMixChain(style_targets=targets)
-    if checkpoint.is_dir():
-        raise AutomixError(f"{checkpoint}: a folder, not a checkpoint file; give a .ckpt file")
-    if not checkpoint.is_file():
-        raise AutomixError(f"{checkpoint}: no such checkpoint file; check the path")
-    # torch.save writes a zip archive; anything else would reach the unpickler and fail in many ways.
-    if not zipfile.is_zipfile(checkpoint):
-        raise AutomixError(
-            f"{checkpoint}: not a PyTorch checkpoint; give one written by train.py or "
-            "AutoMixChain.checkpoint()"
-        )
-    try:
-        with _naming(checkpoint):
-            return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
-    except pickle.UnpicklingError:
-        raise AutomixError(
-            f"{checkpoint}: not an automix checkpoint (it holds objects that "
-            "torch.load(weights_only=True) refuses); give one written by AutoMixChain.checkpoint()"
-        ) from None
-
-
-@contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Prefix the message of a user error raised inside with `path`, unless it names it already."""
-    try:
-        yield
-    except AutomixError as error:
-        if str(path) in str(error):
-            raise
-        raise AutomixError(f"{path}: {error}") from error
+    return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
 
 
 def _device(name: str) -> torch.device:
@@ -173,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         sample_rate = TEST_SAMPLE_RATE
     if args.reference:
-        with _naming(args.reference):
-            style = style_from_reference_file(args.reference)
+        style = style_from_reference_file(args.reference)
         notes.append(f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
                      f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
     else:
