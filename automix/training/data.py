@@ -1,0 +1,284 @@
+"""Lightning data modules: batches `{"stems": [B, N, 2, T], "mask": [B, N], "targets": [B, 6]}`.
+
+- `SyntheticDataModule` (data=synthetic): `automix.synth` songs made on the fly; nothing to download.
+- `FolderDataModule` (data=folder): `root/<song>/<stem>.wav`, any stem names and counts.
+- `MusdbDataModule` (data=musdb): MUSDB18-HQ (wav) or MUSDB18 (.stem.mp4) through the `musdb` package,
+  with its train/valid split, or a seeded split of the songs when that leaves validation empty.
+
+Every module streams random excerpts (partial reads), pads stem counts with a mask, augments the
+training items and samples a target per item; the items are seeded (see `automix.training.datasets`).
+"""
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from automix.chain import MAX_STEMS
+from automix.errors import AutomixError
+from automix.styles import DEFAULT_STYLES, StyleTarget, styles_from_config
+from automix.training.augment import Augmentation
+from automix.training.datasets import (
+    TRAIN_SPLIT,
+    VAL_SPLIT,
+    FileSongs,
+    MixingDataset,
+    Song,
+    SongSource,
+    StemMp4Songs,
+    SyntheticSongs,
+    collate_items,
+)
+from automix.training.excerpts import audio_info
+from automix.training.targets import DEFAULT_TARGET_MIX, TargetSampler
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff")
+
+
+def _fields(cls) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
+def _known(where: str, options: Mapping | None, allowed) -> dict:
+    """`options` as a dict, refusing names not in `allowed` (a typo would otherwise pass silently)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise AutomixError(f"{where}: unknown {unknown}; the options are {', '.join(allowed)}")
+    return options
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Items are seeded explicitly; a worker only needs not to oversubscribe the cores with torch threads.
+    torch.set_num_threads(1)
+
+
+def split_songs(songs: Sequence, valid_fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded split `(train, valid)`; valid gets `round(valid_fraction * n)` songs, at least 1 and at
+    most n - 1. A single song serves both."""
+    if len(songs) < 2:
+        return list(songs), list(songs)
+    order = torch.randperm(len(songs), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_valid = min(len(songs) - 1, max(1, round(valid_fraction * len(songs))))
+    return [songs[i] for i in sorted(order[n_valid:])], [songs[i] for i in sorted(order[:n_valid])]
+
+
+class MixDataModule(L.LightningDataModule):
+    """What every data module shares; subclasses give the song sources (`song_sources`).
+
+    Args:
+        sample_rate: Hz of the batches.
+        excerpt_s: seconds per item.
+        batch_size: items per batch (per process under DDP).
+        num_workers: DataLoader worker processes.
+        train_items, val_items: items per training epoch and in the validation set.
+        seed: seeds every item (with the split and the index).
+        max_stems: most stems of an item (more are subsampled).
+        augmentation: `Augmentation` fields for the training items; None for the defaults.
+        augment_val: augment the validation items too.
+        targets: chances `{style, blend, random}` of each kind of target (`TargetSampler`).
+        style_targets: `{name: {lufs, spectral_centroid_hz, stereo_ms_ratio, ...}}` (conf/style shape,
+            with or without the `style_targets:` key); None for the built-in styles.
+        pin_memory: DataLoader pin_memory (for GPU training).
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 44100,
+        excerpt_s: float = 2.0,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_items: int = 4096,
+        val_items: int = 64,
+        seed: int = 0,
+        max_stems: int = MAX_STEMS,
+        augmentation: Mapping | None = None,
+        augment_val: bool = False,
+        targets: Mapping | None = None,
+        style_targets: Mapping | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if not (1 <= max_stems <= MAX_STEMS):
+            raise AutomixError(f"data.max_stems must be 1-{MAX_STEMS}, got {max_stems}")
+        if not excerpt_s > 0 or batch_size < 1 or num_workers < 0:
+            raise AutomixError("data: need excerpt_s > 0, batch_size >= 1 and num_workers >= 0")
+        self.sample_rate, self.excerpt_s = int(sample_rate), float(excerpt_s)
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.train_items, self.val_items, self.seed, self.max_stems = train_items, val_items, seed, max_stems
+        self.augmentation = Augmentation(**_known("data.augmentation", augmentation, _fields(Augmentation)))
+        self.augment_val = augment_val
+        self.styles: Mapping[str, StyleTarget] = (
+            styles_from_config(style_targets, "style targets") if style_targets else DEFAULT_STYLES
+        )
+        chances = DEFAULT_TARGET_MIX | _known("data.targets", targets, DEFAULT_TARGET_MIX)
+        self.target_sampler = TargetSampler(self.styles, **chances)
+        self.train_set: MixingDataset | None = None
+        self.val_set: MixingDataset | None = None
+
+    def song_sources(self) -> tuple[SongSource, SongSource]:
+        """`(train source, validation source)`."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_songs, val_songs = self.song_sources()
+        common = {"sample_rate": self.sample_rate, "seed": self.seed, "targets": self.target_sampler}
+        self.train_set = MixingDataset(
+            train_songs, self.train_items, split=TRAIN_SPLIT, augmentation=self.augmentation, **common
+        )
+        self.val_set = MixingDataset(
+            val_songs,
+            self.val_items,
+            split=VAL_SPLIT,
+            augmentation=self.augmentation if self.augment_val else None,
+            **common,
+        )
+
+    def _loader(self, dataset: MixingDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_items,
+            worker_init_fn=_worker_init,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+class SyntheticDataModule(MixDataModule):
+    """`automix.synth` songs made on the fly (data=synthetic); training and validation songs differ.
+
+    Args:
+        song_s: seconds of song made per item; the excerpt is taken from it.
+        min_stems: fewest of the synth's four stems in a song.
+        **kwargs: `MixDataModule` arguments.
+    """
+
+    def __init__(self, *, song_s: float = 8.0, min_stems: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.song_s, self.min_stems = song_s, min_stems
+
+    def song_sources(self) -> tuple[SongSource, SongSource]:
+        songs = SyntheticSongs(self.sample_rate, self.excerpt_s, self.song_s, self.min_stems)
+        return songs, songs  # the split's stream gives each its own songs
+
+
+class FileDataModule(MixDataModule):
+    """Songs on disk, split into training and validation songs (a seeded split).
+
+    Args:
+        root: the dataset folder.
+        valid_fraction: share of the songs kept for validation in a seeded split.
+        **kwargs: `MixDataModule` arguments.
+    """
+
+    def __init__(self, *, root: str, valid_fraction: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.valid_fraction = valid_fraction
+        if not self.root.is_dir():
+            raise AutomixError(f"{self.root}: no such folder; set data.root to the dataset folder")
+
+    def _sources(self, train: Sequence[Song], valid: Sequence[Song]) -> tuple[SongSource, SongSource]:
+        return tuple(
+            FileSongs(songs, self.sample_rate, self.excerpt_s, self.max_stems) for songs in (train, valid)
+        )
+
+
+class FolderDataModule(FileDataModule):
+    """`root/<song>/<stem>.wav` (data=folder): any stem names, any counts, mono or stereo, any rate.
+
+    Args:
+        exclude: file names (without extension, any case) that are not stems, e.g. a mixture.
+        **kwargs: `FileDataModule` arguments.
+    """
+
+    def __init__(self, *, exclude: Sequence[str] = ("mixture",), **kwargs):
+        super().__init__(**kwargs)
+        self.exclude = {name.lower() for name in exclude}
+
+    def find_songs(self) -> list[Song]:
+        songs = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            files = sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.stem.lower() not in self.exclude
+            )
+            if files:
+                songs.append(Song(folder.name, tuple(audio_info(p) for p in files)))
+        if not songs:
+            raise AutomixError(
+                f"{self.root}: no songs found; expected {self.root}/<song>/<stem>.wav "
+                "(for MUSDB18's train/ and test/ folders use data=musdb)"
+            )
+        return songs
+
+    def song_sources(self) -> tuple[SongSource, SongSource]:
+        return self._sources(*split_songs(self.find_songs(), self.valid_fraction, self.seed))
+
+
+class MusdbDataModule(FileDataModule):
+    """MUSDB18-HQ (`is_wav: true`, `root/train/<song>/{mixture,drums,bass,other,vocals}.wav`) or MUSDB18
+    (`is_wav: false`, `root/train/<song>.stem.mp4`, needs ffmpeg) through the `musdb` package.
+
+    Uses musdb's own validation tracks; a folder without them (any other MUSDB-layout folder) gets a
+    seeded split of its training songs instead.
+
+    Args:
+        is_wav: wav folders (MUSDB18-HQ) rather than .stem.mp4 files.
+        **kwargs: `FileDataModule` arguments.
+    """
+
+    def __init__(self, *, is_wav: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.is_wav = is_wav
+        if not (self.root / "train").is_dir():
+            raise AutomixError(
+                f"{self.root}: no train/ folder; data.root must be the MUSDB18(-HQ) folder holding train/ "
+                "(see data/README.md)"
+            )
+
+    def _database(self, split: str):
+        try:
+            import musdb
+        except (ImportError, OSError, RuntimeError) as error:
+            raise AutomixError(
+                f"cannot import musdb ({error}); it needs ffmpeg and ffprobe on PATH: apt-get install ffmpeg"
+            ) from error
+        return musdb.DB(root=str(self.root), is_wav=self.is_wav, subsets="train", split=split)
+
+    def song_sources(self) -> tuple[SongSource, SongSource]:
+        train, valid = self._database("train").tracks, self._database("valid").tracks
+        if not valid:
+            train, valid = split_songs(train, self.valid_fraction, self.seed)
+        if not train:
+            raise AutomixError(f"{self.root}/train: no songs found; see data/README.md for the layout")
+        if not self.is_wav:
+            return tuple(
+                StemMp4Songs([(t.path, float(t.duration)) for t in tracks], self.sample_rate, self.excerpt_s)
+                for tracks in (train, valid)
+            )
+        return self._sources(*([self._song(track) for track in tracks] for tracks in (train, valid)))
+
+    @staticmethod
+    def _song(track) -> Song:
+        sources = sorted(track.sources.values(), key=lambda source: source.stem_id)
+        if not sources:
+            raise AutomixError(f"{track.path}: no stem files next to it (drums, bass, other, vocals .wav)")
+        return Song(track.name, tuple(audio_info(source.path) for source in sources))

@@ -1,0 +1,207 @@
+"""Training items: a stem excerpt of a song, augmented, with a sampled target, all drawn from one seed.
+
+A dataset is a song source (a callable `(index, generator) -> stems [N, 2, T]`), a number of items, an
+optional `Augmentation` and a `TargetSampler`. Item `index` of a split always draws the same excerpt,
+augmentation and target (its generator is seeded from the data seed, the split and the index), so runs
+repeat exactly whatever the worker count, and validation items never change.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from automix.errors import AutomixError
+from automix.metrics import rms_db
+from automix.synth import STEM_NAMES, synth_stems
+from automix.training.augment import Augmentation
+from automix.training.excerpts import AudioFileInfo, read_excerpt
+from automix.training.targets import TargetSampler
+
+TRAIN_SPLIT, VAL_SPLIT = 0, 1
+# An excerpt whose mix is quieter than this (RMS) is redrawn, up to MAX_TRIES times: silence teaches
+# nothing about loudness or tone.
+SILENCE_DBFS = -50.0
+MAX_TRIES = 5
+# Streams of a MUSDB18 .stem.mp4: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals.
+MUSDB_STEM_IDS = (1, 2, 3, 4)
+
+SongSource = Callable[[int, torch.Generator], torch.Tensor]
+
+
+def item_generator(seed: int, split: int, index: int) -> torch.Generator:
+    """The generator of one item: seeded from `(seed, split, index)` through numpy's SeedSequence, so
+    neighbouring indices and the two splits give unrelated streams."""
+    state = np.random.SeedSequence([seed, split, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) % 2**63)
+
+
+def _uniform(generator: torch.Generator, high: float) -> float:
+    return torch.rand((), generator=generator, dtype=torch.float64).item() * high
+
+
+@dataclass(frozen=True)
+class SyntheticSongs:
+    """`automix.synth` songs made on the fly: a random subset of its stems, a random excerpt.
+
+    Attributes:
+        sample_rate: Hz.
+        excerpt_s: seconds per item.
+        song_s: seconds of song made, from which the excerpt is taken (>= excerpt_s).
+        min_stems: fewest stems of a song (of the synth's four).
+    """
+
+    sample_rate: int
+    excerpt_s: float
+    song_s: float
+    min_stems: int = 2
+
+    def __call__(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        n_stems = int(torch.randint(self.min_stems, len(STEM_NAMES) + 1, (), generator=generator))
+        chosen = sorted(torch.randperm(len(STEM_NAMES), generator=generator)[:n_stems].tolist())
+        song_seed = int(torch.randint(2**62, (), generator=generator))
+        song, _ = synth_stems(
+            max(self.song_s, self.excerpt_s),
+            self.sample_rate,
+            seed=song_seed,
+            stems=tuple(STEM_NAMES[i] for i in chosen),
+        )
+        n_excerpt = round(self.excerpt_s * self.sample_rate)
+        start = int(torch.randint(song.shape[-1] - n_excerpt + 1, (), generator=generator))
+        return song[..., start : start + n_excerpt]
+
+
+@dataclass(frozen=True)
+class Song:
+    """A multitrack on disk: its name and the header of each stem file."""
+
+    name: str
+    stems: tuple[AudioFileInfo, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return max(stem.duration_s for stem in self.stems)
+
+
+@dataclass(frozen=True)
+class FileSongs:
+    """Excerpts of songs on disk, read partially (`automix.training.excerpts.read_excerpt`).
+
+    Item `index` takes song `index % len(songs)`, so every epoch visits the songs evenly; the excerpt's
+    start is random, redrawn (up to MAX_TRIES) while the excerpt's mix is below SILENCE_DBFS. A song with
+    more than `max_stems` stems gives a random `max_stems` of them.
+    """
+
+    songs: Sequence[Song]
+    sample_rate: int
+    excerpt_s: float
+    max_stems: int
+
+    def __post_init__(self):
+        if not self.songs:
+            raise AutomixError("no songs to read; check data.root")
+
+    def __call__(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        song = self.songs[index % len(self.songs)]
+        stems = song.stems
+        if len(stems) > self.max_stems:
+            chosen = sorted(torch.randperm(len(stems), generator=generator)[: self.max_stems].tolist())
+            stems = tuple(stems[i] for i in chosen)
+        latest_start_s = max(0.0, song.duration_s - self.excerpt_s)
+        for _ in range(MAX_TRIES):
+            start_s = _uniform(generator, latest_start_s)
+            audio = torch.stack(
+                [read_excerpt(stem, start_s, self.excerpt_s, self.sample_rate) for stem in stems]
+            )
+            if rms_db(audio.sum(dim=0)) > SILENCE_DBFS:
+                break
+        return audio
+
+
+@dataclass(frozen=True)
+class StemMp4Songs:
+    """Excerpts of MUSDB18 `.stem.mp4` files, decoded partially by ffmpeg through stempeg (imported on
+    first use). Streams 1-4 (drums, bass, other, vocals); stream 0, the mixture, is left out.
+
+    Attributes:
+        songs: `(path, duration_s)` per song.
+    """
+
+    songs: Sequence[tuple[str, float]]
+    sample_rate: int
+    excerpt_s: float
+
+    def __call__(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        import stempeg
+
+        path, duration_s = self.songs[index % len(self.songs)]
+        start_s = _uniform(generator, max(0.0, duration_s - self.excerpt_s))
+        audio, _ = stempeg.read_stems(
+            path,
+            start=start_s,
+            duration=self.excerpt_s,
+            stem_id=list(MUSDB_STEM_IDS),
+            always_3d=True,
+            dtype=np.float32,
+            sample_rate=self.sample_rate,
+        )
+        stems = torch.from_numpy(np.ascontiguousarray(audio.transpose(0, 2, 1)))  # [N, T, C] -> [N, C, T]
+        n_out = round(self.excerpt_s * self.sample_rate)
+        return torch.nn.functional.pad(stems, (0, max(0, n_out - stems.shape[-1])))[..., :n_out]
+
+
+class MixingDataset(Dataset):
+    """Items `{"stems": [N, 2, T], "target": [6]}` (see the module docstring).
+
+    Args:
+        songs: the song source.
+        n_items: the dataset's length (items per epoch).
+        sample_rate: Hz of the stems (for the augmentation's filters).
+        seed: the data seed.
+        split: TRAIN_SPLIT or VAL_SPLIT (different streams from one seed).
+        targets: draws each item's target.
+        augmentation: applied to every item, or None.
+    """
+
+    def __init__(
+        self,
+        songs: SongSource,
+        n_items: int,
+        sample_rate: int,
+        *,
+        seed: int,
+        split: int,
+        targets: TargetSampler,
+        augmentation: Augmentation | None = None,
+    ):
+        if n_items < 1:
+            raise AutomixError(f"a dataset needs at least 1 item, got {n_items}; raise data.*_items")
+        self.songs, self.n_items, self.sample_rate = songs, n_items, sample_rate
+        self.seed, self.split = seed, split
+        self.targets, self.augmentation = targets, augmentation
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = item_generator(self.seed, self.split, index)
+        stems = self.songs(index, generator)
+        if self.augmentation is not None:
+            stems = self.augmentation(stems, self.sample_rate, generator)
+        return {"stems": stems.float(), "target": self.targets(generator)}
+
+
+def collate_items(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items, padding stem counts with silent stems: `stems [B, N, 2, T]`, `mask [B, N]` (1 for a
+    real stem), `targets [B, 6]`; N is the batch's largest stem count."""
+    n_stems = max(item["stems"].shape[0] for item in items)
+    stems = torch.stack(
+        [
+            torch.nn.functional.pad(item["stems"], (0, 0, 0, 0, 0, n_stems - item["stems"].shape[0]))
+            for item in items
+        ]
+    )
+    mask = torch.stack([(torch.arange(n_stems) < item["stems"].shape[0]).float() for item in items])
+    return {"stems": stems, "mask": mask, "targets": torch.stack([item["target"] for item in items])}

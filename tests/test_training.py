@@ -1,0 +1,291 @@
+"""Training runs: every config composes; smoke training in-process writes a checkpoint that
+`AutoMixChain.from_checkpoint` rebuilds and mixes with; resume; and `train.py` itself in subprocesses
+(a run, a 2-process CPU DDP run, a 2-job multirun, a user error), as a user would run them."""
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyloudnorm
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from automix import AutoMixChain
+from automix.errors import AutomixError
+from automix.synth import synth_stems
+from automix.training.module import AutoMixModule
+from automix.training.train import project_root, register_resolvers, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SAMPLE_RATE = 44100
+EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+# In-process runs: the smoke experiment without a progress bar.
+NO_PROGRESS = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+QUICK = ["experiment=smoke", *NO_PROGRESS]
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None, hydra_config: bool = False):
+    register_resolvers()
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("train", overrides=overrides + extra, return_hydra_config=hydra_config)
+
+
+def run_train_py(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONWARNINGS": "ignore", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, *NO_PROGRESS],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("data", ["synthetic", "folder", "musdb"])
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
+def test_every_experiment_composes_with_every_data_and_trainer(experiment, data, trainer, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", f"data={data}", f"trainer={trainer}"], tmp_path)
+    assert cfg.data._target_.endswith(
+        {"synthetic": "Synthetic", "folder": "Folder", "musdb": "Musdb"}[data] + "DataModule"
+    )
+    assert cfg.data.sample_rate == cfg.dsp.sample_rate == SAMPLE_RATE
+    assert set(cfg.style.style_targets) == {"rock_punk", "rnb_ballad", "country_pop"}
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer" and cfg.trainer.default_root_dir == str(
+        tmp_path
+    )
+    assert cfg.export.path == f"{tmp_path}/checkpoints/automix.ckpt"
+
+
+@pytest.mark.parametrize("logger", ["wandb", "csv", "none"])
+def test_logger_configs_compose(logger, tmp_path):
+    cfg = compose_train([f"logger={logger}"], tmp_path)
+    if logger == "none":
+        assert cfg.logger is None and cfg.callbacks.lr_monitor is None
+    else:
+        assert cfg.logger[logger].save_dir == str(tmp_path)
+    if logger == "wandb":
+        assert cfg.logger.wandb.offline is True
+
+
+def test_paths_come_from_the_repository_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_train([])
+    assert Path(cfg.paths.root_dir) == ROOT == Path(project_root())
+    assert Path(cfg.paths.log_dir) == ROOT / "logs"
+    assert OmegaConf.to_container(cfg.paths)["output_dir"] == "${hydra:runtime.output_dir}"
+
+
+def test_hparams_search_is_a_grid_multirun():
+    cfg = compose_train(["hparams_search=grid"], hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert set(cfg.hydra.sweeper.params) == {"model.hidden_dim", "model.lr"}
+
+
+def test_slurm_launcher_config_composes_when_the_plugin_is_installed():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_train(["hydra/launcher=slurm"], hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_module_defaults_equal_the_model_config():
+    config = yaml.safe_load((CONF / "model" / "default.yaml").read_text())
+    assert config.pop("_target_") == "automix.training.module.AutoMixModule"
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(AutoMixModule).parameters.items()
+        if name not in ("dsp", "style_targets")
+    }
+    defaults["betas"], defaults["loss_weights"] = list(defaults["betas"]), defaults["loss_weights"] or {}
+    assert defaults == config
+    chain = AutoMixChain()
+    assert (chain.model_config["hidden_dim"], chain.model_config["n_layers"]) == (
+        config["hidden_dim"],
+        config["n_layers"],
+    )
+
+
+# ---------------------------------------------------------------------------------- in-process training
+
+
+def test_a_training_step_sends_gradients_to_the_predictor():
+    module = AutoMixModule(hidden_dim=16, n_layers=1)
+    stems, _ = synth_stems(1.0, SAMPLE_RATE, seed=4)
+    batch = {
+        "stems": torch.stack([stems, stems]),
+        "mask": torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]]),
+        "targets": torch.tensor(
+            [[-9.5, 2800, 0.6] + [float("nan")] * 3, [-12.0, 1800, 0.8] + [float("nan")] * 3]
+        ),
+    }
+    mix, analysis, units = module(batch["stems"], batch["targets"], batch["mask"])
+    loss = module.loss_fn(analysis, batch["targets"])
+    loss.backward()
+    metrics = module.metrics(analysis, batch["targets"], batch["mask"], units, "train")
+    assert torch.isfinite(loss) and mix.shape == (2, 2, SAMPLE_RATE)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.chain.predictor.parameters())
+    assert 0 <= metrics["train/within_all"] <= 1 and torch.isfinite(torch.stack(list(metrics.values()))).all()
+    meter = pyloudnorm.Meter(SAMPLE_RATE)  # an independent meter for the logged loudness error
+    lufs = [meter.integrated_loudness(item.detach().double().numpy().T) for item in mix]
+    errors_lu = [
+        abs(measured - float(target)) for measured, target in zip(lufs, batch["targets"][:, 0], strict=True)
+    ]
+    assert float(metrics["train/error_lufs_lu"]) == pytest.approx(sum(errors_lu) / 2, abs=0.1)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """One in-process smoke run: 2 epochs of 2 steps, each ending with a validation."""
+    output_dir = tmp_path_factory.mktemp("smoke_run")
+    overrides = [*QUICK, "data.train_items=4", "trainer.max_steps=4", "logger=csv", "export.weights=last"]
+    result = train(compose_train(overrides, output_dir))
+    assert result["checkpoint"] == output_dir / "checkpoints" / "automix.ckpt"
+    assert "val/loss" in result["metrics"] and "train/loss" in result["metrics"]
+    return output_dir
+
+
+def test_smoke_training_checkpoint_rebuilds_and_mixes_in_predict_mode(smoke_run):
+    exported = smoke_run / "checkpoints" / "automix.ckpt"
+    chain = AutoMixChain.from_checkpoint(exported)
+    assert chain.model_config == {"hidden_dim": 32, "n_layers": 1}
+    lightning_state = torch.load(
+        smoke_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert lightning_state["global_step"] == 4
+    trained = {k.removeprefix("chain.predictor."): v for k, v in lightning_state["state_dict"].items()}
+    for name, value in chain.predictor.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=0)
+    untrained = AutoMixChain(hidden_dim=32, n_layers=1).predictor.state_dict()
+    assert any(
+        not torch.equal(untrained[name], value) for name, value in chain.predictor.state_dict().items()
+    )
+    stems, _ = synth_stems(2.0, SAMPLE_RATE, seed=99)
+    with torch.no_grad():
+        mix, analysis = chain(stems, style="rnb_ballad", mode="predict")
+    assert mix.shape == (2, stems.shape[-1]) and torch.isfinite(mix).all()
+    assert float(analysis["true_peak_dbtp"]) <= -1.0 + 1e-3
+
+
+def test_checkpoints_hold_plain_values_and_the_run_config(smoke_run):
+    state = torch.load(smoke_run / "checkpoints" / "automix.ckpt", map_location="cpu", weights_only=True)
+    assert set(state["versions"]) >= {"automix", "torch", "lightning"}
+    assert state["config"]["train"]["model"]["hidden_dim"] == 32
+    assert set(state["config"]["style_targets"]["style_targets"]) == {
+        "rock_punk",
+        "rnb_ballad",
+        "country_pop",
+    }
+    lightning_state = torch.load(
+        smoke_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert lightning_state["hyper_parameters"]["dsp"]["sample_rate"] == SAMPLE_RATE
+    assert set(lightning_state["automix"]["state_dict"]) == set(state["state_dict"])
+    metrics = (smoke_run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in (
+        "train/loss",
+        "train/error_lufs_lu",
+        "train/within_all",
+        "val/within_centroid",
+        "val/error_ms_ratio",
+    ):
+        assert name in metrics, name
+    assert any(name.startswith("train_params/stem_level_db") for name in metrics)
+
+
+@pytest.mark.slow
+def test_resume_from_a_lightning_checkpoint_continues_the_step_count(smoke_run, tmp_path):
+    # A budget in steps: Lightning 2.6 counts a resumed validation-end checkpoint's epoch twice against
+    # max_epochs.
+    overrides = [*QUICK, "data.train_items=4", "trainer.max_steps=6", "trainer.max_epochs=10", "logger=none"]
+    overrides.append(f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}")
+    train(compose_train(overrides, tmp_path))
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 6
+
+
+def test_a_missing_data_root_is_a_user_error(tmp_path):
+    with pytest.raises(AutomixError, match=r"data\.root"):
+        train(compose_train([*QUICK, "data=folder"], tmp_path))
+    with pytest.raises(AutomixError, match="no such checkpoint"):
+        train(compose_train([*QUICK, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path))
+
+
+@pytest.mark.slow
+def test_wandb_logger_runs_offline_with_media_under_the_run_dir(tmp_path):
+    overrides = [*QUICK, "data.train_items=2", "trainer.max_steps=1", "logger=wandb"]
+    train(compose_train(overrides, tmp_path))
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "media" / "val_epoch000.wav").is_file() and (
+        tmp_path / "media" / "val_epoch000.png"
+    ).is_file()
+    import wandb
+
+    assert wandb.run is None  # finished
+
+
+# ------------------------------------------------------------------------------ train.py, as users run it
+
+
+@pytest.mark.slow
+def test_train_py_smoke_writes_its_checkpoint_under_the_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train_py(
+        ["experiment=smoke", "trainer.max_steps=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = run_dir / "checkpoints" / "automix.ckpt"
+    assert f"checkpoint: {checkpoint}" in result.stdout
+    assert AutoMixChain.from_checkpoint(checkpoint).model_config["hidden_dim"] == 32
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_train_py_ddp_on_two_cpu_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    args = [
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=2",
+    ]
+    result = run_train_py([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert (run_dir / "checkpoints" / "automix.ckpt").is_file()
+    assert result.stdout.count("checkpoint: ") == 1  # rank 0 only
+    assert len(list(run_dir.glob("csv/version_*"))) == 1
+
+
+@pytest.mark.slow
+def test_train_py_multirun_runs_two_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "experiment=smoke",
+        "model.hidden_dim=16,32",
+        "trainer.max_steps=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_train_py(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, hidden_dim in ((0, 16), (1, 32)):
+        state = torch.load(sweep / str(job) / "checkpoints" / "automix.ckpt", weights_only=True)
+        assert state["config"]["model"]["hidden_dim"] == hidden_dim
+
+
+@pytest.mark.slow
+def test_train_py_user_error_is_one_line_and_exit_2(tmp_path):
+    args = ["experiment=smoke", "data=folder", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}"]
+    result = run_train_py(args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'none'}: no such folder; set data.root to the dataset folder"
+    ]
