@@ -134,6 +134,7 @@ class AutoMixChain(nn.Module):
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("automix", state)  # a Lightning checkpoint carries ours under "automix"
             config = state["config"]
             chain = cls(
                 style_targets=style_targets,
