@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from automix.dsp.filters import apply_biquads, fft_length, impulse_response_length
+from automix.dsp.filters import apply_biquads, fft_length, impulse_response_length, rfft
 from automix.errors import AutomixError
 from automix.units import power_to_db
 
@@ -108,7 +108,7 @@ def _overlap_save(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     n_segments = -(-n_samples // step)
     padded = torch.nn.functional.pad(x, (n_taps - 1, n_segments * step - n_samples))
     segments = padded.unfold(-1, n_fft, step)  # [..., n_segments, n_fft], overlapping by n_taps - 1
-    spectrum = torch.fft.rfft(segments, n=n_fft) * torch.fft.rfft(taps, n=n_fft)
+    spectrum = rfft(segments, n_fft) * torch.fft.rfft(taps, n=n_fft)  # `rfft`: a real-FFT backward
     # The first n_taps - 1 samples of each segment are wrapped around (circular) and are dropped.
     valid = torch.fft.irfft(spectrum, n=n_fft)[..., n_taps - 1 :]
     return valid.reshape(*x.shape[:-1], n_segments * step)[..., :n_samples]

@@ -7,6 +7,7 @@ loudness meters live in `automix.loudness` and are re-exported here.
 
 import torch
 
+from automix.dsp.filters import rfft
 from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, upsample
 from automix.loudness import (
     BLOCK_S,
@@ -150,8 +151,8 @@ def dynamic_range_db(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
 def _mid_power_spectrum(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """STFT of the mid signal: `|X|²` `[..., bins, frames]` and the bin frequencies `[bins]` in Hz.
 
-    M = (L + R) / 2 (the channel itself for mono). `torch.stft` with a periodic Hann window, n_fft 2048,
-    hop 512 and `center=False`: frame k covers samples [512·k, 512·k + 2048), all inside the signal,
+    M = (L + R) / 2 (the channel itself for mono). As `torch.stft` with a periodic Hann window, n_fft
+    2048, hop 512 and `center=False`: frame k covers samples [512·k, 512·k + 2048), all inside the signal,
     so a sine starting at full level adds no artificial onset (zero padding at the edges, as
     `center=True` does, would spread the onset over the whole spectrum). There are
     1 + (T − 2048) // 512 frames; the last < 512 samples may be left out; a signal shorter than 2048
@@ -161,14 +162,9 @@ def _mid_power_spectrum(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor
     mid = x.mean(dim=-2)
     *lead, n_samples = mid.shape
     window = torch.hann_window(STFT_N_FFT, periodic=True, dtype=x.dtype, device=x.device)
-    spectrum = torch.stft(
-        torch.nn.functional.pad(mid.reshape(-1, n_samples), (0, max(STFT_N_FFT - n_samples, 0))),
-        n_fft=STFT_N_FFT,
-        hop_length=STFT_HOP,
-        window=window,
-        center=False,
-        return_complex=True,
-    )
+    padded = torch.nn.functional.pad(mid.reshape(-1, n_samples), (0, max(STFT_N_FFT - n_samples, 0)))
+    # torch.stft's frames, windowed and transformed directly: `rfft`'s backward is a real FFT.
+    spectrum = rfft(padded.unfold(-1, STFT_N_FFT, STFT_HOP) * window).transpose(-1, -2)
     power = spectrum.real.square() + spectrum.imag.square()
     freqs_hz = torch.fft.rfftfreq(STFT_N_FFT, d=1.0 / sample_rate, dtype=x.dtype, device=x.device)
     return power.reshape(*lead, *power.shape[-2:]), freqs_hz

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import correlate, resample_poly
 
-from automix.dsp.dynamics import compressor, limiter
+from automix.dsp.dynamics import (
+    _detector_branches,
+    _PeakOverPhases,
+    _sliding_max,
+    compressor,
+    limiter,
+)
+from automix.dsp.oversample import polyphase_fir
 
 SR = 44100
 # Slack on the independent true-peak reading: float rounding only (the limiter keeps a margin itself).
@@ -364,3 +371,40 @@ def test_limiter_finite_and_under_ceiling_for_any_parameters(kind, seed, ceiling
     y.square().mean().backward()
     for tensor in (x, ceiling, release):
         assert torch.isfinite(tensor.grad).all()
+
+
+# ---------------------------------------------------------------- the limiter's detector, against autograd
+
+
+def test_sliding_max_matches_max_pool_with_its_gradient():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 300, dtype=torch.float64, generator=gen).round(decimals=1)  # many ties
+    x.requires_grad_()
+    weight = torch.randn(2, 300 - 37 + 1, dtype=torch.float64, generator=gen)
+    expected = torch.nn.functional.max_pool1d(x.unsqueeze(1), 37, stride=1).squeeze(1)
+    ours = _sliding_max(x, 37)
+    assert torch.equal(ours, expected)
+    want = torch.autograd.grad((expected * weight).sum(), x)[0]
+    torch.testing.assert_close(torch.autograd.grad((ours * weight).sum(), x)[0], want)
+
+
+@pytest.mark.parametrize("kind", ["dense_noise", "quarter_rate_sine"])
+@pytest.mark.parametrize("density", [1.0, 0.05])
+def test_peak_envelope_sparse_backward_matches_autograd(kind, density):
+    """The envelope's written-out backward (phases recomputed where the gradient is nonzero) against
+    autograd through the dense computation, ties included (the quarter-rate sine has many)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.from_numpy(adversarial(kind, SR)[:, :400]).unsqueeze(0).requires_grad_()
+    branches, left = _detector_branches(x.device, x.dtype)
+    weight = torch.randn(1, 400, dtype=torch.float64, generator=gen)
+    weight *= torch.rand(1, 400, dtype=torch.float64, generator=gen) < density
+
+    def dense(x):
+        phases = polyphase_fir(x, branches, left).abs().unflatten(-1, (2, -1))
+        return torch.maximum(phases[..., 0, :], phases[..., 1, :]).amax(dim=(1, 3))
+
+    expected = dense(x)
+    ours = _PeakOverPhases.apply(x, branches, left)
+    assert torch.equal(ours, expected)
+    want = torch.autograd.grad((expected * weight).sum(), x)[0]
+    torch.testing.assert_close(torch.autograd.grad((ours * weight).sum(), x)[0], want)

@@ -139,3 +139,76 @@ def test_gradients_reach_every_eq_parameter():
     four_band_eq(x, 44100, **params).pow(2).mean().backward()
     for name, value in params.items():
         assert torch.isfinite(value.grad).all() and (value.grad != 0).all(), name
+
+
+# ---------------------------------------------------------------- the FFT machinery's own gradients
+
+# Grid lengths spanning several of frequency_response's blocks of bins, even and odd.
+LONG_GRIDS = (3 * filters.RESPONSE_BLOCK_BINS + 98, 2 * filters.RESPONSE_BLOCK_BINS + 1)
+
+
+@pytest.mark.parametrize("n_fft", LONG_GRIDS)
+def test_response_on_long_grids_matches_sosfreqz(n_fft):
+    sos = np.concatenate([reference_sos(*case, 44100) for case in CASES[:4]])
+    grid = 2 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
+    _, expected = scipy.signal.sosfreqz(sos, worN=grid)
+    b, a = torch.from_numpy(sos[:, :3]), torch.from_numpy(sos[:, 3:])
+    ours = filters.frequency_response(b, a, n_fft).numpy()
+    assert np.max(np.abs(20 * np.log10(np.abs(ours) / np.abs(expected)))) < 0.01
+    assert np.max(np.abs(np.angle(ours / expected))) < 1e-3
+
+
+@pytest.mark.parametrize("n_fft", LONG_GRIDS)
+def test_response_gradients_match_autograd_through_an_fft(n_fft):
+    """The written-out backward against autograd of the textbook evaluation, rfft(b) / rfft(a), on
+    bands whose cascade polynomials are well conditioned (both evaluations agree to rounding)."""
+    bands = [
+        ("peaking", 9.0, 1000.0, 1.5),
+        ("high_shelf", 6.0, 8000.0, 0.7071),
+        ("low_shelf", -6.0, 300.0, 1.0),
+    ]
+    sos = np.concatenate([reference_sos(*band, 44100) for band in bands])
+    b = torch.from_numpy(sos[:, :3]).repeat(2, 1, 1).requires_grad_()
+    a = torch.from_numpy(sos[:, 3:]).repeat(2, 1, 1).requires_grad_()
+    weight = torch.randn(
+        2, n_fft // 2 + 1, dtype=torch.complex128, generator=torch.Generator().manual_seed(0)
+    )
+
+    def textbook(b, a):
+        numerator = torch.fft.rfft(filters._cascade_polynomial(b), n=n_fft)
+        return numerator / torch.fft.rfft(filters._cascade_polynomial(a), n=n_fft)
+
+    expected = torch.autograd.grad((textbook(b, a) * weight).real.sum(), (b, a))
+    ours = torch.autograd.grad((filters.frequency_response(b, a, n_fft) * weight).real.sum(), (b, a))
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9 * want.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "response_shape"), [((3, 2, 50), (3, 1)), ((2, 50), (3, 1)), ((3, 2, 50), ())]
+)
+@pytest.mark.parametrize("n_fft", [64, 81])
+def test_spectral_filter_matches_autograd_through_torch_fft(x_shape, response_shape, n_fft):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(*x_shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    response = torch.randn(*response_shape, n_fft // 2 + 1, dtype=torch.complex128, generator=gen)
+    response.requires_grad_()
+    expected = torch.fft.irfft(torch.fft.rfft(x, n=n_fft) * response, n=n_fft)[..., : x.shape[-1]]
+    ours = filters.spectral_filter(x, response, n_fft)
+    torch.testing.assert_close(ours, expected)
+    weight = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
+    want = torch.autograd.grad((expected * weight).sum(), (x, response))
+    got = torch.autograd.grad((ours * weight).sum(), (x, response))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize(("n_samples", "n"), [(50, 64), (50, 81), (90, 64), (64, 64)])
+def test_rfft_gradient_matches_torch(n_samples, n):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, n_samples, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(3, n // 2 + 1, dtype=torch.complex128, generator=gen)
+    torch.testing.assert_close(filters.rfft(x, n), torch.fft.rfft(x, n=n))
+    want = torch.autograd.grad((torch.fft.rfft(x, n=n) * weight).real.sum(), x)[0]
+    got = torch.autograd.grad((filters.rfft(x, n) * weight).real.sum(), x)[0]
+    torch.testing.assert_close(got, want)

@@ -6,6 +6,7 @@ import pytest
 import scipy.signal
 import torch
 
+from automix.dsp.oversample import polyphase_fir
 from automix.errors import AutomixError
 from automix.metrics import (
     band_energy,
@@ -374,3 +375,16 @@ def test_batched_equals_per_item(name, batch_items):
     for index, item in enumerate(batch_items):
         expected = measure(torch.from_numpy(item))
         torch.testing.assert_close(batched[index // 2, index % 2], expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_samples", [1, 17, 1000])
+def test_polyphase_fir_matches_conv1d(n_samples):
+    """The block matrix product behind `upsample` and the limiter's detector, against a direct FIR."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 2, n_samples, dtype=torch.float64, generator=gen)
+    branches = torch.randn(5, 21, dtype=torch.float64, generator=gen)
+    for left in (0, 7, 20):
+        padded = torch.nn.functional.pad(x.reshape(-1, 1, n_samples), (left, 20 - left))
+        expected = torch.nn.functional.conv1d(padded, branches.unsqueeze(1)).transpose(-1, -2)
+        ours = polyphase_fir(x, branches, left)
+        torch.testing.assert_close(ours, expected.reshape(3, 2, n_samples, 5))

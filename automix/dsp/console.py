@@ -69,8 +69,9 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
         knee_db=params["comp_knee_db"],
     )
     x = saturate(x, drive=params["drive"])
-    x = gain(x, gain_db=params["level_db"])
-    return pan(x, pan=params["pan"])
+    # Level and pan are both per-stem gains: their product `[..., N, 2, 1]` takes one pass over the audio.
+    unit = torch.ones_like(x[..., :1, :1])
+    return x * pan(gain(unit, gain_db=params["level_db"]), pan=params["pan"])
 
 
 def master_section(

@@ -11,11 +11,12 @@ step response (coefficient 1 - exp(-2200 / (ms · sample_rate)), since ln 9 ≈ 
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
 from torchcomp.core import compressor_core
 
-from automix.dsp.filters import fft_length
-from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, upsample
+from automix.dsp.filters import fft_length, spectral_filter
+from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, interpolation_filter, polyphase_fir
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
 
 # Rise time (10-90 %) of the detector's mean-square averager. The quadrature detector below has no
@@ -53,7 +54,8 @@ DETECTION_SPREAD_SAMPLES = 1
 # The gain computed on x is applied, then computed again on the result and applied: the first pass's
 # gain changes move inter-sample peaks (most with a short look-ahead); the second pass's changes are
 # tiny, and so are the peak movements they cause. Where the first pass already meets the ceiling, the
-# second pass's gain is exactly 1.
+# second pass's gain is exactly 1; if the first pass's gain is exactly 1 everywhere (nothing over the
+# ceiling), the second pass would see the same signal, so it is skipped.
 LIMITER_PASSES = 2
 # Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
 PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
@@ -71,11 +73,32 @@ def _hilbert(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     n_samples = x.shape[-1]
     n_fft = fft_length(n_samples + round(HILBERT_PAD_MS * sample_rate / 1000.0))
-    spectrum = torch.fft.rfft(x, n=n_fft)
     # -j on positive frequencies; DC and Nyquist have no quadrature component.
-    multiplier = torch.zeros(spectrum.shape[-1], dtype=spectrum.dtype, device=x.device)
+    multiplier = torch.zeros(n_fft // 2 + 1, dtype=x.dtype.to_complex(), device=x.device)
     multiplier[1 : (n_fft + 1) // 2] = -1j
-    return torch.fft.irfft(spectrum * multiplier, n=n_fft)[..., :n_samples]
+    return spectral_filter(x, multiplier, n_fft)
+
+
+class _OnePole(torch.autograd.Function):
+    """Linear one-pole low-pass `y[t] = (1 − c)·y[t − 1] + c·x[t]`, `y[−1] = 0`, along the rows of
+    `[B, T]`, with a constant coefficient c `[B]` (not differentiated).
+
+    Runs in `compressor_core` (equal attack and release coefficients make it linear). The adjoint of a
+    causal linear recursion is the same recursion backwards in time, so the backward is one more pass
+    on the time-reversed gradient; torchcomp's general backward also differentiates the coefficients
+    and costs several times more.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(coef)
+        return compressor_core(x, torch.zeros_like(coef), coef, coef)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (coef,) = ctx.saved_tensors
+        return compressor_core(grad.flip(-1), torch.zeros_like(coef), coef, coef).flip(-1), None
 
 
 def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -85,9 +108,8 @@ def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     transform: its mean equals the mean square of x, but unlike x² it has no ripple at twice the
     frequency of a steady tone, so a short averager suffices and low notes are not distorted by a
     gain that follows the ripple. A linear one-pole averager with rise time `DETECTOR_MS` follows
-    (`compressor_core` with equal coefficients). The FFT Hilbert transform is non-causal: its kernel
-    decays as 1/(π·n), so a tone's onset is seen about 26 dB down one cycle early, a negligible
-    look-ahead for an offline renderer.
+    (`_OnePole`). The FFT Hilbert transform is non-causal: its kernel decays as 1/(π·n), so a tone's
+    onset is seen about 26 dB down one cycle early, a negligible look-ahead for an offline renderer.
 
     Args:
         x: `[..., C, T]` signal.
@@ -98,9 +120,9 @@ def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     n_ch, n_samples = x.shape[-2:]
     flat = x.reshape(-1, n_ch, n_samples)
-    power = (0.5 * (flat.square() + _hilbert(flat, sample_rate).square())).mean(dim=-2)
+    power = (flat.square() + _hilbert(flat, sample_rate).square()).mean(dim=-2) * 0.5
     coef = ms2coef(torch.full(power.shape[:1], DETECTOR_MS, dtype=x.dtype, device=x.device), sample_rate)
-    return compressor_core(power, torch.zeros_like(coef), coef, coef)
+    return _OnePole.apply(power, coef)
 
 
 def soft_knee_gain_db(
@@ -182,39 +204,115 @@ def compressor(
     return x * gain.reshape(*lead, 1, n_samples)
 
 
-def _short_kaiser_upsample(x: torch.Tensor) -> torch.Tensor:
-    """4x interpolation `[B, T] -> [B, T, 4]` by a short Kaiser-windowed sinc (`SHORT_METER_*`).
+def _short_kaiser_branches(device, dtype) -> tuple[torch.Tensor, int]:
+    """The short Kaiser interpolator (`SHORT_METER_*`) as `(branches [factor, taps], left)` for
+    `polyphase_fir`.
 
     Phase p of sample n estimates the signal at n + p/4 (zero outside `[0, T)`), as a polyphase
     form of zero-stuffing followed by the low-pass FIR h of 2·factor·zero_crossings + 1 taps.
     """
     factor, half = TRUE_PEAK_OVERSAMPLING, SHORT_METER_ZERO_CROSSINGS
     n_taps = 2 * factor * half + 1
-    offset = torch.arange(n_taps, device=x.device, dtype=torch.float64) - factor * half
+    offset = torch.arange(n_taps, device=device, dtype=torch.float64) - factor * half
     window = torch.kaiser_window(
-        n_taps, periodic=False, beta=SHORT_METER_KAISER_BETA, dtype=torch.float64, device=x.device
+        n_taps, periodic=False, beta=SHORT_METER_KAISER_BETA, dtype=torch.float64, device=device
     )
     taps = torch.sinc(offset / factor) * window
     taps = F.pad(factor * taps / taps.sum(), (0, factor - 1))  # DC gain `factor`, as scipy's firwin · up
-    # Phase p takes taps p + factor·q, q = 0..2·half, on x[n + half − q]; conv1d correlates.
-    branches = taps.reshape(2 * half + 1, factor).T.flip(-1).unsqueeze(1).to(x.dtype)
-    phases = F.conv1d(F.pad(x.unsqueeze(1), (half, half)), branches)  # [B, factor, T]
-    return phases.transpose(1, 2)
+    # Phase p takes taps p + factor·q, q = 0..2·half, on x[n + half − q]; the FIR correlates.
+    return taps.reshape(2 * half + 1, factor).T.flip(-1).to(dtype), half
+
+
+def _detector_branches(device, dtype) -> tuple[torch.Tensor, int]:
+    """Both detector interpolators (the project's `upsample` and the short Kaiser one) on one tap grid,
+    `(branches [2 · factor, taps], left)`, so that a single `polyphase_fir` runs them together."""
+    interpolators = (
+        interpolation_filter(TRUE_PEAK_OVERSAMPLING, device=device, dtype=dtype),
+        _short_kaiser_branches(device, dtype),
+    )
+    left = max(b_left for _, b_left in interpolators)
+    n_taps = left + max(b.shape[-1] - b_left for b, b_left in interpolators)
+    aligned = [F.pad(b, (left - b_left, n_taps - b.shape[-1] - left + b_left)) for b, b_left in interpolators]
+    return torch.cat(aligned), left
+
+
+def _sliding_max(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Maximum of every `window` consecutive samples, `[..., T] -> [..., T − window + 1]`.
+
+    By doubling: after each step sample n holds the maximum over `[n, n + span)`, and two overlapping
+    spans cover any window, so it costs O(T · log window) (max_pool1d costs O(T · window) and keeps
+    indices for its backward). Ties go to the earlier span, so the gradient reaches the first maximum
+    of each window, as max_pool1d's does.
+    """
+    span = 1
+    while 2 * span <= window:
+        x = _first_max(x[..., :-span], x[..., span:])
+        span *= 2
+    if span < window:
+        x = _first_max(x[..., : span - window], x[..., window - span :])
+    return x
+
+
+def _first_max(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum whose gradient goes to `earlier` on ties (torch.maximum splits it)."""
+    return torch.where(earlier >= later, earlier, later)
+
+
+class _PeakOverPhases(torch.autograd.Function):
+    """`[B, C, T] -> [B, T]`: max over channels and both detector interpolators' phases of |phase|,
+    the larger of the two interpolators' estimates per phase (`_detector_branches`). Sparse backward.
+
+    The limiter's gradient reaches the envelope only at the samples that set its gain (over the ceiling
+    and the maximum of their look-ahead window), a few per cent of them. The backward recomputes the
+    phases at those samples only, instead of keeping and differentiating all T · C · 8 of them. A tie
+    shares the gradient as autograd would: half each between the interpolators (torch.maximum), evenly
+    among channels and phases (amax).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, branches: torch.Tensor, left: int) -> torch.Tensor:
+        ctx.save_for_backward(x, branches)
+        ctx.left = left
+        sharp, short = polyphase_fir(x, branches, left).abs_().unflatten(-1, (2, -1)).unbind(dim=-2)
+        return torch.maximum(sharp, short).amax(dim=(1, 3))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, branches = ctx.saved_tensors
+        _, n_ch, n_samples = x.shape
+        n_taps = branches.shape[-1]
+        item, time = grad.nonzero(as_tuple=True)  # [K] samples that receive a gradient
+        padded = F.pad(x, (ctx.left, n_taps - 1 - ctx.left))
+        windows = padded.unfold(-1, n_taps, 1)[item, :, time]  # [K, C, taps]: the inputs of their phases
+        phases = windows @ branches.T  # [K, C, 2 · factor]
+        sharp, short = phases.abs().unflatten(-1, (2, -1)).unbind(dim=-2)
+        larger = torch.maximum(sharp, short)
+        at_peak = larger == larger.amax(dim=(1, 2), keepdim=True)
+        share = at_peak / at_peak.sum(dim=(1, 2), keepdim=True)
+        to_sharp = (sharp > short) + 0.5 * (sharp == short)
+        weights = torch.cat([share * to_sharp, share * (1 - to_sharp)], dim=-1)
+        grad_windows = (grad[item, time][:, None, None] * weights * phases.sgn()) @ branches  # [K, C, taps]
+        # Scatter-add every window's gradient back onto the padded signal.
+        row = (item[:, None] * n_ch + torch.arange(n_ch, device=x.device)) * padded.shape[-1]  # [K, C]
+        index = row[..., None] + time[:, None, None] + torch.arange(n_taps, device=x.device)
+        grad_padded = (
+            torch.zeros_like(padded).flatten().index_add_(0, index.flatten(), grad_windows.flatten())
+        )
+        return grad_padded.view_as(padded)[..., ctx.left : ctx.left + n_samples], None, None
 
 
 def _true_peak_envelope(x: torch.Tensor) -> torch.Tensor:
     """Linked true-peak envelope `[B, T]`: max |.| over the 4x-oversampled phases and channels.
 
     Takes the larger of two interpolators' estimates (the project's `upsample` and a short Kaiser
-    one). Sample n covers the interpolated instants in [n − DETECTION_SPREAD_SAMPLES, n + 1).
+    one), computed together by one `polyphase_fir` (`_PeakOverPhases`). Sample n covers the
+    interpolated instants in [n − DETECTION_SPREAD_SAMPLES, n + 1).
     """
     n_ch, n_samples = x.shape[-2:]
-    flat = x.reshape(-1, n_ch, n_samples)
-    sharp = upsample(flat).reshape(-1, n_ch, n_samples, TRUE_PEAK_OVERSAMPLING)
-    short = _short_kaiser_upsample(flat.reshape(-1, n_samples)).reshape(sharp.shape)
-    peak = torch.maximum(sharp.abs(), short.abs()).amax(dim=(1, 3))
-    spread = F.pad(peak, (DETECTION_SPREAD_SAMPLES, 0))
-    return F.max_pool1d(spread.unsqueeze(1), DETECTION_SPREAD_SAMPLES + 1, stride=1).squeeze(1)
+    branches, left = _detector_branches(x.device, x.dtype)
+    peak = _PeakOverPhases.apply(x.reshape(-1, n_ch, n_samples), branches, left)
+    return _sliding_max(F.pad(peak, (DETECTION_SPREAD_SAMPLES, 0)), DETECTION_SPREAD_SAMPLES + 1)
 
 
 def _limiter_gain(
@@ -225,8 +323,7 @@ def _limiter_gain(
     reduction = F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)  # 1 − min(1, c / p)
     # Padded on both sides: the W − 1 samples before the start also look ahead into the signal, so the
     # moving average at the first samples covers windows that see them.
-    padded = F.pad(reduction, (window - 1, window - 1)).unsqueeze(1)
-    ahead = F.max_pool1d(padded, window, stride=1).squeeze(1)  # [B, T + W − 1], from time −(W − 1)
+    ahead = _sliding_max(F.pad(reduction, (window - 1, window - 1)), window)  # [B, T + W − 1], from −(W − 1)
     # Reduction rises instantly (coefficient 1) and falls with the release time.
     held = compressor_core(ahead, torch.zeros_like(release_coef), release_coef, torch.ones_like(release_coef))
     return 1.0 - _moving_average(held, window)
@@ -263,7 +360,8 @@ def limiter(
     4. The gain multiplies x itself: the look-ahead is the non-causal window of step 3, so the output
        has x's length and alignment (a real-time version would delay x and report W samples of latency).
     5. Steps 1-4 run again on the result (`LIMITER_PASSES`) to catch the small inter-sample peak
-       changes that the first gain's variation causes.
+       changes that the first gain's variation causes; not when the first gain is exactly 1
+       everywhere, as the result would be the same.
     Where no reduction is needed nearby (look-ahead and release) the gain is exactly 1: the signal
     passes unchanged.
 
@@ -285,5 +383,8 @@ def limiter(
     release_coef = ms2coef(_per_item(release_ms, lead, x), sample_rate)
     y = x
     for _ in range(LIMITER_PASSES):
-        y = y * _limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)
+        gain = _limiter_gain(y, ceiling, release_coef, window)
+        y = y * gain.reshape(*lead, 1, n_samples)
+        if not (gain < 1).any():
+            break  # y is unchanged (gain exactly 1), so a further pass would find the same
     return y
