@@ -44,6 +44,16 @@ MASTER_PARAMETERS = (
 DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
 
 
+COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
+
+
+def _compress(
+    x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
+) -> torch.Tensor:
+    """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
+    return compressor(x, sample_rate, **{name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS})
+
+
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
 
@@ -58,16 +68,7 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     x = four_band_eq(
         stems, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
-    x = compressor(
-        x,
-        sample_rate,
-        threshold_db=params["comp_threshold_db"],
-        ratio=params["comp_ratio"],
-        attack_ms=params["comp_attack_ms"],
-        release_ms=params["comp_release_ms"],
-        makeup_db=params["comp_makeup_db"],
-        knee_db=params["comp_knee_db"],
-    )
+    x = _compress(x, sample_rate, params, "comp")
     x = saturate(x, drive=params["drive"])
     # Level and pan are both per-stem gains: their product `[..., N, 2, 1]` takes one pass over the audio.
     unit = torch.ones_like(x[..., :1, :1])
@@ -94,16 +95,7 @@ def master_section(
     Returns:
         `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
     """
-    x = compressor(
-        mix,
-        sample_rate,
-        threshold_db=params["bus_threshold_db"],
-        ratio=params["bus_ratio"],
-        attack_ms=params["bus_attack_ms"],
-        release_ms=params["bus_release_ms"],
-        makeup_db=params["bus_makeup_db"],
-        knee_db=params["bus_knee_db"],
-    )
+    x = _compress(mix, sample_rate, params, "bus")
     x = four_band_eq(
         x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
