@@ -1,5 +1,6 @@
 """The whole console: gradients reach every parameter through the mix's measurements."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,6 +9,7 @@ from automix import metrics
 from automix.dsp.console import (
     MASTER_PARAMETERS,
     STEM_PARAMETERS,
+    channel_strip,
     render_mix,
 )
 from automix.params import ParameterSpace
@@ -102,3 +104,22 @@ def test_console_output_is_finite_for_any_in_range_settings(kind, level, unit_pa
     master_params["limiter_threshold"] = torch.tensor(0.7 + 0.3 * u[0].item())
     mix, _ = render_mix(signal, SAMPLE_RATE, stem_params, master_params)
     assert torch.isfinite(mix).all()
+
+
+def test_channel_strip_removes_a_dc_offset():
+    """A constant offset is inaudible; the strip's high-pass takes it out (closed form: a 2nd-order
+    high-pass's step response decays to 0), leaving an added tone untouched."""
+    seconds = 2.0
+    t = torch.arange(int(seconds * SAMPLE_RATE), dtype=torch.float64) / SAMPLE_RATE
+    tone = 0.1 * torch.sin(2 * torch.pi * 440 * t)
+    stems = (0.4 + tone).expand(1, 2, -1).clone()
+    stem_params, _ = ParameterSpace().neutral(1, dtype=torch.float64)
+    stem_params |= {
+        "comp_ratio": torch.ones(1, dtype=torch.float64),
+        "level_db": torch.zeros(1, dtype=torch.float64),
+    }
+    out = channel_strip(stems, SAMPLE_RATE, stem_params)[0, 0]
+    settled = out[SAMPLE_RATE:]  # after the high-pass's transient
+    assert settled.mean().abs() < 1e-3
+    centre_pan = 2**-0.5  # -3 dB per channel at the centre
+    assert settled.std().item() == pytest.approx(centre_pan * tone.std().item(), rel=0.02)

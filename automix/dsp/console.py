@@ -41,6 +41,9 @@ MASTER_PARAMETERS = (
     "width",
     "limiter_threshold",
 )
+# Every strip's EQ cascade ends in a high-pass here: it removes DC offsets and infrasonic rumble, which
+# are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
+DC_BLOCK_HZ = 20.0
 DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
 
 
@@ -66,7 +69,12 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
         `[..., N, 2, T]` processed stems.
     """
     x = four_band_eq(
-        stems, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
+        stems,
+        sample_rate,
+        gain_db=params["eq_gain_db"],
+        freq_hz=params["eq_freq_hz"],
+        q=params["eq_q"],
+        highpass_hz=DC_BLOCK_HZ,
     )
     x = _compress(x, sample_rate, params, "comp")
     x = saturate(x, drive=params["drive"])

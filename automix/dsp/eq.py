@@ -6,6 +6,7 @@ from automix.dsp import filters
 
 # The 4-band EQ of every channel strip and of the master, in this order.
 EQ_BANDS = ("low_shelf", "low_mid", "high_mid", "high_shelf")
+BUTTERWORTH_Q = 2**-0.5
 
 
 def four_band_eq(
@@ -15,6 +16,7 @@ def four_band_eq(
     gain_db: torch.Tensor,
     freq_hz: torch.Tensor,
     q: torch.Tensor,
+    highpass_hz: float | None = None,
 ) -> torch.Tensor:
     """Low shelf, two peaking bands and a high shelf in cascade, applied in one FFT pair.
 
@@ -23,6 +25,8 @@ def four_band_eq(
         sample_rate: Hz.
         gain_db, freq_hz, q: `[..., 4]` per band in `EQ_BANDS` order; the leading dimensions broadcast
             against x's leading dimensions (without C), so each stem of a batch has its own EQ.
+        highpass_hz: a fixed Butterworth high-pass (Q 1/sqrt(2)) in the same cascade, at no extra FFT
+            cost; None for none.
 
     Returns:
         `[..., C, T]` filtered signal; 0 dB in every band is the identity.
@@ -35,6 +39,9 @@ def four_band_eq(
         design(gain_db[..., band], freq_hz[..., band], q[..., band], sample_rate)
         for band, design in enumerate(designs)
     ]
+    if highpass_hz is not None:
+        b_hp, a_hp = filters.high_pass(highpass_hz, BUTTERWORTH_Q, sample_rate)
+        sections.append((b_hp.expand_as(sections[0][0]), a_hp.expand_as(sections[0][1])))
     b = torch.stack([b for b, _ in sections], dim=-2).to(x.dtype)
     a = torch.stack([a for _, a in sections], dim=-2).to(x.dtype)
     return filters.apply_biquads(x, b, a, sample_rate)
