@@ -14,10 +14,10 @@ import soundfile as sf
 import torch
 import yaml
 
+from automix import io as audio_io
 from automix.errors import AutomixError
 from automix.loss import target_vector
 from automix.styles import DEFAULT_STYLES, RANDOM_CENTROID_RANGE_HZ, RANDOM_LUFS_RANGE, RANDOM_MS_RATIO_RANGE
-from automix.training import excerpts
 from automix.training.augment import Augmentation, tilt
 from automix.training.data import FolderDataModule, MusdbDataModule, SyntheticDataModule
 from automix.training.datasets import TRAIN_SPLIT, VAL_SPLIT, collate_items, item_generator
@@ -44,13 +44,13 @@ def _write(path: Path, n_frames: int, sample_rate: int, n_channels: int, seed: i
 
 def _record_reads(monkeypatch) -> list[dict]:
     reads = []
-    original = excerpts.sf.read
+    original = audio_io.sf.read
 
     def read(path, **kwargs):
         reads.append({"path": str(path), **kwargs})
         return original(path, **kwargs)
 
-    monkeypatch.setattr(excerpts.sf, "read", read)
+    monkeypatch.setattr(audio_io.sf, "read", read)
     return reads
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from automix.chain import MAX_STEMS
 from automix.errors import AutomixError
+from automix.io import audio_info
 from automix.styles import DEFAULT_STYLES, StyleTarget, styles_from_config
 from automix.training.augment import Augmentation
 from automix.training.datasets import (
@@ -32,7 +33,6 @@ from automix.training.datasets import (
     SyntheticSongs,
     collate_items,
 )
-from automix.training.excerpts import audio_info
 from automix.training.targets import DEFAULT_TARGET_MIX, TargetSampler
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff")

@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from automix.errors import AutomixError
+from automix.io import AudioFileInfo, read_excerpt
 from automix.metrics import rms_db
 from automix.synth import STEM_NAMES, synth_stems
 from automix.training.augment import Augmentation
-from automix.training.excerpts import AudioFileInfo, read_excerpt
 from automix.training.targets import TargetSampler
 
 TRAIN_SPLIT, VAL_SPLIT = 0, 1
@@ -87,7 +87,7 @@ class Song:
 
 @dataclass(frozen=True)
 class FileSongs:
-    """Excerpts of songs on disk, read partially (`automix.training.excerpts.read_excerpt`).
+    """Excerpts of songs on disk, read partially (`automix.io.read_excerpt`).
 
     Item `index` takes song `index % len(songs)`, so every epoch visits the songs evenly; the excerpt's
     start is random, redrawn (up to MAX_TRIES) while the excerpt's mix is below SILENCE_DBFS. A song with
