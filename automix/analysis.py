@@ -10,12 +10,13 @@ from automix.loss import TOLERANCES, target_errors
 
 def measure(mix: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
     """The measurements a mix is judged by (differentiable ones keep their gradients), `[B]` each."""
+    centroid_hz, bands = metrics.spectral_shape(mix, sample_rate)
     return {
         "lufs": metrics.integrated_loudness(mix, sample_rate),
-        "spectral_centroid": metrics.spectral_centroid(mix, sample_rate),
+        "spectral_centroid": centroid_hz,
         "stereo_ms_ratio": metrics.stereo_ms_ratio(mix),
         "true_peak_dbtp": metrics.true_peak(mix, sample_rate),
-        "band_energy": metrics.band_energy(mix, sample_rate),
+        "band_energy": bands,
     }
 
 

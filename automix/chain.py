@@ -11,6 +11,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from automix.analysis import measure, report
 from automix.dsp.console import DEFAULT_CEILING_DBTP, channel_strip, master_section
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
-from automix.features import N_FEATURES, stem_features
+from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
 from automix.optimize import OptimizeSettings, optimize_mix
@@ -29,6 +30,12 @@ from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
 
 MAX_STEMS = 16
+# Samples (stems x channels x time) a render without gradients processes at once: 64 MB of float32 per
+# copy, ~1.5 min of stereo 44.1 kHz. Shorter material renders all its stems in one go.
+RENDER_CHUNK_SAMPLES = 2**24
+# Predict mode's closed-form trim brings the bus to the target loudness, within this many dB each way
+# (a silent bus stays silent whatever the trim).
+MAX_TRIM_DB = 40.0
 MODES = ("optimize", "predict")
 
 
@@ -63,6 +70,18 @@ def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
     if not torch.isfinite(stems).all():
         raise AutomixError("stems contain NaN or infinite samples")
     return stems.float() if not stems.is_floating_point() else stems, batched
+
+
+class Prediction(NamedTuple):
+    """`AutoMixChain.predict`'s result: normalised settings, the master's input trim `[B]` dB, and the
+    bus `[B, 2, T]` with the strips' settings in units and the stems' LUFS `[B, N]` (before the trim)."""
+
+    stem_unit: torch.Tensor
+    master_unit: torch.Tensor
+    trim_db: torch.Tensor
+    bus: torch.Tensor
+    stem_params: dict
+    stem_lufs: torch.Tensor
 
 
 class AutoMixChain(nn.Module):
@@ -161,18 +180,45 @@ class AutoMixChain(nn.Module):
             ) from None
         return chain
 
-    def predict_unit(self, stems: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
-        """Normalised settings `(stem_unit [B, N, n_stem], master_unit [B, n_master])` of `[B, N, 2, T]`."""
+    def predict(
+        self, stems: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> Prediction:
+        """Predict mode's settings for stems `[B, N, 2, T]` and targets `[B, 6]`, with gradients.
+
+        Stem features -> strip settings -> the bus they make -> a trim that brings the bus to the target
+        loudness (closed form: the master then only has to keep it there) -> the bus's features -> master
+        settings (`automix.predictor`).
+        """
         features = stem_features(stems, self.sample_rate, mask)
-        return self.predictor(features, target, mask)
+        stem_unit, context = self.predictor.predict_stems(features, target, mask)
+        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
+        bus_lufs = metrics.integrated_loudness(bus, self.sample_rate)
+        trim_db = (target[:, 0] - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+        master_unit = self.predictor.predict_master(
+            context, bus_features(bus, bus_lufs, target, self.sample_rate)
+        )
+        return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs)
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`."""
+        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
+
+        Without gradients, stems go through their strips a few at a time (`RENDER_CHUNK_SAMPLES`), so a
+        long song's memory holds one chunk's processing, not every stem's.
+        """
         stem_params = self.space.denormalize_stems(stem_unit)
-        processed = channel_strip(stems, self.sample_rate, stem_params)
-        if mask is not None:
-            processed = processed * mask[..., None, None].to(processed.dtype)
-        return processed.sum(dim=-3), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+        n_stems = stems.shape[1]
+        per_stem = stems[:, 0].numel()
+        step = n_stems if torch.is_grad_enabled() else max(1, RENDER_CHUNK_SAMPLES // per_stem)
+        bus, stem_lufs = 0.0, []
+        for start in range(0, n_stems, step):
+            part = slice(start, start + step)
+            part_params = {name: value[:, part] for name, value in stem_params.items()}
+            processed = channel_strip(stems[:, part], self.sample_rate, part_params)
+            if mask is not None:
+                processed = processed * mask[:, part, None, None].to(processed.dtype)
+            bus = bus + processed.sum(dim=1)
+            stem_lufs.append(metrics.integrated_loudness(processed, self.sample_rate))
+        return bus, stem_params, torch.cat(stem_lufs, dim=1)
 
     def render_master(self, bus, master_params: Mapping, trim_db=None) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`."""
@@ -187,6 +233,10 @@ class AutoMixChain(nn.Module):
         in time for the measurements (mix `[B, 2, K * L]`).
         """
         bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
+        return self.finish(bus, stem_params, stem_lufs, stem_unit, master_unit, mask, trim_db, join)
+
+    def finish(self, bus, stem_params, stem_lufs, stem_unit, master_unit, mask=None, trim_db=None, join=None):
+        """The master section on a rendered bus (see `render`): `(mix, analysis)`."""
         master_params = self.space.denormalize_master(master_unit)
         mix = self.render_master(bus, master_params, trim_db)
         processing = self.processing_cost(stem_unit, master_unit, mask)
@@ -204,6 +254,8 @@ class AutoMixChain(nn.Module):
             "master_params": master_params,
             "processing": processing,
         }
+        if trim_db is not None:
+            analysis["master_trim_db"] = trim_db if join is None else trim_db[:: join[1]]
         if mask is not None:
             analysis["stem_mask"] = mask.to(mix.dtype)
         return mix, analysis
@@ -216,6 +268,11 @@ class AutoMixChain(nn.Module):
         weight = torch.ones_like(stem_cost) if mask is None else mask.to(stem_cost.dtype)
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + (master_unit - neutral_master).square().mean(-1)
+
+    def finish_prediction(self, prediction: Prediction, mask=None):
+        """`(mix, analysis)` of a `predict` result."""
+        p = prediction
+        return self.finish(p.bus, p.stem_params, p.stem_lufs, p.stem_unit, p.master_unit, mask, p.trim_db)
 
     def forward(
         self,
@@ -248,8 +305,7 @@ class AutoMixChain(nn.Module):
         stems = stems.to(device)
         target = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
         if mode == "predict":
-            stem_unit, master_unit = self.predict_unit(stems, target, mask)
-            mix, analysis = self.render(stems, stem_unit, master_unit, mask)
+            mix, analysis = self.finish_prediction(self.predict(stems, target, mask), mask)
         else:
             mix, analysis = optimize_mix(self, stems, target, mask, progress=progress)
         analysis |= report(analysis, target, self.ceiling_dbtp)

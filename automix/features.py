@@ -1,4 +1,5 @@
-"""Stem features: what the predictor knows about each stem before it sets the console.
+"""Features: what the predictor knows about each stem before it sets the strips (`stem_features`),
+and about the bus the strips make before it sets the master (`bus_features`).
 
 `stem_features` measures every stem with `automix.metrics` and scales each measurement to roughly unit
 range, so a network sees comparable numbers. Features are inputs, never optimised: they are computed
@@ -11,7 +12,8 @@ excerpts among the blocks where the stem plays (as BS.1770's gate does for loudn
 stem while it sounds, and finds a stem that enters late or plays once, which evenly spaced excerpts of
 the song could miss. Levels are therefore while-playing levels: a vocal silent for half the song reads
 its sung level, not 3 dB less. Excerpts join with `EXCERPT_FADE_S` raised-cosine fades so a join adds
-no click to the spectrum (they lower the RMS by under 0.03 dB).
+no click to the spectrum (they lower the RMS by under 0.03 dB). The centroid and the band energies come
+from one STFT (`automix.metrics.spectral_shape`).
 
 | index | name | measurement (automix.metrics) | scaling |
 |---|---|---|---|
@@ -33,12 +35,12 @@ import torch
 from automix.errors import AutomixError
 from automix.loudness import validate_audio
 from automix.metrics import (
-    band_energy,
     crest_factor_db,
     dynamic_range_db,
     integrated_loudness,
     rms_db,
-    spectral_centroid,
+    sample_peak,
+    spectral_shape,
     stereo_ms_ratio,
 )
 from automix.units import power_to_db
@@ -73,7 +75,7 @@ DYNAMIC_RANGE_SCALE_DB = 10.0  # 0 dB for a steady stem, 10-20 dB for sparse or 
 MS_RATIO_MAX = 2.0
 
 # Analysis excerpts (see the module docstring).
-ANALYSIS_EXCERPTS = 8
+ANALYSIS_EXCERPTS = 4
 EXCERPT_S = 1.0
 EXCERPT_FADE_S = 0.005
 # A block plays if its mean square (over channels, unweighted) is above BS.1770-4's absolute gate level.
@@ -151,7 +153,8 @@ def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
         )
     analysis, playing = _excerpts(stems, sample_rate)
     level_db = rms_db(analysis)
-    centroid_hz = spectral_centroid(analysis, sample_rate).clamp_min(CENTROID_FLOOR_HZ)
+    centroid_hz, bands = spectral_shape(analysis, sample_rate)
+    centroid_hz = centroid_hz.clamp_min(CENTROID_FLOOR_HZ)
     features = torch.cat(
         [
             torch.stack(
@@ -163,7 +166,7 @@ def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
                 ],
                 dim=-1,
             ),
-            band_energy(analysis, sample_rate),
+            bands,
             torch.stack(
                 [
                     stereo_ms_ratio(analysis).clamp_max(MS_RATIO_MAX),
@@ -177,3 +180,61 @@ def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
     )
     active = playing if mask is None else playing & mask.to(device=stems.device).bool()
     return torch.where(active[..., None], features, 0.0).to(stems.dtype)
+
+
+# What the master head hears of the bus (see `bus_features`).
+BUS_FEATURE_NAMES = (
+    "peak_to_loudness",
+    "centroid_gap_octaves",
+    "ms_ratio",
+    "ms_gap",
+    "band_low",
+    "band_mid",
+    "band_high",
+)
+N_BUS_FEATURES = len(BUS_FEATURE_NAMES)
+# Peak-to-loudness ratios of mixes run from ~6 dB (a limited master) to ~20 dB (sparse, dynamic).
+PLR_REF_DB = 12.0
+PLR_SCALE_DB = 6.0
+MS_GAP_MAX = 4.0  # log2 ratios of the M/S ratio are clipped here (a mono bus has none)
+MS_FLOOR = 1e-2
+
+
+@torch.no_grad()
+def bus_features(bus: torch.Tensor, bus_lufs: torch.Tensor, target: torch.Tensor, sample_rate: int):
+    """What the master section's settings depend on, measured on the summed strips `[B, 2, T]`.
+
+    Level-free (the master's input is trimmed to the target loudness first), each relative to the
+    target where one exists: the peak-to-loudness ratio (sample peak − LUFS, what the limiter must take
+    off to reach the target), log2(bus centroid / target centroid), the M/S ratio and log2(bus M/S /
+    target M/S) (the width scales M/S), and the band energies.
+
+    Args:
+        bus: `[B, 2, T]`.
+        bus_lufs: `[B]` its integrated loudness.
+        target: `[B, 6]` raw targets (`automix.loss.target_vector`).
+
+    Returns:
+        `[B, N_BUS_FEATURES]` finite, in `BUS_FEATURE_NAMES` order.
+    """
+    centroid_hz, bands = spectral_shape(bus, sample_rate)
+    ms_ratio = stereo_ms_ratio(bus)
+    plr_db = sample_peak(bus) - bus_lufs
+    centroid_gap = torch.log2(centroid_hz.clamp_min(CENTROID_FLOOR_HZ) / target[:, 1])
+    ms_gap = torch.log2(ms_ratio.clamp_min(MS_FLOOR) / target[:, 2].clamp_min(MS_FLOOR))
+    features = torch.cat(
+        [
+            torch.stack(
+                [
+                    (plr_db - PLR_REF_DB) / PLR_SCALE_DB,
+                    centroid_gap,
+                    ms_ratio.clamp_max(MS_RATIO_MAX),
+                    ms_gap.clamp(-MS_GAP_MAX, MS_GAP_MAX),
+                ],
+                dim=-1,
+            ),
+            bands,
+        ],
+        dim=-1,
+    )
+    return torch.nan_to_num(features).to(bus.dtype)

@@ -35,6 +35,7 @@ __all__ = [
     "sample_peak",
     "short_term_loudness",
     "spectral_centroid",
+    "spectral_shape",
     "stereo_ms_ratio",
     "true_peak",
 ]
@@ -170,6 +171,20 @@ def _mid_power_spectrum(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor
     return power.reshape(*lead, *power.shape[-2:]), freqs_hz
 
 
+def _centroid(power: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor:
+    magnitude = _safe_sqrt(power).mean(dim=-1)
+    return _safe_ratio((freqs_hz * magnitude).sum(dim=-1), magnitude.sum(dim=-1))
+
+
+def _band_fractions(power: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor:
+    spectrum = power.mean(dim=-1)
+    low = freqs_hz < LOW_MID_EDGE_HZ
+    high = freqs_hz >= MID_HIGH_EDGE_HZ
+    bands = torch.stack([low, ~low & ~high, high]).to(spectrum.dtype)  # [3, bins]
+    energy = spectrum @ bands.T
+    return _safe_ratio(energy, energy.sum(dim=-1, keepdim=True))
+
+
 def spectral_centroid(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Centroid of the long-term average magnitude spectrum of the mid signal, in Hz. Differentiable.
 
@@ -183,9 +198,7 @@ def spectral_centroid(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Returns:
         `[...]` Hz.
     """
-    power, freqs_hz = _mid_power_spectrum(x, sample_rate)
-    magnitude = _safe_sqrt(power).mean(dim=-1)
-    return _safe_ratio((freqs_hz * magnitude).sum(dim=-1), magnitude.sum(dim=-1))
+    return _centroid(*_mid_power_spectrum(x, sample_rate))
 
 
 def band_energy(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -201,13 +214,14 @@ def band_energy(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Returns:
         `[..., 3]` (low, mid, high) fractions summing to 1; all 0 for silence.
     """
+    return _band_fractions(*_mid_power_spectrum(x, sample_rate))
+
+
+def spectral_shape(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(spectral_centroid [...], band_energy [..., 3])` from one STFT: what the two functions return,
+    at the cost of one."""
     power, freqs_hz = _mid_power_spectrum(x, sample_rate)
-    spectrum = power.mean(dim=-1)
-    low = freqs_hz < LOW_MID_EDGE_HZ
-    high = freqs_hz >= MID_HIGH_EDGE_HZ
-    bands = torch.stack([low, ~low & ~high, high]).to(spectrum.dtype)  # [3, bins]
-    energy = spectrum @ bands.T
-    return _safe_ratio(energy, energy.sum(dim=-1, keepdim=True))
+    return _centroid(power, freqs_hz), _band_fractions(power, freqs_hz)
 
 
 def stereo_ms_ratio(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Per-song optimisation: the default way `AutoMixChain` sets its console.
 
-1. Start from the predictor's settings.
+1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness).
 2. Adam on the normalised settings (as logits) against the loss, measured on excerpts of the song: the
    loudest sections, where a mix is judged, processed as a batch and joined for the measurement.
    Stops early when every target is well inside tolerance.
@@ -115,11 +115,12 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     """
     settings = chain.optimize_settings
     with torch.no_grad():
-        stem_unit, master_unit = chain.predict_unit(stems, target, mask)
-    trim_db = torch.zeros_like(target[:, 0])
+        prediction = chain.predict(stems, target, mask)
+    stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs = prediction
     for attempt in range(2):
         with torch.no_grad():
-            bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
+            if attempt > 0:
+                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
                 chain, bus, master_params, target, trim_db, progress

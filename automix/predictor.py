@@ -1,15 +1,21 @@
 """Set-equivariant parameter predictor: stem features + style targets -> console parameters in [0, 1].
 
-Each stem's head sees its own features, a pooled context of all stems (masked mean and max, so the
-stems' order does not matter and any number 1-16 works) and the targets; the master head sees the
-pooled context and the targets. Sigmoid outputs are denormalised by `automix.params.ParameterSpace`.
-The output layers start at zero weight with their bias at the neutral settings, so an untrained
-predictor proposes the configured neutral mix whatever the input.
+Two stages, as an engineer works: the strips first, then the master on what the strips made.
+- Each stem's head sees its own features, a pooled context of all stems (masked mean and max, so the
+  stems' order does not matter and any number 1-16 works) and the targets (`predict_stems`).
+- The chain renders those strips into the bus; the master head sees the pooled context, the targets
+  and the bus's own measurements (`automix.features.bus_features`: peak-to-loudness ratio, centroid
+  and M/S relative to the targets), so it sets the tilt, width and limiter drive for this bus rather
+  than guessing what the strips will make (`predict_master`).
+Sigmoid outputs are denormalised by `automix.params.ParameterSpace`. The output layers start at zero
+weight with their bias at the neutral settings, so an untrained predictor proposes the configured
+neutral mix whatever the input.
 """
 
 import torch
 from torch import nn
 
+from automix.features import N_BUS_FEATURES
 from automix.params import ParameterSpace, logit
 
 # Targets as the network sees them: (LUFS + 12) / 6, log2(centroid / 2000 Hz), M/S - 0.6, balance.
@@ -59,7 +65,7 @@ class ParameterPredictor(nn.Module):
         self.encoder = _mlp(n_features, hidden_dim, n_layers)
         context = 2 * hidden_dim + N_TARGET_FEATURES  # pooled mean and max, targets
         self.stem_head = _mlp(hidden_dim + context, hidden_dim, n_layers)
-        self.master_head = _mlp(context, hidden_dim, n_layers)
+        self.master_head = _mlp(context + N_BUS_FEATURES, hidden_dim, n_layers)
         self.stem_out = nn.Linear(hidden_dim, space.n_stem)
         self.master_out = nn.Linear(hidden_dim, space.n_master)
         stem_unit, master_unit = space.neutral_unit(1, dtype=torch.float32)
@@ -68,17 +74,19 @@ class ParameterPredictor(nn.Module):
             with torch.no_grad():
                 layer.bias.copy_(logit(unit))
 
-    def forward(
+    def predict_stems(
         self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """
+        """The strips' settings.
+
         Args:
             features: `[B, N, n_features]`.
             targets: `[B, 6]` raw style targets (see `encode_targets`).
             mask: `[B, N]`, 1 for real stems; None means all real.
 
         Returns:
-            `(stem_unit [B, N, n_stem], master_unit [B, n_master])` in (0, 1).
+            `(stem_unit [B, N, n_stem] in (0, 1), context [B, n_context])`; the context goes to
+            `predict_master`.
         """
         if mask is None:
             mask = features.new_ones(features.shape[:-1])
@@ -89,6 +97,9 @@ class ParameterPredictor(nn.Module):
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         context = torch.cat([mean, peak, encode_targets(targets)], dim=-1)
         per_stem = torch.cat([hidden, context[..., None, :].expand(*hidden.shape[:-1], -1)], dim=-1)
-        stem_unit = torch.sigmoid(self.stem_out(self.stem_head(per_stem)))
-        master_unit = torch.sigmoid(self.master_out(self.master_head(context)))
-        return stem_unit, master_unit
+        return torch.sigmoid(self.stem_out(self.stem_head(per_stem))), context
+
+    def predict_master(self, context: torch.Tensor, bus_features: torch.Tensor) -> torch.Tensor:
+        """The master section's settings `[B, n_master]` in (0, 1), from `predict_stems`'s context and
+        the bus's features `[B, N_BUS_FEATURES]`."""
+        return torch.sigmoid(self.master_out(self.master_head(torch.cat([context, bus_features], dim=-1))))

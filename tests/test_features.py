@@ -8,6 +8,7 @@ import torch
 from automix.dsp.filters import apply_biquads, high_pass
 from automix.errors import AutomixError
 from automix.features import (
+    BUS_FEATURE_NAMES,
     CREST_REF_DB,
     CREST_SCALE_DB,
     FEATURE_NAMES,
@@ -15,8 +16,12 @@ from automix.features import (
     LEVEL_SCALE_DB,
     MS_RATIO_MAX,
     N_FEATURES,
+    PLR_REF_DB,
+    PLR_SCALE_DB,
+    bus_features,
     stem_features,
 )
+from automix.metrics import integrated_loudness, spectral_centroid, stereo_ms_ratio
 from automix.synth import synth_song, white_noise
 
 SAMPLE_RATE = 44100
@@ -136,3 +141,24 @@ def test_bad_inputs_are_refused():
         stem_features(torch.full((2, 2, 100), math.nan), SAMPLE_RATE)
     with pytest.raises(AutomixError, match="mask shape"):
         stem_features(torch.zeros(2, 2, 100), SAMPLE_RATE, mask=torch.ones(3))
+
+
+def test_bus_features_are_level_free_and_relative_to_the_targets():
+    """Gain does not change them; the M/S and centroid gaps are log2(measured / target), closed form."""
+    gen = torch.Generator().manual_seed(4)
+    mid, side = torch.randn(2, 1, 44100, generator=gen)
+    bus = torch.cat([mid + 0.5 * side, mid - 0.5 * side])[None]  # M/S ratio 0.5 (up to noise)
+    target = torch.tensor([[-10.0, 2000.0, 1.0, 0.2, 0.6, 0.2]])
+    lufs = integrated_loudness(bus, 44100)
+    features = bus_features(bus, lufs, target, 44100)
+    louder = bus_features(4 * bus, integrated_loudness(4 * bus, 44100), target, 44100)
+    torch.testing.assert_close(features, louder, atol=1e-5, rtol=0)
+    ms_ratio = stereo_ms_ratio(bus)
+    names = list(BUS_FEATURE_NAMES)
+    assert features[0, names.index("ms_gap")] == pytest.approx(torch.log2(ms_ratio / 1.0).item(), abs=1e-6)
+    centroid = spectral_centroid(bus, 44100)
+    expected_gap = torch.log2(centroid / 2000.0).item()
+    assert features[0, names.index("centroid_gap_octaves")] == pytest.approx(expected_gap, abs=1e-5)
+    peak_db = 20 * torch.log10(bus.abs().max()).item()
+    expected_plr = (peak_db - lufs.item() - PLR_REF_DB) / PLR_SCALE_DB
+    assert features[0, names.index("peak_to_loudness")] == pytest.approx(expected_plr, abs=1e-4)

@@ -20,6 +20,7 @@ from automix.metrics import (
     sample_peak,
     short_term_loudness,
     spectral_centroid,
+    spectral_shape,
     stereo_ms_ratio,
     true_peak,
 )
@@ -388,3 +389,10 @@ def test_polyphase_fir_matches_conv1d(n_samples):
         expected = torch.nn.functional.conv1d(padded, branches.unsqueeze(1)).transpose(-1, -2)
         ours = polyphase_fir(x, branches, left)
         torch.testing.assert_close(ours, expected.reshape(3, 2, n_samples, 5))
+
+
+def test_spectral_shape_is_centroid_and_band_energy_from_one_stft():
+    x = torch.from_numpy(_signal("music_like", 44100, 2)).float()
+    centroid_hz, bands = spectral_shape(x, 44100)
+    assert torch.equal(centroid_hz, spectral_centroid(x, 44100))
+    assert torch.equal(bands, band_energy(x, 44100))

@@ -120,9 +120,9 @@ class AutoMixModule(L.LightningModule):
 
     def forward(self, stems: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None):
         """Predict-mode mix of a batch: `(mix [B, 2, T], analysis, (stem_unit, master_unit))`."""
-        stem_unit, master_unit = self.chain.predict_unit(stems, targets, mask)
-        mix, analysis = self.chain.render(stems, stem_unit, master_unit, mask)
-        return mix, analysis, (stem_unit, master_unit)
+        prediction = self.chain.predict(stems, targets, mask)
+        mix, analysis = self.chain.finish_prediction(prediction, mask)
+        return mix, analysis, (prediction.stem_unit, prediction.master_unit)
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str):
         stems, mask, targets = batch["stems"], batch["mask"], batch["targets"]
