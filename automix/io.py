@@ -1,8 +1,9 @@
 """Audio files in and out: the only module that reads or writes audio, and the only one that transposes.
 
-soundfile gives and takes `(T, C)` arrays; everything here returns and accepts channels-first `[C, T]`
-float32 tensors. Writes are atomic: a hidden temporary file in the destination folder, then
-`os.replace`, so a reader never sees half a file and a failed write leaves no debris.
+soundfile gives and takes `(T, C)` arrays (stempeg, for `.stem.mp4` files, gives `(N, T, C)`);
+everything here returns and accepts channels-first `[C, T]` float32 tensors. Writes are atomic: a hidden
+temporary file in the destination folder, then `os.replace`, so a reader never sees half a file and a
+failed write leaves no debris.
 """
 
 import math
@@ -347,3 +348,45 @@ def read_excerpt(info: AudioFileInfo, start_s: float, duration_s: float, sample_
     if not torch.isfinite(audio).all():
         raise AutomixError(f"{info.path}: NaN or infinite samples; re-export the stem")
     return audio
+
+
+def read_stem_mp4_excerpt(
+    path: PathLike, start_s: float, duration_s: float, sample_rate: int, *, stem_ids: Sequence[int]
+) -> torch.Tensor:
+    """`duration_s` seconds from `start_s` of streams `stem_ids` of a `.stem.mp4` (MUSDB18) file.
+
+    Decoded partially by ffmpeg through stempeg, imported here on first use (it refuses to import without
+    ffmpeg and ffprobe on PATH), resampled by ffmpeg to `sample_rate`; past the file's end is silence.
+
+    Returns:
+        `[len(stem_ids), C, round(duration_s * sample_rate)]` float32, C the file's channels.
+
+    Raises:
+        AutomixError: stempeg cannot be imported (ffmpeg missing), or the file cannot be decoded.
+    """
+    try:
+        import stempeg
+    except (ImportError, OSError, RuntimeError) as error:
+        raise AutomixError(
+            f"cannot import stempeg ({error}); .stem.mp4 files need ffmpeg and ffprobe on PATH: "
+            "apt-get install ffmpeg"
+        ) from error
+    try:
+        audio, _ = stempeg.read_stems(
+            str(path),
+            start=start_s,
+            duration=duration_s,
+            stem_id=list(stem_ids),
+            always_3d=True,
+            dtype=np.float32,
+            sample_rate=sample_rate,
+        )
+    except (Warning, RuntimeError, OSError) as error:  # stempeg raises Warning when ffprobe fails
+        lines = str(error).strip().splitlines()  # ffprobe's own complaint comes last
+        reason = lines[-1].strip() if lines else type(error).__name__
+        raise AutomixError(
+            f"{path}: cannot decode the .stem.mp4 file ({reason}); check or re-download it"
+        ) from error
+    stems = torch.from_numpy(np.ascontiguousarray(audio.transpose(0, 2, 1)))  # [N, T, C] -> [N, C, T]
+    n_out = round(duration_s * sample_rate)
+    return torch.nn.functional.pad(stems, (0, max(0, n_out - stems.shape[-1])))[..., :n_out]

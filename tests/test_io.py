@@ -6,6 +6,8 @@ an independent writer and reader.
 
 import math
 import os
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -230,3 +232,42 @@ def test_atomic_write_text(tmp_path):
     assert path.read_text(encoding="utf-8") == '{"lufs": -9.5}\n'
     atomic_write_text(path, "{}")
     assert path.read_text() == "{}" and files_in(path.parent) == ["song.json"]
+
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason=".stem.mp4 needs ffmpeg")
+
+
+@needs_ffmpeg
+def test_stem_mp4_excerpt_is_channels_first_in_stream_order(tmp_path):
+    stempeg = pytest.importorskip("stempeg")
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    silent = np.zeros_like(tone)
+    streams = np.stack(  # [N, T, C]: stream 0 (a mixture, skipped) both sides, 1 left only, 2 right only
+        [np.stack([tone, tone], -1), np.stack([tone, silent], -1), np.stack([silent, tone], -1)]
+    ).astype(np.float32)
+    path = tmp_path / "song.stem.mp4"
+    stempeg.write_stems(str(path), streams, SAMPLE_RATE, writer=stempeg.StreamsWriter(codec="aac"))
+    stems = io.read_stem_mp4_excerpt(path, 0.5, 1.0, SAMPLE_RATE, stem_ids=(1, 2))
+    assert stems.shape == (2, 2, SAMPLE_RATE) and stems.dtype == torch.float32
+    rms = stems.square().mean(dim=-1).sqrt()  # [stream, channel]; the tone's RMS is 0.35
+    assert rms[0, 0] > 0.3 and rms[1, 1] > 0.3 and rms[0, 1] < 0.01 and rms[1, 0] < 0.01, rms
+    tail = io.read_stem_mp4_excerpt(path, 1.5, 1.0, SAMPLE_RATE, stem_ids=(1, 2))
+    assert tail.shape == (2, 2, SAMPLE_RATE) and (tail[..., round(0.6 * SAMPLE_RATE) :] == 0).all()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(("name", "content"), [("missing.stem.mp4", None), ("bad.stem.mp4", "not audio")])
+def test_unreadable_stem_mp4_is_an_automix_error(tmp_path, name, content):
+    pytest.importorskip("stempeg")
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(AutomixError, match="cannot decode") as error:
+        io.read_stem_mp4_excerpt(tmp_path / name, 0.0, 1.0, SAMPLE_RATE, stem_ids=(1,))
+    assert name in str(error.value) and "\n" not in str(error.value)
+
+
+def test_stem_mp4_without_stempeg_is_an_automix_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "stempeg", None)  # as when stempeg refuses to import without ffmpeg
+    with pytest.raises(AutomixError, match="apt-get install ffmpeg"):
+        io.read_stem_mp4_excerpt("song.stem.mp4", 0.0, 1.0, SAMPLE_RATE, stem_ids=(1,))

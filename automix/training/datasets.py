@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from automix.errors import AutomixError
-from automix.io import AudioFileInfo, read_excerpt
+from automix.io import AudioFileInfo, read_excerpt, read_stem_mp4_excerpt
 from automix.metrics import rms_db
 from automix.synth import STEM_NAMES, synth_stems
 from automix.training.augment import Augmentation
@@ -122,8 +122,8 @@ class FileSongs:
 
 @dataclass(frozen=True)
 class StemMp4Songs:
-    """Excerpts of MUSDB18 `.stem.mp4` files, decoded partially by ffmpeg through stempeg (imported on
-    first use). Streams 1-4 (drums, bass, other, vocals); stream 0, the mixture, is left out.
+    """Excerpts of MUSDB18 `.stem.mp4` files, decoded partially (`automix.io.read_stem_mp4_excerpt`).
+    Streams 1-4 (drums, bass, other, vocals); stream 0, the mixture, is left out.
 
     Attributes:
         songs: `(path, duration_s)` per song.
@@ -134,22 +134,9 @@ class StemMp4Songs:
     excerpt_s: float
 
     def __call__(self, index: int, generator: torch.Generator) -> torch.Tensor:
-        import stempeg
-
         path, duration_s = self.songs[index % len(self.songs)]
         start_s = _uniform(generator, max(0.0, duration_s - self.excerpt_s))
-        audio, _ = stempeg.read_stems(
-            path,
-            start=start_s,
-            duration=self.excerpt_s,
-            stem_id=list(MUSDB_STEM_IDS),
-            always_3d=True,
-            dtype=np.float32,
-            sample_rate=self.sample_rate,
-        )
-        stems = torch.from_numpy(np.ascontiguousarray(audio.transpose(0, 2, 1)))  # [N, T, C] -> [N, C, T]
-        n_out = round(self.excerpt_s * self.sample_rate)
-        return torch.nn.functional.pad(stems, (0, max(0, n_out - stems.shape[-1])))[..., :n_out]
+        return read_stem_mp4_excerpt(path, start_s, self.excerpt_s, self.sample_rate, stem_ids=MUSDB_STEM_IDS)
 
 
 class MixingDataset(Dataset):
