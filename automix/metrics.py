@@ -8,7 +8,7 @@ loudness meters live in `automix.loudness` and are re-exported here.
 import torch
 
 from automix.dsp.filters import rfft
-from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, upsample
+from automix.dsp.oversample import TAPS_PER_PHASE, TRUE_PEAK_OVERSAMPLING, upsample
 from automix.loudness import (
     BLOCK_S,
     frame_powers,
@@ -40,6 +40,8 @@ __all__ = [
     "true_peak",
 ]
 
+# Samples per chunk of `true_peak` without gradients.
+TRUE_PEAK_CHUNK_SAMPLES = 2**18
 # Spectral centroid and band energy: DESIGN.md's contract (Hann window, periodic, as scipy/librosa).
 STFT_N_FFT = 2048
 STFT_HOP = 512
@@ -86,7 +88,20 @@ def true_peak(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[...]` true peak in dBTP, never below `AMP_FLOOR_DB`.
     """
     validate_audio(x)
-    return amp_to_db(upsample(x, TRUE_PEAK_OVERSAMPLING).abs().amax(dim=(-2, -1)))
+    if torch.is_grad_enabled() and x.requires_grad:
+        return amp_to_db(upsample(x, TRUE_PEAK_OVERSAMPLING).abs().amax(dim=(-2, -1)))
+    # Without gradients, in time chunks: a whole song's 4x oversampled signal would take gigabytes. Each
+    # chunk is interpolated with `TAPS_PER_PHASE` samples of context each side and only its own
+    # samples' phases are kept, which equal those of the whole signal's interpolation.
+    n_samples, context, factor = x.shape[-1], TAPS_PER_PHASE, TRUE_PEAK_OVERSAMPLING
+    peaks = []
+    for start in range(0, n_samples, TRUE_PEAK_CHUNK_SAMPLES):
+        stop = min(start + TRUE_PEAK_CHUNK_SAMPLES, n_samples)
+        first = max(0, start - context)
+        phases = upsample(x[..., first : stop + context], factor)
+        own = phases[..., (start - first) * factor : (stop - first) * factor]
+        peaks.append(own.abs().amax(dim=(-2, -1)))
+    return amp_to_db(torch.stack(peaks).amax(dim=0))
 
 
 def sample_peak(x: torch.Tensor) -> torch.Tensor:

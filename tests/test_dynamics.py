@@ -408,3 +408,18 @@ def test_peak_envelope_sparse_backward_matches_autograd(kind, density):
     assert torch.equal(ours, expected)
     want = torch.autograd.grad((expected * weight).sum(), x)[0]
     torch.testing.assert_close(torch.autograd.grad((ours * weight).sum(), x)[0], want)
+
+
+def test_peak_envelope_in_chunks_equals_the_whole_signal_computation():
+    """The detector works in time chunks of `PEAK_CHUNK_SAMPLES`; the envelope must not change at the
+    chunk edges."""
+    from automix.dsp.dynamics import PEAK_CHUNK_SAMPLES
+
+    gen = torch.Generator().manual_seed(8)
+    n_samples = 2 * PEAK_CHUNK_SAMPLES + 321
+    x = torch.randn(2, 2, n_samples, generator=gen) * 0.2
+    x[0, 1, PEAK_CHUNK_SAMPLES - 1 : PEAK_CHUNK_SAMPLES + 1] = torch.tensor([0.95, -0.95])
+    branches, left = _detector_branches(x.device, x.dtype)
+    phases = polyphase_fir(x, branches, left).abs().unflatten(-1, (2, -1))
+    expected = torch.maximum(phases[..., 0, :], phases[..., 1, :]).amax(dim=(1, 3))
+    torch.testing.assert_close(_PeakOverPhases.apply(x, branches, left), expected, rtol=0, atol=1e-6)

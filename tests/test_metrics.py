@@ -396,3 +396,17 @@ def test_spectral_shape_is_centroid_and_band_energy_from_one_stft():
     centroid_hz, bands = spectral_shape(x, 44100)
     assert torch.equal(centroid_hz, spectral_centroid(x, 44100))
     assert torch.equal(bands, band_energy(x, 44100))
+
+
+def test_true_peak_without_gradients_reads_in_chunks_exactly():
+    """Chunked (no gradients) and whole-signal (with gradients) readings agree, a peak on a chunk edge
+    included."""
+    from automix.metrics import TRUE_PEAK_CHUNK_SAMPLES
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 2 * TRUE_PEAK_CHUNK_SAMPLES + 999, generator=gen) * 0.1
+    x[1, 0, TRUE_PEAK_CHUNK_SAMPLES - 2 : TRUE_PEAK_CHUNK_SAMPLES + 2] = torch.tensor([0.9, -0.9, 0.9, -0.9])
+    with torch.no_grad():
+        chunked = true_peak(x, 44100)
+    whole = true_peak(x.clone().requires_grad_(True), 44100)
+    torch.testing.assert_close(chunked, whole.detach(), rtol=0, atol=1e-6)

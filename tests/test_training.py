@@ -289,3 +289,27 @@ def test_train_py_user_error_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'none'}: no such folder; set data.root to the dataset folder"
     ]
+
+
+@pytest.mark.slow
+def test_the_default_checkpoint_experiment_trains_and_exports(tmp_path):
+    """The documented command behind checkpoints/default.ckpt, shortened, on a tiny dataset of the same
+    layout: it trains on it and exports the chain's checkpoint where `export.path` says."""
+    from tests.test_training_data import _load_script
+
+    _load_script("make_synthetic_musdb").write_dataset(tmp_path / "data", n_train=3, n_test=0, duration_s=4.0)
+    exported = tmp_path / "default.ckpt"
+    args = [
+        "experiment=default_checkpoint",
+        f"data.root={tmp_path / 'data'}",
+        "data.train_items=4",
+        "data.val_items=2",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "trainer.max_steps=2",
+        f"export.path={exported}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = run_train_py(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert AutoMixChain.from_checkpoint(exported).model_config == {"hidden_dim": 64, "n_layers": 2}

@@ -57,6 +57,8 @@ DETECTION_SPREAD_SAMPLES = 1
 # second pass's gain is exactly 1; if the first pass's gain is exactly 1 everywhere (nothing over the
 # ceiling), the second pass would see the same signal, so it is skipped.
 LIMITER_PASSES = 2
+# Samples per row whose oversampled phases the peak detector holds at once.
+PEAK_CHUNK_SAMPLES = 2**18
 # Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
 PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
 
@@ -279,8 +281,18 @@ class _PeakOverPhases(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, branches: torch.Tensor, left: int) -> torch.Tensor:
         ctx.save_for_backward(x, branches)
         ctx.left = left
-        sharp, short = polyphase_fir(x, branches, left).abs_().unflatten(-1, (2, -1)).unbind(dim=-2)
-        return torch.maximum(sharp, short).amax(dim=(1, 3))
+        # In time chunks: the phases of a whole song (8 per sample and channel) would take gigabytes.
+        n_samples, n_taps = x.shape[-1], branches.shape[-1]
+        padded = F.pad(x, (left, n_taps - 1 - left))
+        envelope = x.new_empty(x.shape[0], n_samples)
+        for start in range(0, n_samples, PEAK_CHUNK_SAMPLES):
+            stop = min(start + PEAK_CHUNK_SAMPLES, n_samples)
+            phases = polyphase_fir(padded[..., start : stop + n_taps - 1], branches, 0)[
+                ..., : stop - start, :
+            ]
+            sharp, short = phases.abs_().unflatten(-1, (2, -1)).unbind(dim=-2)
+            envelope[:, start:stop] = torch.maximum(sharp, short).amax(dim=(1, 3))
+        return envelope
 
     @staticmethod
     @once_differentiable
