@@ -313,3 +313,17 @@ def test_the_default_checkpoint_experiment_trains_and_exports(tmp_path):
     result = run_train_py(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert AutoMixChain.from_checkpoint(exported).model_config == {"hidden_dim": 64, "n_layers": 2}
+
+
+def test_a_step_with_non_finite_gradients_is_skipped():
+    """One item whose meters give a NaN gradient must not turn the weights into NaN."""
+    module = AutoMixModule(hidden_dim=16, n_layers=1)
+    optimizer = torch.optim.AdamW(module.chain.predictor.parameters(), lr=1e-3)
+    before = {name: p.detach().clone() for name, p in module.chain.predictor.named_parameters()}
+    for p in module.chain.predictor.parameters():
+        p.grad = torch.ones_like(p)
+    next(module.chain.predictor.parameters()).grad[0] = float("nan")
+    module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    for name, p in module.chain.predictor.named_parameters():
+        assert torch.equal(p, before[name]), name

@@ -134,9 +134,20 @@ class AutoMixModule(L.LightningModule):
         self.log_dict(self.metrics(analysis, targets, mask, units, stage), sync_dist=not training, **options)
         return loss, mix, analysis
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         loss, _, _ = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            return None  # Lightning skips the step: one bad batch must not poison the weights
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # A non-finite gradient (a meter's edge case on one item) would turn every weight into NaN through
+        # the optimiser; that step is skipped instead, as mixed-precision training skips overflowing ones.
+        grads = [p.grad for p in self.chain.predictor.parameters() if p.grad is not None]
+        finite = all(torch.isfinite(grad).all() for grad in grads)
+        self.log("train/skipped_step", float(not finite), on_step=True, on_epoch=False, reduce_fx="sum")
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         _, mix, analysis = self._step(batch, "val")
