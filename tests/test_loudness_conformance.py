@@ -1,7 +1,8 @@
 """Conformance with the published test cases: BS.1770-4 coefficients, EBU Tech 3341 and Tech 3342.
 
-Signals are synthesised here from the documents' definitions (stereo 1 kHz sines, both channels the
-same, levels in dBFS as the sine's peak) and the expected readings are the documents' own.
+The Tech 3341/3342 loudness signals and their expected readings come from `automix.conformance`
+(synthesised from the documents' definitions; `validate.py` uses them too); the true-peak signals are
+synthesised here.
 """
 
 import math
@@ -10,6 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from automix.conformance import (
+    TECH_3341_INTEGRATED_CASES,
+    TECH_3341_TOLERANCE_LU,
+    TECH_3342_CASES,
+    TECH_3342_TOLERANCE_LU,
+    sine_sequence,
+)
 from automix.loudness import k_weighting_coefficients
 from automix.metrics import (
     integrated_loudness,
@@ -21,32 +29,12 @@ from automix.metrics import (
 )
 
 SAMPLE_RATES = [44100, 48000]
-EBU_TONE_HZ = 1000.0
 
 # ITU-R BS.1770-4, Table 1 (pre-filter) and Table 2 (RLB high-pass), at 48 kHz.
 ITU_PREFILTER_B = [1.53512485958697, -2.69169618940638, 1.19839281085285]
 ITU_PREFILTER_A = [1.0, -1.69065929318241, 0.73248077421585]
 ITU_RLB_B = [1.0, -2.0, 1.0]
 ITU_RLB_A = [1.0, -1.99004745483398, 0.99007225036621]
-
-# EBU Tech 3341 (2016), Table 1: (levels dBFS, durations s, expected integrated loudness LUFS).
-TECH_3341_INTEGRATED_CASES = {
-    1: ([-23.0], [20.0], -23.0),
-    2: ([-33.0], [20.0], -33.0),
-    3: ([-36.0, -23.0, -36.0], [10.0, 60.0, 10.0], -23.0),
-    4: ([-72.0, -36.0, -23.0, -36.0, -72.0], [10.0, 10.0, 60.0, 10.0, 10.0], -23.0),
-    5: ([-26.0, -20.0, -26.0], [20.0, 20.1, 20.0], -23.0),
-}
-TECH_3341_TOLERANCE_LU = 0.1
-
-# EBU Tech 3342 (2016), Table 1: (levels dBFS, durations s, expected LRA in LU), tolerance ±1 LU.
-TECH_3342_CASES = {
-    1: ([-20.0, -30.0], [20.0, 20.0], 10.0),
-    2: ([-20.0, -15.0], [20.0, 20.0], 5.0),
-    3: ([-40.0, -20.0], [20.0, 20.0], 20.0),
-    4: ([-50.0, -35.0, -20.0, -35.0, -50.0], [20.0] * 5, 15.0),
-}
-TECH_3342_TOLERANCE_LU = 1.0
 
 # EBU Tech 3341 (2016) true-peak cases 15-19: (fraction of fs, phase in degrees, true peak dBTP).
 # The continuous-time peak of a band-limited sine is its amplitude, so the expected reading is the
@@ -64,14 +52,6 @@ TRUE_PEAK_FADE_S = 0.010  # EBU's true-peak signals fade in and out over 10 ms
 TRUE_PEAK_SIGNAL_S = 1.0
 
 
-def _sine_sequence(levels_dbfs, durations_s, sample_rate: int) -> torch.Tensor:
-    """Stereo `[2, T]` float32 1 kHz sine, phase-continuous, stepping through peak levels in dBFS."""
-    lengths = [round(d * sample_rate) for d in durations_s]
-    amplitude = np.repeat(10.0 ** (np.asarray(levels_dbfs) / 20.0), lengths)
-    tone = amplitude * np.sin(2 * np.pi * EBU_TONE_HZ * np.arange(amplitude.size) / sample_rate)
-    return torch.from_numpy(np.stack([tone, tone])).float()
-
-
 def test_k_weighting_reproduces_itu_table_at_48k():
     b, a = k_weighting_coefficients(48000)
     np.testing.assert_allclose(b.numpy(), [ITU_PREFILTER_B, ITU_RLB_B], rtol=0, atol=1e-8)
@@ -82,7 +62,7 @@ def test_k_weighting_reproduces_itu_table_at_48k():
 @pytest.mark.parametrize("case", sorted(TECH_3341_INTEGRATED_CASES))
 def test_tech_3341_integrated_loudness(case, sample_rate):
     levels, durations, expected_lufs = TECH_3341_INTEGRATED_CASES[case]
-    x = _sine_sequence(levels, durations, sample_rate)
+    x = sine_sequence(levels, durations, sample_rate)
     assert integrated_loudness(x, sample_rate).item() == pytest.approx(
         expected_lufs, abs=TECH_3341_TOLERANCE_LU
     )
@@ -92,7 +72,7 @@ def test_tech_3341_integrated_loudness(case, sample_rate):
 def test_tech_3341_short_term_is_constant_for_a_3_s_period(sample_rate):
     # Tech 3341 case 9: 20 x (1.34 s at -20 dBFS, 1.66 s at -30 dBFS): every 3 s window holds one
     # period, whose power mean is -23.0 LUFS.
-    x = _sine_sequence([-20.0, -30.0] * 20, [1.34, 1.66] * 20, sample_rate)
+    x = sine_sequence([-20.0, -30.0] * 20, [1.34, 1.66] * 20, sample_rate)
     short_term = short_term_loudness(x, sample_rate)
     assert short_term.shape == (round((60.0 - 3.0) * 10) + 1,)
     np.testing.assert_allclose(short_term.numpy(), -23.0, atol=TECH_3341_TOLERANCE_LU)
@@ -102,7 +82,7 @@ def test_tech_3341_short_term_is_constant_for_a_3_s_period(sample_rate):
 def test_tech_3341_momentary_is_constant_for_a_400_ms_period(sample_rate):
     # Tech 3341 case 12: 25 x (0.18 s at -20 dBFS, 0.22 s at -30 dBFS): every 400 ms window holds one
     # period, whose power mean is -22.97 LUFS.
-    x = _sine_sequence([-20.0, -30.0] * 25, [0.18, 0.22] * 25, sample_rate)
+    x = sine_sequence([-20.0, -30.0] * 25, [0.18, 0.22] * 25, sample_rate)
     np.testing.assert_allclose(momentary_loudness(x, sample_rate).numpy(), -23.0, atol=TECH_3341_TOLERANCE_LU)
 
 
@@ -110,7 +90,7 @@ def test_tech_3341_momentary_is_constant_for_a_400_ms_period(sample_rate):
 @pytest.mark.parametrize("case", sorted(TECH_3342_CASES))
 def test_tech_3342_loudness_range(case, sample_rate):
     levels, durations, expected_lu = TECH_3342_CASES[case]
-    x = _sine_sequence(levels, durations, sample_rate)
+    x = sine_sequence(levels, durations, sample_rate)
     assert loudness_range(x, sample_rate).item() == pytest.approx(expected_lu, abs=TECH_3342_TOLERANCE_LU)
 
 
