@@ -24,7 +24,7 @@ from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
-from automix.optimize import OptimizeSettings, optimize_mix
+from automix.optimize import OptimizeSettings, optimize_mix, secant_slope
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
@@ -36,6 +36,10 @@ RENDER_CHUNK_SAMPLES = 2**24
 # Predict mode's closed-form trim brings the bus to the target loudness, within this many dB each way
 # (a silent bus stays silent whatever the trim).
 MAX_TRIM_DB = 40.0
+# Predict mode's loudness correction: at most this many master renders, stopping once within this much.
+LOUDNESS_STEPS = 3
+LOUDNESS_STOP_LU = 0.1
+MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a step up is at most 4x what it missed
 MODES = ("optimize", "predict")
 
 
@@ -186,8 +190,10 @@ class AutoMixChain(nn.Module):
         """Predict mode's settings for stems `[B, N, 2, T]` and targets `[B, 6]`, with gradients.
 
         Stem features -> strip settings -> the bus they make -> a trim that brings the bus to the target
-        loudness (closed form: the master then only has to keep it there) -> the bus's features -> master
-        settings (`automix.predictor`).
+        loudness (closed form) -> the bus's features -> master settings (`automix.predictor`) -> the
+        trim corrected by secant steps on the master's own output (`LOUDNESS_STEPS` renders without
+        gradients): the limiter takes a part of every dB the trim adds, a part no feature predicts
+        well, so the master's output is measured instead. To the gradient the correction is a constant.
         """
         features = stem_features(stems, self.sample_rate, mask)
         stem_unit, context = self.predictor.predict_stems(features, target, mask)
@@ -197,7 +203,35 @@ class AutoMixChain(nn.Module):
         master_unit = self.predictor.predict_master(
             context, bus_features(bus, bus_lufs, target, self.sample_rate)
         )
+        with torch.no_grad():
+            corrected = self._loudness_trim(bus, master_unit, target[:, 0], trim_db.detach())
+        trim_db = trim_db + (corrected - trim_db.detach())
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs)
+
+    def _loudness_trim(self, bus, master_unit, target_lufs, trim_db) -> torch.Tensor:
+        """The trim `[B]` dB that brings the master's output to `target_lufs`, by steps from `trim_db`.
+
+        The limiter makes the output's loudness rise by at most 1 LU per dB of trim, by less the harder it
+        works. Going down, a step assumes 1 LU per dB and so never overshoots; going up, it takes the
+        secant slope of the last two renders (taken lower on the trim, so at least the local slope: no
+        overshoot either), never below `MIN_LOUDNESS_SLOPE`.
+        """
+        master_params = self.space.denormalize_master(master_unit)
+        previous = None
+        for _ in range(LOUDNESS_STEPS):
+            lufs = metrics.integrated_loudness(
+                self.render_master(bus, master_params, trim_db), self.sample_rate
+            )
+            missed = target_lufs - lufs
+            if (missed.abs() <= LOUDNESS_STOP_LU).all():
+                break
+            slope = torch.ones_like(lufs)
+            if previous is not None:
+                secant = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
+                slope = torch.where(missed > 0, secant.clamp(MIN_LOUDNESS_SLOPE, 1.0), slope)
+            previous = (trim_db, lufs)
+            trim_db = (trim_db + missed / slope).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+        return trim_db
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.

@@ -34,6 +34,9 @@ MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master 
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 MIN_SECANT_STEP = 1e-3
+# Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
+# finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     Cheap corrections first: the predicted settings are rendered at full length and corrected there
     (`refine_on_full_render`). Only songs those corrections cannot bring within tolerance (a width or tilt
     at the end of its range, say) go on to Adam on excerpts, followed by another full render and
-    correction.
+    correction, for up to `ATTEMPTS` rounds in all.
 
     Returns:
         `(mix [B, 2, T], analysis)` of the full-length render.
@@ -117,7 +120,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     with torch.no_grad():
         prediction = chain.predict(stems, target, mask)
     stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs = prediction
-    for attempt in range(2):
+    for attempt in range(ATTEMPTS):
         with torch.no_grad():
             if attempt > 0:
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
@@ -126,7 +129,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
                 chain, bus, master_params, target, trim_db, progress
             )
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
-        if done.all() or attempt == 1 or settings.steps == 0:
+        if done.all() or attempt == ATTEMPTS - 1 or settings.steps == 0:
             break
         stem_unit, master_unit = optimize_on_excerpts(
             chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
@@ -214,8 +217,8 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             tilt_step = TILT_PROBE_DB * torch.sign(centroid_error)
         else:
             prev_trim, prev_lufs, prev_tilt, prev_log_centroid = history
-            trim_slope = _secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
-            tilt_slope = _secant_slope(tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=0.05)
+            trim_slope = secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
+            tilt_slope = secant_slope(tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=0.05)
             tilt_step = centroid_error / tilt_slope
         history = (trim_db, measured["lufs"], tilt_db, log_centroid)
         active = (~done).to(bus.dtype)
@@ -226,7 +229,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     return mix, params, trim_db, done
 
 
-def _secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:
+def secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:
     """change / step where the step was large enough to tell, else `default`; never of the wrong sign."""
     slope = change / torch.where(step.abs() > MIN_SECANT_STEP, step, torch.ones_like(step))
     usable = (step.abs() > MIN_SECANT_STEP) & (slope > 0.1 * default)
