@@ -37,7 +37,7 @@ RENDER_CHUNK_SAMPLES = 2**24
 # (a silent bus stays silent whatever the trim).
 MAX_TRIM_DB = 40.0
 # Predict mode's loudness correction: at most this many master renders, stopping once within this much.
-LOUDNESS_STEPS = 3
+LOUDNESS_STEPS = 4
 LOUDNESS_STOP_LU = 0.1
 MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a step up is at most 4x what it missed
 MODES = ("optimize", "predict")
@@ -209,28 +209,37 @@ class AutoMixChain(nn.Module):
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs)
 
     def _loudness_trim(self, bus, master_unit, target_lufs, trim_db) -> torch.Tensor:
-        """The trim `[B]` dB that brings the master's output to `target_lufs`, by steps from `trim_db`.
+        """The trim `[B]` dB that brings the master's output to `target_lufs`, searched from `trim_db`.
 
-        The limiter makes the output's loudness rise by at most 1 LU per dB of trim, by less the harder it
-        works. Going down, a step assumes 1 LU per dB and so never overshoots; going up, it takes the
-        secant slope of the last two renders (taken lower on the trim, so at least the local slope: no
-        overshoot either), never below `MIN_LOUDNESS_SLOPE`.
+        The output's loudness rises with the trim, by up to 1 LU per dB, by less where the compressor and
+        the limiter work. A step takes the secant slope of the last two renders (1 at first), within
+        [`MIN_LOUDNESS_SLOPE`, 1]; once renders on both sides of the target exist, the trim is
+        interpolated between the closest of them (regula falsi), so an overshoot cannot run away. The last
+        step, which no render checks, assumes 1 LU per dB unless it interpolates: it cannot overshoot.
         """
         master_params = self.space.denormalize_master(master_unit)
+        below = above = None  # (trim, lufs) of the closest renders under and over the target
         previous = None
-        for _ in range(LOUDNESS_STEPS):
+        for step_index in range(LOUDNESS_STEPS):
             lufs = metrics.integrated_loudness(
                 self.render_master(bus, master_params, trim_db), self.sample_rate
             )
             missed = target_lufs - lufs
             if (missed.abs() <= LOUDNESS_STOP_LU).all():
                 break
+            below = _closer((trim_db, lufs), below, missed > 0, higher=True)
+            above = _closer((trim_db, lufs), above, missed < 0, higher=False)
             slope = torch.ones_like(lufs)
-            if previous is not None:
-                secant = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
-                slope = torch.where(missed > 0, secant.clamp(MIN_LOUDNESS_SLOPE, 1.0), slope)
+            if previous is not None and step_index < LOUDNESS_STEPS - 1:
+                slope = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
             previous = (trim_db, lufs)
-            trim_db = (trim_db + missed / slope).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+            step = trim_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0)
+            if below is not None and above is not None:
+                bracketed = torch.isfinite(below[1]) & torch.isfinite(above[1])
+                span = (above[1] - below[1]).clamp_min(1e-6)
+                between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
+                step = torch.where(bracketed, between, step)
+            trim_db = step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         return trim_db
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
@@ -347,6 +356,18 @@ class AutoMixChain(nn.Module):
             mix = mix[0]
             analysis = {k: _first(v) for k, v in analysis.items()}
         return mix, analysis
+
+
+def _closer(render, best, side: torch.Tensor, higher: bool):
+    """The render `(trim, lufs)` `[B]` each nearest the target on one side: `best`, replaced by `render`
+    where `side` holds and its loudness is higher (`higher`) or lower than `best`'s. NaN: none yet."""
+    trim, lufs = render
+    if best is None:
+        none = torch.full_like(lufs, float("nan"))
+        best = (none, none)
+    nearer = lufs > best[1] if higher else lufs < best[1]
+    replace = side & (torch.isnan(best[1]) | nearer)
+    return torch.where(replace, trim, best[0]), torch.where(replace, lufs, best[1])
 
 
 def _first(value):
