@@ -225,7 +225,8 @@ class AutoMixChain(nn.Module):
                 self.render_master(bus, master_params, trim_db), self.sample_rate
             )
             missed = target_lufs - lufs
-            if (missed.abs() <= LOUDNESS_STOP_LU).all():
+            active = missed.abs() > LOUDNESS_STOP_LU  # per item, so a batch gives what each song alone would
+            if not active.any():
                 break
             below = _closer((trim_db, lufs), below, missed > 0, higher=True)
             above = _closer((trim_db, lufs), above, missed < 0, higher=False)
@@ -239,7 +240,7 @@ class AutoMixChain(nn.Module):
                 span = (above[1] - below[1]).clamp_min(1e-6)
                 between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
                 step = torch.where(bracketed, between, step)
-            trim_db = step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+            trim_db = torch.where(active, step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
         return trim_db
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
