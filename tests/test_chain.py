@@ -159,3 +159,18 @@ def test_checkpoint_round_trip_rebuilds_the_same_predictor(tmp_path):
         expected, _ = chain(stems, style="rock_punk", mode="predict")
         got, _ = rebuilt(stems, style="rock_punk", mode="predict")
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("target_lufs", [-16.0, -12.0])
+def test_predict_mode_reaches_the_target_loudness_by_its_trim_search(target_lufs):
+    """Untrained (neutral console), predict mode's trim search alone brings a song to the target loudness
+    while the limiter works moderately: pyloudnorm reads it within 0.5 LU."""
+    from automix.styles import StyleTarget
+
+    chain = AutoMixChain(sample_rate=SAMPLE_RATE)
+    style = StyleTarget(name="level", lufs=target_lufs, spectral_centroid_hz=2000.0, stereo_ms_ratio=0.5)
+    song, _ = synth_stems(6.0, SAMPLE_RATE, seed=21)
+    with torch.no_grad():
+        mix, _ = chain(song, style=style, mode="predict")
+    measured = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(mix.T.double().numpy())
+    assert measured == pytest.approx(target_lufs, abs=0.5)
