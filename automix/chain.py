@@ -38,7 +38,7 @@ RENDER_CHUNK_SAMPLES = 2**24
 MAX_TRIM_DB = 40.0
 # Predict mode's loudness correction: at most this many master renders, stopping once within this much.
 LOUDNESS_STEPS = 4
-LOUDNESS_STOP_LU = 0.1
+LOUDNESS_STOP_LU = 0.25
 MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a step up is at most 4x what it missed
 MODES = ("optimize", "predict")
 
