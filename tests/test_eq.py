@@ -204,31 +204,6 @@ def test_spectral_filter_matches_autograd_through_torch_fft(x_shape, response_sh
         torch.testing.assert_close(g, w)
 
 
-def test_quadrature_output_is_scipy_hilbert_of_the_sosfilt_output():
-    """With `quadrature`, the second output is the Hilbert transform of the filtered signal, tail
-    included: scipy.signal.hilbert of sosfilt's output over the same zero-padded length."""
-    sample_rate, n_samples, min_padding = 44100, 3000, 4410
-    gen = np.random.default_rng(3)
-    x = gen.standard_normal((2, n_samples))
-    sos = np.concatenate(
-        [
-            scipy.signal.iirpeak(1000.0, 2.0, fs=sample_rate),
-            scipy.signal.butter(2, 50.0, "highpass", fs=sample_rate),
-        ]
-    ).reshape(2, 6)
-    b = torch.from_numpy(sos[:, :3])
-    a = torch.from_numpy(sos[:, 3:])
-    output, quadrature = filters.apply_biquads(
-        torch.from_numpy(x), b, a, sample_rate, quadrature=True, min_padding=min_padding
-    )
-    n_fft = filters.fft_length(n_samples + max(filters.impulse_response_length(a, sample_rate), min_padding))
-    padded = np.pad(x, ((0, 0), (0, n_fft - n_samples)))
-    filtered = scipy.signal.sosfilt(sos, padded, axis=-1)
-    expected = np.imag(scipy.signal.hilbert(filtered, axis=-1))[:, :n_samples]
-    np.testing.assert_allclose(output.numpy(), filtered[:, :n_samples], atol=1e-9)
-    np.testing.assert_allclose(quadrature.numpy(), expected, atol=1e-7 * np.abs(expected).max())
-
-
 @pytest.mark.parametrize(("n_samples", "n"), [(50, 64), (50, 81), (90, 64), (64, 64)])
 def test_rfft_gradient_matches_torch(n_samples, n):
     gen = torch.Generator().manual_seed(2)

@@ -6,7 +6,7 @@ Parameters travel in plain dicts of tensors in units (dB, Hz, ms, ratio), keyed 
 
 import torch
 
-from automix.dsp.dynamics import compressor, hilbert_padding, limiter
+from automix.dsp.dynamics import compressor, limiter
 from automix.dsp.eq import four_band_eq
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
@@ -51,11 +51,10 @@ COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "make
 
 
 def _compress(
-    x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str, quadrature=None
+    x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
 ) -> torch.Tensor:
     """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
-    settings = {name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS}
-    return compressor(x, sample_rate, quadrature=quadrature, **settings)
+    return compressor(x, sample_rate, **{name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS})
 
 
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -69,18 +68,15 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     Returns:
         `[..., N, 2, T]` processed stems.
     """
-    # The EQ's FFT also gives its output's Hilbert transform, which the compressor's detector needs.
-    x, x_quadrature = four_band_eq(
+    x = four_band_eq(
         stems,
         sample_rate,
         gain_db=params["eq_gain_db"],
         freq_hz=params["eq_freq_hz"],
         q=params["eq_q"],
         highpass_hz=DC_BLOCK_HZ,
-        quadrature=True,
-        min_padding=hilbert_padding(sample_rate),
     )
-    x = _compress(x, sample_rate, params, "comp", x_quadrature)
+    x = _compress(x, sample_rate, params, "comp")
     x = saturate(x, drive=params["drive"])
     # Level and pan are both per-stem gains: their product `[..., N, 2, 1]` takes one pass over the audio.
     unit = torch.ones_like(x[..., :1, :1])

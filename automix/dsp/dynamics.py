@@ -15,7 +15,7 @@ from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
 from torchcomp.core import compressor_core
 
-from automix.dsp.filters import fft_length, hilbert_response, spectral_filter
+from automix.dsp.filters import fft_length, spectral_filter
 from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, interpolation_filter, polyphase_fir
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
 
@@ -73,13 +73,12 @@ def _hilbert(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
     Zero padding of `HILBERT_PAD_MS` keeps the circular wrap-around that far from the signal.
     """
-    n_fft = fft_length(x.shape[-1] + hilbert_padding(sample_rate))
-    return spectral_filter(x, hilbert_response(n_fft, x.dtype, x.device), n_fft)
-
-
-def hilbert_padding(sample_rate: int) -> int:
-    """Samples of zero padding a Hilbert transform for the detector needs (`HILBERT_PAD_MS`)."""
-    return round(HILBERT_PAD_MS * sample_rate / 1000.0)
+    n_samples = x.shape[-1]
+    n_fft = fft_length(n_samples + round(HILBERT_PAD_MS * sample_rate / 1000.0))
+    # -j on positive frequencies; DC and Nyquist have no quadrature component.
+    multiplier = torch.zeros(n_fft // 2 + 1, dtype=x.dtype.to_complex(), device=x.device)
+    multiplier[1 : (n_fft + 1) // 2] = -1j
+    return spectral_filter(x, multiplier, n_fft)
 
 
 class _OnePole(torch.autograd.Function):
@@ -104,7 +103,7 @@ class _OnePole(torch.autograd.Function):
         return compressor_core(grad.flip(-1), torch.zeros_like(coef), coef, coef).flip(-1), None
 
 
-def _mean_square(x: torch.Tensor, sample_rate: int, quadrature: torch.Tensor | None = None) -> torch.Tensor:
+def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Linked short-term mean square of a multichannel signal (quadrature RMS detector).
 
     The instantaneous power is (x² + H{x}²) / 2, averaged over channels, where H is the Hilbert
@@ -117,16 +116,13 @@ def _mean_square(x: torch.Tensor, sample_rate: int, quadrature: torch.Tensor | N
     Args:
         x: `[..., C, T]` signal.
         sample_rate: Hz.
-        quadrature: H{x} when the caller has it already (`automix.dsp.filters.apply_biquads` makes it
-            with an EQ's output); None computes it.
 
     Returns:
         `[B, T]` mean square (linear power), B the product of the leading dims.
     """
     n_ch, n_samples = x.shape[-2:]
     flat = x.reshape(-1, n_ch, n_samples)
-    quadrature = _hilbert(flat, sample_rate) if quadrature is None else quadrature.reshape(flat.shape)
-    power = (flat.square() + quadrature.square()).mean(dim=-2) * 0.5
+    power = (flat.square() + _hilbert(flat, sample_rate).square()).mean(dim=-2) * 0.5
     coef = ms2coef(torch.full(power.shape[:1], DETECTOR_MS, dtype=x.dtype, device=x.device), sample_rate)
     return _OnePole.apply(power, coef)
 
@@ -169,7 +165,6 @@ def compressor(
     release_ms,
     makeup_db,
     knee_db=DEFAULT_KNEE_DB,
-    quadrature: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Feed-forward, stereo-linked RMS compressor with soft knee and attack/release ballistics.
 
@@ -190,7 +185,6 @@ def compressor(
         release_ms: 10-90 % time of a rising gain, ms (> 0).
         makeup_db: gain applied after compression, dB.
         knee_db: width of the quadratic knee, dB (0 = hard knee).
-        quadrature: the Hilbert transform of x when the caller has it (see `_mean_square`).
 
     Returns:
         `[..., C, T]` compressed signal.
@@ -200,7 +194,7 @@ def compressor(
     threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (
         _per_item(v, lead, x) for v in (threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db)
     )
-    level_db = power_to_db(_mean_square(x, sample_rate, quadrature))
+    level_db = power_to_db(_mean_square(x, sample_rate))
     target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
     gain = compressor_core(
         db_to_amp(target_db),

@@ -17,9 +17,7 @@ def four_band_eq(
     freq_hz: torch.Tensor,
     q: torch.Tensor,
     highpass_hz: float | None = None,
-    quadrature: bool = False,
-    min_padding: int = 0,
-):
+) -> torch.Tensor:
     """Low shelf, two peaking bands and a high shelf in cascade, applied in one FFT pair.
 
     Args:
@@ -29,12 +27,9 @@ def four_band_eq(
             against x's leading dimensions (without C), so each stem of a batch has its own EQ.
         highpass_hz: a fixed Butterworth high-pass (Q 1/sqrt(2)) in the same cascade, at no extra FFT
             cost; None for none.
-        quadrature, min_padding: as `automix.dsp.filters.apply_biquads` (the output's Hilbert transform
-            too, from the same FFT).
 
     Returns:
-        `[..., C, T]` filtered signal (and its Hilbert transform with `quadrature`); 0 dB in every band
-        is the identity.
+        `[..., C, T]` filtered signal; 0 dB in every band is the identity.
     """
     gain_db, freq_hz, q = torch.broadcast_tensors(
         torch.as_tensor(gain_db), torch.as_tensor(freq_hz), torch.as_tensor(q)
@@ -49,7 +44,7 @@ def four_band_eq(
         sections.append((b_hp.expand_as(sections[0][0]), a_hp.expand_as(sections[0][1])))
     b = torch.stack([b for b, _ in sections], dim=-2).to(x.dtype)
     a = torch.stack([a for _, a in sections], dim=-2).to(x.dtype)
-    return filters.apply_biquads(x, b, a, sample_rate, quadrature=quadrature, min_padding=min_padding)
+    return filters.apply_biquads(x, b, a, sample_rate)
 
 
 def biquad_eq(

@@ -343,23 +343,7 @@ def fft_length(n_samples: int) -> int:
     return best
 
 
-def hilbert_response(n_fft: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """The Hilbert transformer on the rfft grid of length `n_fft`: −j on positive frequencies, 0 at DC
-    and Nyquist (they have no quadrature component). `[n_fft // 2 + 1]` complex."""
-    response = torch.zeros(n_fft // 2 + 1, dtype=dtype.to_complex(), device=device)
-    response[1 : (n_fft + 1) // 2] = -1j
-    return response
-
-
-def apply_biquads(
-    x: torch.Tensor,
-    b: torch.Tensor,
-    a: torch.Tensor,
-    sample_rate: int,
-    *,
-    quadrature: bool = False,
-    min_padding: int = 0,
-):
+def apply_biquads(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Filter `x` through a cascade of biquads, exactly (causal, zero initial state).
 
     Args:
@@ -367,18 +351,11 @@ def apply_biquads(
         b, a: `[..., n_sections, 3]` coefficients; their leading dimensions broadcast against x's leading
             dimensions (without C), so each item of a batch can have its own filters.
         sample_rate: Hz; bounds the padding.
-        quadrature: also return the output's Hilbert transform (a compressor's quadrature detector
-            needs it), from the same forward FFT: one more inverse FFT instead of another FFT pair.
-        min_padding: samples of zero padding at least (the Hilbert transform's wrap-around distance).
 
     Returns:
-        `[..., C, T]`, the same as `scipy.signal.sosfilt` on each channel, to within the IR_DECAY_DB tail;
-        with `quadrature`, `(output, its Hilbert transform)`.
+        `[..., C, T]`, the same as `scipy.signal.sosfilt` on each channel, to within the IR_DECAY_DB tail.
     """
     n_samples = x.shape[-1]
-    n_fft = fft_length(n_samples + max(impulse_response_length(a, sample_rate), min_padding))
+    n_fft = fft_length(n_samples + impulse_response_length(a, sample_rate))
     response = frequency_response(b, a, n_fft).unsqueeze(-2)  # [..., 1, bins], broadcast over channels
-    if not quadrature:
-        return spectral_filter(x, response, n_fft)
-    pair = torch.stack([response, response * hilbert_response(n_fft, x.dtype, x.device)], dim=-3)
-    return spectral_filter(x.unsqueeze(-3), pair, n_fft).unbind(-3)
+    return spectral_filter(x, response, n_fft)
