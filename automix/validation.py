@@ -359,7 +359,7 @@ def summarize(results: Sequence[Mapping]) -> dict:
     }
 
 
-def environment(sample_rates: Iterable[int], checkpoint: str | None) -> dict:
+def environment(sample_rates: Iterable[int], checkpoint: Mapping[str, str | None] | str | None) -> dict:
     """Versions and the machine, so that a report can be compared with another."""
     return {
         "python": platform.python_version(),
@@ -389,9 +389,11 @@ def run_validation(
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
-    """Every mix case x style x mode with `chain`, then every conformance case; one result each."""
+    """Every mix case x style x mode with `chain` (or `chain[mode]`, a mapping of one per mode), then every
+    conformance case; one result each."""
+    chains = chain if isinstance(chain, Mapping) else dict.fromkeys(modes, chain)
     jobs = [
-        partial(run_mix_case, chain, case, style, mode, seed)
+        partial(run_mix_case, chains[mode], case, style, mode, seed)
         for case in mix_cases
         for style in styles
         for mode in modes

@@ -24,7 +24,7 @@ from automix.synth import STEM_NAMES, synth_stems
 
 TEST_STEM_SECONDS = 20.0
 TEST_SAMPLE_RATE = 44100
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default.ckpt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_chain(args, targets) -> AutoMixChain:
-    checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
+def checkpoint_for(mode: str, given: Path | None) -> Path | None:
+    """The predictor weights a mode uses: the given file, else the shipped checkpoint in predict mode.
+
+    Optimize mode without `--checkpoint` starts from the neutral console: measured on the demo stems and
+    `validate.py --quick`, the shipped predictor's settings are a slower and less reliable start for the
+    per-song optimisation than the neutral ones (README, *The shipped checkpoint*).
+    """
+    if given is not None:
+        return given
+    return DEFAULT_CHECKPOINT if mode == "predict" and DEFAULT_CHECKPOINT.exists() else None
+
+
+def load_chain(checkpoint: Path | None, targets) -> AutoMixChain:
     if checkpoint is None:
         return AutoMixChain(style_targets=targets)
     return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         style = get_style(targets, args.style)
     torch.manual_seed(args.seed)
-    chain = load_chain(args, targets).to(device)
+    chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets).to(device)
     chain.sample_rate = sample_rate
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

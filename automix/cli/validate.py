@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from automix.chain import MODES, AutoMixChain
+from automix.chain import MODES
 from automix.cli import run_cli
-from automix.cli.mix import DEFAULT_CHECKPOINT
+from automix.cli.mix import checkpoint_for, load_chain
 from automix.errors import AutomixError
 from automix.io import atomic_write_text, check_output_path
 from automix.styles import get_style, load_style_targets
@@ -121,13 +121,13 @@ def _print_detail(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
-    inputs = [path for path in (checkpoint, args.targets) if path]
+    modes = list(dict.fromkeys(args.mode))
+    checkpoints = {mode: checkpoint_for(mode, args.checkpoint) for mode in modes}
+    inputs = [path for path in (*checkpoints.values(), args.targets) if path]
     if args.output is not None:
         check_output_path(args.output, protect=inputs)
     targets = load_style_targets(args.targets)
     styles = [get_style(targets, name) for name in dict.fromkeys(args.styles or targets)]
-    modes = list(dict.fromkeys(args.mode))
     cases = _select(mix_cases(quick=args.quick), args.test_filter)
     conformance = _select(conformance_cases(), args.test_filter)
     if not cases and not conformance:
@@ -136,11 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{mix_cases(quick=args.quick)[0].name} or {conformance_cases()[0].name}"
         )
     torch.manual_seed(args.seed)
-    if checkpoint is None:
-        chain = AutoMixChain(style_targets=targets)
-    else:
-        chain = AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
-    results = run_validation(chain, cases, styles, modes, conformance, seed=args.seed)
+    chains = {mode: load_chain(checkpoint, targets) for mode, checkpoint in checkpoints.items()}
+    results = run_validation(chains, cases, styles, modes, conformance, seed=args.seed)
     summary = summarize(results) | {
         "quick": args.quick,
         "styles": [style.name for style in styles],
@@ -153,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "summary": summary,
         "results": results,
-        "environment": environment(rates, str(checkpoint) if checkpoint else None),
+        "environment": environment(
+            rates, {mode: str(path) if path else None for mode, path in checkpoints.items()}
+        ),
     }
     print_table(results, args.verbose)
     score = summary["quality_score_mean"]
