@@ -25,6 +25,7 @@ from automix.metrics import STFT_N_FFT
 from automix.styles import DEFAULT_STYLES, StyleTarget
 from automix.synth import white_noise
 from automix.validation import MixCase, judge, measure_mix, run_mix_case
+from tests.test_mix_cli import assert_one_line_error
 
 VALIDATE_PY = Path(__file__).resolve().parents[1] / "validate.py"
 SUBPROCESS_TIMEOUT_S = 600
@@ -59,15 +60,6 @@ def run_validate_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         timeout=SUBPROCESS_TIMEOUT_S,
         check=False,
     )
-
-
-def assert_one_line_error(status: int, stderr: str, *mentions: str) -> None:
-    assert status == 2, stderr
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    for mention in mentions:
-        assert mention in lines[0], (mention, lines[0])
 
 
 def check_result(result: dict) -> None:
