@@ -359,8 +359,9 @@ def summarize(results: Sequence[Mapping]) -> dict:
     }
 
 
-def environment(sample_rates: Iterable[int], checkpoint: Mapping[str, str | None] | str | None) -> dict:
-    """Versions and the machine, so that a report can be compared with another."""
+def environment(sample_rates: Iterable[int], checkpoints: Mapping[str, str | None]) -> dict:
+    """Versions, the machine and each mode's checkpoint file (None: the neutral console), so that a report
+    can be compared with another."""
     return {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
@@ -374,7 +375,7 @@ def environment(sample_rates: Iterable[int], checkpoint: Mapping[str, str | None
         "torch_threads": torch.get_num_threads(),
         "device": "cpu",
         "sample_rates": sorted(set(sample_rates)),
-        "checkpoint": checkpoint,
+        "checkpoint": dict(checkpoints),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
