@@ -218,7 +218,11 @@ class AutoMixChain(nn.Module):
         step, which no render checks, assumes 1 LU per dB unless it interpolates: it cannot overshoot.
         """
         master_params = self.space.denormalize_master(master_unit)
-        below = above = None  # (trim, lufs) of the closest renders under and over the target
+        none = torch.full_like(trim_db, float("nan"))
+        below = above = (
+            none,
+            none,
+        )  # (trim, lufs) of the closest renders under and over the target; NaN: none
         previous = None
         for step_index in range(LOUDNESS_STEPS):
             lufs = metrics.integrated_loudness(
@@ -235,11 +239,10 @@ class AutoMixChain(nn.Module):
                 slope = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
             previous = (trim_db, lufs)
             step = trim_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0)
-            if below is not None and above is not None:
-                bracketed = torch.isfinite(below[1]) & torch.isfinite(above[1])
-                span = (above[1] - below[1]).clamp_min(1e-6)
-                between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
-                step = torch.where(bracketed, between, step)
+            bracketed = torch.isfinite(below[1]) & torch.isfinite(above[1])
+            span = (above[1] - below[1]).clamp_min(1e-6)
+            between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
+            step = torch.where(bracketed, between, step)
             trim_db = torch.where(active, step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
         return trim_db
 
@@ -363,9 +366,6 @@ def _closer(render, best, side: torch.Tensor, higher: bool):
     """The render `(trim, lufs)` `[B]` each nearest the target on one side: `best`, replaced by `render`
     where `side` holds and its loudness is higher (`higher`) or lower than `best`'s. NaN: none yet."""
     trim, lufs = render
-    if best is None:
-        none = torch.full_like(lufs, float("nan"))
-        best = (none, none)
     nearer = lufs > best[1] if higher else lufs < best[1]
     replace = side & (torch.isnan(best[1]) | nearer)
     return torch.where(replace, trim, best[0]), torch.where(replace, lufs, best[1])
