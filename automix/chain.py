@@ -18,12 +18,13 @@ from torch import nn
 
 from automix import __version__, metrics
 from automix.analysis import measure, report
-from automix.dsp.console import DEFAULT_CEILING_DBTP, channel_strip, master_section
+from automix.dsp.console import DEFAULT_CEILING_DBTP, channel_strip, master_drive, master_section
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
+from automix.loudness import loudness_after_gain
 from automix.optimize import OptimizeSettings, optimize_mix, secant_slope
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
@@ -41,6 +42,7 @@ LOUDNESS_STEPS = 4
 LOUDNESS_STOP_LU = 0.25
 MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a step up is at most 4x what it missed
 MODES = ("optimize", "predict")
+NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
 def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
@@ -78,7 +80,9 @@ def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
 
 class Prediction(NamedTuple):
     """`AutoMixChain.predict`'s result: normalised settings, the master's input trim `[B]` dB, and the
-    bus `[B, 2, T]` with the strips' settings in units and the stems' LUFS `[B, N]` (before the trim)."""
+    bus `[B, 2, T]` with the strips' settings in units and the stems' LUFS `[B, N]` (before the trim).
+    `mix` is the master's output at that trim when the loudness search rendered it (without
+    gradients), else None."""
 
     stem_unit: torch.Tensor
     master_unit: torch.Tensor
@@ -86,6 +90,7 @@ class Prediction(NamedTuple):
     bus: torch.Tensor
     stem_params: dict
     stem_lufs: torch.Tensor
+    mix: torch.Tensor | None = None
 
 
 class AutoMixChain(nn.Module):
@@ -204,12 +209,15 @@ class AutoMixChain(nn.Module):
             context, bus_features(bus, bus_lufs, target, self.sample_rate)
         )
         with torch.no_grad():
-            corrected = self._loudness_trim(bus, master_unit, target[:, 0], trim_db.detach())
+            corrected, mix = self._loudness_trim(bus, master_unit, target[:, 0], trim_db.detach())
         trim_db = trim_db + (corrected - trim_db.detach())
-        return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs)
+        return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix)
 
-    def _loudness_trim(self, bus, master_unit, target_lufs, trim_db) -> torch.Tensor:
-        """The trim `[B]` dB that brings the master's output to `target_lufs`, searched from `trim_db`.
+    def _loudness_trim(
+        self, bus, master_unit, target_lufs, trim_db
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trim `[B]` dB that brings the master's output to `target_lufs`, searched from `trim_db`,
+        and the master's output at that trim (None when the last step went unrendered).
 
         The output's loudness rises with the trim, by up to 1 LU per dB, by less where the compressor and
         the limiter work. A step takes the secant slope of the last two renders (1 at first), within
@@ -218,6 +226,13 @@ class AutoMixChain(nn.Module):
         step, which no render checks, assumes 1 LU per dB unless it interpolates: it cannot overshoot.
         """
         master_params = self.space.denormalize_master(master_unit)
+        # Everything before the limiter is linear in the trim but the bus compressor: a trim that brings
+        # the limiter's input to the target starts the search off by what the limiter takes and what
+        # the compressor does differently there, where the bus's level can be many dB off (a master
+        # EQ boost, the limiter's drive).
+        drive = master_drive(gain(bus, gain_db=trim_db), self.sample_rate, master_params)
+        trim_db = trim_db + target_lufs - metrics.integrated_loudness(drive, self.sample_rate)
+        trim_db = trim_db.clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         none = torch.full_like(trim_db, float("nan"))
         below = above = (
             none,
@@ -225,13 +240,12 @@ class AutoMixChain(nn.Module):
         )  # (trim, lufs) of the closest renders under and over the target; NaN: none
         previous = None
         for step_index in range(LOUDNESS_STEPS):
-            lufs = metrics.integrated_loudness(
-                self.render_master(bus, master_params, trim_db), self.sample_rate
-            )
+            mix = self.render_master(bus, master_params, trim_db)
+            lufs = metrics.integrated_loudness(mix, self.sample_rate)
             missed = target_lufs - lufs
             active = missed.abs() > LOUDNESS_STOP_LU  # per item, so a batch gives what each song alone would
             if not active.any():
-                break
+                return trim_db, mix
             below = _closer((trim_db, lufs), below, missed > 0, higher=True)
             above = _closer((trim_db, lufs), above, missed < 0, higher=False)
             slope = torch.ones_like(lufs)
@@ -244,7 +258,7 @@ class AutoMixChain(nn.Module):
             between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
             step = torch.where(bracketed, between, step)
             trim_db = torch.where(active, step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
-        return trim_db
+        return trim_db, None
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
@@ -282,13 +296,26 @@ class AutoMixChain(nn.Module):
         bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
         return self.finish(bus, stem_params, stem_lufs, stem_unit, master_unit, mask, trim_db, join)
 
-    def finish(self, bus, stem_params, stem_lufs, stem_unit, master_unit, mask=None, trim_db=None, join=None):
-        """The master section on a rendered bus (see `render`): `(mix, analysis)`."""
+    def finish(
+        self,
+        bus,
+        stem_params,
+        stem_lufs,
+        stem_unit,
+        master_unit,
+        mask=None,
+        trim_db=None,
+        join=None,
+        mix=None,
+    ):
+        """The master section on a rendered bus (see `render`): `(mix, analysis)`. A `mix` given is the
+        master's output already rendered at these settings: it is measured instead of rendered again."""
         master_params = self.space.denormalize_master(master_unit)
-        mix = self.render_master(bus, master_params, trim_db)
+        if mix is None:
+            mix = self.render_master(bus, master_params, trim_db)
         processing = self.processing_cost(stem_unit, master_unit, mask)
         if trim_db is not None:
-            stem_lufs = stem_lufs + trim_db[:, None]  # stems as the master's input hears them
+            stem_lufs = loudness_after_gain(stem_lufs, trim_db[:, None])  # as the master's input hears them
         if join is not None:
             n_songs, n_excerpts = join
             mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)
@@ -308,18 +335,22 @@ class AutoMixChain(nn.Module):
         return mix, analysis
 
     def processing_cost(self, stem_unit, master_unit, mask=None) -> torch.Tensor:
-        """Mean squared distance `[B]` of the normalised settings from neutral: "as little processing as
-        the target allows"."""
+        """How far `[B]` the normalised settings are from neutral: "as little processing as the target
+        allows". The mean over settings of `neutral_divergence`: the strips' (real stems only) plus the
+        master's."""
         neutral_stem, neutral_master = self.space.neutral_unit(1, stem_unit.dtype, stem_unit.device)
-        stem_cost = (stem_unit - neutral_stem).square().mean(-1)
+        stem_cost = neutral_divergence(stem_unit, neutral_stem).mean(-1)
         weight = torch.ones_like(stem_cost) if mask is None else mask.to(stem_cost.dtype)
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
-        return stem_cost + (master_unit - neutral_master).square().mean(-1)
+        return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
     def finish_prediction(self, prediction: Prediction, mask=None):
-        """`(mix, analysis)` of a `predict` result."""
+        """`(mix, analysis)` of a `predict` result; without gradients, the search's last render is the mix."""
         p = prediction
-        return self.finish(p.bus, p.stem_params, p.stem_lufs, p.stem_unit, p.master_unit, mask, p.trim_db)
+        rendered = None if torch.is_grad_enabled() else p.mix
+        return self.finish(
+            p.bus, p.stem_params, p.stem_lufs, p.stem_unit, p.master_unit, mask, p.trim_db, mix=rendered
+        )
 
     def forward(
         self,
@@ -360,6 +391,21 @@ class AutoMixChain(nn.Module):
             mix = mix[0]
             analysis = {k: _first(v) for k, v in analysis.items()}
         return mix, analysis
+
+
+def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+    """Each normalised setting's distance from its neutral value, both in [0, 1]: the Bernoulli KL
+    divergence KL(neutral || unit), 0 at neutral.
+
+    Its gradient with respect to the logit behind a sigmoid output is exactly `unit - neutral`, so a
+    setting driven to an end of its range is pulled back as firmly as one near neutral, where a squared
+    distance's gradient vanishes with the sigmoid's slope.
+    """
+    unit = unit.clamp(NEUTRAL_DIVERGENCE_EPS, 1 - NEUTRAL_DIVERGENCE_EPS)
+    neutral = neutral.clamp(0.0, 1.0)
+    rest = 1 - neutral
+    xlogy = torch.special.xlogy
+    return xlogy(neutral, neutral) - xlogy(neutral, unit) + xlogy(rest, rest) - xlogy(rest, 1 - unit)
 
 
 def _closer(render, best, side: torch.Tensor, higher: bool):

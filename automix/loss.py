@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from automix.errors import AutomixError
+from automix.loudness import SILENCE_LUFS
 from automix.styles import StyleTarget, get_style
 
 # Tolerances of the original design's validation (measured vs target); pass flags and the quality
@@ -89,8 +90,10 @@ def loss_terms(
         "true_peak": (torch.relu(analysis["true_peak_dbtp"] - ceiling_dbtp) / TRUE_PEAK_SCALE_DB).square(),
     }
     if "stem_lufs" in analysis:
-        under = torch.relu(analysis["lufs"][..., None] - analysis["stem_lufs"] - BURIED_STEM_LU)
-        mask = analysis.get("stem_mask", torch.ones_like(under))
+        stem_lufs = analysis["stem_lufs"]
+        under = torch.relu(analysis["lufs"][..., None] - stem_lufs - BURIED_STEM_LU)
+        # A silent stem (a part resting through an excerpt) is not buried: no setting could lift it.
+        mask = analysis.get("stem_mask", torch.ones_like(under)) * (stem_lufs > SILENCE_LUFS).to(under.dtype)
         terms["buried_stems"] = (under.square() * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
     if "processing" in analysis:
         terms["processing"] = analysis["processing"]

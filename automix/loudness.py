@@ -220,6 +220,12 @@ def _sliding_loudness(x: torch.Tensor, sample_rate: int, window_s: float) -> tor
     return _power_to_lufs(power).to(x.dtype)
 
 
+def loudness_after_gain(lufs: torch.Tensor, gain_db: torch.Tensor) -> torch.Tensor:
+    """Integrated loudness after a gain: `lufs + gain_db`, but silence (`SILENCE_LUFS`: no block passed
+    the absolute gate) stays silence rather than becoming a level nothing was measured at."""
+    return torch.where(lufs > SILENCE_LUFS, lufs + gain_db, torch.full_like(lufs, SILENCE_LUFS))
+
+
 def momentary_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Momentary loudness (400 ms window, ungated), EBU Tech 3341, every 100 ms. Differentiable.
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from automix import metrics
 from automix.analysis import measure
+from automix.loudness import loudness_after_gain
 from automix.params import logit
 
 # Refinement tolerances: well inside the promises (±0.5 LU, ±100 Hz, ±0.05).
@@ -119,14 +120,17 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     settings = chain.optimize_settings
     with torch.no_grad():
         prediction = chain.predict(stems, target, mask)
-    stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs = prediction
+    stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
+    bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
+    mix = prediction.mix  # the master's output at the predicted settings, when the search rendered it
     for attempt in range(ATTEMPTS):
         with torch.no_grad():
             if attempt > 0:
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
+                mix = None
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
-                chain, bus, master_params, target, trim_db, progress
+                chain, bus, master_params, target, trim_db, progress, mix=mix
             )
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
         if done.all() or attempt == ATTEMPTS - 1 or settings.steps == 0:
@@ -137,7 +141,9 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     analysis = {
         **measure(mix, chain.sample_rate),
         "loudness_range": metrics.loudness_range(mix, chain.sample_rate),
-        "stem_lufs": stem_lufs + trim_db[:, None],  # at the master's input, after the trim
+        "stem_lufs": loudness_after_gain(
+            stem_lufs, trim_db[:, None]
+        ),  # at the master's input, after the trim
         "stem_params": stem_params,
         "master_params": master_params,
         "master_trim_db": trim_db,
@@ -181,10 +187,10 @@ def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, tri
     return torch.sigmoid(stem_logits).detach(), torch.sigmoid(master_logits).detach()
 
 
-def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=False):
+def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=False, mix=None):
     """Secant corrections on the full render: trim (LUFS), width (M/S, which scales exactly with it) and a
-    master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]`. Songs already within the
-    stop tolerances are left as they are.
+    master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]` (and from `mix`, the render
+    at these settings, when one was made). Songs already within the stop tolerances are left as they are.
 
     Returns:
         `(mix, master_params, trim_db, done)` of the last render; `done` `[B]` marks songs within the stop
@@ -205,7 +211,8 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
         )
         params["width"] = width
-        mix = chain.render_master(bus, params, trim_db)
+        if mix is None or history is not None:
+            mix = chain.render_master(bus, params, trim_db)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
         if done.all():

@@ -3,8 +3,9 @@
 1. predict mode (features -> predictor -> console) on 8 stereo stems x 10 s at 44.1 kHz, forward, and
    forward+backward through the training loss (one training step's work), against pedalboard's chain of
    the same stages timed in the same run;
-2. a 4-minute 8-stem synthetic song mixed by the default per-song optimisation and rendered at full
-   length, in a fresh process: wall time and that process's peak RSS.
+2. a 4-minute 8-stem synthetic song written to WAV files, then mixed by `mix.py` as a user would
+   (default mode: per-song optimisation, full-length render, 24-bit WAV out): wall time and the peak RSS
+   of that process (the synthesis is not part of it).
 
 Run: `make bench` or `python benchmarks/bench_mix.py [--repeats N] [--song-seconds S]`.
 """
@@ -14,15 +15,19 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from bench_dsp import N_STEMS, SAMPLE_RATE, SECONDS, median_seconds, pedalboard_render, settings
 
 from automix import AutoMixChain, create_training_loss, load_style_targets
+from automix.io import save_audio
 from automix.synth import synth_stems
 
 SONG_SECONDS = 240.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def eight_stems(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -30,30 +35,29 @@ def eight_stems(seconds: float, seed: int = 0) -> torch.Tensor:
     return torch.cat([synth_stems(seconds, SAMPLE_RATE, seed=seed + i)[0] for i in range(2)])
 
 
-def song_run(seconds: float) -> None:
-    """Mix one long song and print its figures as JSON (run in its own process for a clean RSS)."""
-    stems = eight_stems(seconds, seed=10)
-    chain = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE)
-    start = time.perf_counter()
-    _, analysis = chain(stems, style="rock_punk")
-    elapsed = time.perf_counter() - start
-    print(json.dumps({
-        "seconds": elapsed,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "lufs": float(analysis["lufs"]), "centroid_hz": float(analysis["spectral_centroid"]),
-        "ms_ratio": float(analysis["stereo_ms_ratio"]), "true_peak_dbtp": float(analysis["true_peak_dbtp"]),
-    }))  # fmt: skip
+def song_run(seconds: float) -> dict:
+    """Write a song's 8 stems as WAV files, mix them with `mix.py` in its own process: its wall time, its
+    peak RSS and what it measured."""
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        paths = []
+        for index, stem in enumerate(eight_stems(seconds, seed=10)):
+            paths.append(save_audio(folder / f"stem{index}.wav", stem, SAMPLE_RATE, subtype="FLOAT"))
+        command = [sys.executable, str(ROOT / "mix.py"), "--stems", *map(str, paths), "--style", "rock_punk"]
+        command += ["--output", str(folder / "mix.wav"), "--analysis-output", str(folder / "analysis.json")]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        elapsed = time.perf_counter() - start
+        analysis = json.loads((folder / "analysis.json").read_text())
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": elapsed, "peak_rss_mb": peak_rss_mb, **analysis}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="automix mixer benchmark")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--song-seconds", type=float, default=SONG_SECONDS)
-    parser.add_argument("--song-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.song_only:
-        song_run(args.song_seconds)
-        return
 
     stems = eight_stems(SECONDS)
     chain = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE)
@@ -81,12 +85,11 @@ def main() -> None:
     print(f"{'automix predict mode, forward':40} {t_fwd:9.3f} {t_fwd / t_peer:6.2f}x")
     print(f"{'automix predict mode, forward+backward':40} {t_bwd:9.3f} {t_bwd / t_peer:6.2f}x")
 
-    command = [sys.executable, __file__, "--song-only", "--song-seconds", str(args.song_seconds)]
-    result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-    print(f"{args.song_seconds:g} s {N_STEMS}-stem song, optimise + full render (rock_punk): "
+    result = song_run(args.song_seconds)
+    print(f"{args.song_seconds:g} s {N_STEMS}-stem song, mix.py (optimise + full render, rock_punk): "
           f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB; "
-          f"{result['lufs']:.2f} LUFS, {result['centroid_hz']:.0f} Hz, M/S {result['ms_ratio']:.2f}, "
-          f"{result['true_peak_dbtp']:.2f} dBTP")  # fmt: skip
+          f"{result['lufs']:.2f} LUFS, {result['spectral_centroid']:.0f} Hz, "
+          f"M/S {result['stereo_ms_ratio']:.2f}, {result['true_peak_dbtp']:.2f} dBTP")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -147,6 +147,36 @@ def test_training_loss_is_differentiable_and_zero_at_the_targets(chain):
     assert create_training_loss(load_style_targets())(perfect, "rock_punk").item() == pytest.approx(0.0)
 
 
+def test_buried_stem_term_counts_audible_stems_only():
+    """A stem at the silence floor (a part resting through an excerpt) costs nothing; an audible stem 30 LU
+    under the mix costs its (30 - 20 LU)^2 over the stems counted."""
+    from automix.loss import loss_terms
+    from automix.loudness import SILENCE_LUFS
+
+    analysis = {
+        "lufs": torch.tensor([-10.0]),
+        "spectral_centroid": torch.tensor([2000.0]),
+        "stereo_ms_ratio": torch.tensor([0.5]),
+        "true_peak_dbtp": torch.tensor([-1.0]),
+        "band_energy": torch.tensor([[0.3, 0.5, 0.2]]),
+        "stem_lufs": torch.tensor([[SILENCE_LUFS, -40.0, -15.0]]),
+    }
+    target = torch.tensor([[-10.0, 2000.0, 0.5, float("nan"), float("nan"), float("nan")]])
+    assert loss_terms(analysis, target)["buried_stems"].item() == pytest.approx((30.0 - 20.0) ** 2 / 2)
+
+
+def test_a_silent_stem_is_reported_silent_after_the_trim(chain):
+    """The trim moves every stem's loudness but a silent stem's: it stays at the silence floor."""
+    from automix.loudness import SILENCE_LUFS
+
+    song, _ = synth_stems(2.0, SAMPLE_RATE, seed=9)
+    song[1] = 0.0
+    with torch.no_grad():
+        _, analysis = chain(song, style="rnb_ballad", mode="predict")
+    assert analysis["stem_lufs"][1].item() == SILENCE_LUFS
+    assert (analysis["stem_lufs"][[0, 2, 3]] > SILENCE_LUFS).all()
+
+
 def test_checkpoint_round_trip_rebuilds_the_same_predictor(tmp_path):
     chain = AutoMixChain(hidden_dim=32, n_layers=1)
     for parameter in chain.predictor.parameters():
@@ -174,3 +204,45 @@ def test_predict_mode_reaches_the_target_loudness_by_its_trim_search(target_lufs
         mix, _ = chain(song, style=style, mode="predict")
     measured = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(mix.T.double().numpy())
     assert measured == pytest.approx(target_lufs, abs=0.5)
+
+
+def test_predict_mode_reaches_the_target_loudness_behind_a_boosting_master_eq(monkeypatch):
+    """A master EQ boosting the mids by up to +12 dB lifts the limiter's input far above the bus's
+    closed-form level: the search starts from the limiter's input instead, so its first render is off
+    only by what the limiter and the bus compressor change (little here; from the bus's level it was
+    0.9 LU over), and the search lands within 0.5 LU (pyloudnorm)."""
+    from automix.styles import StyleTarget
+
+    chain = AutoMixChain(sample_rate=SAMPLE_RATE)
+    boosted = chain.space.neutral(1)[1] | {
+        "eq_gain_db": torch.tensor([0.0, 6.0, 6.0, 0.0]),
+        "eq_q": torch.tensor([0.7071, 0.5, 0.5, 0.7071]),
+    }
+    boosted_unit = chain.space.normalize_master(boosted)[None]
+    monkeypatch.setattr(chain.predictor, "predict_master", lambda context, features: boosted_unit)
+    renders = []
+    render_master = chain.render_master
+    monkeypatch.setattr(
+        chain, "render_master", lambda *args: renders.append(render_master(*args)) or renders[-1]
+    )
+    style = StyleTarget(name="level", lufs=-12.0, spectral_centroid_hz=2000.0, stereo_ms_ratio=0.5)
+    song, _ = synth_stems(6.0, SAMPLE_RATE, seed=21)
+    with torch.no_grad():
+        mix, _ = chain(song, style=style, mode="predict")
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    first = meter.integrated_loudness(renders[0][0].T.double().numpy())
+    assert first == pytest.approx(-12.0, abs=0.25)
+    assert meter.integrated_loudness(mix.T.double().numpy()) == pytest.approx(-12.0, abs=0.5)
+
+
+def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
+    """Inference reuses the loudness search's last render as the mix: it equals a fresh render."""
+    song, _ = synth_stems(2.0, SAMPLE_RATE, seed=8)
+    stems = song[None]
+    target = torch.tensor([[-12.0, 2000.0, 0.5, float("nan"), float("nan"), float("nan")]])
+    with torch.no_grad():
+        prediction = chain.predict(stems, target)
+        reused, _ = chain.finish_prediction(prediction)
+    assert prediction.mix is not None
+    rendered, _ = chain.finish_prediction(prediction._replace(mix=None))
+    torch.testing.assert_close(reused, rendered.detach(), rtol=0, atol=1e-6)

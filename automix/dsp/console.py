@@ -83,6 +83,17 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     return x * pan(gain(unit, gain_db=params["level_db"]), pan=params["pan"])
 
 
+def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
+    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`."""
+    x = _compress(mix, sample_rate, params, "bus")
+    x = four_band_eq(
+        x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
+    )
+    x = stereo_width(x, width=params["width"])
+    return x / params["limiter_threshold"][..., None, None]
+
+
 def master_section(
     mix: torch.Tensor,
     sample_rate: int,
@@ -103,15 +114,12 @@ def master_section(
     Returns:
         `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
     """
-    x = _compress(mix, sample_rate, params, "bus")
-    x = four_band_eq(
-        x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
-    )
-    x = stereo_width(x, width=params["width"])
-    x = x / params["limiter_threshold"][..., None, None]
     timing = {"lookahead_ms": limiter_lookahead_ms, "release_ms": limiter_release_ms}
     return limiter(
-        x, sample_rate, ceiling_dbtp=ceiling_dbtp, **{k: v for k, v in timing.items() if v is not None}
+        master_drive(mix, sample_rate, params),
+        sample_rate,
+        ceiling_dbtp=ceiling_dbtp,
+        **{k: v for k, v in timing.items() if v is not None},
     )
 
 
