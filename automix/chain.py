@@ -190,15 +190,20 @@ class AutoMixChain(nn.Module):
         return chain
 
     def predict(
-        self, stems: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        stems: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        loudness_steps: int = LOUDNESS_STEPS,
     ) -> Prediction:
         """Predict mode's settings for stems `[B, N, 2, T]` and targets `[B, 6]`, with gradients.
 
         Stem features -> strip settings -> the bus they make -> a trim that brings the bus to the target
         loudness (closed form) -> the bus's features -> master settings (`automix.predictor`) -> the
-        trim corrected by secant steps on the master's own output (`LOUDNESS_STEPS` renders without
-        gradients): the limiter takes a part of every dB the trim adds, a part no feature predicts
-        well, so the master's output is measured instead. To the gradient the correction is a constant.
+        trim corrected by secant steps on the master's own output (up to `loudness_steps` renders
+        without gradients; 0 stops at the trim that brings the limiter's input to the target): the
+        limiter takes a part of every dB the trim adds, a part no feature predicts well, so the master's
+        output is measured instead. To the gradient the correction is a constant.
         """
         features = stem_features(stems, self.sample_rate, mask)
         stem_unit, context = self.predictor.predict_stems(features, target, mask)
@@ -209,12 +214,14 @@ class AutoMixChain(nn.Module):
             context, bus_features(bus, bus_lufs, target, self.sample_rate)
         )
         with torch.no_grad():
-            corrected, mix = self._loudness_trim(bus, master_unit, target[:, 0], trim_db.detach())
+            corrected, mix = self._loudness_trim(
+                bus, master_unit, target[:, 0], trim_db.detach(), loudness_steps
+            )
         trim_db = trim_db + (corrected - trim_db.detach())
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix)
 
     def _loudness_trim(
-        self, bus, master_unit, target_lufs, trim_db
+        self, bus, master_unit, target_lufs, trim_db, steps: int = LOUDNESS_STEPS
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The trim `[B]` dB that brings the master's output to `target_lufs`, searched from `trim_db`,
         and the master's output at that trim (None when the last step went unrendered).
@@ -239,7 +246,7 @@ class AutoMixChain(nn.Module):
             none,
         )  # (trim, lufs) of the closest renders under and over the target; NaN: none
         previous = None
-        for step_index in range(LOUDNESS_STEPS):
+        for step_index in range(steps):
             mix = self.render_master(bus, master_params, trim_db)
             lufs = metrics.integrated_loudness(mix, self.sample_rate)
             missed = target_lufs - lufs
@@ -249,7 +256,7 @@ class AutoMixChain(nn.Module):
             below = _closer((trim_db, lufs), below, missed > 0, higher=True)
             above = _closer((trim_db, lufs), above, missed < 0, higher=False)
             slope = torch.ones_like(lufs)
-            if previous is not None and step_index < LOUDNESS_STEPS - 1:
+            if previous is not None and step_index < steps - 1:
                 slope = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
             previous = (trim_db, lufs)
             step = trim_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0)

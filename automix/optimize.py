@@ -96,14 +96,20 @@ def _within(analysis, target, lufs_lu, centroid_hz, ms) -> torch.Tensor:
     )
 
 
+def _width_reaches(chain, analysis, width, target) -> torch.Tensor:
+    """`[B]` whether the width, kept `HANDOVER_WIDTH_MARGIN` inside its range, can scale each measured
+    M/S ratio to the target (it scales exactly with the width)."""
+    width_range = chain.space.master["width"]
+    needed = width * target[:, 2] / analysis["stereo_ms_ratio"].detach().clamp_min(MIN_MS_FOR_WIDTH)
+    margin = HANDOVER_WIDTH_MARGIN
+    return (needed >= width_range.low + margin) & (needed <= width_range.high - margin)
+
+
 def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
     """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
-    width_range = chain.space.master["width"]
     width = analysis["master_params"]["width"][::n_excerpts].detach()
-    needed_width = width * target[:, 2] / analysis["stereo_ms_ratio"].detach().clamp_min(MIN_MS_FOR_WIDTH)
-    margin = HANDOVER_WIDTH_MARGIN
-    width_ok = (needed_width >= width_range.low + margin) & (needed_width <= width_range.high - margin)
-    return width_ok & ((analysis["spectral_centroid"].detach() - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ)
+    centroid_ok = (analysis["spectral_centroid"].detach() - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ
+    return _width_reaches(chain, analysis, width, target) & centroid_ok
 
 
 def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *, progress: bool = False):
@@ -119,21 +125,21 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     """
     settings = chain.optimize_settings
     with torch.no_grad():
-        prediction = chain.predict(stems, target, mask)
+        # The refinement corrects the loudness on its own renders: no search renders before it.
+        prediction = chain.predict(stems, target, mask, loudness_steps=0)
     stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
     bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
-    mix = prediction.mix  # the master's output at the predicted settings, when the search rendered it
     for attempt in range(ATTEMPTS):
+        adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
         with torch.no_grad():
             if attempt > 0:
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
-                mix = None
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
-                chain, bus, master_params, target, trim_db, progress, mix=mix
+                chain, bus, master_params, target, trim_db, progress, give_up=adam_follows
             )
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
-        if done.all() or attempt == ATTEMPTS - 1 or settings.steps == 0:
+        if done.all() or not adam_follows:
             break
         stem_unit, master_unit = optimize_on_excerpts(
             chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
@@ -187,10 +193,12 @@ def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, tri
     return torch.sigmoid(stem_logits).detach(), torch.sigmoid(master_logits).detach()
 
 
-def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=False, mix=None):
+def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=False, give_up=False):
     """Secant corrections on the full render: trim (LUFS), width (M/S, which scales exactly with it) and a
-    master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]` (and from `mix`, the render
-    at these settings, when one was made). Songs already within the stop tolerances are left as they are.
+    master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]`. Songs already within the
+    stop tolerances are left as they are. With `give_up`, a first render on which some song's M/S ratio
+    needs a width out of range ends the refinement there: Adam on excerpts has to change the strips
+    first (each full render of a long song costs seconds).
 
     Returns:
         `(mix, master_params, trim_db, done)` of the last render; `done` `[B]` marks songs within the stop
@@ -211,11 +219,11 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
         )
         params["width"] = width
-        if mix is None or history is not None:
-            mix = chain.render_master(bus, params, trim_db)
+        mix = chain.render_master(bus, params, trim_db)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
-        if done.all():
+        out_of_reach = ~done & ~_width_reaches(chain, measured, width, target)
+        if done.all() or (give_up and history is None and out_of_reach.any()):
             break
         log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(1.0))
         centroid_error = torch.log2(target[:, 1]) - log_centroid
