@@ -24,7 +24,7 @@ from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
-from automix.loudness import loudness_after_gain
+from automix.loudness import all_finite, loudness_after_gain
 from automix.optimize import OptimizeSettings, optimize_mix, secant_slope
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
@@ -73,7 +73,7 @@ def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
         raise AutomixError(f"stems are empty (shape {tuple(stems.shape)})")
     if stems.shape[1] > MAX_STEMS:
         raise AutomixError(f"at most {MAX_STEMS} stems are supported, got {stems.shape[1]}")
-    if not torch.isfinite(stems).all():
+    if not all_finite(stems):
         raise AutomixError("stems contain NaN or infinite samples")
     return stems.float() if not stems.is_floating_point() else stems, batched
 

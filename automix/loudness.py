@@ -64,6 +64,12 @@ def validate_audio(x: torch.Tensor) -> tuple[int, int]:
     return n_ch, n_samples
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every sample of `[..., T]` is finite, checked one row at a time: a whole song's stems
+    would otherwise take a boolean copy of themselves."""
+    return all(bool(torch.isfinite(row).all()) for row in x.reshape(-1, x.shape[-1]))
+
+
 def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """BS.1770-4 K-weighting biquads for `sample_rate`, derived as libebur128 does.
 

@@ -133,6 +133,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
         with torch.no_grad():
             if attempt > 0:
+                bus = mix = None  # the last attempt's, freed before the new render
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
