@@ -131,13 +131,16 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
     for attempt in range(ATTEMPTS):
         adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
+        # The start (prediction or neutral) often needs the strips changed: a first render that shows it
+        # goes straight to Adam. Later attempts refine in full.
+        give_up = adam_follows and attempt == 0
         with torch.no_grad():
             if attempt > 0:
                 bus = mix = None  # the last attempt's, freed before the new render
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
-                chain, bus, master_params, target, trim_db, progress, give_up=adam_follows
+                chain, bus, master_params, target, trim_db, progress, give_up=give_up
             )
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
         if done.all() or not adam_follows:
@@ -198,8 +201,9 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     """Secant corrections on the full render: trim (LUFS), width (M/S, which scales exactly with it) and a
     master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]`. Songs already within the
     stop tolerances are left as they are. With `give_up`, a first render on which some song's M/S ratio
-    needs a width out of range ends the refinement there: Adam on excerpts has to change the strips
-    first (each full render of a long song costs seconds).
+    needs a width out of range ends the refinement there, with the trim and the width it asks for (not
+    rendered): Adam on excerpts has to change the strips first (each full render of a long song costs
+    seconds).
 
     Returns:
         `(mix, master_params, trim_db, done)` of the last render; `done` `[B]` marks songs within the stop
@@ -223,8 +227,17 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         mix = chain.render_master(bus, params, trim_db)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
-        out_of_reach = ~done & ~_width_reaches(chain, measured, width, target)
-        if done.all() or (give_up and history is None and out_of_reach.any()):
+        ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
+        out_of_reach = ~done & ~ms_done & ~_width_reaches(chain, measured, width, target)
+        if done.all():
+            break
+        if give_up and history is None and out_of_reach.any():
+            # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
+            active = (~done).to(bus.dtype)
+            trim_db = trim_db + active * (target[:, 0] - measured["lufs"])
+            ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
+            scaled = (width * ms_ratio).clamp(width_range.low, width_range.high)
+            params["width"] = torch.where(done, width, scaled)
             break
         log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(1.0))
         centroid_error = torch.log2(target[:, 1]) - log_centroid
