@@ -107,16 +107,16 @@ def run_in_process(capsys, argv: list[str]) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+def run_script(script: Path, cwd: Path, *args: str, timeout_s: float = SUBPROCESS_TIMEOUT_S):
+    """The real `python script args` in `cwd`: its `CompletedProcess` (text output, not checked)."""
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
 def run_mix_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """The real `python mix.py args` in `cwd`."""
-    return subprocess.run(
-        [sys.executable, str(MIX_PY), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-        check=False,
-    )
+    return run_script(MIX_PY, cwd, *args)
 
 
 def assert_one_line_error(status: int, stderr: str, *mentions: str) -> None:

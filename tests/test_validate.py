@@ -9,7 +9,6 @@ channel a scaled copy of the left, has a centroid of exactly its frequency, an M
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from automix.metrics import STFT_N_FFT
 from automix.styles import DEFAULT_STYLES, StyleTarget
 from automix.synth import white_noise
 from automix.validation import MixCase, judge, measure_mix, run_mix_case
-from tests.test_mix_cli import assert_one_line_error
+from tests.test_mix_cli import assert_one_line_error, run_script
 
 VALIDATE_PY = Path(__file__).resolve().parents[1] / "validate.py"
 SUBPROCESS_TIMEOUT_S = 600
@@ -52,14 +51,7 @@ TRUE_PEAK_TOLERANCE_DB = 0.05
 
 
 def run_validate_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(VALIDATE_PY), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-        check=False,
-    )
+    return run_script(VALIDATE_PY, cwd, *args, timeout_s=SUBPROCESS_TIMEOUT_S)
 
 
 def check_result(result: dict) -> None:
