@@ -139,16 +139,12 @@ def load_stems(
             audio = resample(audio, file_rate, sample_rate)
         stems.append(to_stereo(audio))
     n_samples = max(stem.shape[-1] for stem in stems)
-    # Copied into one tensor stem by stem, each freed once copied: a long song's stems are held once
-    # plus one stem, not twice.
-    joined = torch.zeros(len(stems), STEREO, n_samples)
-    for index, path in enumerate(paths):
-        stem, stems[index] = stems[index], None
+    for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
         missing = n_samples - stem.shape[-1]
         if missing:
             notes.append(f"{path}: padded with {missing / sample_rate:.3f} s of silence to the longest stem")
-        joined[index, :, : stem.shape[-1]] = stem
-    return joined, sample_rate, notes
+            stems[index] = torch.nn.functional.pad(stem, (0, missing))
+    return torch.stack(stems), sample_rate, notes
 
 
 def save_audio(
