@@ -40,3 +40,12 @@ def report(analysis: Mapping, target: torch.Tensor, ceiling_dbtp: float) -> dict
             "passed": passed,
             "quality_score": score,
         }
+
+
+def json_ready(value):
+    """An analysis value (tensors, and dicts of them) as JSON-ready numbers and lists."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, Mapping):
+        return {k: json_ready(v) for k, v in value.items()}
+    return value

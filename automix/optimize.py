@@ -151,9 +151,8 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     analysis = {
         **measure(mix, chain.sample_rate),
         "loudness_range": metrics.loudness_range(mix, chain.sample_rate),
-        "stem_lufs": loudness_after_gain(
-            stem_lufs, trim_db[:, None]
-        ),  # at the master's input, after the trim
+        # at the master's input, after the trim
+        "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
         "stem_params": stem_params,
         "master_params": master_params,
         "master_trim_db": trim_db,
@@ -227,18 +226,11 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         mix = chain.render_master(bus, params, trim_db)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
-        ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
-        out_of_reach = ~done & ~ms_done & ~_width_reaches(chain, measured, width, target)
         if done.all():
             break
-        if give_up and history is None and out_of_reach.any():
-            # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
-            active = (~done).to(bus.dtype)
-            trim_db = trim_db + active * (target[:, 0] - measured["lufs"])
-            ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
-            scaled = (width * ms_ratio).clamp(width_range.low, width_range.high)
-            params["width"] = torch.where(done, width, scaled)
-            break
+        ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
+        out_of_reach = ~done & ~ms_done & ~_width_reaches(chain, measured, width, target)
+        first_round = history is None
         log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(1.0))
         centroid_error = torch.log2(target[:, 1]) - log_centroid
         if history is None:
@@ -255,6 +247,10 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         tilt_db = (tilt_db + active * tilt_step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
         ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
         width = torch.where(done, width, (width * ms_ratio).clamp(width_range.low, width_range.high))
+        if give_up and first_round and out_of_reach.any():
+            # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
+            params["width"] = width
+            break
     return mix, params, trim_db, done
 
 

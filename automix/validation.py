@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from automix import __version__, metrics
-from automix.analysis import report
+from automix.analysis import json_ready, report
 from automix.conformance import (
     TECH_3341_INTEGRATED_CASES,
     TECH_3341_TOLERANCE_LU,
@@ -256,14 +256,6 @@ def judge(measured: Mapping[str, float], style: StyleTarget, ceiling_dbtp: float
     }
 
 
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def run_mix_case(chain, case: MixCase, style: StyleTarget, mode: str, seed: int) -> dict:
     """Synthesise the case's stems, mix them with `chain` in `mode`, measure and judge the full mix."""
     started = time.perf_counter()
@@ -298,8 +290,8 @@ def run_mix_case(chain, case: MixCase, style: StyleTarget, mode: str, seed: int)
             },
             "chain_quality_score": float(analysis["quality_score"]),
             "master_trim_db": float(analysis.get("master_trim_db", 0.0)),
-            "master_params": _plain(analysis["master_params"]),
-            "stem_params": _plain(analysis["stem_params"]),
+            "master_params": json_ready(analysis["master_params"]),
+            "stem_params": json_ready(analysis["stem_params"]),
         },
     }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from automix.analysis import json_ready
 from automix.chain import MAX_STEMS, AutoMixChain
 from automix.cli import run_cli
 from automix.errors import AutomixError
@@ -103,15 +104,6 @@ def _check_outputs(args, inputs: list[Path]) -> None:
                 raise AutomixError(f"{path}: named for two outputs; give each output its own file")
 
 
-def _plain(value):
-    """Tensors (and dicts of them) as JSON-ready numbers and lists."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
     rows = [
         ("LUFS", "lufs", "LUFS"),
@@ -174,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         "stems": names,
         "notes": notes,
         "seconds": seconds,
-    } | _plain({k: v for k, v in analysis.items() if k not in ("stem_params", "master_params")})
+    } | json_ready({k: v for k, v in analysis.items() if k not in ("stem_params", "master_params")})
     report["parameters"] = {
         "stems": {
-            name: {k: _plain(v[i]) for k, v in analysis["stem_params"].items()}
+            name: {k: json_ready(v[i]) for k, v in analysis["stem_params"].items()}
             for i, name in enumerate(names)
         },
-        "master": _plain(analysis["master_params"]),
+        "master": json_ready(analysis["master_params"]),
     }
     if args.analysis_output:
         atomic_write_text(args.analysis_output, json.dumps(report, indent=2) + "\n", protect=inputs)
