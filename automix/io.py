@@ -27,6 +27,41 @@ STEREO = 2
 DEFAULT_SUBTYPE = "PCM_24"
 
 
+def _soundfile(path: PathLike, call: Callable):
+    """`call(path)` (a soundfile reader) for an existing, non-empty file, with soundfile's errors as
+    one AutomixError line."""
+    path = Path(path)
+    if path.is_dir():
+        raise AutomixError(f"{path}: a folder, not a file; give an audio file")
+    if not path.is_file():
+        raise AutomixError(f"{path}: no such file; check the path")
+    if path.stat().st_size == 0:
+        raise AutomixError(f"{path}: the file is empty (0 bytes); give a file with audio in it")
+    try:
+        return call(path)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as error:
+        reason = (getattr(error, "error_string", None) or str(error) or type(error).__name__).rstrip(".")
+        raise AutomixError(
+            f"{path}: not a readable audio file ({reason}); give a WAV, FLAC, AIFF or OGG file"
+        ) from error
+
+
+def _read(path: PathLike) -> tuple[np.ndarray, int]:
+    """A whole file as soundfile gives it, `((T, C) float32, sample rate)`, checked as `load_audio`
+    says."""
+    data, file_rate = _soundfile(path, lambda p: sf.read(p, dtype="float32", always_2d=True))
+    n_samples, n_channels = data.shape
+    if n_samples == 0:
+        raise AutomixError(f"{path}: the file has no samples; give a file with audio in it")
+    if n_channels > STEREO:
+        raise AutomixError(
+            f"{path}: {n_channels} channels, but stems must be mono or stereo; export it as such"
+        )
+    if not np.isfinite(data).all():
+        raise AutomixError(f"{path}: the file has NaN or infinite samples; re-export it")
+    return data, file_rate
+
+
 def load_audio(path: PathLike, *, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
     """Read an audio file (any format soundfile reads: WAV 8/16/24/32-bit and float, FLAC, AIFF, OGG...).
 
@@ -41,29 +76,7 @@ def load_audio(path: PathLike, *, sample_rate: int | None = None) -> tuple[torch
         AutomixError: the file is missing, not audio or unreadable, empty, has NaN/Inf samples or more
             than two channels.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise AutomixError(f"{path}: a folder, not a file; give an audio file")
-    if not path.is_file():
-        raise AutomixError(f"{path}: no such file; check the path")
-    if path.stat().st_size == 0:
-        raise AutomixError(f"{path}: the file is empty (0 bytes); give a file with audio in it")
-    try:
-        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as error:
-        reason = (getattr(error, "error_string", None) or str(error) or type(error).__name__).rstrip(".")
-        raise AutomixError(
-            f"{path}: not a readable audio file ({reason}); give a WAV, FLAC, AIFF or OGG file"
-        ) from error
-    n_samples, n_channels = data.shape
-    if n_samples == 0:
-        raise AutomixError(f"{path}: the file has no samples; give a file with audio in it")
-    if n_channels > STEREO:
-        raise AutomixError(
-            f"{path}: {n_channels} channels, but stems must be mono or stereo; export it as such"
-        )
-    if not np.isfinite(data).all():
-        raise AutomixError(f"{path}: the file has NaN or infinite samples; re-export it")
+    data, file_rate = _read(path)
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
     if sample_rate is not None and sample_rate != file_rate:
         return resample(audio, file_rate, sample_rate), sample_rate
@@ -127,24 +140,31 @@ def load_stems(
     """
     if not paths:
         raise AutomixError("no stem files given; give at least one audio file")
+    # Headers first, so that the stems are read straight into one tensor: no second copy of them all.
+    headers = [_soundfile(path, sf.info) for path in paths]
+    sample_rate = headers[0].samplerate if sample_rate is None else sample_rate
+    longest = max(math.ceil(header.frames * sample_rate / header.samplerate) for header in headers)
+    stems = torch.zeros(len(paths), STEREO, longest)
     notes: list[str] = []
-    stems = []
-    for path in paths:
-        audio, file_rate = load_audio(path)
+    lengths = []
+    for index, path in enumerate(paths):
+        data, file_rate = _read(path)
+        audio = torch.from_numpy(data).T  # [C, T], a view: copied once, into its place below
         if audio.shape[0] == 1:
             notes.append(f"{path}: mono, used as dual-mono")
-        sample_rate = file_rate if sample_rate is None else sample_rate
         if file_rate != sample_rate:
             notes.append(f"{path}: resampled from {file_rate} Hz to {sample_rate} Hz")
             audio = resample(audio, file_rate, sample_rate)
-        stems.append(to_stereo(audio))
-    n_samples = max(stem.shape[-1] for stem in stems)
-    for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
-        missing = n_samples - stem.shape[-1]
-        if missing:
+        if audio.shape[-1] > stems.shape[-1]:  # a header that under-counted its frames
+            stems = torch.nn.functional.pad(stems, (0, audio.shape[-1] - stems.shape[-1]))
+        stems[index, :, : audio.shape[-1]] = audio  # a mono stem fills both channels
+        lengths.append(audio.shape[-1])
+    stems = stems[..., : max(lengths)].contiguous()  # a copy only where a header over-counted
+    for path, length in zip(paths, lengths, strict=True):
+        if length < stems.shape[-1]:
+            missing = stems.shape[-1] - length
             notes.append(f"{path}: padded with {missing / sample_rate:.3f} s of silence to the longest stem")
-            stems[index] = torch.nn.functional.pad(stem, (0, missing))
-    return torch.stack(stems), sample_rate, notes
+    return stems, sample_rate, notes
 
 
 def save_audio(

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from automix.dsp.filters import apply_biquads, fft_length, impulse_response_length, rfft
+from automix.dsp.filters import (
+    apply_biquads,
+    impulse_response_length,
+    overlap_save,
+    segment_fft_length,
+)
 from automix.errors import AutomixError
 from automix.units import power_to_db
 
@@ -40,9 +45,6 @@ LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342 §2.2
 LRA_LOW_QUANTILE = 0.10  # EBU Tech 3342: LRA = L95 - L10 of the gated short-term loudness
 LRA_HIGH_QUANTILE = 0.95
 SUPPORTED_CHANNELS = (1, 2)
-# Overlap-save FFT length per filter tap: FFT work per output sample is least for blocks several times
-# the filter's length (less overlap wasted) yet small enough to stay in cache.
-OVERLAP_SAVE_FFT_PER_TAP = 8
 
 
 def validate_audio(x: torch.Tensor) -> tuple[int, int]:
@@ -106,27 +108,13 @@ def k_weighting_impulse_response(sample_rate: int) -> torch.Tensor:
     return apply_biquads(impulse, b, a, sample_rate)[0]
 
 
-def _overlap_save(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Causal convolution of `x` `[..., T]` with `taps` `[L]`, first T samples, by overlap-save FFTs."""
-    n_samples, n_taps = x.shape[-1], taps.shape[-1]
-    n_fft = min(fft_length(OVERLAP_SAVE_FFT_PER_TAP * n_taps), fft_length(n_samples + n_taps - 1))
-    step = n_fft - n_taps + 1
-    n_segments = -(-n_samples // step)
-    padded = torch.nn.functional.pad(x, (n_taps - 1, n_segments * step - n_samples))
-    segments = padded.unfold(-1, n_fft, step)  # [..., n_segments, n_fft], overlapping by n_taps - 1
-    spectrum = rfft(segments, n_fft) * torch.fft.rfft(taps, n=n_fft)  # `rfft`: a real-FFT backward
-    # The first n_taps - 1 samples of each segment are wrapped around (circular) and are dropped.
-    valid = torch.fft.irfft(spectrum, n=n_fft)[..., n_taps - 1 :]
-    return valid.reshape(*x.shape[:-1], n_segments * step)[..., :n_samples]
-
-
 def k_weighting(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Apply the BS.1770-4 K-weighting filter (pre-filter then RLB high-pass). Differentiable.
 
     Convolution with the cascade's impulse response (`k_weighting_impulse_response`, exact to
-    -140 dB) by overlap-save with FFTs of ~8x its length: the same result as
-    `automix.dsp.filters.apply_biquads`, but short cache-resident FFTs instead of one at the
-    signal's length, which is ~4x faster on a long programme.
+    -140 dB) by `automix.dsp.filters.overlap_save`: the same result as `apply_biquads` on the
+    coefficients, with a float64 impulse response rounded once to x's dtype instead of float32
+    coefficients (the RLB high-pass's poles lie within 0.006 of the unit circle).
 
     Args:
         x: `[..., C, T]` signal.
@@ -137,7 +125,8 @@ def k_weighting(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `scipy.signal.lfilter`), to within the -140 dB tail of the impulse response.
     """
     taps = k_weighting_impulse_response(sample_rate).to(device=x.device, dtype=x.dtype)
-    return _overlap_save(x, taps)
+    n_fft = segment_fft_length(x.shape[-1], taps.shape[-1])
+    return overlap_save(x, torch.fft.rfft(taps, n=n_fft), n_fft, taps.shape[-1])
 
 
 def window_samples(sample_rate: int, window_s: float) -> tuple[int, int]:

@@ -45,6 +45,7 @@ TRUE_PEAK_CHUNK_SAMPLES = 2**18
 # Spectral centroid and band energy: DESIGN.md's contract (Hann window, periodic, as scipy/librosa).
 STFT_N_FFT = 2048
 STFT_HOP = 512
+STFT_BLOCK_FRAMES = 4096  # ~34 MB of float32 windowed frames per block
 # Band edges of `band_energy`: below the low-mid edge is bass (kick, bass guitar fundamentals), above
 # the mid-high edge is presence and air; the style targets' `frequency_balance` uses the same bands.
 LOW_MID_EDGE_HZ = 250.0
@@ -164,46 +165,56 @@ def dynamic_range_db(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return (high - low).to(x.dtype)
 
 
-def _mid_power_spectrum(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """STFT of the mid signal: `|X|²` `[..., bins, frames]` and the bin frequencies `[bins]` in Hz.
+def _mid_spectrum_means(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """STFT of the mid signal averaged over frames: `(mean |X| [..., bins], mean |X|² [..., bins],
+    bin frequencies [bins] in Hz)`.
 
     M = (L + R) / 2 (the channel itself for mono). As `torch.stft` with a periodic Hann window, n_fft
     2048, hop 512 and `center=False`: frame k covers samples [512·k, 512·k + 2048), all inside the signal,
     so a sine starting at full level adds no artificial onset (zero padding at the edges, as
     `center=True` does, would spread the onset over the whole spectrum). There are
     1 + (T − 2048) // 512 frames; the last < 512 samples may be left out; a signal shorter than 2048
-    samples is zero-padded at its end to one frame.
+    samples is zero-padded at its end to one frame. Frames are transformed `STFT_BLOCK_FRAMES` at a
+    time: a whole song's spectrogram would be four times the song's size.
     """
     validate_audio(x)
     mid = x.mean(dim=-2)
     *lead, n_samples = mid.shape
     window = torch.hann_window(STFT_N_FFT, periodic=True, dtype=x.dtype, device=x.device)
     padded = torch.nn.functional.pad(mid.reshape(-1, n_samples), (0, max(STFT_N_FFT - n_samples, 0)))
-    # torch.stft's frames, windowed and transformed directly: `rfft`'s backward is a real FFT.
-    spectrum = rfft(padded.unfold(-1, STFT_N_FFT, STFT_HOP) * window).transpose(-1, -2)
-    power = spectrum.real.square() + spectrum.imag.square()
+    frames = padded.unfold(-1, STFT_N_FFT, STFT_HOP)  # a view: [rows, frames, n_fft]
+    magnitude_sum = power_sum = 0.0
+    for start in range(0, frames.shape[-2], STFT_BLOCK_FRAMES):
+        # torch.stft's frames, windowed and transformed directly: `rfft`'s backward is a real FFT.
+        spectrum = rfft(frames[:, start : start + STFT_BLOCK_FRAMES] * window)
+        power = spectrum.real.square() + spectrum.imag.square()
+        magnitude_sum = magnitude_sum + _safe_sqrt(power).sum(dim=-2)
+        power_sum = power_sum + power.sum(dim=-2)
+    n_frames = frames.shape[-2]
     freqs_hz = torch.fft.rfftfreq(STFT_N_FFT, d=1.0 / sample_rate, dtype=x.dtype, device=x.device)
-    return power.reshape(*lead, *power.shape[-2:]), freqs_hz
+    return (
+        (magnitude_sum / n_frames).reshape(*lead, -1),
+        (power_sum / n_frames).reshape(*lead, -1),
+        freqs_hz,
+    )
 
 
-def _centroid(power: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor:
-    magnitude = _safe_sqrt(power).mean(dim=-1)
+def _centroid(magnitude: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor:
     return _safe_ratio((freqs_hz * magnitude).sum(dim=-1), magnitude.sum(dim=-1))
 
 
 def _band_fractions(power: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor:
-    spectrum = power.mean(dim=-1)
     low = freqs_hz < LOW_MID_EDGE_HZ
     high = freqs_hz >= MID_HIGH_EDGE_HZ
-    bands = torch.stack([low, ~low & ~high, high]).to(spectrum.dtype)  # [3, bins]
-    energy = spectrum @ bands.T
+    bands = torch.stack([low, ~low & ~high, high]).to(power.dtype)  # [3, bins]
+    energy = power @ bands.T
     return _safe_ratio(energy, energy.sum(dim=-1, keepdim=True))
 
 
 def spectral_centroid(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Centroid of the long-term average magnitude spectrum of the mid signal, in Hz. Differentiable.
 
-    DESIGN.md's contract: X̄(f) = mean over STFT frames of |X(f)| (see `_mid_power_spectrum`), then
+    DESIGN.md's contract: X̄(f) = mean over STFT frames of |X(f)| (see `_mid_spectrum_means`), then
     Σ f·X̄(f) / Σ X̄(f). Silence reads 0 Hz, with zero gradient.
 
     Args:
@@ -213,13 +224,14 @@ def spectral_centroid(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Returns:
         `[...]` Hz.
     """
-    return _centroid(*_mid_power_spectrum(x, sample_rate))
+    magnitude, _, freqs_hz = _mid_spectrum_means(x, sample_rate)
+    return _centroid(magnitude, freqs_hz)
 
 
 def band_energy(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Fractions of the mid signal's energy below 250 Hz, in 250–4000 Hz, and above 4000 Hz.
 
-    From the STFT power spectrum averaged over frames (see `_mid_power_spectrum`); a bin belongs to
+    From the STFT power spectrum averaged over frames (see `_mid_spectrum_means`); a bin belongs to
     the band its centre frequency falls in (lower edges inclusive). Differentiable.
 
     Args:
@@ -229,14 +241,15 @@ def band_energy(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Returns:
         `[..., 3]` (low, mid, high) fractions summing to 1; all 0 for silence.
     """
-    return _band_fractions(*_mid_power_spectrum(x, sample_rate))
+    _, power, freqs_hz = _mid_spectrum_means(x, sample_rate)
+    return _band_fractions(power, freqs_hz)
 
 
 def spectral_shape(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(spectral_centroid [...], band_energy [..., 3])` from one STFT: what the two functions return,
     at the cost of one."""
-    power, freqs_hz = _mid_power_spectrum(x, sample_rate)
-    return _centroid(power, freqs_hz), _band_fractions(power, freqs_hz)
+    magnitude, power, freqs_hz = _mid_spectrum_means(x, sample_rate)
+    return _centroid(magnitude, freqs_hz), _band_fractions(power, freqs_hz)
 
 
 def stereo_ms_ratio(x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import scipy.signal
 import torch
 
+from automix import metrics
 from automix.dsp.oversample import polyphase_fir
 from automix.errors import AutomixError
 from automix.metrics import (
@@ -278,6 +279,18 @@ def test_centroid_matches_numpy_reference(name):
     assert spectral_centroid(torch.from_numpy(audio).float(), 44100).item() == pytest.approx(
         expected, rel=0.01
     )
+
+
+def test_centroid_and_bands_do_not_depend_on_the_frame_blocks(monkeypatch):
+    """Frames are transformed a block at a time; blocks of 7 frames (a ragged last block) give what one
+    block of all frames gives, and the numpy reference."""
+    audio = torch.from_numpy(_signal("music_like", 44100, 2))
+    whole = metrics.spectral_shape(audio, 44100)
+    monkeypatch.setattr(metrics, "STFT_BLOCK_FRAMES", 7)
+    blocked = metrics.spectral_shape(audio, 44100)
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=0.0)
+    expected = _reference_centroid(audio.numpy().mean(axis=0), 44100)
+    assert blocked[0].item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_ms_ratio():

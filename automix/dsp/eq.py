@@ -31,8 +31,9 @@ def four_band_eq(
     Returns:
         `[..., C, T]` filtered signal; 0 dB in every band is the identity.
     """
+    # Designed in float64 (see `automix.dsp.filters.apply_biquads`): the gradient flows through the cast.
     gain_db, freq_hz, q = torch.broadcast_tensors(
-        torch.as_tensor(gain_db), torch.as_tensor(freq_hz), torch.as_tensor(q)
+        *(torch.as_tensor(value, device=x.device).double() for value in (gain_db, freq_hz, q))
     )
     designs = (filters.low_shelf, filters.peaking, filters.peaking, filters.high_shelf)
     sections = [
@@ -40,10 +41,12 @@ def four_band_eq(
         for band, design in enumerate(designs)
     ]
     if highpass_hz is not None:
-        b_hp, a_hp = filters.high_pass(highpass_hz, BUTTERWORTH_Q, sample_rate)
+        b_hp, a_hp = filters.high_pass(
+            torch.tensor(highpass_hz, dtype=torch.float64), BUTTERWORTH_Q, sample_rate
+        )
         sections.append((b_hp.expand_as(sections[0][0]), a_hp.expand_as(sections[0][1])))
-    b = torch.stack([b for b, _ in sections], dim=-2).to(x.dtype)
-    a = torch.stack([a for _, a in sections], dim=-2).to(x.dtype)
+    b = torch.stack([b for b, _ in sections], dim=-2)
+    a = torch.stack([a for _, a in sections], dim=-2)
     return filters.apply_biquads(x, b, a, sample_rate)
 
 
@@ -60,12 +63,16 @@ def biquad_eq(
 
     Args:
         kind: "low_shelf", "peaking", "high_shelf", "low_pass" or "high_pass".
-        freq_hz, q, gain_db: `[...]` or scalars; gain_db is ignored by the pass filters.
+        freq_hz, q, gain_db: `[...]` or scalars; gain_db is ignored by the pass filters. The biquad is
+            designed in float64 whatever x's dtype (see `automix.dsp.filters.apply_biquads`).
     """
+    freq_hz, q, gain_db = (
+        torch.as_tensor(value, device=x.device).double() for value in (freq_hz, q, gain_db)
+    )
     if kind in ("low_pass", "high_pass"):
         b, a = getattr(filters, kind)(freq_hz, q, sample_rate)
     elif kind in ("low_shelf", "peaking", "high_shelf"):
         b, a = getattr(filters, kind)(gain_db, freq_hz, q, sample_rate)
     else:
         raise ValueError(f"unknown biquad kind {kind!r}")
-    return filters.apply_biquads(x, b.unsqueeze(-2).to(x.dtype), a.unsqueeze(-2).to(x.dtype), sample_rate)
+    return filters.apply_biquads(x, b.unsqueeze(-2), a.unsqueeze(-2), sample_rate)

@@ -5,13 +5,12 @@ import numbers
 
 import torch
 
-from automix.dsp.filters import apply_biquads, impulse_response_length
+from automix.dsp.filters import apply_biquads
 from automix.errors import AutomixError
 
 MIN_SAMPLE_RATE = 8000
 A4_MIDI, A4_HZ = 69, 440.0
 MAX_FILTER_FRACTION = 0.45  # of the sample rate: filters and harmonics stay below Nyquist
-FILTER_BLOCK = 2**16  # samples; longer signals are filtered block by block
 BUTTERWORTH_Q = 1 / math.sqrt(2)
 TABLE_SIZE = 4096  # samples of one wavetable cycle
 FADE_S = 0.005  # fade at the ends of drum samples and notes, against clicks
@@ -30,25 +29,10 @@ def _safe_hz(freq_hz: float, sample_rate: int) -> float:
 
 
 def _filter(x: torch.Tensor, sections: list, sample_rate: int) -> torch.Tensor:
-    """`x` `[T]` through a cascade of `(b, a)` biquads, exactly (zero initial state).
-
-    Long signals go block by block (overlap-add of each block's zero-padded, exactly filtered output):
-    one FFT of a whole four-minute song is slower than many small ones.
-    """
+    """`x` `[T]` through a cascade of `(b, a)` biquads, exactly (zero initial state)."""
     b = torch.stack([section[0] for section in sections])
     a = torch.stack([section[1] for section in sections])
-    n_samples = x.shape[-1]
-    if n_samples <= FILTER_BLOCK:
-        return apply_biquads(x.unsqueeze(-2), b, a, sample_rate).squeeze(-2)
-    tail = impulse_response_length(a, sample_rate)
-    block = max(FILTER_BLOCK, tail)
-    n_blocks = math.ceil(n_samples / block)
-    blocks = torch.nn.functional.pad(x, (0, n_blocks * block - n_samples)).reshape(n_blocks, 1, block)
-    filtered = apply_biquads(torch.nn.functional.pad(blocks, (0, tail)), b, a, sample_rate).squeeze(-2)
-    out = torch.zeros(n_blocks + 1, block)
-    out[:-1] += filtered[:, :block]
-    out[1:, :tail] += filtered[:, block:]
-    return out.flatten()[:n_samples]
+    return apply_biquads(x.unsqueeze(-2), b, a, sample_rate).squeeze(-2)
 
 
 def _pan_gains(pan: float) -> tuple[float, float]:
