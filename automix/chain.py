@@ -16,9 +16,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from automix import __version__, metrics
+from automix import __version__, loudness, metrics
 from automix.analysis import measure, report
-from automix.dsp.console import DEFAULT_CEILING_DBTP, channel_strip, master_drive, master_section
+from automix.dsp.console import (
+    DEFAULT_CEILING_DBTP,
+    channel_strip,
+    channel_strip_blocks,
+    master_drive,
+    master_section,
+)
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
@@ -31,9 +37,9 @@ from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
 
 MAX_STEMS = 16
-# Samples (stems x channels x time) a render without gradients processes at once: 64 MB of float32 per
-# copy, ~1.5 min of stereo 44.1 kHz. Shorter material renders all its stems in one go.
-RENDER_CHUNK_SAMPLES = 2**24
+# A render without gradients runs the strips this many loudness hops (100 ms) of time at a time
+# (`automix.dsp.console.channel_strip_blocks`): ~3 s, so a song's processing needs memory for one block.
+STRIP_BLOCK_HOPS = 30
 # Predict mode's closed-form trim brings the bus to the target loudness, within this many dB each way
 # (a silent bus stays silent whatever the trim).
 MAX_TRIM_DB = 40.0
@@ -270,23 +276,36 @@ class AutoMixChain(nn.Module):
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
 
-        Without gradients, stems go through their strips a few at a time (`RENDER_CHUNK_SAMPLES`), so a
-        long song's memory holds one chunk's processing, not every stem's.
+        Without gradients, a song longer than a block (`STRIP_BLOCK_HOPS`) goes through the strips a
+        block of time at a time: its memory holds the stems, the bus and one block's processing.
         """
         stem_params = self.space.denormalize_stems(stem_unit)
-        n_stems = stems.shape[1]
-        per_stem = stems[:, 0].numel()
-        step = n_stems if torch.is_grad_enabled() else max(1, RENDER_CHUNK_SAMPLES // per_stem)
-        bus, stem_lufs = 0.0, []
-        for start in range(0, n_stems, step):
-            part = slice(start, start + step)
-            part_params = {name: value[:, part] for name, value in stem_params.items()}
-            processed = channel_strip(stems[:, part], self.sample_rate, part_params)
+        hop = loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
+        block_samples = STRIP_BLOCK_HOPS * hop
+        if torch.is_grad_enabled() or stems.shape[-1] <= block_samples:
+            processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
-                processed = processed * mask[:, part, None, None].to(processed.dtype)
-            bus = bus + processed.sum(dim=1)
-            stem_lufs.append(metrics.integrated_loudness(processed, self.sample_rate))
-        return bus, stem_params, torch.cat(stem_lufs, dim=1)
+                processed = processed * mask[..., None, None].to(processed.dtype)
+            return processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+        # K-weighting starts this far before each block, on the end of the block before.
+        warmup = loudness.k_weighting_impulse_response(self.sample_rate).shape[-1] - 1
+        batch, n_stems, _, n_samples = stems.shape
+        bus = stems.new_zeros(batch, 2, n_samples)
+        hop_energy = stems.new_zeros(batch, n_stems, n_samples // hop, dtype=torch.float64)
+        before = stems.new_zeros(batch, n_stems, 2, warmup)
+        for start, processed in channel_strip_blocks(stems, self.sample_rate, stem_params, block_samples):
+            if mask is not None:
+                processed = processed * mask[..., None, None].to(processed.dtype)
+            bus[..., start : start + processed.shape[-1]] = processed.sum(dim=1)
+            heard = torch.cat([before, processed], dim=-1)
+            power = loudness.weighted_power(heard, self.sample_rate)[..., warmup:]
+            n_hops = power.shape[-1] // hop  # a last, partial hop belongs to no whole 400 ms block
+            hop_energy[..., start // hop : start // hop + n_hops] = (
+                power[..., : n_hops * hop].unflatten(-1, (n_hops, hop)).sum(dim=-1)
+            )
+            before = heard[..., heard.shape[-1] - warmup :]
+        stem_lufs = loudness.loudness_of_hop_energy(hop_energy, self.sample_rate).to(stems.dtype)
+        return bus, stem_params, stem_lufs
 
     def render_master(self, bus, master_params: Mapping, trim_db=None) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`."""

@@ -159,8 +159,9 @@ def frame_powers(power: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return (cumulative[..., starts + window] - cumulative[..., starts]) / window
 
 
-def _weighted_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`[..., T]`: the channel-weighted sum of the squared K-weighted channels (all weights are equal)."""
+def weighted_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`[..., C, T] -> [..., T]`: the channel-weighted sum of the squared K-weighted channels (all
+    weights are equal), what BS.1770's blocks average."""
     return CHANNEL_WEIGHT * k_weighting(x, sample_rate).square().sum(dim=-2)
 
 
@@ -200,18 +201,31 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[...]` loudness in LUFS, in x's dtype.
     """
     validate_audio(x)
-    power = frame_powers(_weighted_power(x, sample_rate), *window_samples(sample_rate, BLOCK_S))
+    power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, BLOCK_S))
+    return _gated_loudness(power).to(x.dtype)
+
+
+def loudness_of_hop_energy(hop_energy: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`integrated_loudness` from the weighted power (`weighted_power`) summed over each 100 ms hop
+    (`window_samples`) `[..., n_hops ≥ 4]`: `[...]` LUFS, float64. For a signal measured a block of time
+    at a time; its 400 ms blocks are those of `integrated_loudness`.
+    """
+    window, hop = window_samples(sample_rate, BLOCK_S)
+    return _gated_loudness(hop_energy.double().unfold(-1, window // hop, 1).sum(dim=-1) / window)
+
+
+def _gated_loudness(power: torch.Tensor) -> torch.Tensor:
+    """BS.1770's gated mean of the 400 ms block powers `[..., n_blocks]`, in LUFS."""
     keep = _gates(power, RELATIVE_GATE_LU)
     measured = keep.any(dim=-1)
     # Both branches of the `where` are finite, so the unselected one passes no NaN into the gradient.
     gated_power = torch.where(measured, _masked_mean(power, keep), 1.0)
-    loudness = torch.where(measured, _power_to_lufs(gated_power), SILENCE_LUFS)
-    return loudness.to(x.dtype)
+    return torch.where(measured, _power_to_lufs(gated_power), SILENCE_LUFS)
 
 
 def _sliding_loudness(x: torch.Tensor, sample_rate: int, window_s: float) -> torch.Tensor:
     validate_audio(x)
-    power = frame_powers(_weighted_power(x, sample_rate), *window_samples(sample_rate, window_s))
+    power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, window_s))
     return _power_to_lufs(power).to(x.dtype)
 
 
@@ -293,7 +307,7 @@ def loudness_range(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     validate_audio(x)
     with torch.no_grad():
-        power = frame_powers(_weighted_power(x, sample_rate), *window_samples(sample_rate, SHORT_TERM_S))
+        power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, SHORT_TERM_S))
         keep = _gates(power, LRA_RELATIVE_GATE_LU)
         level = _power_to_lufs(power)
         high = gated_quantile(level, keep, LRA_HIGH_QUANTILE)

@@ -129,6 +129,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         prediction = chain.predict(stems, target, mask, loudness_steps=0)
     stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
     bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
+    del prediction  # its bus is `bus`, freed with it before the next render
     for attempt in range(ATTEMPTS):
         adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
         # The start (prediction or neutral) often needs the strips changed: a first render that shows it
@@ -223,6 +224,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
         )
         params["width"] = width
+        mix = None  # the last round's, freed before the new render
         mix = chain.render_master(bus, params, trim_db)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)

@@ -246,3 +246,20 @@ def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
     assert prediction.mix is not None
     rendered, _ = chain.finish_prediction(prediction._replace(mix=None))
     torch.testing.assert_close(reused, rendered.detach(), rtol=0, atol=1e-6)
+
+
+def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus():
+    """Longer than a block (`STRIP_BLOCK_HOPS`), a render without gradients runs the strips a block at
+    a time and meters each stem from its hop energies: the bus and the stem loudness match the
+    whole-signal render (with gradients), a masked stem stays silent."""
+    stems = synth_stems(7.0, SAMPLE_RATE, seed=5)[0][None]
+    chain = AutoMixChain(n_stems=4, sample_rate=SAMPLE_RATE)
+    unit = torch.rand(1, 4, chain.space.n_stem, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    with torch.no_grad():
+        bus, _, stem_lufs = chain.render_bus(stems, unit, mask)
+    whole_bus, _, whole_lufs = chain.render_bus(stems, unit, mask)
+    error_db = 10 * torch.log10((bus - whole_bus.detach()).square().sum() / whole_bus.detach().square().sum())
+    assert error_db < -60
+    torch.testing.assert_close(stem_lufs, whole_lufs.detach(), atol=0.01, rtol=0)
+    assert stem_lufs[0, 2] == -70.0

@@ -1,6 +1,8 @@
 """Compressor and true-peak limiter against closed forms and an independent scipy true-peak meter."""
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from automix.dsp.dynamics import (
     _detector_branches,
     _PeakOverPhases,
     _sliding_max,
+    ballistics,
     compressor,
     limiter,
 )
@@ -423,3 +426,14 @@ def test_peak_envelope_in_chunks_equals_the_whole_signal_computation():
     phases = polyphase_fir(x, branches, left).abs().unflatten(-1, (2, -1))
     expected = torch.maximum(phases[..., 0, :], phases[..., 1, :]).amax(dim=(1, 3))
     torch.testing.assert_close(_PeakOverPhases.apply(x, branches, left), expected, rtol=0, atol=1e-6)
+
+
+def test_ballistics_with_gradients_are_freed_with_their_output():
+    """torchcomp's own autograd node stays alive in a reference cycle the collector cannot see (and with
+    it, its inputs and output); the compressor's and the limiter's ballistics must be freed."""
+    x = torch.randn(2, 4096, requires_grad=True)
+    gain = ballistics(x * 1.0, torch.ones(2), torch.full((2,), 0.1), torch.full((2,), 0.01))
+    node = weakref.ref(gain.grad_fn)
+    del gain
+    gc.collect()
+    assert node() is None

@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 import torch
 
-from automix import metrics
+from automix import loudness, metrics
 from automix.dsp.oversample import polyphase_fir
 from automix.errors import AutomixError
 from automix.metrics import (
@@ -291,6 +291,18 @@ def test_centroid_and_bands_do_not_depend_on_the_frame_blocks(monkeypatch):
     torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=0.0)
     expected = _reference_centroid(audio.numpy().mean(axis=0), 44100)
     assert blocked[0].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_loudness_from_hop_energies_equals_the_integrated_loudness():
+    """A signal measured a block of time at a time: its K-weighted power summed per 100 ms hop gives
+    the integrated loudness of the whole (a last, partial hop belongs to no 400 ms block)."""
+    audio = torch.from_numpy(_signal("tone_bursts", 48000, 2))[..., :-1234]
+    window, hop = loudness.window_samples(48000, loudness.BLOCK_S)
+    power = loudness.weighted_power(audio, 48000)
+    n_hops = power.shape[-1] // hop
+    hop_energy = power[..., : n_hops * hop].reshape(n_hops, hop).sum(-1)
+    expected = integrated_loudness(audio, 48000).item()
+    assert loudness.loudness_of_hop_energy(hop_energy, 48000).item() == pytest.approx(expected, abs=1e-9)
 
 
 def test_ms_ratio():

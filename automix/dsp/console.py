@@ -4,10 +4,13 @@ Parameters travel in plain dicts of tensors in units (dB, Hz, ms, ratio), keyed 
 `automix.params.ParameterSpace` maps the network's [0, 1] outputs to them.
 """
 
+from collections.abc import Iterator
+
 import torch
 
-from automix.dsp.dynamics import compressor, limiter
-from automix.dsp.eq import four_band_eq
+from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor, compressor_block, limiter
+from automix.dsp.eq import four_band_eq, four_band_sections
+from automix.dsp.filters import apply_biquads, impulse_response_length
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
 
@@ -81,6 +84,45 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     # Level and pan are both per-stem gains: their product `[..., N, 2, 1]` takes one pass over the audio.
     unit = torch.ones_like(x[..., :1, :1])
     return x * pan(gain(unit, gain_db=params["level_db"]), pan=params["pan"])
+
+
+def channel_strip_blocks(
+    stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], block_samples: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """`channel_strip` a block of time at a time, so that a long song's processing needs memory for one
+    block, not for the whole song: yields `(start, [..., N, 2, L])` in time order, L ≤ `block_samples`.
+
+    The EQ of each block starts early enough for its impulse response to have decayed
+    (`impulse_response_length`): exact. The compressor's detector hears `DETECTOR_CONTEXT_MS` of the
+    signal around each block and its gain carries on from the block before (`compressor_block`): equal
+    to the whole-signal strip but for the far tail of the detector's quadrature transform. No gradients.
+    """
+    n_samples = stems.shape[-1]
+    b, a = four_band_sections(
+        sample_rate,
+        gain_db=params["eq_gain_db"],
+        freq_hz=params["eq_freq_hz"],
+        q=params["eq_q"],
+        highpass_hz=DC_BLOCK_HZ,
+    )
+    eq_warmup = impulse_response_length(a, sample_rate) - 1
+    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    level_pan = pan(gain(torch.ones_like(stems[..., :1, :1]), gain_db=params["level_db"]), pan=params["pan"])
+    settings = {name: params[f"comp_{name}"] for name in COMPRESSOR_SETTINGS}
+    gain_state = None
+    for start in range(0, n_samples, block_samples):
+        stop = min(start + block_samples, n_samples)
+        heard = (max(0, start - context), min(n_samples, stop + context))  # what the detector hears
+        first = max(0, heard[0] - eq_warmup)
+        equalised = apply_biquads(stems[..., first : heard[1]], b, a, sample_rate)[..., heard[0] - first :]
+        compressed, gain_state = compressor_block(
+            equalised,
+            sample_rate,
+            **settings,
+            gain_state=gain_state,
+            context=(start - heard[0], heard[1] - stop),
+        )
+        yield start, saturate(compressed, drive=params["drive"]) * level_pan
 
 
 def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -18,7 +18,8 @@ def four_band_eq(
     q: torch.Tensor,
     highpass_hz: float | None = None,
 ) -> torch.Tensor:
-    """Low shelf, two peaking bands and a high shelf in cascade, applied in one FFT pair.
+    """Low shelf, two peaking bands and a high shelf in cascade (`four_band_sections`), applied exactly
+    by `automix.dsp.filters.apply_biquads`.
 
     Args:
         x: `[..., C, T]` signal.
@@ -31,9 +32,17 @@ def four_band_eq(
     Returns:
         `[..., C, T]` filtered signal; 0 dB in every band is the identity.
     """
-    # Designed in float64 (see `automix.dsp.filters.apply_biquads`): the gradient flows through the cast.
+    b, a = four_band_sections(sample_rate, gain_db=gain_db, freq_hz=freq_hz, q=q, highpass_hz=highpass_hz)
+    return filters.apply_biquads(x, b, a, sample_rate)
+
+
+def four_band_sections(
+    sample_rate: int, *, gain_db, freq_hz, q, highpass_hz: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The biquads of `four_band_eq`: `(b, a)`, each `[..., 4 or 5, 3]` float64 (see
+    `automix.dsp.filters.apply_biquads`); the gradient flows through the cast."""
     gain_db, freq_hz, q = torch.broadcast_tensors(
-        *(torch.as_tensor(value, device=x.device).double() for value in (gain_db, freq_hz, q))
+        *(torch.as_tensor(value).double() for value in (gain_db, freq_hz, q))
     )
     designs = (filters.low_shelf, filters.peaking, filters.peaking, filters.high_shelf)
     sections = [
@@ -42,12 +51,10 @@ def four_band_eq(
     ]
     if highpass_hz is not None:
         b_hp, a_hp = filters.high_pass(
-            torch.tensor(highpass_hz, dtype=torch.float64), BUTTERWORTH_Q, sample_rate
+            torch.tensor(highpass_hz, dtype=torch.float64, device=gain_db.device), BUTTERWORTH_Q, sample_rate
         )
         sections.append((b_hp.expand_as(sections[0][0]), a_hp.expand_as(sections[0][1])))
-    b = torch.stack([b for b, _ in sections], dim=-2)
-    a = torch.stack([a for _, a in sections], dim=-2)
-    return filters.apply_biquads(x, b, a, sample_rate)
+    return torch.stack([b for b, _ in sections], dim=-2), torch.stack([a for _, a in sections], dim=-2)
 
 
 def biquad_eq(
