@@ -280,32 +280,21 @@ class AutoMixChain(nn.Module):
         block of time at a time: its memory holds the stems, the bus and one block's processing.
         """
         stem_params = self.space.denormalize_stems(stem_unit)
-        hop = loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
-        block_samples = STRIP_BLOCK_HOPS * hop
+        block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
         if torch.is_grad_enabled() or stems.shape[-1] <= block_samples:
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
             return processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
-        # K-weighting starts this far before each block, on the end of the block before.
-        warmup = loudness.k_weighting_impulse_response(self.sample_rate).shape[-1] - 1
         batch, n_stems, _, n_samples = stems.shape
         bus = stems.new_zeros(batch, 2, n_samples)
-        hop_energy = stems.new_zeros(batch, n_stems, n_samples // hop, dtype=torch.float64)
-        before = stems.new_zeros(batch, n_stems, 2, warmup)
+        meter = loudness.HopEnergyMeter((batch, n_stems), n_samples, self.sample_rate, stems.device)
         for start, processed in channel_strip_blocks(stems, self.sample_rate, stem_params, block_samples):
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
             bus[..., start : start + processed.shape[-1]] = processed.sum(dim=1)
-            heard = torch.cat([before, processed], dim=-1)
-            power = loudness.weighted_power(heard, self.sample_rate)[..., warmup:]
-            n_hops = power.shape[-1] // hop  # a last, partial hop belongs to no whole 400 ms block
-            hop_energy[..., start // hop : start // hop + n_hops] = (
-                power[..., : n_hops * hop].unflatten(-1, (n_hops, hop)).sum(dim=-1)
-            )
-            before = heard[..., heard.shape[-1] - warmup :]
-        stem_lufs = loudness.loudness_of_hop_energy(hop_energy, self.sample_rate).to(stems.dtype)
-        return bus, stem_params, stem_lufs
+            meter.add(processed)
+        return bus, stem_params, meter.integrated_loudness().to(stems.dtype)
 
     def render_master(self, bus, master_params: Mapping, trim_db=None) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`."""

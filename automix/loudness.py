@@ -45,6 +45,8 @@ LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342 §2.2
 LRA_LOW_QUANTILE = 0.10  # EBU Tech 3342: LRA = L95 - L10 of the gated short-term loudness
 LRA_HIGH_QUANTILE = 0.95
 SUPPORTED_CHANNELS = (1, 2)
+# Without gradients, a signal longer than this many 100 ms hops is metered this many at a time.
+METER_BLOCK_HOPS = 30
 
 
 def validate_audio(x: torch.Tensor) -> tuple[int, int]:
@@ -191,7 +193,8 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     gate -70 LUFS, relative gate -10 LU. A mono `[1, T]` input is the loudness of that one channel (as
     pyloudnorm on a 1-D array; BS.1770 does not add 3 dB for dual-mono playback). A signal shorter than
     400 ms is measured as one block. If no block passes the absolute gate (silence included) the
-    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently.
+    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently. Without
+    gradients, a signal longer than `METER_BLOCK_HOPS` is metered a block at a time (`HopEnergyMeter`).
 
     Args:
         x: `[..., C, T]` signal, C = 1 or 2, any float dtype and device. Not clipped: +20 dBFS reads right.
@@ -201,17 +204,73 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[...]` loudness in LUFS, in x's dtype.
     """
     validate_audio(x)
+    if _by_block(x, sample_rate):
+        return HopEnergyMeter.of(x, sample_rate).integrated_loudness().to(x.dtype)
     power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, BLOCK_S))
     return _gated_loudness(power).to(x.dtype)
 
 
-def loudness_of_hop_energy(hop_energy: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`integrated_loudness` from the weighted power (`weighted_power`) summed over each 100 ms hop
-    (`window_samples`) `[..., n_hops ≥ 4]`: `[...]` LUFS, float64. For a signal measured a block of time
-    at a time; its 400 ms blocks are those of `integrated_loudness`.
+def _by_block(x: torch.Tensor, sample_rate: int) -> bool:
+    """Whether a measurement of x goes a block at a time: no gradients, and longer than a block."""
+    return (
+        not torch.is_grad_enabled()
+        and x.shape[-1] > METER_BLOCK_HOPS * window_samples(sample_rate, BLOCK_S)[1]
+    )
+
+
+class HopEnergyMeter:
+    """A signal's K-weighted power (`weighted_power`) summed over each 100 ms hop (`window_samples`), fed
+    a block of time at a time: every window of BS.1770 and EBU Tech 3341/3342 is a run of whole hops,
+    so the loudness measures follow from these sums, in memory for one block rather than several copies
+    of the signal. Each block is K-weighted from the end of the block before (the filter's impulse
+    response, `k_weighting_impulse_response`): the sums are those of the whole signal.
     """
-    window, hop = window_samples(sample_rate, BLOCK_S)
-    return _gated_loudness(hop_energy.double().unfold(-1, window // hop, 1).sum(dim=-1) / window)
+
+    def __init__(self, lead: torch.Size, n_samples: int, sample_rate: int, device=None):
+        self.sample_rate = sample_rate
+        self.hop = window_samples(sample_rate, BLOCK_S)[1]
+        self.warmup = k_weighting_impulse_response(sample_rate).shape[-1] - 1
+        self.energy = torch.zeros(*lead, n_samples // self.hop, dtype=torch.float64, device=device)
+        self._before = None  # the last `warmup` samples fed, `[..., C, warmup]`
+        self._fed = 0
+
+    @classmethod
+    def of(cls, x: torch.Tensor, sample_rate: int) -> "HopEnergyMeter":
+        """The meter fed all of x `[..., C, T]`, `METER_BLOCK_HOPS` at a time."""
+        meter = cls(x.shape[:-2], x.shape[-1], sample_rate, x.device)
+        block = METER_BLOCK_HOPS * meter.hop
+        for start in range(0, x.shape[-1], block):
+            meter.add(x[..., start : start + block])
+        return meter
+
+    def add(self, block: torch.Tensor) -> None:
+        """The signal's next `[..., C, L]` samples; L a whole number of hops but for the last block."""
+        if self._fed % self.hop:
+            raise ValueError("only the last block may end within a hop")
+        before = self._before
+        if before is None:
+            before = block.new_zeros(*block.shape[:-1], self.warmup)
+        heard = torch.cat([before, block], dim=-1)
+        power = weighted_power(heard, self.sample_rate)[..., self.warmup :]
+        first = self._fed // self.hop
+        n_hops = min(power.shape[-1] // self.hop, self.energy.shape[-1] - first)  # whole hops only
+        self.energy[..., first : first + n_hops] = (
+            power[..., : n_hops * self.hop].unflatten(-1, (n_hops, self.hop)).sum(-1)
+        )
+        self._before = heard[..., heard.shape[-1] - self.warmup :]
+        self._fed += block.shape[-1]
+
+    def _window_powers(self, window_s: float) -> torch.Tensor:
+        window, hop = window_samples(self.sample_rate, window_s)
+        return self.energy.unfold(-1, window // hop, 1).sum(dim=-1) / window
+
+    def integrated_loudness(self) -> torch.Tensor:
+        """`integrated_loudness` of the signal fed (at least one 400 ms block): `[...]` LUFS, float64."""
+        return _gated_loudness(self._window_powers(BLOCK_S))
+
+    def loudness_range(self) -> torch.Tensor:
+        """`loudness_range` of the signal fed (at least one 3 s window of it): `[...]` LU, float64."""
+        return _range_of(self._window_powers(SHORT_TERM_S))
 
 
 def _gated_loudness(power: torch.Tensor) -> torch.Tensor:
@@ -307,9 +366,14 @@ def loudness_range(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     validate_audio(x)
     with torch.no_grad():
+        if _by_block(x, sample_rate):
+            return HopEnergyMeter.of(x, sample_rate).loudness_range().to(x.dtype)
         power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, SHORT_TERM_S))
-        keep = _gates(power, LRA_RELATIVE_GATE_LU)
-        level = _power_to_lufs(power)
-        high = gated_quantile(level, keep, LRA_HIGH_QUANTILE)
-        low = gated_quantile(level, keep, LRA_LOW_QUANTILE)
-    return (high - low).to(x.dtype)
+        return _range_of(power).to(x.dtype)
+
+
+def _range_of(power: torch.Tensor) -> torch.Tensor:
+    """EBU Tech 3342's range of the short-term powers `[..., n]`, in LU."""
+    keep = _gates(power, LRA_RELATIVE_GATE_LU)
+    level = _power_to_lufs(power)
+    return gated_quantile(level, keep, LRA_HIGH_QUANTILE) - gated_quantile(level, keep, LRA_LOW_QUANTILE)

@@ -11,6 +11,8 @@ from automix.dsp.console import (
     STEM_PARAMETERS,
     channel_strip,
     channel_strip_blocks,
+    master_drive,
+    master_drive_blocks,
     render_mix,
 )
 from automix.params import ParameterSpace
@@ -141,3 +143,16 @@ def test_strips_rendered_a_block_at_a_time_match_the_whole_signal(block_samples)
     joined = torch.cat(blocks, dim=-1)
     error_db = 10 * torch.log10((joined - whole).square().sum((-1, -2)) / whole.square().sum((-1, -2)))
     assert error_db.max() < -60
+
+
+def test_the_master_drive_rendered_a_block_at_a_time_matches_the_whole_signal():
+    """The bus compressor's gain and the master EQ's input carried across blocks: the drive into the
+    limiter of the whole-signal master section, down to the detector's far quadrature tail."""
+    stems = synth_stems(6.0, SAMPLE_RATE, seed=4)[0].double()
+    stem_params, master_params = active_params(stems.shape[0])
+    mix = channel_strip(stems, SAMPLE_RATE, stem_params).sum(dim=0)
+    whole = master_drive(mix, SAMPLE_RATE, master_params)
+    blocks = [block for _, block in master_drive_blocks(mix, SAMPLE_RATE, master_params, 5000)]
+    joined = torch.cat(blocks, dim=-1)
+    error_db = 10 * torch.log10((joined - whole).square().sum() / whole.square().sum())
+    assert error_db < -60

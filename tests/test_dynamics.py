@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import correlate, resample_poly
 
+from automix.dsp import dynamics
 from automix.dsp.dynamics import (
     _detector_branches,
     _PeakOverPhases,
@@ -437,3 +438,16 @@ def test_ballistics_with_gradients_are_freed_with_their_output():
     del gain
     gc.collect()
     assert node() is None
+
+
+@pytest.mark.parametrize("lookahead_ms", [0.02, 5.0])
+def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(monkeypatch, lookahead_ms):
+    """Blocks shorter than the signal, the look-ahead and a release (the smoother's state, the moving
+    average's past and the detector's reach carried across): the output of the one-pass computation."""
+    x = torch.randn(2, 2, 30000, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 0.5
+    x[..., 9000:9100] *= 6.0
+    whole = limiter(x.requires_grad_(), SR, lookahead_ms=lookahead_ms).detach()
+    monkeypatch.setattr(dynamics, "LIMITER_BLOCK_SAMPLES", 1000)
+    with torch.no_grad():
+        blocked = limiter(x, SR, lookahead_ms=lookahead_ms)
+    torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-10)  # the running sums round apart

@@ -293,16 +293,18 @@ def test_centroid_and_bands_do_not_depend_on_the_frame_blocks(monkeypatch):
     assert blocked[0].item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_loudness_from_hop_energies_equals_the_integrated_loudness():
-    """A signal measured a block of time at a time: its K-weighted power summed per 100 ms hop gives
-    the integrated loudness of the whole (a last, partial hop belongs to no 400 ms block)."""
+@pytest.mark.parametrize("block_hops", [5, 30])
+def test_a_meter_fed_block_by_block_reads_what_the_whole_signal_reads(monkeypatch, block_hops):
+    """Without gradients a long signal is metered a block at a time (`HopEnergyMeter`): the same
+    integrated loudness and loudness range as the whole signal's K-weighting and windows (a last,
+    partial hop belongs to no window)."""
     audio = torch.from_numpy(_signal("tone_bursts", 48000, 2))[..., :-1234]
-    window, hop = loudness.window_samples(48000, loudness.BLOCK_S)
-    power = loudness.weighted_power(audio, 48000)
-    n_hops = power.shape[-1] // hop
-    hop_energy = power[..., : n_hops * hop].reshape(n_hops, hop).sum(-1)
-    expected = integrated_loudness(audio, 48000).item()
-    assert loudness.loudness_of_hop_energy(hop_energy, 48000).item() == pytest.approx(expected, abs=1e-9)
+    with torch.enable_grad():  # the whole-signal path
+        expected = (integrated_loudness(audio, 48000).item(), loudness_range(audio, 48000).item())
+    monkeypatch.setattr(loudness, "METER_BLOCK_HOPS", block_hops)
+    with torch.no_grad():
+        measured = (integrated_loudness(audio, 48000).item(), loudness_range(audio, 48000).item())
+    assert measured == pytest.approx(expected, abs=1e-9)
 
 
 def test_ms_ratio():

@@ -48,6 +48,9 @@ MASTER_PARAMETERS = (
 # are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
 DC_BLOCK_HZ = 20.0
 DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
+# Without gradients, a longer mix goes through the master section up to the limiter this many samples of
+# time at a time (`master_drive_blocks`); the limiter then works through it by blocks of its own.
+MASTER_BLOCK_SAMPLES = 2**17
 
 
 COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
@@ -127,13 +130,53 @@ def channel_strip_blocks(
 
 def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
-    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`."""
+    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. Without gradients, a mix
+    longer than `MASTER_BLOCK_SAMPLES` goes through it a block at a time (`master_drive_blocks`)."""
+    if not torch.is_grad_enabled() and mix.shape[-1] > MASTER_BLOCK_SAMPLES:
+        drive = torch.empty_like(mix)
+        for start, block in master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES):
+            drive[..., start : start + block.shape[-1]] = block
+        return drive
     x = _compress(mix, sample_rate, params, "bus")
     x = four_band_eq(
         x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
     x = stereo_width(x, width=params["width"])
     return x / params["limiter_threshold"][..., None, None]
+
+
+def master_drive_blocks(
+    mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], block_samples: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """`master_drive` a block of time at a time, as `channel_strip_blocks` does the strips: yields
+    `(start, [..., 2, L])` in time order. The compressor's detector hears the blocks around and its
+    gain carries on; the EQ hears the compressor's output of the block before. No gradients."""
+    n_samples = mix.shape[-1]
+    b, a = four_band_sections(
+        sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
+    )
+    eq_warmup = impulse_response_length(a, sample_rate) - 1
+    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    settings = {name: params[f"bus_{name}"] for name in COMPRESSOR_SETTINGS}
+    gain_state = None
+    compressed_before = mix.new_zeros(*mix.shape[:-1], eq_warmup)
+    for start in range(0, n_samples, block_samples):
+        stop = min(start + block_samples, n_samples)
+        heard = (max(0, start - context), min(n_samples, stop + context))
+        compressed, gain_state = compressor_block(
+            mix[..., heard[0] : heard[1]],
+            sample_rate,
+            **settings,
+            gain_state=gain_state,
+            context=(start - heard[0], heard[1] - stop),
+        )
+        joined = torch.cat([compressed_before, compressed], dim=-1)
+        equalised = apply_biquads(joined, b, a, sample_rate)[..., eq_warmup:]
+        compressed_before = joined[..., joined.shape[-1] - eq_warmup :]
+        yield (
+            start,
+            stereo_width(equalised, width=params["width"]) / params["limiter_threshold"][..., None, None],
+        )
 
 
 def master_section(

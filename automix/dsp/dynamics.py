@@ -62,6 +62,8 @@ DETECTION_SPREAD_SAMPLES = 1
 LIMITER_PASSES = 2
 # Samples per row whose oversampled phases the peak detector holds at once.
 PEAK_CHUNK_SAMPLES = 2**18
+# Without gradients, a longer signal's limiter gain is computed this many samples at a time.
+LIMITER_BLOCK_SAMPLES = 2**17
 # Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
 PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
 
@@ -408,6 +410,39 @@ def _limiter_gain(
     return 1.0 - _moving_average(held, window)
 
 
+def _limiter_gain_by_block(
+    x: torch.Tensor, ceiling: torch.Tensor, release_coef: torch.Tensor, window: int
+) -> torch.Tensor:
+    """`_limiter_gain`, `LIMITER_BLOCK_SAMPLES` of its look-ahead sequence at a time, without gradients:
+    the same gain, in memory for one block rather than several copies of the signal.
+
+    Index i runs over the held reduction of `_limiter_gain` (i = n + W − 1 for sample n): the reduction
+    it looks ahead over is detected on the block's samples plus the detector's reach on either side; the
+    release smoother carries on from the block before, and the moving average over the past W values
+    takes the last W − 1 of them along.
+    """
+    n_samples = x.shape[-1]
+    branches, left = _detector_branches(x.device, x.dtype)
+    reach = (left + DETECTION_SPREAD_SAMPLES, branches.shape[-1] - 1 - left)  # samples a peak reads
+    gain = x.new_empty(x.shape[0], n_samples)
+    state = torch.zeros_like(release_coef)
+    earlier = x.new_zeros(x.shape[0], 0)  # the held reduction at the W − 1 indices before the block
+    for start in range(0, n_samples + window - 1, LIMITER_BLOCK_SAMPLES):
+        stop = min(start + LIMITER_BLOCK_SAMPLES, n_samples + window - 1)
+        first, last = max(0, start - window + 1), min(n_samples, stop)  # the reduction looked over
+        heard = x[..., max(0, first - reach[0]) : min(n_samples, last + reach[1])]
+        peak = _true_peak_envelope(heard)[:, first - max(0, first - reach[0]) :][:, : last - first]
+        reduction = F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)
+        reduction = F.pad(reduction, (first - (start - window + 1), stop - last))  # zero outside [0, T)
+        held = ballistics(_sliding_max(reduction, window), state, release_coef, torch.ones_like(state))
+        state = held[:, -1]
+        joined = torch.cat([earlier, held], dim=-1)
+        averaged = 1.0 - _moving_average(joined, window)  # sample n = start − len(earlier) + j
+        gain[:, start - earlier.shape[-1] : start - earlier.shape[-1] + averaged.shape[-1]] = averaged
+        earlier = joined[:, joined.shape[-1] - (window - 1) :]
+    return gain
+
+
 def _moving_average(x: torch.Tensor, window: int) -> torch.Tensor:
     """Means of `window` consecutive samples, `[B, T + window − 1] -> [B, T]`, in O(T).
 
@@ -460,9 +495,11 @@ def limiter(
     window = max(1, round(lookahead_ms * sample_rate / 1000.0))
     ceiling = db_to_amp(_per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
     release_coef = ms2coef(_per_item(release_ms, lead, x), sample_rate)
+    by_block = not torch.is_grad_enabled() and n_samples > LIMITER_BLOCK_SAMPLES
+    limiter_gain = _limiter_gain_by_block if by_block else _limiter_gain
     y = x
     for _ in range(LIMITER_PASSES):
-        gain = _limiter_gain(y, ceiling, release_coef, window)
+        gain = limiter_gain(y, ceiling, release_coef, window)
         y = y * gain.reshape(*lead, 1, n_samples)
         if not (gain < 1).any():
             break  # y is unchanged (gain exactly 1), so a further pass would find the same
