@@ -7,6 +7,7 @@ K-weighted power. Gates are chosen on detached values; the gated mean is then ta
 so d(LUFS)/d(gain dB) = 1 exactly.
 """
 
+import functools
 import math
 
 import torch
@@ -45,8 +46,8 @@ LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342 §2.2
 LRA_LOW_QUANTILE = 0.10  # EBU Tech 3342: LRA = L95 - L10 of the gated short-term loudness
 LRA_HIGH_QUANTILE = 0.95
 SUPPORTED_CHANNELS = (1, 2)
-# Without gradients, a signal longer than this many 100 ms hops is metered this many at a time.
-METER_BLOCK_HOPS = 30
+# Without gradients, a signal longer than two blocks of this many 100 ms hops is metered a block at a time.
+METER_BLOCK_HOPS = 60
 
 
 def validate_audio(x: torch.Tensor) -> tuple[int, int]:
@@ -101,9 +102,11 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     return b, a
 
 
+@functools.lru_cache(maxsize=8)
 def k_weighting_impulse_response(sample_rate: int) -> torch.Tensor:
     """`[n_taps]` float64 impulse response of the K-weighting cascade, computed by `apply_biquads`,
-    up to where it has decayed below `automix.dsp.filters.IR_DECAY_DB` (-140 dB)."""
+    up to where it has decayed below `automix.dsp.filters.IR_DECAY_DB` (-140 dB). Cached per rate:
+    read it, never write to it."""
     b, a = k_weighting_coefficients(sample_rate)
     impulse = torch.zeros(1, impulse_response_length(a, sample_rate), dtype=torch.float64)
     impulse[0, 0] = 1.0
@@ -194,7 +197,8 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     pyloudnorm on a 1-D array; BS.1770 does not add 3 dB for dual-mono playback). A signal shorter than
     400 ms is measured as one block. If no block passes the absolute gate (silence included) the
     result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently. Without
-    gradients, a signal longer than `METER_BLOCK_HOPS` is metered a block at a time (`HopEnergyMeter`).
+    gradients, a signal longer than two blocks (`METER_BLOCK_HOPS`) is metered a block at a time
+    (`HopEnergyMeter`).
 
     Args:
         x: `[..., C, T]` signal, C = 1 or 2, any float dtype and device. Not clipped: +20 dBFS reads right.
@@ -211,10 +215,10 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def _by_block(x: torch.Tensor, sample_rate: int) -> bool:
-    """Whether a measurement of x goes a block at a time: no gradients, and longer than a block."""
+    """Whether a measurement of x goes a block at a time: no gradients, and longer than two blocks."""
     return (
         not torch.is_grad_enabled()
-        and x.shape[-1] > METER_BLOCK_HOPS * window_samples(sample_rate, BLOCK_S)[1]
+        and x.shape[-1] > 2 * METER_BLOCK_HOPS * window_samples(sample_rate, BLOCK_S)[1]
     )
 
 

@@ -24,6 +24,7 @@ from bench_dsp import N_STEMS, SAMPLE_RATE, SECONDS, median_seconds, pedalboard_
 
 from automix import AutoMixChain, create_training_loss, load_style_targets
 from automix.io import save_audio
+from automix.memory import retain_freed_memory
 from automix.synth import synth_stems
 
 SONG_SECONDS = 240.0
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--song-seconds", type=float, default=SONG_SECONDS)
     args = parser.parse_args()
+    retain_freed_memory()  # as mix.py does (`automix.cli.run_cli`); pedalboard keeps its own buffers
 
     stems = eight_stems(SECONDS)
     chain = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE)

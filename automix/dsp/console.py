@@ -10,7 +10,7 @@ import torch
 
 from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor, compressor_block, limiter
 from automix.dsp.eq import four_band_eq, four_band_sections
-from automix.dsp.filters import apply_biquads, impulse_response_length
+from automix.dsp.filters import biquad_response, overlap_save
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
 
@@ -48,9 +48,9 @@ MASTER_PARAMETERS = (
 # are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
 DC_BLOCK_HZ = 20.0
 DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
-# Without gradients, a longer mix goes through the master section up to the limiter this many samples of
-# time at a time (`master_drive_blocks`); the limiter then works through it by blocks of its own.
-MASTER_BLOCK_SAMPLES = 2**17
+# Without gradients, a mix longer than two blocks goes through the master section up to the limiter this
+# many samples of time at a time (`master_drive_blocks`); the limiter then works by blocks of its own.
+MASTER_BLOCK_SAMPLES = 2**18
 
 
 COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
@@ -108,8 +108,9 @@ def channel_strip_blocks(
         q=params["eq_q"],
         highpass_hz=DC_BLOCK_HZ,
     )
-    eq_warmup = impulse_response_length(a, sample_rate) - 1
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    eq = biquad_response(b, a, sample_rate, block_samples + 2 * context, stems.dtype)
+    eq_warmup = eq[-1] - 1  # the impulse response's length, less the sample it starts on
     level_pan = pan(gain(torch.ones_like(stems[..., :1, :1]), gain_db=params["level_db"]), pan=params["pan"])
     settings = {name: params[f"comp_{name}"] for name in COMPRESSOR_SETTINGS}
     gain_state = None
@@ -117,7 +118,7 @@ def channel_strip_blocks(
         stop = min(start + block_samples, n_samples)
         heard = (max(0, start - context), min(n_samples, stop + context))  # what the detector hears
         first = max(0, heard[0] - eq_warmup)
-        equalised = apply_biquads(stems[..., first : heard[1]], b, a, sample_rate)[..., heard[0] - first :]
+        equalised = overlap_save(stems[..., first : heard[1]], *eq)[..., heard[0] - first :]
         compressed, gain_state = compressor_block(
             equalised,
             sample_rate,
@@ -131,8 +132,9 @@ def channel_strip_blocks(
 def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
     the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. Without gradients, a mix
-    longer than `MASTER_BLOCK_SAMPLES` goes through it a block at a time (`master_drive_blocks`)."""
-    if not torch.is_grad_enabled() and mix.shape[-1] > MASTER_BLOCK_SAMPLES:
+    longer than two blocks (`MASTER_BLOCK_SAMPLES`) goes through it a block at a time
+    (`master_drive_blocks`)."""
+    if not torch.is_grad_enabled() and mix.shape[-1] > 2 * MASTER_BLOCK_SAMPLES:
         drive = torch.empty_like(mix)
         for start, block in master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES):
             drive[..., start : start + block.shape[-1]] = block
@@ -155,8 +157,9 @@ def master_drive_blocks(
     b, a = four_band_sections(
         sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
-    eq_warmup = impulse_response_length(a, sample_rate) - 1
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    eq = biquad_response(b, a, sample_rate, block_samples, mix.dtype)
+    eq_warmup = eq[-1] - 1
     settings = {name: params[f"bus_{name}"] for name in COMPRESSOR_SETTINGS}
     gain_state = None
     compressed_before = mix.new_zeros(*mix.shape[:-1], eq_warmup)
@@ -171,7 +174,7 @@ def master_drive_blocks(
             context=(start - heard[0], heard[1] - stop),
         )
         joined = torch.cat([compressed_before, compressed], dim=-1)
-        equalised = apply_biquads(joined, b, a, sample_rate)[..., eq_warmup:]
+        equalised = overlap_save(joined, *eq)[..., eq_warmup:]
         compressed_before = joined[..., joined.shape[-1] - eq_warmup :]
         yield (
             start,

@@ -393,9 +393,15 @@ def apply_biquads(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor, sample_rate
         `[..., C, T]` in x's dtype, the same as `scipy.signal.sosfilt` on each channel, to within the
         IR_DECAY_DB tail.
     """
+    return overlap_save(x, *biquad_response(b, a, sample_rate, x.shape[-1], x.dtype))
+
+
+def biquad_response(
+    b: torch.Tensor, a: torch.Tensor, sample_rate: int, n_samples: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, int, int]:
+    """What `apply_biquads` filters a signal of up to `n_samples` with, as `overlap_save`'s arguments
+    after the signal: `(response [..., 1, bins], n_fft, n_taps)`; computed once for a signal filtered
+    a block at a time. The response is in the complex dtype of `dtype`, broadcast over channels."""
     n_taps = impulse_response_length(a, sample_rate)
-    n_fft = segment_fft_length(x.shape[-1], n_taps)
-    response = frequency_response(b, a, n_fft, x.dtype.to_complex()).unsqueeze(
-        -2
-    )  # [..., 1, bins], broadcast over channels
-    return overlap_save(x, response, n_fft, n_taps)
+    n_fft = segment_fft_length(n_samples, n_taps)
+    return frequency_response(b, a, n_fft, dtype.to_complex()).unsqueeze(-2), n_fft, n_taps
