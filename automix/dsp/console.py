@@ -56,11 +56,16 @@ MASTER_BLOCK_SAMPLES = 2**18
 COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
 
 
+def _settings(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The compressor settings `{prefix}_threshold_db`, ... of `params`, by the compressor's names."""
+    return {name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS}
+
+
 def _compress(
     x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
 ) -> torch.Tensor:
     """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
-    return compressor(x, sample_rate, **{name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS})
+    return compressor(x, sample_rate, **_settings(params, prefix))
 
 
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -112,7 +117,7 @@ def channel_strip_blocks(
     eq = biquad_response(b, a, sample_rate, block_samples + 2 * context, stems.dtype)
     eq_warmup = eq[-1] - 1  # the impulse response's length, less the sample it starts on
     level_pan = pan(gain(torch.ones_like(stems[..., :1, :1]), gain_db=params["level_db"]), pan=params["pan"])
-    settings = {name: params[f"comp_{name}"] for name in COMPRESSOR_SETTINGS}
+    settings = _settings(params, "comp")
     gain_state = None
     for start in range(0, n_samples, block_samples):
         stop = min(start + block_samples, n_samples)
@@ -160,7 +165,7 @@ def master_drive_blocks(
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
     eq = biquad_response(b, a, sample_rate, block_samples, mix.dtype)
     eq_warmup = eq[-1] - 1
-    settings = {name: params[f"bus_{name}"] for name in COMPRESSOR_SETTINGS}
+    settings = _settings(params, "bus")
     gain_state = None
     compressed_before = mix.new_zeros(*mix.shape[:-1], eq_warmup)
     for start in range(0, n_samples, block_samples):
