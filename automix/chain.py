@@ -25,6 +25,7 @@ from automix.dsp.console import (
     master_drive,
     master_section,
 )
+from automix.dsp.filters import by_block
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
@@ -37,9 +38,8 @@ from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
 
 MAX_STEMS = 16
-# A render without gradients of a song longer than two blocks runs the strips this many loudness hops
-# (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`), so that a long song's
-# processing needs memory for one block.
+# A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
+# many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
 # Predict mode's closed-form trim brings the bus to the target loudness, within this many dB each way
 # (a silent bus stays silent whatever the trim).
@@ -277,12 +277,12 @@ class AutoMixChain(nn.Module):
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
 
-        Without gradients, a song longer than two blocks (`STRIP_BLOCK_HOPS`) goes through the strips a
-        block of time at a time: its memory holds the stems, the bus and one block's processing.
+        A long song without gradients (`automix.dsp.filters.by_block`) goes through the strips
+        `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
         """
         stem_params = self.space.denormalize_stems(stem_unit)
         block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
-        if torch.is_grad_enabled() or stems.shape[-1] <= 2 * block_samples:
+        if not by_block(stems.shape[-1], self.sample_rate):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)

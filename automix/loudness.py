@@ -14,6 +14,7 @@ import torch
 
 from automix.dsp.filters import (
     apply_biquads,
+    by_block,
     impulse_response_length,
     overlap_save,
     segment_fft_length,
@@ -46,7 +47,7 @@ LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342 §2.2
 LRA_LOW_QUANTILE = 0.10  # EBU Tech 3342: LRA = L95 - L10 of the gated short-term loudness
 LRA_HIGH_QUANTILE = 0.95
 SUPPORTED_CHANNELS = (1, 2)
-# Without gradients, a signal longer than two blocks of this many 100 ms hops is metered a block at a time.
+# Hops (100 ms) per block of a signal metered a block at a time (`automix.dsp.filters.by_block`).
 METER_BLOCK_HOPS = 60
 
 
@@ -196,8 +197,8 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     gate -70 LUFS, relative gate -10 LU. A mono `[1, T]` input is the loudness of that one channel (as
     pyloudnorm on a 1-D array; BS.1770 does not add 3 dB for dual-mono playback). A signal shorter than
     400 ms is measured as one block. If no block passes the absolute gate (silence included) the
-    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently. Without
-    gradients, a signal longer than two blocks (`METER_BLOCK_HOPS`) is metered a block at a time
+    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently. A long
+    signal without gradients (`automix.dsp.filters.by_block`) is metered a block at a time
     (`HopEnergyMeter`).
 
     Args:
@@ -208,18 +209,10 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[...]` loudness in LUFS, in x's dtype.
     """
     validate_audio(x)
-    if _by_block(x, sample_rate):
+    if by_block(x.shape[-1], sample_rate):
         return HopEnergyMeter.of(x, sample_rate).integrated_loudness().to(x.dtype)
     power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, BLOCK_S))
     return _gated_loudness(power).to(x.dtype)
-
-
-def _by_block(x: torch.Tensor, sample_rate: int) -> bool:
-    """Whether a measurement of x goes a block at a time: no gradients, and longer than two blocks."""
-    return (
-        not torch.is_grad_enabled()
-        and x.shape[-1] > 2 * METER_BLOCK_HOPS * window_samples(sample_rate, BLOCK_S)[1]
-    )
 
 
 class HopEnergyMeter:
@@ -370,7 +363,7 @@ def loudness_range(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     validate_audio(x)
     with torch.no_grad():
-        if _by_block(x, sample_rate):
+        if by_block(x.shape[-1], sample_rate):
             return HopEnergyMeter.of(x, sample_rate).loudness_range().to(x.dtype)
         power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, SHORT_TERM_S))
         return _range_of(power).to(x.dtype)

@@ -9,6 +9,7 @@ import torch
 
 from automix import AutoMixChain, create_training_loss, load_style_targets
 from automix import chain as chain_module
+from automix.dsp import filters
 from automix.errors import AutomixError
 from automix.synth import synth_stems, white_noise
 
@@ -250,9 +251,10 @@ def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
 
 
 def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypatch):
-    """Longer than two blocks (`STRIP_BLOCK_HOPS`, 2 s here), a render without gradients runs the strips
-    a block at a time and meters each stem from its hop energies: the bus and the stem loudness match
-    the whole-signal render (with gradients), a masked stem stays silent."""
+    """A long song (over 1 s here) rendered without gradients goes through the strips a block (2 s here)
+    at a time and meters each stem from its hop energies: the bus and the stem loudness match the
+    whole-signal render (with gradients), a masked stem stays silent."""
+    monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
     monkeypatch.setattr(chain_module, "STRIP_BLOCK_HOPS", 20)
     stems = synth_stems(7.0, SAMPLE_RATE, seed=5)[0][None]
     chain = AutoMixChain(n_stems=4, sample_rate=SAMPLE_RATE)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import correlate, resample_poly
 
-from automix.dsp import dynamics
+from automix.dsp import dynamics, filters
 from automix.dsp.dynamics import (
     _detector_branches,
     _PeakOverPhases,
@@ -447,6 +447,7 @@ def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(mon
     x = torch.randn(2, 2, 30000, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 0.5
     x[..., 9000:9100] *= 6.0
     whole = limiter(x.requires_grad_(), SR, lookahead_ms=lookahead_ms).detach()
+    monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 0.1)
     monkeypatch.setattr(dynamics, "LIMITER_BLOCK_SAMPLES", 1000)
     with torch.no_grad():
         blocked = limiter(x, SR, lookahead_ms=lookahead_ms)

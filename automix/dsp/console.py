@@ -10,7 +10,7 @@ import torch
 
 from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor, compressor_block, limiter
 from automix.dsp.eq import four_band_eq, four_band_sections
-from automix.dsp.filters import biquad_response, overlap_save
+from automix.dsp.filters import biquad_response, by_block, overlap_save
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
 
@@ -48,8 +48,8 @@ MASTER_PARAMETERS = (
 # are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
 DC_BLOCK_HZ = 20.0
 DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
-# Without gradients, a mix longer than two blocks goes through the master section up to the limiter this
-# many samples of time at a time (`master_drive_blocks`); the limiter then works by blocks of its own.
+# A long mix without gradients (`automix.dsp.filters.by_block`) goes through the master section up to
+# the limiter this many samples at a time (`master_drive_blocks`); the limiter works by blocks of its own.
 MASTER_BLOCK_SAMPLES = 2**18
 
 
@@ -136,10 +136,10 @@ def channel_strip_blocks(
 
 def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
-    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. Without gradients, a mix
-    longer than two blocks (`MASTER_BLOCK_SAMPLES`) goes through it a block at a time
-    (`master_drive_blocks`)."""
-    if not torch.is_grad_enabled() and mix.shape[-1] > 2 * MASTER_BLOCK_SAMPLES:
+    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. A long mix without
+    gradients (`automix.dsp.filters.by_block`) goes through it a block at a time (`master_drive_blocks`).
+    """
+    if by_block(mix.shape[-1], sample_rate):
         drive = torch.empty_like(mix)
         for start, block in master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES):
             drive[..., start : start + block.shape[-1]] = block

@@ -15,7 +15,7 @@ from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
 from torchcomp.core import CompressorFunction, compressor_core
 
-from automix.dsp.filters import fft_length, spectral_filter
+from automix.dsp.filters import by_block, fft_length, spectral_filter
 from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, interpolation_filter, polyphase_fir
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
 
@@ -62,7 +62,8 @@ DETECTION_SPREAD_SAMPLES = 1
 LIMITER_PASSES = 2
 # Samples per row whose oversampled phases the peak detector holds at once.
 PEAK_CHUNK_SAMPLES = 2**18
-# Without gradients, the limiter gain of a signal longer than two blocks is computed a block at a time.
+# The limiter gain of a long signal without gradients (`automix.dsp.filters.by_block`) is computed this
+# many samples at a time.
 LIMITER_BLOCK_SAMPLES = 2**18
 # Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
 PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
@@ -495,8 +496,7 @@ def limiter(
     window = max(1, round(lookahead_ms * sample_rate / 1000.0))
     ceiling = db_to_amp(_per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
     release_coef = ms2coef(_per_item(release_ms, lead, x), sample_rate)
-    by_block = not torch.is_grad_enabled() and n_samples > 2 * LIMITER_BLOCK_SAMPLES
-    limiter_gain = _limiter_gain_by_block if by_block else _limiter_gain
+    limiter_gain = _limiter_gain_by_block if by_block(n_samples, sample_rate) else _limiter_gain
     y = x
     for _ in range(LIMITER_PASSES):
         gain = limiter_gain(y, ceiling, release_coef, window)

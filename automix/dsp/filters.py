@@ -25,6 +25,10 @@ RESPONSE_BLOCK_BINS = 16384
 # Overlap-save FFT length per filter tap: FFT work per output sample is least for segments several
 # times the filter's length (less overlap wasted) yet small enough to stay in cache.
 OVERLAP_SAVE_FFT_PER_TAP = 8
+# Without gradients, signals longer than this go through the console and the meters a block of time at
+# a time (`by_block`): a minute of 8 stereo stems is 170 MB of float32 a copy, and a whole-signal pass
+# holds several copies; shorter ones take the whole-signal path, a few per cent faster.
+BLOCKWISE_MIN_SECONDS = 60.0
 
 
 def _cookbook_terms(freq_hz, q, sample_rate):
@@ -324,6 +328,12 @@ def impulse_response_length(a: torch.Tensor, sample_rate: int) -> int:
     decay = math.log(10.0 ** (IR_DECAY_DB / 20.0))
     per_section = torch.ceil(decay / torch.log(radius)).amax(dim=0)
     return int(min(per_section.sum().item() + 3 * a.shape[-2], MAX_IR_SECONDS * sample_rate))
+
+
+def by_block(n_samples: int, sample_rate: int) -> bool:
+    """Whether a signal of `n_samples` is processed a block of time at a time: no gradients are being
+    recorded and it is longer than `BLOCKWISE_MIN_SECONDS`."""
+    return not torch.is_grad_enabled() and n_samples > BLOCKWISE_MIN_SECONDS * sample_rate
 
 
 def fft_length(n_samples: int) -> int:
