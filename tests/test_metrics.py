@@ -439,3 +439,12 @@ def test_true_peak_without_gradients_reads_in_chunks_exactly():
         chunked = true_peak(x, 44100)
     whole = true_peak(x.clone().requires_grad_(True), 44100)
     torch.testing.assert_close(chunked, whole.detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_all_finite_finds_one_bad_sample_anywhere(bad):
+    x = torch.randn(3, 2, 1000, dtype=torch.float64)
+    if bad is not None:
+        x[1, 0, 517] = bad
+    assert loudness.all_finite(x) is (bad is None)
+    assert loudness.all_finite(x[..., :0]) is True
