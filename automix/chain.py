@@ -32,7 +32,7 @@ from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
 from automix.loudness import all_finite, loudness_after_gain
-from automix.optimize import OptimizeSettings, optimize_mix, secant_slope
+from automix.optimize import MAX_TRIM_DB, OptimizeSettings, optimize_mix, secant_slope
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
@@ -41,9 +41,6 @@ MAX_STEMS = 16
 # A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
 # many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
-# Predict mode's closed-form trim brings the bus to the target loudness, within this many dB each way
-# (a silent bus stays silent whatever the trim).
-MAX_TRIM_DB = 40.0
 # Predict mode's loudness correction: at most this many master renders, stopping once within this much.
 LOUDNESS_STEPS = 4
 LOUDNESS_STOP_LU = 0.25

@@ -21,6 +21,10 @@ from automix.analysis import measure
 from automix.loudness import loudness_after_gain
 from automix.params import logit
 
+# The master trim stays within this many dB each way, in predict mode and in the refinement: a silent
+# bus stays silent whatever the trim, and a trim searched without bound there grew by 60 dB a round
+# until the gain overflowed to inf and 0 · inf made the mix NaN.
+MAX_TRIM_DB = 40.0
 # Refinement tolerances: well inside the promises (±0.5 LU, ±100 Hz, ±0.05).
 STOP_LUFS_LU = 0.2
 STOP_CENTROID_HZ = 40.0
@@ -245,7 +249,9 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             tilt_step = centroid_error / tilt_slope
         history = (trim_db, measured["lufs"], tilt_db, log_centroid)
         active = (~done).to(bus.dtype)
-        trim_db = trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope
+        trim_db = (trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope).clamp(
+            -MAX_TRIM_DB, MAX_TRIM_DB
+        )
         tilt_db = (tilt_db + active * tilt_step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
         ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
         width = torch.where(done, width, (width * ms_ratio).clamp(width_range.low, width_range.high))

@@ -442,3 +442,19 @@ def test_mix_py_optimize_validate_analysis_and_plot(tmp_path):
     assert all(key in report for key in ANALYSIS_KEYS)
     assert set(report["parameters"]["stems"]) == {path.stem for path in stems}
     assert (tmp_path / "mix.png").read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+def test_all_silent_stems_in_the_default_mode_give_a_finite_silent_mix(tmp_path, monkeypatch, capsys):
+    """Per-song optimisation of silence: its trim, searched toward a loudness silence never reaches,
+    stays bounded (it grew until the gain overflowed and the mix was NaN), and a silent mix comes out."""
+    stems, n_frames, _ = _all_silent(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--stems", *[path.name for path in stems], "--quiet", "--output", "mix.wav"]
+    argv += ["--analysis-output", "mix.json"]
+    status, stderr = run_in_process(capsys, argv)
+    assert status == 0, stderr
+    audio, _ = sf.read(tmp_path / "mix.wav")
+    assert audio.shape[0] == n_frames and np.all(audio == 0.0)
+    report = json.loads((tmp_path / "mix.json").read_text())
+    assert report["lufs"] == -70.0 and -40.0 <= report["master_trim_db"] <= 40.0
