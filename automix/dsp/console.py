@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor, compressor_block, limiter
+from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, limiter
 from automix.dsp.eq import four_band_eq, four_band_sections
 from automix.dsp.filters import biquad_response, by_block, overlap_save
 from automix.dsp.saturation import saturate
@@ -56,16 +56,17 @@ MASTER_BLOCK_SAMPLES = 2**18
 COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
 
 
-def _settings(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The compressor settings `{prefix}_threshold_db`, ... of `params`, by the compressor's names."""
-    return {name: params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS}
+def _settings(params: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, ...]:
+    """The compressor settings `{prefix}_threshold_db`, ... of `params`, in `COMPRESSOR_SETTINGS` order
+    (`compressor`'s keyword order, `compressor_block`'s tuple)."""
+    return tuple(params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS)
 
 
 def _compress(
     x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
 ) -> torch.Tensor:
     """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
-    return compressor(x, sample_rate, **_settings(params, prefix))
+    return compressor_block(x, sample_rate, _settings(params, prefix))[0]
 
 
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -127,7 +128,7 @@ def channel_strip_blocks(
         compressed, gain_state = compressor_block(
             equalised,
             sample_rate,
-            **settings,
+            settings,
             gain_state=gain_state,
             context=(start - heard[0], heard[1] - stop),
         )
@@ -174,7 +175,7 @@ def master_drive_blocks(
         compressed, gain_state = compressor_block(
             mix[..., heard[0] : heard[1]],
             sample_rate,
-            **settings,
+            settings,
             gain_state=gain_state,
             context=(start - heard[0], heard[1] - stop),
         )

@@ -217,28 +217,15 @@ def compressor(
     Returns:
         `[..., C, T]` compressed signal.
     """
-    return compressor_block(
-        x,
-        sample_rate,
-        threshold_db=threshold_db,
-        ratio=ratio,
-        attack_ms=attack_ms,
-        release_ms=release_ms,
-        makeup_db=makeup_db,
-        knee_db=knee_db,
-    )[0]
+    settings = (threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db)
+    return compressor_block(x, sample_rate, settings)[0]
 
 
 def compressor_block(
     x: torch.Tensor,
     sample_rate: int,
+    settings: tuple,
     *,
-    threshold_db,
-    ratio,
-    attack_ms,
-    release_ms,
-    makeup_db,
-    knee_db=DEFAULT_KNEE_DB,
     gain_state: torch.Tensor | None = None,
     context: tuple[int, int] = (0, 0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,7 +237,8 @@ def compressor_block(
     on from `gain_state`.
 
     Args:
-        x, sample_rate, threshold_db ... knee_db: as `compressor`; x `[..., C, left + L + right]`.
+        x, sample_rate: as `compressor`; x `[..., C, left + L + right]`.
+        settings: `compressor`'s `(threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db)`.
         gain_state: `[B]` (B the product of the leading dims) the smoothed gain before the block's first
             output sample, without makeup; None: 1, no reduction (the start of a signal).
         context: `(left, right)` samples of x on either side of the block.
@@ -261,9 +249,7 @@ def compressor_block(
     left, right = context
     n_samples = x.shape[-1] - left - right
     lead = x.shape[:-2]
-    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (
-        _per_item(v, lead, x) for v in (threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db)
-    )
+    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (_per_item(v, lead, x) for v in settings)
     level_db = power_to_db(_mean_square(x, sample_rate)[:, left : left + n_samples])
     target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
     gain = ballistics(
