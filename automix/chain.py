@@ -278,12 +278,12 @@ class AutoMixChain(nn.Module):
         `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
         """
         stem_params = self.space.denormalize_stems(stem_unit)
-        block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
         if not by_block(stems.shape[-1], self.sample_rate):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
             return processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+        block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
         batch, n_stems, _, n_samples = stems.shape
         bus = stems.new_zeros(batch, 2, n_samples)
         meter = loudness.HopEnergyMeter((batch, n_stems), n_samples, self.sample_rate, stems.device)

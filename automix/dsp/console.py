@@ -69,6 +69,16 @@ def _compress(
     return compressor_block(x, sample_rate, _settings(params, prefix))[0]
 
 
+def _level_pan(params: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Level and pan, both per-stem gains, as one `[..., N, 2, 1]` gain: one pass over the audio."""
+    return pan(gain(torch.ones_like(like[..., :1, :1]), gain_db=params["level_db"]), pan=params["pan"])
+
+
+def _width_and_drive(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The master's M/S width, then the drive into the limiter (1 / `limiter_threshold`)."""
+    return stereo_width(x, width=params["width"]) / params["limiter_threshold"][..., None, None]
+
+
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
 
@@ -90,9 +100,7 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     )
     x = _compress(x, sample_rate, params, "comp")
     x = saturate(x, drive=params["drive"])
-    # Level and pan are both per-stem gains: their product `[..., N, 2, 1]` takes one pass over the audio.
-    unit = torch.ones_like(x[..., :1, :1])
-    return x * pan(gain(unit, gain_db=params["level_db"]), pan=params["pan"])
+    return x * _level_pan(params, x)
 
 
 def channel_strip_blocks(
@@ -117,7 +125,7 @@ def channel_strip_blocks(
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
     eq = biquad_response(b, a, sample_rate, block_samples + 2 * context, stems.dtype)
     eq_warmup = eq[-1] - 1  # the impulse response's length, less the sample it starts on
-    level_pan = pan(gain(torch.ones_like(stems[..., :1, :1]), gain_db=params["level_db"]), pan=params["pan"])
+    level_pan = _level_pan(params, stems)
     settings = _settings(params, "comp")
     gain_state = None
     for start in range(0, n_samples, block_samples):
@@ -149,8 +157,7 @@ def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Te
     x = four_band_eq(
         x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
-    x = stereo_width(x, width=params["width"])
-    return x / params["limiter_threshold"][..., None, None]
+    return _width_and_drive(x, params)
 
 
 def master_drive_blocks(
@@ -182,10 +189,7 @@ def master_drive_blocks(
         joined = torch.cat([compressed_before, compressed], dim=-1)
         equalised = overlap_save(joined, *eq)[..., eq_warmup:]
         compressed_before = joined[..., joined.shape[-1] - eq_warmup :]
-        yield (
-            start,
-            stereo_width(equalised, width=params["width"]) / params["limiter_threshold"][..., None, None],
-        )
+        yield start, _width_and_drive(equalised, params)
 
 
 def master_section(

@@ -383,12 +383,17 @@ def _true_peak_envelope(x: torch.Tensor) -> torch.Tensor:
     return _sliding_max(F.pad(peak, (DETECTION_SPREAD_SAMPLES, 0)), DETECTION_SPREAD_SAMPLES + 1)
 
 
+def _required_reduction(peak: torch.Tensor, ceiling: torch.Tensor) -> torch.Tensor:
+    """The gain reduction `1 − min(1, c / p)` each peak needs to meet the ceiling c."""
+    return F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)
+
+
 def _limiter_gain(
     x: torch.Tensor, ceiling: torch.Tensor, release_coef: torch.Tensor, window: int
 ) -> torch.Tensor:
     """Gain `[B, T]` that keeps the detected true peak of `x · gain` at or below `ceiling` `[B, 1]`."""
     peak = _true_peak_envelope(x)
-    reduction = F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)  # 1 − min(1, c / p)
+    reduction = _required_reduction(peak, ceiling)
     # Padded on both sides: the W − 1 samples before the start also look ahead into the signal, so the
     # moving average at the first samples covers windows that see them.
     ahead = _sliding_max(F.pad(reduction, (window - 1, window - 1)), window)  # [B, T + W − 1], from −(W − 1)
@@ -417,9 +422,10 @@ def _limiter_gain_by_block(
     for start in range(0, n_samples + window - 1, LIMITER_BLOCK_SAMPLES):
         stop = min(start + LIMITER_BLOCK_SAMPLES, n_samples + window - 1)
         first, last = max(0, start - window + 1), min(n_samples, stop)  # the reduction looked over
-        heard = x[..., max(0, first - reach[0]) : min(n_samples, last + reach[1])]
-        peak = _true_peak_envelope(heard)[:, first - max(0, first - reach[0]) :][:, : last - first]
-        reduction = F.relu(peak - ceiling) / peak.clamp_min(PEAK_FLOOR)
+        heard_from = max(0, first - reach[0])
+        heard = x[..., heard_from : min(n_samples, last + reach[1])]
+        peak = _true_peak_envelope(heard)[:, first - heard_from :][:, : last - first]
+        reduction = _required_reduction(peak, ceiling)
         reduction = F.pad(reduction, (first - (start - window + 1), stop - last))  # zero outside [0, T)
         held = ballistics(_sliding_max(reduction, window), state, release_coef, torch.ones_like(state))
         state = held[:, -1]
