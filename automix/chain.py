@@ -22,7 +22,6 @@ from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
     channel_strip,
     channel_strip_blocks,
-    master_drive,
     master_section,
 )
 from automix.dsp.filters import by_block
@@ -32,10 +31,11 @@ from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss, resolve_targets
 from automix.loudness import all_finite, loudness_after_gain
-from automix.optimize import MAX_TRIM_DB, OptimizeSettings, optimize_mix, secant_slope
+from automix.optimize import OptimizeSettings, optimize_mix
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
+from automix.trim import MAX_TRIM_DB, MasterLoudness, search_trim
 
 MAX_STEMS = 16
 # A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
@@ -44,7 +44,6 @@ STRIP_BLOCK_HOPS = 60
 # Predict mode's loudness correction: at most this many master renders, stopping once within this much.
 LOUDNESS_STEPS = 4
 LOUDNESS_STOP_LU = 0.25
-MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a step up is at most 4x what it missed
 MODES = ("optimize", "predict")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
@@ -204,10 +203,10 @@ class AutoMixChain(nn.Module):
 
         Stem features -> strip settings -> the bus they make -> a trim that brings the bus to the target
         loudness (closed form) -> the bus's features -> master settings (`automix.predictor`) -> the
-        trim corrected by secant steps on the master's own output (up to `loudness_steps` renders
-        without gradients; 0 stops at the trim that brings the limiter's input to the target): the
-        limiter takes a part of every dB the trim adds, a part no feature predicts well, so the master's
-        output is measured instead. To the gradient the correction is a constant.
+        trim corrected on the master's own output (`automix.trim.search_trim`, without gradients: a
+        model of the limiter's loudness, checked by up to `loudness_steps` renders; 0 takes the model's
+        answer unrendered): the limiter takes a part of every dB the trim adds, a part no feature
+        predicts well. To the gradient the correction is a constant.
         """
         features = stem_features(stems, self.sample_rate, mask)
         stem_unit, context = self.predictor.predict_stems(features, target, mask)
@@ -227,49 +226,19 @@ class AutoMixChain(nn.Module):
     def _loudness_trim(
         self, bus, master_unit, target_lufs, trim_db, steps: int = LOUDNESS_STEPS
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The trim `[B]` dB that brings the master's output to `target_lufs`, searched from `trim_db`,
-        and the master's output at that trim (None when the last step went unrendered).
-
-        The output's loudness rises with the trim, by up to 1 LU per dB, by less where the compressor and
-        the limiter work. A step takes the secant slope of the last two renders (1 at first), within
-        [`MIN_LOUDNESS_SLOPE`, 1]; once renders on both sides of the target exist, the trim is
-        interpolated between the closest of them (regula falsi), so an overshoot cannot run away. The last
-        step, which no render checks, assumes 1 LU per dB unless it interpolates: it cannot overshoot.
-        """
+        """The trim `[B]` dB that brings the master's output to `target_lufs`, and the master's output at
+        that trim (None when the last answer went unrendered): `automix.trim.search_trim`, its model
+        built on the master's input at `trim_db`."""
         master_params = self.space.denormalize_master(master_unit)
-        # Everything before the limiter is linear in the trim but the bus compressor: a trim that brings
-        # the limiter's input to the target starts the search off by what the limiter takes and what
-        # the compressor does differently there, where the bus's level can be many dB off (a master
-        # EQ boost, the limiter's drive).
-        drive = master_drive(gain(bus, gain_db=trim_db), self.sample_rate, master_params)
-        trim_db = trim_db + target_lufs - metrics.integrated_loudness(drive, self.sample_rate)
-        trim_db = trim_db.clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
-        none = torch.full_like(trim_db, float("nan"))
-        below = above = (
-            none,
-            none,
-        )  # (trim, lufs) of the closest renders under and over the target; NaN: none
-        previous = None
-        for step_index in range(steps):
-            mix = self.render_master(bus, master_params, trim_db)
-            lufs = metrics.integrated_loudness(mix, self.sample_rate)
-            missed = target_lufs - lufs
-            active = missed.abs() > LOUDNESS_STOP_LU  # per item, so a batch gives what each song alone would
-            if not active.any():
-                return trim_db, mix
-            below = _closer((trim_db, lufs), below, missed > 0, higher=True)
-            above = _closer((trim_db, lufs), above, missed < 0, higher=False)
-            slope = torch.ones_like(lufs)
-            if previous is not None and step_index < steps - 1:
-                slope = secant_slope(trim_db - previous[0], lufs - previous[1], default=1.0)
-            previous = (trim_db, lufs)
-            step = trim_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0)
-            bracketed = torch.isfinite(below[1]) & torch.isfinite(above[1])
-            span = (above[1] - below[1]).clamp_min(1e-6)
-            between = below[0] + (target_lufs - below[1]) * (above[0] - below[0]) / span
-            step = torch.where(bracketed, between, step)
-            trim_db = torch.where(active, step.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
-        return trim_db, None
+        model = MasterLoudness(gain(bus, gain_db=trim_db), self.sample_rate, master_params, self.ceiling_dbtp)
+        return search_trim(
+            lambda trim: self.render_master(bus, master_params, trim),
+            model,
+            trim_db,
+            target_lufs,
+            steps,
+            LOUDNESS_STOP_LU,
+        )
 
     def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
@@ -419,15 +388,6 @@ def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tenso
     rest = 1 - neutral
     xlogy = torch.special.xlogy
     return xlogy(neutral, neutral) - xlogy(neutral, unit) + xlogy(rest, rest) - xlogy(rest, 1 - unit)
-
-
-def _closer(render, best, side: torch.Tensor, higher: bool):
-    """The render `(trim, lufs)` `[B]` each nearest the target on one side: `best`, replaced by `render`
-    where `side` holds and its loudness is higher (`higher`) or lower than `best`'s. NaN: none yet."""
-    trim, lufs = render
-    nearer = lufs > best[1] if higher else lufs < best[1]
-    replace = side & (torch.isnan(best[1]) | nearer)
-    return torch.where(replace, trim, best[0]), torch.where(replace, lufs, best[1])
 
 
 def _first(value):

@@ -226,18 +226,24 @@ class HopEnergyMeter:
     response, `k_weighting_impulse_response`): the sums are those of the whole signal.
     """
 
-    def __init__(self, lead: torch.Size, n_samples: int, sample_rate: int, device=None):
+    def __init__(
+        self, lead: torch.Size, n_samples: int, sample_rate: int, device=None, *, bins_per_hop: int = 1
+    ):
         self.sample_rate = sample_rate
         self.hop = window_samples(sample_rate, BLOCK_S)[1]
+        if self.hop % bins_per_hop:
+            raise ValueError(f"bins_per_hop {bins_per_hop} does not divide the hop of {self.hop} samples")
+        self.bins_per_hop = bins_per_hop
         self.warmup = k_weighting_impulse_response(sample_rate).shape[-1] - 1
-        self.energy = torch.zeros(*lead, n_samples // self.hop, dtype=torch.float64, device=device)
+        n_bins = n_samples // self.hop * bins_per_hop
+        self.bin_energy = torch.zeros(*lead, n_bins, dtype=torch.float64, device=device)
         self._before = None  # the last `warmup` samples fed, `[..., C, warmup]`
         self._fed = 0
 
     @classmethod
-    def of(cls, x: torch.Tensor, sample_rate: int) -> "HopEnergyMeter":
+    def of(cls, x: torch.Tensor, sample_rate: int, *, bins_per_hop: int = 1) -> "HopEnergyMeter":
         """The meter fed all of x `[..., C, T]`, `METER_BLOCK_HOPS` at a time."""
-        meter = cls(x.shape[:-2], x.shape[-1], sample_rate, x.device)
+        meter = cls(x.shape[:-2], x.shape[-1], sample_rate, x.device, bins_per_hop=bins_per_hop)
         block = METER_BLOCK_HOPS * meter.hop
         for start in range(0, x.shape[-1], block):
             meter.add(x[..., start : start + block])
@@ -252,25 +258,40 @@ class HopEnergyMeter:
             before = block.new_zeros(*block.shape[:-1], self.warmup)
         heard = torch.cat([before, block], dim=-1)
         power = weighted_power(heard, self.sample_rate)[..., self.warmup :]
-        first = self._fed // self.hop
-        n_hops = min(power.shape[-1] // self.hop, self.energy.shape[-1] - first)  # whole hops only
-        self.energy[..., first : first + n_hops] = (
-            power[..., : n_hops * self.hop].unflatten(-1, (n_hops, self.hop)).sum(-1)
+        bin_samples = self.hop // self.bins_per_hop
+        first = self._fed // bin_samples
+        # whole hops only
+        n_bins = min(power.shape[-1] // self.hop * self.bins_per_hop, self.bin_energy.shape[-1] - first)
+        self.bin_energy[..., first : first + n_bins] = (
+            power[..., : n_bins * bin_samples].unflatten(-1, (n_bins, bin_samples)).sum(-1)
         )
         self._before = heard[..., heard.shape[-1] - self.warmup :]
         self._fed += block.shape[-1]
 
-    def _window_powers(self, window_s: float) -> torch.Tensor:
-        window, hop = window_samples(self.sample_rate, window_s)
-        return self.energy.unfold(-1, window // hop, 1).sum(dim=-1) / window
+    @property
+    def energy(self) -> torch.Tensor:
+        """`[..., n_hops]` float64: the K-weighted energy of each whole hop fed."""
+        return self.bin_energy.unflatten(-1, (-1, self.bins_per_hop)).sum(-1)
 
     def integrated_loudness(self) -> torch.Tensor:
         """`integrated_loudness` of the signal fed (at least one 400 ms block): `[...]` LUFS, float64."""
-        return _gated_loudness(self._window_powers(BLOCK_S))
+        return integrated_loudness_of_hops(self.energy, self.sample_rate)
 
     def loudness_range(self) -> torch.Tensor:
         """`loudness_range` of the signal fed (at least one 3 s window of it): `[...]` LU, float64."""
-        return _range_of(self._window_powers(SHORT_TERM_S))
+        return _range_of(_window_powers(self.energy, self.sample_rate, SHORT_TERM_S))
+
+
+def _window_powers(hop_energy: torch.Tensor, sample_rate: int, window_s: float) -> torch.Tensor:
+    """Mean powers of the windows of `window_s` moved a hop at a time, from energies per hop."""
+    window, hop = window_samples(sample_rate, window_s)
+    return hop_energy.unfold(-1, window // hop, 1).sum(dim=-1) / window
+
+
+def integrated_loudness_of_hops(hop_energy: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`integrated_loudness` from the K-weighted energy of each 100 ms hop `[..., n_hops]`
+    (`HopEnergyMeter.energy`, at least one 400 ms block): `[...]` LUFS, float64."""
+    return _gated_loudness(_window_powers(hop_energy, sample_rate, BLOCK_S))
 
 
 def _gated_loudness(power: torch.Tensor) -> torch.Tensor:

@@ -20,11 +20,8 @@ from automix import metrics
 from automix.analysis import measure
 from automix.loudness import loudness_after_gain
 from automix.params import logit
+from automix.trim import MAX_TRIM_DB, secant_slope
 
-# The master trim stays within this many dB each way, in predict mode and in the refinement: a silent
-# bus stays silent whatever the trim, and a trim searched without bound there grew by 60 dB a round
-# until the gain overflowed to inf and 0 · inf made the mix NaN.
-MAX_TRIM_DB = 40.0
 # Refinement tolerances: well inside the promises (±0.5 LU, ±100 Hz, ±0.05).
 STOP_LUFS_LU = 0.2
 STOP_CENTROID_HZ = 40.0
@@ -38,7 +35,6 @@ HANDOVER_WIDTH_MARGIN = 0.05
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
-MIN_SECANT_STEP = 1e-3
 # Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
 # finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
 ATTEMPTS = 3
@@ -260,10 +256,3 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             params["width"] = width
             break
     return mix, params, trim_db, done
-
-
-def secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:
-    """change / step where the step was large enough to tell, else `default`; never of the wrong sign."""
-    slope = change / torch.where(step.abs() > MIN_SECANT_STEP, step, torch.ones_like(step))
-    usable = (step.abs() > MIN_SECANT_STEP) & (slope > 0.1 * default)
-    return torch.where(usable, slope, torch.full_like(slope, default))

@@ -56,7 +56,7 @@ MASTER_BLOCK_SAMPLES = 2**18
 COMPRESSOR_SETTINGS = ("threshold_db", "ratio", "attack_ms", "release_ms", "makeup_db", "knee_db")
 
 
-def _settings(params: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, ...]:
+def compressor_settings(params: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, ...]:
     """The compressor settings `{prefix}_threshold_db`, ... of `params`, in `COMPRESSOR_SETTINGS` order
     (`compressor`'s keyword order, `compressor_block`'s tuple)."""
     return tuple(params[f"{prefix}_{name}"] for name in COMPRESSOR_SETTINGS)
@@ -66,7 +66,7 @@ def _compress(
     x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
 ) -> torch.Tensor:
     """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
-    return compressor_block(x, sample_rate, _settings(params, prefix))[0]
+    return compressor_block(x, sample_rate, compressor_settings(params, prefix))[0]
 
 
 def _level_pan(params: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ def channel_strip_blocks(
     eq = biquad_response(b, a, sample_rate, block_samples + 2 * context, stems.dtype)
     eq_warmup = eq[-1] - 1  # the impulse response's length, less the sample it starts on
     level_pan = _level_pan(params, stems)
-    settings = _settings(params, "comp")
+    settings = compressor_settings(params, "comp")
     gain_state = None
     for start in range(0, n_samples, block_samples):
         stop = min(start + block_samples, n_samples)
@@ -173,7 +173,7 @@ def master_drive_blocks(
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
     eq = biquad_response(b, a, sample_rate, block_samples, mix.dtype)
     eq_warmup = eq[-1] - 1
-    settings = _settings(params, "bus")
+    settings = compressor_settings(params, "bus")
     gain_state = None
     compressed_before = mix.new_zeros(*mix.shape[:-1], eq_warmup)
     for start in range(0, n_samples, block_samples):

@@ -131,7 +131,7 @@ def ballistics(x: torch.Tensor, zi: torch.Tensor, at: torch.Tensor, rt: torch.Te
     return _Ballistics.apply(x, zi, at, rt)[0]
 
 
-def _mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def detector_mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Linked short-term mean square of a multichannel signal (quadrature RMS detector).
 
     The instantaneous power is (x² + H{x}²) / 2, averaged over channels, where H is the Hilbert
@@ -196,7 +196,7 @@ def compressor(
 ) -> torch.Tensor:
     """Feed-forward, stereo-linked RMS compressor with soft knee and attack/release ballistics.
 
-    Level: `_mean_square` (quadrature RMS detector, linked over channels) in dB RMS, so a full-scale
+    Level: `detector_mean_square` (quadrature RMS detector, linked over channels) in dB RMS, so a full-scale
     sine reads −3.01 dB. Gain computer: `soft_knee_gain_db` (Giannoulis et al. 2012). The target gain
     is smoothed in the linear domain by a one-pole with the attack coefficient while the gain falls and
     the release coefficient while it rises (torchcomp), so the gain's 10-90 % rise and fall times are
@@ -250,7 +250,7 @@ def compressor_block(
     n_samples = x.shape[-1] - left - right
     lead = x.shape[:-2]
     threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (_per_item(v, lead, x) for v in settings)
-    level_db = power_to_db(_mean_square(x, sample_rate)[:, left : left + n_samples])
+    level_db = power_to_db(detector_mean_square(x, sample_rate)[:, left : left + n_samples])
     target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
     gain = ballistics(
         db_to_amp(target_db),
@@ -392,7 +392,14 @@ def _limiter_gain(
     x: torch.Tensor, ceiling: torch.Tensor, release_coef: torch.Tensor, window: int
 ) -> torch.Tensor:
     """Gain `[B, T]` that keeps the detected true peak of `x · gain` at or below `ceiling` `[B, 1]`."""
-    peak = _true_peak_envelope(x)
+    return limiter_gain_of_peaks(_true_peak_envelope(x), ceiling, release_coef, window)
+
+
+def limiter_gain_of_peaks(
+    peak: torch.Tensor, ceiling: torch.Tensor, release_coef: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Steps 2-3 of `limiter`: the gain `[B, T]` from a peak envelope `[B, T]`, a linear ceiling `[B, 1]`,
+    a release coefficient `[B]` per step and a look-ahead of `window` steps."""
     reduction = _required_reduction(peak, ceiling)
     # Padded on both sides: the W − 1 samples before the start also look ahead into the signal, so the
     # moving average at the first samples covers windows that see them.

@@ -1,0 +1,250 @@
+"""The master's input trim that brings its output to a loudness.
+
+Everything in the master before the limiter is linear in the trim but the bus compressor, so the
+loudness of the limiter's input follows the trim dB for dB; the limiter takes a part of every dB, a part
+no feature predicts well. A render of the master (its drive, and the limiter's two passes of 4x
+oversampled peak detection) is what counts, but it is the dearest step of predict mode.
+`LimitedLoudness` models the limiter's output loudness as the gain into it changes, from one render of
+its input, for a few vector operations a guess; `search_trim` renders only to check the model's answer
+and corrects the model by what each render measured.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torchcomp import ms2coef
+
+from automix.dsp.console import MASTER_BLOCK_SAMPLES, compressor_settings, master_drive
+from automix.dsp.dynamics import (
+    DEFAULT_LIMITER_RELEASE_MS,
+    DEFAULT_LOOKAHEAD_MS,
+    DETECTOR_CONTEXT_MS,
+    TRUE_PEAK_MARGIN_DB,
+    ballistics,
+    detector_mean_square,
+    limiter_gain_of_peaks,
+    soft_knee_gain_db,
+)
+from automix.dsp.filters import by_block
+from automix.loudness import (
+    BLOCK_S,
+    HopEnergyMeter,
+    integrated_loudness,
+    integrated_loudness_of_hops,
+    window_samples,
+)
+from automix.units import db_to_amp, power_to_db
+
+# The master trim stays within this many dB each way, in predict mode and in the refinement: a silent
+# bus stays silent whatever the trim, and a trim searched without bound there grew by 60 dB a round
+# until the gain overflowed to inf and 0 · inf made the mix NaN.
+MAX_TRIM_DB = 40.0
+# The model works on groups of at most this many samples (the largest divisor of the loudness hop):
+# ~1 ms, short next to the compressor's and limiter's time constants.
+MODEL_GROUP_SAMPLES = 48
+# The model's own search: at most this many guesses, stopping once within this much of its target.
+MODEL_STEPS = 12
+MODEL_TOLERANCE_LU = 0.01
+MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a secant step is at most 4x what it missed
+MIN_SECANT_STEP = 1e-3
+
+
+class MasterLoudness:
+    """Integrated loudness `[B]` of the master section's output as a function of a gain before it,
+    modelled on one render of the section's drive (`automix.dsp.console.master_drive`).
+
+    The signal is cut into groups of samples (`MODEL_GROUP_SAMPLES`) and each stage's gain is taken as
+    constant over a group. The bus compressor: its detector's level of the bus, averaged over each
+    group, moves dB for dB with the gain, and its gain follows from it as in
+    `automix.dsp.dynamics.compressor` at the group rate (attack and release in groups); after it the
+    EQ, the width and the drive are linear, so the drive scales by the gain and by the compressor's
+    gain relative to the one rendered. The limiter: each group's peak is its largest sample magnitude
+    over both channels, and the gain follows as in `automix.dsp.dynamics.limiter`'s first pass, at the
+    group rate. Each group's K-weighted energy of the drive (exact) is scaled by the square of these
+    gains: they vary slowly next to the K-weighting's response. Sample peaks read a little under the
+    true peaks the limiter detects and its second pass takes a little more, so the model reads up to a
+    few tenths of a LU off, nearly the same at every gain; `search_trim` measures and corrects that.
+
+    Args:
+        bus: `[B, 2, T]` the master's input at gain 0 dB.
+        sample_rate: Hz.
+        params: the master's settings (`automix.dsp.console.MASTER_PARAMETERS`), each `[B]`.
+        ceiling_dbtp: the limiter's ceiling, dBTP, float or `[B]`.
+    """
+
+    def __init__(self, bus: torch.Tensor, sample_rate: int, params: dict, ceiling_dbtp):
+        batch, _, n_samples = bus.shape
+        self.sample_rate = sample_rate
+        window, hop = window_samples(sample_rate, BLOCK_S)
+        group = max(d for d in range(1, MODEL_GROUP_SAMPLES + 1) if hop % d == 0)
+        self.groups_per_hop = hop // group
+        # A signal shorter than one block is measured as one block over all of it (`integrated_loudness`):
+        # padded to one with silence, its power is counted over its own length.
+        pad = max(window - n_samples, 0)
+        self.power_scale = window / min(window, n_samples)
+        drive = F.pad(master_drive(bus, sample_rate, params), (0, pad))
+        meter = HopEnergyMeter.of(drive, sample_rate, bins_per_hop=self.groups_per_hop)
+        self.group_energy = meter.bin_energy  # [B, groups of whole hops]
+        self.group_peak = _per_group(drive.abs().amax(dim=-2), group, torch.amax)
+        del drive
+        level = _per_group(F.pad(_detector_power(bus, sample_rate), (0, pad)), group, torch.mean)
+        self.level_db = power_to_db(level)
+        settings = (_per_item(v, bus) for v in compressor_settings(params, "bus"))
+        threshold_db, ratio, attack_ms, release_ms, _, knee_db = settings
+        self.compressor = (threshold_db[:, None], ratio[:, None], knee_db[:, None])
+        self.ballistics = tuple(_group_coef(ms, sample_rate, group) for ms in (attack_ms, release_ms))
+        self.limiter_window = max(1, round(DEFAULT_LOOKAHEAD_MS * sample_rate / 1000.0 / group))
+        release_ms = torch.full((batch,), DEFAULT_LIMITER_RELEASE_MS, dtype=bus.dtype, device=bus.device)
+        self.limiter_release = _group_coef(release_ms, sample_rate, group)
+        self.ceiling = db_to_amp(_per_item(ceiling_dbtp, bus) - TRUE_PEAK_MARGIN_DB)
+        self.rendered_compressor_gain = self._compressor_gain(torch.zeros_like(self.ceiling))
+        self.unlimited_lufs = self._loudness(self.group_energy)
+
+    def _compressor_gain(self, gain_db: torch.Tensor) -> torch.Tensor:
+        target_db = soft_knee_gain_db(self.level_db + gain_db[:, None], *self.compressor)
+        attack, release = self.ballistics
+        return ballistics(db_to_amp(target_db), torch.ones_like(attack), attack, release)
+
+    def _loudness(self, group_energy: torch.Tensor) -> torch.Tensor:
+        hop_energy = group_energy.unflatten(-1, (-1, self.groups_per_hop)).sum(-1)
+        return integrated_loudness_of_hops(hop_energy * self.power_scale, self.sample_rate)
+
+    def __call__(self, gain_db: torch.Tensor) -> torch.Tensor:
+        """Modelled loudness `[B]` LUFS (float64) of the master's output with a gain `[B]` dB before it."""
+        scale = db_to_amp(gain_db)
+        compressed = self._compressor_gain(gain_db) / self.rendered_compressor_gain
+        ceiling = (self.ceiling / scale)[:, None]  # the peaks at the gain's scale against the ceiling
+        limited = limiter_gain_of_peaks(
+            self.group_peak * compressed, ceiling, self.limiter_release, self.limiter_window
+        )
+        total = (compressed * limited)[:, : self.group_energy.shape[-1]].double() * scale.double()[:, None]
+        return self._loudness(self.group_energy * total.square())
+
+    def solve(self, target_lufs: torch.Tensor, low_db: torch.Tensor, high_db: torch.Tensor) -> torch.Tensor:
+        """The gain `[B]` dB within `[low_db, high_db]` whose modelled loudness is `target_lufs` `[B]`: secant
+        steps from the gain that would reach it without the limiter, interpolating between the closest
+        guesses once some lie on either side (`Bracket`)."""
+        gain_db = (target_lufs - self.unlimited_lufs).to(low_db.dtype).clamp(low_db, high_db)
+        bracket = Bracket(target_lufs)
+        previous = None
+        for _ in range(MODEL_STEPS):
+            lufs = self(gain_db).to(gain_db.dtype)
+            missed = target_lufs - lufs
+            active = missed.abs() > MODEL_TOLERANCE_LU
+            if not active.any():
+                break
+            bracket.add(gain_db, lufs)
+            slope = torch.ones_like(lufs)
+            if previous is not None:
+                slope = secant_slope(gain_db - previous[0], lufs - previous[1], default=1.0)
+            previous = (gain_db, lufs)
+            step = bracket.guard(gain_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0))
+            gain_db = torch.where(active, step.clamp(low_db, high_db), gain_db)
+        return gain_db
+
+
+class Bracket:
+    """The guesses `(x, lufs)` `[B]` closest to a target loudness from below and from above (NaN where
+    none yet), for a search on a loudness that rises with x."""
+
+    def __init__(self, target_lufs: torch.Tensor):
+        self.target = target_lufs
+        none = torch.full_like(target_lufs, float("nan"))
+        self.below = self.above = (none, none)
+
+    def add(self, x: torch.Tensor, lufs: torch.Tensor) -> None:
+        self.below = _closer((x, lufs), self.below, lufs < self.target, higher=True)
+        self.above = _closer((x, lufs), self.above, lufs > self.target, higher=False)
+
+    def guard(self, proposal: torch.Tensor) -> torch.Tensor:
+        """`proposal` `[B]` where it lies strictly between the closest guesses on either side, or where
+        there are none on one side yet; elsewhere the linear interpolation between them (regula falsi),
+        so that an overshoot cannot run away."""
+        (low, low_lufs), (high, high_lufs) = self.below, self.above
+        bracketed = torch.isfinite(low_lufs) & torch.isfinite(high_lufs)
+        between = low + (self.target - low_lufs) * (high - low) / (high_lufs - low_lufs).clamp_min(1e-6)
+        inside = (proposal - low) * (proposal - high) < 0
+        return torch.where(bracketed & ~inside, between, proposal)
+
+
+def search_trim(
+    render: Callable[[torch.Tensor], torch.Tensor],
+    model: MasterLoudness,
+    model_trim_db: torch.Tensor,
+    target_lufs: torch.Tensor,
+    steps: int,
+    tolerance_lu: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, and that output.
+
+    The model (of the master's input at `model_trim_db`) answers first; each render of the master at the
+    answer (`render`: trim `[B]` -> output `[B, 2, T]`) measures what the model missed there, and the
+    model, moved by that, answers again, until every item is within `tolerance_lu` or `steps` renders
+    were made. With 0 steps, or when the last answer went unrendered, the output is None.
+    """
+    low, high = -MAX_TRIM_DB - model_trim_db, MAX_TRIM_DB - model_trim_db
+    trim_db = model_trim_db + model.solve(target_lufs, low, high)
+    bracket = Bracket(target_lufs)
+    for _ in range(steps):
+        mix = render(trim_db)
+        lufs = integrated_loudness(mix, model.sample_rate)
+        active = (target_lufs - lufs).abs() > tolerance_lu  # per item: a batch gives what each alone would
+        if not active.any():
+            return trim_db, mix
+        bracket.add(trim_db, lufs)
+        offset = lufs - model(trim_db - model_trim_db).to(lufs.dtype)
+        answer = bracket.guard(model_trim_db + model.solve(target_lufs - offset, low, high))
+        answer = torch.where(active, answer.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
+        if torch.equal(answer, trim_db):
+            return trim_db, mix  # out of reach within the trim's range: a render would be the same
+        trim_db = answer
+    return trim_db, None
+
+
+def _per_item(value, like: torch.Tensor) -> torch.Tensor:
+    """A setting (float, `[]` or `[B]`) as `[B]` in `like`'s dtype and device, `like` `[B, ...]`."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).broadcast_to(like.shape[:1])
+
+
+def _per_group(x: torch.Tensor, group: int, reduce) -> torch.Tensor:
+    """`[B, T] -> [B, ceil(T / group)]`: `reduce` over each group of samples (the last one zero-padded)."""
+    x = F.pad(x, (0, -x.shape[-1] % group))
+    return reduce(x.unflatten(-1, (-1, group)), dim=-1)
+
+
+def _group_coef(time_ms: torch.Tensor, sample_rate: int, group: int) -> torch.Tensor:
+    """A one-pole's coefficient per sample for a 10-90 % time (`torchcomp.ms2coef`), per group instead."""
+    return 1 - (1 - ms2coef(time_ms.double(), sample_rate)) ** group
+
+
+def _detector_power(bus: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """The compressor's detector power `[B, T]` of `bus` `[B, 2, T]`; a long signal without gradients
+    (`automix.dsp.filters.by_block`) a block at a time, the detector hearing the blocks around."""
+    n_samples = bus.shape[-1]
+    if not by_block(n_samples, sample_rate):
+        return detector_mean_square(bus, sample_rate)
+    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    power = bus.new_empty(bus.shape[0], n_samples)
+    for start in range(0, n_samples, MASTER_BLOCK_SAMPLES):
+        stop = min(start + MASTER_BLOCK_SAMPLES, n_samples)
+        heard = (max(0, start - context), min(n_samples, stop + context))
+        block = detector_mean_square(bus[..., heard[0] : heard[1]], sample_rate)
+        power[:, start:stop] = block[:, start - heard[0] : stop - heard[0]]
+    return power
+
+
+def secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:
+    """change / step where the step was large enough to tell, else `default`; never of the wrong sign."""
+    slope = change / torch.where(step.abs() > MIN_SECANT_STEP, step, torch.ones_like(step))
+    usable = (step.abs() > MIN_SECANT_STEP) & (slope > 0.1 * default)
+    return torch.where(usable, slope, torch.full_like(slope, default))
+
+
+def _closer(guess, best, side: torch.Tensor, higher: bool):
+    """The guess `(x, lufs)` `[B]` each nearest the target on one side: `best`, replaced by `guess`
+    where `side` holds and its loudness is higher (`higher`) or lower than `best`'s. NaN: none yet."""
+    x, lufs = guess
+    nearer = lufs > best[1] if higher else lufs < best[1]
+    replace = side & (torch.isnan(best[1]) | nearer)
+    return torch.where(replace, x, best[0]), torch.where(replace, lufs, best[1])
