@@ -2,6 +2,9 @@
 
 import gc
 import math
+import os
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -452,3 +455,18 @@ def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(mon
     with torch.no_grad():
         blocked = limiter(x, SR, lookahead_ms=lookahead_ms)
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-10)  # the running sums round apart
+
+
+def test_the_compressor_kernel_is_compiled_once_into_numba_s_cache(tmp_path):
+    """After `cache_compiled_kernels`, a process's first compressor call leaves the compiled kernel in
+    numba's cache (here a fresh folder), for the next process to load instead of compiling."""
+    script = (
+        "import torch\n"
+        "from automix.dsp.dynamics import ballistics, cache_compiled_kernels\n"
+        "assert cache_compiled_kernels()\n"
+        "x = torch.rand(2, 100)\n"
+        "ballistics(x, torch.ones(2), torch.full((2,), 0.1), torch.full((2,), 0.01))\n"
+    )
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    assert list(tmp_path.rglob("*compressor_kernel*.nbi")) and list(tmp_path.rglob("*compressor_kernel*.nbc"))

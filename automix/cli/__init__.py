@@ -3,6 +3,7 @@
 import sys
 from collections.abc import Callable
 
+from automix.dsp.dynamics import cache_compiled_kernels
 from automix.errors import AutomixError
 from automix.memory import retain_freed_memory
 
@@ -10,9 +11,11 @@ from automix.memory import retain_freed_memory
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`, turning a user's error into one line on stderr and exit status 2 (STYLE.md 9).
 
-    Freed memory stays in the process for reuse (`automix.memory`): renders of long songs run faster.
+    Freed memory stays in the process for reuse (`automix.memory`): renders of long songs run faster;
+    the compressor's compiled kernel is kept on disk (`automix.dsp.dynamics.cache_compiled_kernels`).
     """
     retain_freed_memory()
+    cache_compiled_kernels()
     try:
         return main(argv)
     except AutomixError as error:

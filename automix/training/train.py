@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import automix
+from automix.dsp.dynamics import cache_compiled_kernels
 from automix.errors import AutomixError
 from automix.io import write_atomically
 from automix.training.module import AutoMixModule, plain
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> dict:
             user error of the data or model configs.
     """
     register_resolvers()
+    cache_compiled_kernels()
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise AutomixError(f"config: set {', '.join(missing)} (e.g. on the command line: {missing[0]}=...)")
