@@ -149,9 +149,11 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         stem_unit, master_unit = optimize_on_excerpts(
             chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
         )
+    with torch.no_grad():  # a long song is metered a block at a time (`automix.dsp.filters.by_block`)
+        measured = measure(mix, chain.sample_rate)
+        measured["loudness_range"] = metrics.loudness_range(mix, chain.sample_rate)
     analysis = {
-        **measure(mix, chain.sample_rate),
-        "loudness_range": metrics.loudness_range(mix, chain.sample_rate),
+        **measured,
         # at the master's input, after the trim
         "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
         "stem_params": stem_params,

@@ -83,12 +83,14 @@ class MasterLoudness:
         # padded to one with silence, its power is counted over its own length.
         pad = max(window - n_samples, 0)
         self.power_scale = window / min(window, n_samples)
-        drive = F.pad(master_drive(bus, sample_rate, params), (0, pad))
+        drive = master_drive(bus, sample_rate, params)
+        if pad:
+            drive = F.pad(drive, (0, pad))
         meter = HopEnergyMeter.of(drive, sample_rate, bins_per_hop=self.groups_per_hop)
         self.group_energy = meter.bin_energy  # [B, groups of whole hops]
         self.group_peak = _per_group(drive.abs().amax(dim=-2), group, torch.amax)
         del drive
-        level = _per_group(F.pad(_detector_power(bus, sample_rate), (0, pad)), group, torch.mean)
+        level = _per_group(_detector_power(bus, sample_rate), group, torch.mean, length=n_samples + pad)
         self.level_db = power_to_db(level)
         settings = (_per_item(v, bus) for v in compressor_settings(params, "bus"))
         threshold_db, ratio, attack_ms, release_ms, _, knee_db = settings
@@ -207,9 +209,11 @@ def _per_item(value, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).broadcast_to(like.shape[:1])
 
 
-def _per_group(x: torch.Tensor, group: int, reduce) -> torch.Tensor:
-    """`[B, T] -> [B, ceil(T / group)]`: `reduce` over each group of samples (the last one zero-padded)."""
-    x = F.pad(x, (0, -x.shape[-1] % group))
+def _per_group(x: torch.Tensor, group: int, reduce, length: int | None = None) -> torch.Tensor:
+    """`[B, T] -> [B, ceil(length / group)]`: `reduce` over each group of samples of x zero-padded to
+    `length` (None: T) and on to whole groups."""
+    length = x.shape[-1] if length is None else length
+    x = F.pad(x, (0, length - x.shape[-1] + (-length % group)))
     return reduce(x.unflatten(-1, (-1, group)), dim=-1)
 
 
