@@ -98,14 +98,19 @@ def pedalboard_render(stems: np.ndarray, stem: dict, master: dict) -> np.ndarray
     return limiter(mix.astype(np.float32), SAMPLE_RATE)
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: numba compilation, FFT plans, allocator
-    times = []
+def median_seconds(fns: dict, repeats: int) -> dict:
+    """Median wall time of each function, name -> seconds. The functions take turns, one call each a
+    round, so a change in the machine's load over the run (other tenants of a shared host) reaches all
+    of them alike and leaves their ratios fair."""
+    for fn in fns.values():
+        fn()  # warm-up: numba compilation, FFT plans, allocator
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def peak_rss_mb() -> float:
@@ -145,18 +150,25 @@ def main() -> None:
     mix_np = mix.numpy()
     meter = pyloudnorm.Meter(SAMPLE_RATE)
 
-    rows = []
-    t_peer = median_seconds(peer_forward, args.repeats)
-    rows.append(("pedalboard chain, forward", t_peer, None))
     rss_before = peak_rss_mb()
-    t_fwd = median_seconds(ours_forward, args.repeats)
-    rows.append(("automix console, forward", t_fwd, t_fwd / t_peer))
-    t_bwd = median_seconds(ours_forward_backward, args.repeats)
-    rows.append(("automix console, forward+backward", t_bwd, t_bwd / t_peer))
-    t_pyln = median_seconds(lambda: meter.integrated_loudness(mix_np.T), args.repeats)
-    rows.append(("pyloudnorm integrated loudness", t_pyln, None))
-    t_lufs = median_seconds(lambda: metrics.integrated_loudness(mix, SAMPLE_RATE), args.repeats)
-    rows.append(("automix integrated_loudness", t_lufs, t_lufs / t_pyln))
+    chain_times = median_seconds(
+        {"peer": peer_forward, "fwd": ours_forward, "bwd": ours_forward_backward}, args.repeats
+    )
+    meter_times = median_seconds(
+        {
+            "peer": lambda: meter.integrated_loudness(mix_np.T),
+            "ours": lambda: metrics.integrated_loudness(mix, SAMPLE_RATE),
+        },
+        args.repeats,
+    )
+    t_peer, t_pyln = chain_times["peer"], meter_times["peer"]
+    rows = [
+        ("pedalboard chain, forward", t_peer, None),
+        ("automix console, forward", chain_times["fwd"], chain_times["fwd"] / t_peer),
+        ("automix console, forward+backward", chain_times["bwd"], chain_times["bwd"] / t_peer),
+        ("pyloudnorm integrated loudness", t_pyln, None),
+        ("automix integrated_loudness", meter_times["ours"], meter_times["ours"] / t_pyln),
+    ]
 
     print(
         f"{N_STEMS} stereo stems x {SECONDS:g} s at {SAMPLE_RATE} Hz; torch threads {torch.get_num_threads()}"
@@ -167,7 +179,7 @@ def main() -> None:
     ours_tp = metrics.true_peak(mix, SAMPLE_RATE).item()
     peer_tp = metrics.true_peak(torch.from_numpy(peer_mix), SAMPLE_RATE).item()
     print(f"true peak out: automix {ours_tp:.2f} dBTP, pedalboard {peer_tp:.2f} dBTP")
-    print(f"peak RSS: {rss_before:.0f} MB before our renders, {peak_rss_mb():.0f} MB at the end")
+    print(f"peak RSS: {rss_before:.0f} MB before the timed renders, {peak_rss_mb():.0f} MB at the end")
 
 
 if __name__ == "__main__":

@@ -81,9 +81,15 @@ def main() -> None:
         _, analysis = chain(stems, style="rock_punk", mode="predict")
         loss_fn(analysis, "rock_punk").backward()
 
-    t_peer = median_seconds(lambda: pedalboard_render(stems_np, stem_params, master_params), args.repeats)
-    t_fwd = median_seconds(predict_forward, args.repeats)
-    t_bwd = median_seconds(predict_forward_backward, args.repeats)
+    times = median_seconds(
+        {
+            "peer": lambda: pedalboard_render(stems_np, stem_params, master_params),
+            "fwd": predict_forward,
+            "bwd": predict_forward_backward,
+        },
+        args.repeats,
+    )
+    t_peer, t_fwd, t_bwd = times["peer"], times["fwd"], times["bwd"]
     print(
         f"{N_STEMS} stereo stems x {SECONDS:g} s at {SAMPLE_RATE} Hz; torch threads {torch.get_num_threads()}"
     )
