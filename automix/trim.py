@@ -47,6 +47,11 @@ MODEL_GROUP_SAMPLES = 48
 MODEL_STEPS = 12
 MODEL_TOLERANCE_LU = 0.01
 MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a secant step is at most 4x what it missed
+# The trim stops rising where its last dB adds less than this (LU per dB): the limiter then takes over 90 %
+# of every further dB, crushing the mix (and brightening it by hundreds of Hz) for a few tenths of a LU.
+MIN_USEFUL_SLOPE = 0.1
+USEFUL_SEARCH_HEADROOM_LU = 20.0  # the bisection's low end: the limiter idle there (peaks 20 dB lower)
+USEFUL_BISECTIONS = 10
 MIN_SECANT_STEP = 1e-3
 
 
@@ -126,7 +131,34 @@ class MasterLoudness:
     def solve(self, target_lufs: torch.Tensor, low_db: torch.Tensor, high_db: torch.Tensor) -> torch.Tensor:
         """The gain `[B]` dB within `[low_db, high_db]` whose modelled loudness is `target_lufs` `[B]`: secant
         steps from the gain that would reach it without the limiter, interpolating between the closest
-        guesses once some lie on either side (`Bracket`)."""
+        guesses once some lie on either side (`Bracket`). Where the limiter would take more than
+        1 − `MIN_USEFUL_SLOPE` of the gain's last dB, the gain stops where it takes that much
+        (`_useful_limit`): a target out of the limiter's reach is approached, not chased."""
+        gain_db = self._reaching(target_lufs, low_db, high_db)
+        return torch.minimum(gain_db, self._useful_limit(gain_db, target_lufs).clamp(low_db, high_db))
+
+    def _useful_limit(self, gain_db: torch.Tensor, target_lufs: torch.Tensor) -> torch.Tensor:
+        """`gain_db` `[B]` where its last dB still adds `MIN_USEFUL_SLOPE` LU or more; elsewhere the
+        gain where it adds that much, by bisection (the slope falls as the limiter works harder) from a
+        gain that leaves the peaks `USEFUL_SEARCH_HEADROOM_LU` under the target's level."""
+        flat = self._slope(gain_db) < MIN_USEFUL_SLOPE
+        if not flat.any():
+            return gain_db
+        low = (target_lufs - USEFUL_SEARCH_HEADROOM_LU - self.unlimited_lufs).to(gain_db.dtype)
+        low, high = torch.minimum(low, gain_db), gain_db
+        for _ in range(USEFUL_BISECTIONS):
+            middle = (low + high) / 2
+            steep = self._slope(middle) >= MIN_USEFUL_SLOPE
+            low, high = torch.where(steep, middle, low), torch.where(steep, high, middle)
+        return torch.where(flat, low, gain_db)
+
+    def _slope(self, gain_db: torch.Tensor) -> torch.Tensor:
+        """LU the gain's last dB adds `[B]`."""
+        return self(gain_db) - self(gain_db - 1.0)
+
+    def _reaching(
+        self, target_lufs: torch.Tensor, low_db: torch.Tensor, high_db: torch.Tensor
+    ) -> torch.Tensor:
         gain_db = (target_lufs - self.unlimited_lufs).to(low_db.dtype).clamp(low_db, high_db)
         bracket = Bracket(target_lufs)
         previous = None

@@ -148,3 +148,19 @@ def test_energy_bins_of_a_hop_sum_to_the_hop():
     expected = power[: n_bins * 45].reshape(n_bins, 45).sum(-1)
     torch.testing.assert_close(binned.bin_energy, expected, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(binned.energy, hops.energy, rtol=1e-12, atol=1e-12)
+
+
+def test_a_target_beyond_the_limiter_s_reach_is_approached_not_chased():
+    """Dense noise to −3 LUFS: past some gain the limiter takes nearly every further dB. The answer stops
+    where the model's last dB still adds `MIN_USEFUL_SLOPE` LU; the rendered master there (pyloudnorm) is
+    within half a LU of what 10 dB more would give, and far from the target."""
+    noise = torch.randn(1, 2, 4 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0)) * 0.05
+    params = master_params(1)
+    model = trim.MasterLoudness(noise, SAMPLE_RATE, params, CEILING_DBTP)
+    bound = torch.tensor([trim.MAX_TRIM_DB])
+    gain_db = model.solve(torch.tensor([-3.0]), -bound, bound)
+    assert float(model(gain_db) - model(gain_db - 1.0)) >= trim.MIN_USEFUL_SLOPE
+    assert float(model(gain_db + 0.1) - model(gain_db - 0.9)) < trim.MIN_USEFUL_SLOPE
+    at, further = (pyloudnorm_lufs(render(noise, params, gain_db + d))[0] for d in (0.0, 10.0))
+    assert further - at < 0.5
+    assert at < -3.0 - 2.0
