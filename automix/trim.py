@@ -1,12 +1,14 @@
 """The master's input trim that brings its output to a loudness.
 
 Everything in the master before the limiter is linear in the trim but the bus compressor, so the
-loudness of the limiter's input follows the trim dB for dB; the limiter takes a part of every dB, a part
-no feature predicts well. A render of the master (its drive, and the limiter's two passes of 4x
+loudness of the limiter's input follows the trim nearly dB for dB; the limiter takes a part of every dB,
+a part no feature predicts well. A render of the master (its drive, and the limiter's two passes of 4x
 oversampled peak detection) is what counts, but it is the dearest step of predict mode.
-`LimitedLoudness` models the limiter's output loudness as the gain into it changes, from one render of
-its input, for a few vector operations a guess; `search_trim` renders only to check the model's answer
-and corrects the model by what each render measured.
+`MasterLoudness` models the master's output loudness as the trim changes (the bus compressor and the
+limiter at a ~1 ms group rate) from one render of its drive, for a few vector operations a guess;
+`search_trim` renders only to check the model's answer and corrects the model by what each render
+measured. Where the limiter would take nearly all of a further dB, the trim stops rising: a target the
+chain cannot reach without crushing the mix is approached, not chased.
 """
 
 from collections.abc import Callable
