@@ -252,8 +252,9 @@ def _per_group(x: torch.Tensor, group: int, reduce, length: int | None = None) -
 
 
 def _group_coef(time_ms: torch.Tensor, sample_rate: int, group: int) -> torch.Tensor:
-    """A one-pole's coefficient per sample for a 10-90 % time (`torchcomp.ms2coef`), per group instead."""
-    return 1 - (1 - ms2coef(time_ms.double(), sample_rate)) ** group
+    """A one-pole's coefficient per sample for a 10-90 % time (`torchcomp.ms2coef`), per group instead
+    (computed in float64, returned in `time_ms`'s dtype: the kernel compiles per dtype)."""
+    return (1 - (1 - ms2coef(time_ms.double(), sample_rate)) ** group).to(time_ms.dtype)
 
 
 def _detector_power(bus: torch.Tensor, sample_rate: int) -> torch.Tensor:
