@@ -26,6 +26,7 @@ from automix.dsp.dynamics import (
     ballistics,
     detector_mean_square,
     limiter_gain_of_peaks,
+    per_item,
     soft_knee_gain_db,
 )
 from automix.dsp.filters import by_block
@@ -99,14 +100,14 @@ class MasterLoudness:
         del drive
         level = _per_group(_detector_power(bus, sample_rate), group, torch.mean, length=n_samples + pad)
         self.level_db = power_to_db(level)
-        settings = (_per_item(v, bus) for v in compressor_settings(params, "bus"))
+        settings = (per_item(v, bus.shape[:1], bus) for v in compressor_settings(params, "bus"))
         threshold_db, ratio, attack_ms, release_ms, _, knee_db = settings
         self.compressor = (threshold_db[:, None], ratio[:, None], knee_db[:, None])
         self.ballistics = tuple(_group_coef(ms, sample_rate, group) for ms in (attack_ms, release_ms))
         self.limiter_window = max(1, round(DEFAULT_LOOKAHEAD_MS * sample_rate / 1000.0 / group))
         release_ms = torch.full((batch,), DEFAULT_LIMITER_RELEASE_MS, dtype=bus.dtype, device=bus.device)
         self.limiter_release = _group_coef(release_ms, sample_rate, group)
-        self.ceiling = db_to_amp(_per_item(ceiling_dbtp, bus) - TRUE_PEAK_MARGIN_DB)
+        self.ceiling = db_to_amp(per_item(ceiling_dbtp, bus.shape[:1], bus) - TRUE_PEAK_MARGIN_DB)
         self.rendered_compressor_gain = self._compressor_gain(torch.zeros_like(self.ceiling))
         self.unlimited_lufs = self._loudness(self.group_energy)
 
@@ -137,7 +138,7 @@ class MasterLoudness:
         1 − `MIN_USEFUL_SLOPE` of the gain's last dB, the gain stops where it takes that much
         (`_useful_limit`): a target out of the limiter's reach is approached, not chased."""
         gain_db = self._reaching(target_lufs, low_db, high_db)
-        return torch.minimum(gain_db, self._useful_limit(gain_db, target_lufs).clamp(low_db, high_db))
+        return self._useful_limit(gain_db, target_lufs).clamp(low_db, high_db)
 
     def _useful_limit(self, gain_db: torch.Tensor, target_lufs: torch.Tensor) -> torch.Tensor:
         """`gain_db` `[B]` where its last dB still adds `MIN_USEFUL_SLOPE` LU or more; elsewhere the
@@ -236,11 +237,6 @@ def search_trim(
             return trim_db, mix  # out of reach within the trim's range: a render would be the same
         trim_db = answer
     return trim_db, None
-
-
-def _per_item(value, like: torch.Tensor) -> torch.Tensor:
-    """A setting (float, `[]` or `[B]`) as `[B]` in `like`'s dtype and device, `like` `[B, ...]`."""
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device).broadcast_to(like.shape[:1])
 
 
 def _per_group(x: torch.Tensor, group: int, reduce, length: int | None = None) -> torch.Tensor:

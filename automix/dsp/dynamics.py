@@ -69,7 +69,7 @@ LIMITER_BLOCK_SAMPLES = 2**18
 PEAK_FLOOR = 10.0 ** (AMP_FLOOR_DB / 20.0)
 
 
-def _per_item(value, lead: torch.Size, like: torch.Tensor) -> torch.Tensor:
+def per_item(value, lead: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """A parameter broadcast to the leading dims `lead` and flattened to `[B]`."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).broadcast_to(lead).reshape(-1)
 
@@ -264,7 +264,7 @@ def compressor_block(
     left, right = context
     n_samples = x.shape[-1] - left - right
     lead = x.shape[:-2]
-    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (_per_item(v, lead, x) for v in settings)
+    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (per_item(v, lead, x) for v in settings)
     level_db = power_to_db(detector_mean_square(x, sample_rate)[:, left : left + n_samples])
     target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
     gain = ballistics(
@@ -508,8 +508,8 @@ def limiter(
     n_samples = x.shape[-1]
     lead = x.shape[:-2]
     window = max(1, round(lookahead_ms * sample_rate / 1000.0))
-    ceiling = db_to_amp(_per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
-    release_coef = ms2coef(_per_item(release_ms, lead, x), sample_rate)
+    ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
+    release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
     limiter_gain = _limiter_gain_by_block if by_block(n_samples, sample_rate) else _limiter_gain
     y = x
     for _ in range(LIMITER_PASSES):
