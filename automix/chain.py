@@ -20,6 +20,7 @@ from automix import __version__, loudness, metrics
 from automix.analysis import measure, report
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
+    bus_detector_power,
     channel_strip,
     channel_strip_blocks,
     master_section,
@@ -36,6 +37,7 @@ from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.styles import StyleTarget, load_style_targets
 from automix.trim import MAX_TRIM_DB, MasterLoudness, search_trim
+from automix.units import db_to_amp
 
 MAX_STEMS = 16
 # A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
@@ -230,9 +232,16 @@ class AutoMixChain(nn.Module):
         that trim (None when the last answer went unrendered): `automix.trim.search_trim`, its model
         built on the master's input at `trim_db`."""
         master_params = self.space.denormalize_master(master_unit)
-        model = MasterLoudness(gain(bus, gain_db=trim_db), self.sample_rate, master_params, self.ceiling_dbtp)
+        power = bus_detector_power(bus, self.sample_rate)  # shared by the model and every render
+        model = MasterLoudness(
+            gain(bus, gain_db=trim_db),
+            self.sample_rate,
+            master_params,
+            self.ceiling_dbtp,
+            detector_power=trimmed_power(power, trim_db),
+        )
         return search_trim(
-            lambda trim: self.render_master(bus, master_params, trim),
+            lambda trim: self.render_master(bus, master_params, trim, detector_power=power),
             model,
             trim_db,
             target_lufs,
@@ -263,11 +272,21 @@ class AutoMixChain(nn.Module):
             meter.add(processed)
         return bus, stem_params, meter.integrated_loudness().to(stems.dtype)
 
-    def render_master(self, bus, master_params: Mapping, trim_db=None) -> torch.Tensor:
-        """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`."""
+    def render_master(self, bus, master_params: Mapping, trim_db=None, detector_power=None) -> torch.Tensor:
+        """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`.
+
+        `detector_power`: `[B, T]` the bus compressor's detector power of the untrimmed bus
+        (`automix.dsp.console.bus_detector_power`), when renders of one bus at different trims share it;
+        None: from the bus.
+        """
         if trim_db is not None:
             bus = gain(bus, gain_db=trim_db)
-        return master_section(bus, self.sample_rate, master_params, ceiling_dbtp=self.ceiling_dbtp)
+            if detector_power is not None:
+                detector_power = trimmed_power(detector_power, trim_db)
+        ceiling = self.ceiling_dbtp
+        return master_section(
+            bus, self.sample_rate, master_params, ceiling_dbtp=ceiling, detector_power=detector_power
+        )
 
     def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None):
         """Strips, sum and master: `(mix [B, 2, T], analysis with gradients)`.
@@ -388,6 +407,11 @@ def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tenso
     rest = 1 - neutral
     xlogy = torch.special.xlogy
     return xlogy(neutral, neutral) - xlogy(neutral, unit) + xlogy(rest, rest) - xlogy(rest, 1 - unit)
+
+
+def trimmed_power(power: torch.Tensor, trim_db: torch.Tensor) -> torch.Tensor:
+    """A power `[B, T]` after a gain `[B]` dB."""
+    return power * db_to_amp(trim_db).square()[:, None]
 
 
 def _first(value):

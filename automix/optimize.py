@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from automix import metrics
 from automix.analysis import measure
+from automix.dsp.console import bus_detector_power
 from automix.loudness import loudness_after_gain
 from automix.params import logit
 from automix.trim import MAX_TRIM_DB, secant_slope
@@ -217,6 +218,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     tilt_db = torch.zeros_like(trim_db)
     tilt_shape = torch.tensor([-0.5, 0.0, 0.0, 0.5], dtype=bus.dtype, device=bus.device)
     history = None
+    power = bus_detector_power(bus, chain.sample_rate)  # every round's bus compressor hears the same bus
     rounds = tqdm(
         range(chain.optimize_settings.refine_steps + 1), desc="refining", disable=not progress, leave=False
     )
@@ -227,7 +229,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         )
         params["width"] = width
         mix = None  # the last round's, freed before the new render
-        mix = chain.render_master(bus, params, trim_db)
+        mix = chain.render_master(bus, params, trim_db, detector_power=power)
         measured = measure(mix, chain.sample_rate)
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
         if done.all():

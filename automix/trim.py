@@ -17,19 +17,16 @@ import torch
 import torch.nn.functional as F
 from torchcomp import ms2coef
 
-from automix.dsp.console import MASTER_BLOCK_SAMPLES, compressor_settings, master_drive
+from automix.dsp.console import bus_detector_power, compressor_settings, master_drive
 from automix.dsp.dynamics import (
     DEFAULT_LIMITER_RELEASE_MS,
     DEFAULT_LOOKAHEAD_MS,
-    DETECTOR_CONTEXT_MS,
     TRUE_PEAK_MARGIN_DB,
     ballistics,
-    detector_mean_square,
     limiter_gain_of_peaks,
     per_item,
     soft_knee_gain_db,
 )
-from automix.dsp.filters import by_block
 from automix.loudness import (
     BLOCK_S,
     HopEnergyMeter,
@@ -79,9 +76,11 @@ class MasterLoudness:
         sample_rate: Hz.
         params: the master's settings (`automix.dsp.console.MASTER_PARAMETERS`), each `[B]`.
         ceiling_dbtp: the limiter's ceiling, dBTP, float or `[B]`.
+        detector_power: `[B, T]` the bus compressor's detector power of `bus`
+            (`automix.dsp.console.bus_detector_power`) when already known; None: from the bus.
     """
 
-    def __init__(self, bus: torch.Tensor, sample_rate: int, params: dict, ceiling_dbtp):
+    def __init__(self, bus: torch.Tensor, sample_rate: int, params: dict, ceiling_dbtp, detector_power=None):
         batch, _, n_samples = bus.shape
         self.sample_rate = sample_rate
         window, hop = window_samples(sample_rate, BLOCK_S)
@@ -91,14 +90,16 @@ class MasterLoudness:
         # padded to one with silence, its power is counted over its own length.
         pad = max(window - n_samples, 0)
         self.power_scale = window / min(window, n_samples)
-        drive = master_drive(bus, sample_rate, params)
+        if detector_power is None:
+            detector_power = bus_detector_power(bus, sample_rate)
+        drive = master_drive(bus, sample_rate, params, detector_power)
         if pad:
             drive = F.pad(drive, (0, pad))
         meter = HopEnergyMeter.of(drive, sample_rate, bins_per_hop=self.groups_per_hop)
         self.group_energy = meter.bin_energy  # [B, groups of whole hops]
         self.group_peak = _per_group(drive.abs().amax(dim=-2), group, torch.amax)
         del drive
-        level = _per_group(_detector_power(bus, sample_rate), group, torch.mean, length=n_samples + pad)
+        level = _per_group(detector_power, group, torch.mean, length=n_samples + pad)
         self.level_db = power_to_db(level)
         settings = (per_item(v, bus.shape[:1], bus) for v in compressor_settings(params, "bus"))
         threshold_db, ratio, attack_ms, release_ms, _, knee_db = settings
@@ -251,22 +252,6 @@ def _group_coef(time_ms: torch.Tensor, sample_rate: int, group: int) -> torch.Te
     """A one-pole's coefficient per sample for a 10-90 % time (`torchcomp.ms2coef`), per group instead
     (computed in float64, returned in `time_ms`'s dtype: the kernel compiles per dtype)."""
     return (1 - (1 - ms2coef(time_ms.double(), sample_rate)) ** group).to(time_ms.dtype)
-
-
-def _detector_power(bus: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """The compressor's detector power `[B, T]` of `bus` `[B, 2, T]`; a long signal without gradients
-    (`automix.dsp.filters.by_block`) a block at a time, the detector hearing the blocks around."""
-    n_samples = bus.shape[-1]
-    if not by_block(n_samples, sample_rate):
-        return detector_mean_square(bus, sample_rate)
-    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
-    power = bus.new_empty(bus.shape[0], n_samples)
-    for start in range(0, n_samples, MASTER_BLOCK_SAMPLES):
-        stop = min(start + MASTER_BLOCK_SAMPLES, n_samples)
-        heard = (max(0, start - context), min(n_samples, stop + context))
-        block = detector_mean_square(bus[..., heard[0] : heard[1]], sample_rate)
-        power[:, start:stop] = block[:, start - heard[0] : stop - heard[0]]
-    return power
 
 
 def secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:

@@ -225,7 +225,7 @@ def test_predict_mode_reaches_the_target_loudness_behind_a_boosting_master_eq(mo
     renders = []
     render_master = chain.render_master
     monkeypatch.setattr(
-        chain, "render_master", lambda *args: renders.append(render_master(*args)) or renders[-1]
+        chain, "render_master", lambda *args, **kw: renders.append(render_master(*args, **kw)) or renders[-1]
     )
     style = StyleTarget(name="level", lufs=-12.0, spectral_centroid_hz=2000.0, stereo_ms_ratio=0.5)
     song, _ = synth_stems(6.0, SAMPLE_RATE, seed=21)

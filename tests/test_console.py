@@ -6,15 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from automix import metrics
+from automix.dsp import console, filters
 from automix.dsp.console import (
     MASTER_PARAMETERS,
     STEM_PARAMETERS,
+    bus_detector_power,
     channel_strip,
     channel_strip_blocks,
     master_drive,
     master_drive_blocks,
+    master_section,
     render_mix,
 )
+from automix.dsp.stereo import gain
 from automix.params import ParameterSpace
 from automix.synth import synth_stems
 
@@ -156,3 +160,23 @@ def test_the_master_drive_rendered_a_block_at_a_time_matches_the_whole_signal():
     joined = torch.cat(blocks, dim=-1)
     error_db = 10 * torch.log10((joined - whole).square().sum() / whole.square().sum())
     assert error_db < -60
+
+
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_renders_at_other_gains_may_share_the_bus_detectors_power(monkeypatch, blockwise):
+    """The bus compressor's detector is quadratic in its input: its power of the bus, scaled by a gain
+    squared, renders the master at that gain exactly as the master's own detector does, on the whole
+    signal and a block at a time (1 s blocks)."""
+    stems = synth_stems(4.0, SAMPLE_RATE, seed=5)[0].double()
+    stem_params, master_params = active_params(stems.shape[0])
+    bus = channel_strip(stems, SAMPLE_RATE, stem_params).sum(dim=0, keepdim=True)
+    if blockwise:
+        monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
+        monkeypatch.setattr(console, "MASTER_BLOCK_SAMPLES", SAMPLE_RATE)
+    gain_db = torch.tensor([6.0], dtype=torch.float64)
+    with torch.no_grad():
+        power = bus_detector_power(bus, SAMPLE_RATE) * 10 ** (gain_db[:, None] / 10)
+        louder = gain(bus, gain_db=gain_db)
+        shared = master_section(louder, SAMPLE_RATE, master_params, detector_power=power)
+        own = master_section(louder, SAMPLE_RATE, master_params)
+    torch.testing.assert_close(shared, own, rtol=1e-9, atol=1e-12)

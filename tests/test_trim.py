@@ -7,7 +7,7 @@ import scipy.signal
 import torch
 
 from automix import trim
-from automix.dsp import filters
+from automix.dsp import console, filters
 from automix.dsp.console import master_section
 from automix.dsp.stereo import gain
 from automix.loudness import HopEnergyMeter, k_weighting_coefficients, weighted_power
@@ -119,7 +119,7 @@ def test_a_long_signal_is_modelled_block_by_block_alike(monkeypatch):
     params = master_params(1, **COMPRESSING)
     whole = trim.MasterLoudness(bus, SAMPLE_RATE, params, CEILING_DBTP)
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
-    monkeypatch.setattr(trim, "MASTER_BLOCK_SAMPLES", SAMPLE_RATE)
+    monkeypatch.setattr(console, "MASTER_BLOCK_SAMPLES", SAMPLE_RATE)
     with torch.no_grad():
         blocks = trim.MasterLoudness(bus, SAMPLE_RATE, params, CEILING_DBTP)
         for gain_db in (0.0, 6.0):

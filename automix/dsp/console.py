@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, limiter
+from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, detector_mean_square, limiter
 from automix.dsp.eq import four_band_eq, four_band_sections
 from automix.dsp.filters import biquad_response, by_block, overlap_save
 from automix.dsp.saturation import saturate
@@ -128,9 +128,7 @@ def channel_strip_blocks(
     level_pan = _level_pan(params, stems)
     settings = compressor_settings(params, "comp")
     gain_state = None
-    for start in range(0, n_samples, block_samples):
-        stop = min(start + block_samples, n_samples)
-        heard = (max(0, start - context), min(n_samples, stop + context))  # what the detector hears
+    for start, stop, heard in _detector_blocks(n_samples, sample_rate, block_samples):
         first = max(0, heard[0] - eq_warmup)
         equalised = overlap_save(stems[..., first : heard[1]], *eq)[..., heard[0] - first :]
         compressed, gain_state = compressor_block(
@@ -143,17 +141,26 @@ def channel_strip_blocks(
         yield start, saturate(compressed, drive=params["drive"]) * level_pan
 
 
-def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def master_drive(
+    mix: torch.Tensor,
+    sample_rate: int,
+    params: dict[str, torch.Tensor],
+    detector_power: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
     the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. A long mix without
     gradients (`automix.dsp.filters.by_block`) goes through it a block at a time (`master_drive_blocks`).
+    `detector_power`: the bus compressor's detector power of `mix` (`bus_detector_power`) when already
+    known; None: from the mix.
     """
     if by_block(mix.shape[-1], sample_rate):
         drive = torch.empty_like(mix)
-        for start, block in master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES):
+        blocks = master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES, detector_power)
+        for start, block in blocks:
             drive[..., start : start + block.shape[-1]] = block
         return drive
-    x = _compress(mix, sample_rate, params, "bus")
+    settings = compressor_settings(params, "bus")
+    x = compressor_block(mix, sample_rate, settings, power=detector_power)[0]
     x = four_band_eq(
         x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
@@ -161,35 +168,66 @@ def master_drive(mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Te
 
 
 def master_drive_blocks(
-    mix: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], block_samples: int
+    mix: torch.Tensor,
+    sample_rate: int,
+    params: dict[str, torch.Tensor],
+    block_samples: int,
+    detector_power: torch.Tensor | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """`master_drive` a block of time at a time, as `channel_strip_blocks` does the strips: yields
-    `(start, [..., 2, L])` in time order. The compressor's detector hears the blocks around and its
-    gain carries on; the EQ hears the compressor's output of the block before. No gradients."""
+    `(start, [..., 2, L])` in time order. The compressor's detector hears the blocks around (or its
+    power is `detector_power`'s) and its gain carries on; the EQ hears the compressor's output of the
+    block before. No gradients."""
     n_samples = mix.shape[-1]
     b, a = four_band_sections(
         sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )
-    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
     eq = biquad_response(b, a, sample_rate, block_samples, mix.dtype)
     eq_warmup = eq[-1] - 1
     settings = compressor_settings(params, "bus")
     gain_state = None
     compressed_before = mix.new_zeros(*mix.shape[:-1], eq_warmup)
-    for start in range(0, n_samples, block_samples):
-        stop = min(start + block_samples, n_samples)
-        heard = (max(0, start - context), min(n_samples, stop + context))
+    for start, stop, heard in _detector_blocks(n_samples, sample_rate, block_samples):
+        if detector_power is not None:
+            heard, power = (start, stop), detector_power[:, start:stop]
+        else:
+            power = None
         compressed, gain_state = compressor_block(
             mix[..., heard[0] : heard[1]],
             sample_rate,
             settings,
             gain_state=gain_state,
             context=(start - heard[0], heard[1] - stop),
+            power=power,
         )
         joined = torch.cat([compressed_before, compressed], dim=-1)
         equalised = overlap_save(joined, *eq)[..., eq_warmup:]
         compressed_before = joined[..., joined.shape[-1] - eq_warmup :]
         yield start, _width_and_drive(equalised, params)
+
+
+def bus_detector_power(mix: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """The bus compressor's detector power `[B, T]` of a mix `[B, 2, T]` (`detector_mean_square`), as
+    `master_drive` computes it: a long mix without gradients a block at a time, the detector hearing the
+    blocks around. Renders of one bus at different gains can share it (`master_section`'s
+    `detector_power`), scaled by each gain squared: the detector is quadratic in its input."""
+    n_samples = mix.shape[-1]
+    if not by_block(n_samples, sample_rate):
+        return detector_mean_square(mix, sample_rate)
+    power = mix.new_empty(mix.shape[0], n_samples)
+    for start, stop, heard in _detector_blocks(n_samples, sample_rate, MASTER_BLOCK_SAMPLES):
+        block = detector_mean_square(mix[..., heard[0] : heard[1]], sample_rate)
+        power[:, start:stop] = block[:, start - heard[0] : stop - heard[0]]
+    return power
+
+
+def _detector_blocks(n_samples: int, sample_rate: int, block_samples: int) -> Iterator[tuple]:
+    """`(start, stop, heard)` of each block of a signal, `heard` the span around it its compressor's
+    detector hears (`DETECTOR_CONTEXT_MS` each side, within the signal)."""
+    context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
+    for start in range(0, n_samples, block_samples):
+        stop = min(start + block_samples, n_samples)
+        yield start, stop, (max(0, start - context), min(n_samples, stop + context))
 
 
 def master_section(
@@ -200,6 +238,7 @@ def master_section(
     ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
     limiter_lookahead_ms: float | None = None,
     limiter_release_ms: float | None = None,
+    detector_power: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bus compressor -> master EQ -> M/S width -> true-peak limiter.
 
@@ -208,13 +247,15 @@ def master_section(
         params: `MASTER_PARAMETERS`, each `[...]` (EQ `[..., 4]`).
         ceiling_dbtp: the limiter's output ceiling, dBTP.
         limiter_lookahead_ms, limiter_release_ms: None keeps the limiter's defaults.
+        detector_power: `[B, T]` the bus compressor's detector power of `mix` (`bus_detector_power`),
+            when already known; None: from the mix.
 
     Returns:
         `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
     """
     timing = {"lookahead_ms": limiter_lookahead_ms, "release_ms": limiter_release_ms}
     return limiter(
-        master_drive(mix, sample_rate, params),
+        master_drive(mix, sample_rate, params, detector_power),
         sample_rate,
         ceiling_dbtp=ceiling_dbtp,
         **{k: v for k, v in timing.items() if v is not None},

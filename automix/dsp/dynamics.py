@@ -243,6 +243,7 @@ def compressor_block(
     *,
     gain_state: torch.Tensor | None = None,
     context: tuple[int, int] = (0, 0),
+    power: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`compressor` on one block of a longer signal, for rendering it a block at a time.
 
@@ -257,6 +258,9 @@ def compressor_block(
         gain_state: `[B]` (B the product of the leading dims) the smoothed gain before the block's first
             output sample, without makeup; None: 1, no reduction (the start of a signal).
         context: `(left, right)` samples of x on either side of the block.
+        power: `[B, L]` the detector's power (`detector_mean_square`) over the block, when it is already
+            known (renders of one signal at different gains share it: it scales by the gain squared);
+            None: from x.
 
     Returns:
         `([..., C, L] compressed block, [B] gain state after its last sample)`.
@@ -265,7 +269,9 @@ def compressor_block(
     n_samples = x.shape[-1] - left - right
     lead = x.shape[:-2]
     threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (per_item(v, lead, x) for v in settings)
-    level_db = power_to_db(detector_mean_square(x, sample_rate)[:, left : left + n_samples])
+    if power is None:
+        power = detector_mean_square(x, sample_rate)[:, left : left + n_samples]
+    level_db = power_to_db(power)
     target_db = soft_knee_gain_db(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
     gain = ballistics(
         db_to_amp(target_db),
