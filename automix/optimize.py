@@ -138,7 +138,6 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         give_up = adam_follows and attempt == 0
         with torch.no_grad():
             if attempt > 0:
-                bus = mix = None  # the last attempt's, freed before the new render
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             master_params = chain.space.denormalize_master(master_unit)
             mix, master_params, trim_db, done = refine_on_full_render(
@@ -147,6 +146,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
         if done.all() or not adam_follows:
             break
+        bus = mix = None  # freed for Adam's graph: the next attempt renders both again
         stem_unit, master_unit = optimize_on_excerpts(
             chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
         )

@@ -17,6 +17,7 @@ from scipy.signal import correlate, resample_poly
 from automix.dsp import dynamics, filters
 from automix.dsp.dynamics import (
     _detector_branches,
+    _GainComputer,
     _PeakOverPhases,
     _sliding_max,
     ballistics,
@@ -24,6 +25,7 @@ from automix.dsp.dynamics import (
     limiter,
 )
 from automix.dsp.oversample import polyphase_fir
+from automix.units import db_to_amp, power_to_db
 
 SR = 44100
 # Slack on the independent true-peak reading: float rounding only (the limiter keeps a margin itself).
@@ -183,6 +185,28 @@ def test_compressor_gradients_reach_every_parameter():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for name, tensor in params.items():
         assert torch.isfinite(tensor.grad).all() and (tensor.grad != 0).all(), name
+
+
+def test_the_fused_gain_computer_differentiates_as_autograd_does_its_steps():
+    """Levels on both sides of and inside every knee (a hard one among them): the closed-form backward
+    gives autograd's gradients of `db_to_amp(soft_knee_gain_db(power_to_db(power), ...))`, and passes
+    gradcheck."""
+    torch.manual_seed(0)
+    level_db = torch.empty(3, 400, dtype=torch.float64).uniform_(-60.0, 0.0)
+    power = (10 ** (level_db / 10)).requires_grad_()
+    settings = [
+        torch.tensor(column, dtype=torch.float64)[:, None].requires_grad_()
+        for column in ([-30.0, -20.0, -10.0], [4.0, 1.5, 10.0], [6.0, 0.0, 12.0])
+    ]
+    weights = torch.randn(3, 400, dtype=torch.float64)
+    steps = db_to_amp(dynamics.soft_knee_gain_db(power_to_db(power), *settings))
+    expected = torch.autograd.grad((steps * weights).sum(), (power, *settings))
+    fused = _GainComputer.apply(power, *settings)
+    torch.testing.assert_close(fused, steps)
+    got = torch.autograd.grad((fused * weights).sum(), (power, *settings))
+    for name, a, b in zip(("power", "threshold", "ratio", "knee"), got, expected, strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert torch.autograd.gradcheck(_GainComputer.apply, (power[:, :40], *settings))
 
 
 def test_compressor_gradcheck():
