@@ -56,6 +56,24 @@ def test_saturation_is_level_compensated_tanh():
     torch.testing.assert_close(saturate(quiet, drive=3.0), quiet, rtol=1e-7, atol=0)  # small-signal gain 1
 
 
+def test_saturation_with_a_gain_after_it_differentiates_as_autograd_does_its_steps():
+    """A mono stem spread by a stereo gain (level and pan, as in the strips): values and gradients of
+    the fused node against autograd of tanh(drive · x) / drive · gain, and gradcheck."""
+    torch.manual_seed(1)
+    x = torch.randn(3, 1, 64, dtype=torch.float64, requires_grad=True)
+    drive = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    after = torch.rand(3, 2, 1, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 2, 64, dtype=torch.float64)
+    steps = torch.tanh(drive[:, None, None] * x) / drive[:, None, None] * after
+    fused = saturate(x, drive=drive, gain=after)
+    torch.testing.assert_close(fused, steps)
+    expected = torch.autograd.grad((steps * weights).sum(), (x, drive, after))
+    got = torch.autograd.grad((fused * weights).sum(), (x, drive, after))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x, d, g: saturate(x, drive=d, gain=g), (x, drive, after))
+
+
 def test_finite_difference_gradients_of_stereo_and_saturation():
     x = torch.randn(2, 32, dtype=torch.float64, requires_grad=True)
     for fn, value in ((pan, 0.3), (stereo_width, 1.2), (saturate, 1.7), (gain, -4.0)):

@@ -99,8 +99,7 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
         highpass_hz=DC_BLOCK_HZ,
     )
     x = _compress(x, sample_rate, params, "comp")
-    x = saturate(x, drive=params["drive"])
-    return x * _level_pan(params, x)
+    return saturate(x, drive=params["drive"], gain=_level_pan(params, x))
 
 
 def channel_strip_blocks(
@@ -138,7 +137,7 @@ def channel_strip_blocks(
             gain_state=gain_state,
             context=(start - heard[0], heard[1] - stop),
         )
-        yield start, saturate(compressed, drive=params["drive"]) * level_pan
+        yield start, saturate(compressed, drive=params["drive"], gain=level_pan)
 
 
 def master_drive(
@@ -258,6 +257,7 @@ def master_section(
         master_drive(mix, sample_rate, params, detector_power),
         sample_rate,
         ceiling_dbtp=ceiling_dbtp,
+        overwrite=True,  # the drive is this function's own
         **{k: v for k, v in timing.items() if v is not None},
     )
 

@@ -521,6 +521,7 @@ def limiter(
     ceiling_dbtp=DEFAULT_CEILING_DBTP,
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
     release_ms=DEFAULT_LIMITER_RELEASE_MS,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """Look-ahead true-peak brick-wall limiter, linked over channels, time-aligned with its input.
 
@@ -547,6 +548,7 @@ def limiter(
         lookahead_ms: look-ahead and gain-ramp length, ms. Structural, not differentiable: rounded to
             W ≥ 1 samples.
         release_ms: 10-90 % recovery time of the gain reduction, ms; differentiable.
+        overwrite: x is the caller's temporary: without gradients, it is limited in place.
 
     Returns:
         `[..., C, T]` limited signal, true peak ≤ `ceiling_dbtp`.
@@ -559,8 +561,10 @@ def limiter(
     limiter_gain = _limiter_gain_by_block if by_block(n_samples, sample_rate) else _limiter_gain
     y = x
     for _ in range(LIMITER_PASSES):
-        gain = limiter_gain(y, ceiling, release_coef, window)
-        y = y * gain.reshape(*lead, 1, n_samples)
+        gain = limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)
+        # Without gradients the second pass scales the first's output in place: one signal-sized copy less.
+        in_place = not torch.is_grad_enabled() and (y is not x or overwrite)
+        y = y.mul_(gain) if in_place else y * gain
         if not (gain < 1).any():
             break  # y is unchanged (gain exactly 1), so a further pass would find the same
     return y

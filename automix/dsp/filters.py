@@ -141,22 +141,23 @@ def _unit_circle_powers(table: torch.Tensor, n_powers: int, bins: slice) -> torc
 
 
 def _polynomial_values(polynomials: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
-    """`[M, K]` real coefficients of z^-j times `[K, bins · 2]` powers: complex values `[M, bins]`."""
+    """`[..., K]` real coefficients of z^-j times `[K, bins · 2]` powers: complex values `[..., bins]`."""
     return torch.view_as_complex((polynomials @ powers).unflatten(-1, (-1, 2)))
 
 
-class _SectionResponse(torch.autograd.Function):
-    """`B(e^{iw}) / A(e^{iw})` on the rfft grid of `table` (`_unit_circle_table`) for polynomials b, a
-    `[M, K]` (powers of z^-1; a biquad section's quadratics), float64.
+class _CascadeResponse(torch.autograd.Function):
+    """`prod_s B_s(e^{iw}) / A_s(e^{iw})` on the rfft grid of `table` (`_unit_circle_table`) for the
+    sections' polynomials b, a `[M, S, K]` (powers of z^-1; biquad sections' quadratics), in float64.
 
     Each polynomial is a sum of its coefficients times powers of e^{-iw}: a small matrix product (a
     zero-padded float64 FFT of the coefficients costs several times more, forward and backward), done
-    in blocks of `RESPONSE_BLOCK_BINS` so that its float64 temporaries stay small. Numerator and
+    in blocks of `RESPONSE_BLOCK_BINS` so that the float64 temporaries stay small. Numerator and
     denominator take separate, identical products, so equal polynomials (a 0 dB band) give exactly 1.
-    The backward is written out, as autograd through the complex division and the casts costs several
-    times more: with g the gradient with respect to R = B / A (torch's convention),
-    dL/db_j = Re sum_k conj(w_k)·e^{-ijw_k} for w = g·conj(1 / A), and dL/da_j the same for
-    w = -g·conj(R / A).
+    One node that keeps only the coefficients: autograd's product of the sections kept two responses a
+    section. The backward is written out, recomputing the sections a block at a time: with g the
+    gradient with respect to the cascade and g_s = g·conj(the other sections' product) the one with
+    respect to section s's R_s = B_s / A_s (torch's convention), dL/db_sj = Re sum_k conj(w_k)·e^{-ijw_k}
+    for w = g_s·conj(1 / A_s), and dL/da_sj the same for w = -g_s·conj(R_s / A_s).
     """
 
     @staticmethod
@@ -168,7 +169,10 @@ class _SectionResponse(torch.autograd.Function):
         for start in range(0, n_bins, RESPONSE_BLOCK_BINS):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, n_bins))
             powers = _unit_circle_powers(table, b.shape[-1], block)
-            response[:, block] = _polynomial_values(b, powers) / _polynomial_values(a, powers)
+            sections = (_polynomial_values(b, powers) / _polynomial_values(a, powers)).to(dtype)
+            response[:, block] = sections[:, 0]
+            for s in range(1, sections.shape[1]):
+                response[:, block] *= sections[:, s]
         ctx.save_for_backward(b, a, table)
         return response
 
@@ -180,13 +184,31 @@ class _SectionResponse(torch.autograd.Function):
         for start in range(0, grad.shape[-1], RESPONSE_BLOCK_BINS):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, grad.shape[-1]))
             powers = _unit_circle_powers(table, b.shape[-1], block)
-            inverse = 1.0 / _polynomial_values(a, powers)
-            w = grad[:, block].to(inverse.dtype) * inverse.conj()
+            # In the gradient's precision from here: float64 only where the signal is.
+            inverse = (1.0 / _polynomial_values(a, powers)).to(grad.dtype)  # [M, S, bins]
+            sections = _polynomial_values(b, powers).to(grad.dtype) * inverse
+            w = grad[:, None, block] * (_others_product(sections) * inverse).conj()
             # Re(conj(w)·e) = w_re·e_re + w_im·e_im: a product with the same real pairs.
-            grad_b += torch.view_as_real(w).flatten(-2) @ powers.T
-            w *= (_polynomial_values(b, powers) * inverse).conj()
-            grad_a -= torch.view_as_real(w).flatten(-2) @ powers.T
+            powers = powers.T.to(w.real.dtype)
+            grad_b += torch.view_as_real(w).flatten(-2) @ powers
+            w *= sections.conj()
+            grad_a -= torch.view_as_real(w).flatten(-2) @ powers
         return grad_b, grad_a, None, None
+
+
+def _others_product(factors: torch.Tensor) -> torch.Tensor:
+    """`[..., S, n]`: for each s the product of the other factors along dim −2, without dividing (a
+    section's response can be exactly 0, a high-pass's at DC)."""
+    others = torch.empty_like(factors)
+    running = torch.ones_like(factors[..., 0, :])
+    for s in range(factors.shape[-2]):  # the factors before each
+        others[..., s, :] = running
+        running = running * factors[..., s, :]
+    running = torch.ones_like(running)
+    for s in reversed(range(factors.shape[-2])):  # times the factors after it
+        others[..., s, :] *= running
+        running = running * factors[..., s, :]
+    return others
 
 
 def frequency_response(
@@ -194,8 +216,8 @@ def frequency_response(
 ) -> torch.Tensor:
     """Complex response of a biquad cascade on the rfft grid of length `n_fft`.
 
-    Each section's quadratics are evaluated at every bin in float64 (`_SectionResponse`) and the
-    sections' responses multiplied: the expanded polynomial of the whole cascade (one evaluation
+    Each section's quadratics are evaluated at every bin in float64 and the sections' responses
+    multiplied (`_CascadeResponse`): the expanded polynomial of the whole cascade (one evaluation
     instead of one per section) loses nearly all its digits where several roots crowd z = 1: it put a
     20 Hz high-pass after a 30 Hz shelf −33 dB (2 %) off scipy's output.
 
@@ -209,14 +231,11 @@ def frequency_response(
     """
     complex_dtype = b.dtype.to_complex() if dtype is None else dtype
     table = _unit_circle_table(n_fft, b.device)
-    lead = b.shape[:-2]
-    response = None
-    for b_section, a_section in zip(b.double().unbind(-2), a.double().unbind(-2), strict=True):
-        section = _SectionResponse.apply(
-            b_section.reshape(-1, 3), a_section.reshape(-1, 3), table, complex_dtype
-        )
-        response = section if response is None else response * section
-    return response.reshape(*lead, -1)
+    sections = b.shape[-2:]
+    response = _CascadeResponse.apply(
+        b.double().reshape(-1, *sections), a.double().reshape(-1, *sections), table, complex_dtype
+    )
+    return response.reshape(*b.shape[:-2], -1)
 
 
 class _Rfft(torch.autograd.Function):

@@ -1,10 +1,13 @@
 """Soft saturation for harmonic enhancement."""
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
-def saturate(x: torch.Tensor, *, drive: torch.Tensor | float) -> torch.Tensor:
-    """tanh waveshaper, level-compensated: y = tanh(drive * x) / drive.
+def saturate(
+    x: torch.Tensor, *, drive: torch.Tensor | float, gain: torch.Tensor | None = None
+) -> torch.Tensor:
+    """tanh waveshaper, level-compensated: y = tanh(drive * x) / drive, times an optional gain after it.
 
     The small-signal gain is 1 at any drive, so drive changes the harmonic content and the crest of
     loud passages, not the level of quiet ones; drive 1 adds only the gentle curve of tanh itself.
@@ -12,6 +15,32 @@ def saturate(x: torch.Tensor, *, drive: torch.Tensor | float) -> torch.Tensor:
     Args:
         x: `[..., C, T]`.
         drive: `[...]` or scalar, >= 1 (the project range is 1-3).
+        gain: linear gain after the shaper, broadcast against x (a strip's level and pan, `[..., 2, 1]`);
+            None: 1.
     """
     drive = torch.as_tensor(drive, dtype=x.dtype, device=x.device)[..., None, None]
-    return torch.tanh(drive * x) / drive
+    gain = torch.ones((), dtype=x.dtype, device=x.device) if gain is None else gain
+    return _Saturation.apply(x, drive, gain)
+
+
+class _Saturation(torch.autograd.Function):
+    """`tanh(drive · x) / drive · gain`, one node that keeps only its inputs: autograd's three steps kept
+    two signal-sized results besides x. The backward recomputes the tanh."""
+
+    @staticmethod
+    def forward(ctx, x, drive, gain):
+        ctx.save_for_backward(x, drive, gain)
+        return torch.tanh(drive * x) * (gain / drive)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, drive, gain = ctx.saved_tensors
+        shaped = torch.tanh(drive * x)
+        grad_gain = (grad * shaped / drive).sum_to_size(gain.shape) if ctx.needs_input_grad[2] else None
+        grad_shaped = grad * gain
+        slope = 1 - shaped.square()  # d tanh(u) / du
+        grad_x = (grad_shaped * slope).sum_to_size(x.shape)
+        by_drive = grad_shaped * (x * slope / drive - shaped / drive.square())
+        grad_drive = by_drive.sum_to_size(drive.shape) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_drive, grad_gain
