@@ -147,11 +147,12 @@ def _polynomial_values(polynomials: torch.Tensor, powers: torch.Tensor) -> torch
 
 class _CascadeResponse(torch.autograd.Function):
     """`prod_s B_s(e^{iw}) / A_s(e^{iw})` on the rfft grid of `table` (`_unit_circle_table`) for the
-    sections' polynomials b, a `[M, S, K]` (powers of z^-1; biquad sections' quadratics), in float64.
+    sections' polynomials b, a `[M, S, K]` (powers of z^-1; biquad sections' quadratics), float64.
 
-    Each polynomial is a sum of its coefficients times powers of e^{-iw}: a small matrix product (a
-    zero-padded float64 FFT of the coefficients costs several times more, forward and backward), done
-    in blocks of `RESPONSE_BLOCK_BINS` so that the float64 temporaries stay small. Numerator and
+    Each polynomial is a sum of its coefficients times powers of e^{-iw}: a small float64 matrix product
+    (a zero-padded float64 FFT of the coefficients costs several times more, forward and backward),
+    done in blocks of `RESPONSE_BLOCK_BINS` so that the temporaries stay small; its values are rounded
+    to the result's dtype (the gradient's, backward) before they are divided and multiplied. Numerator and
     denominator take separate, identical products, so equal polynomials (a 0 dB band) give exactly 1.
     One node that keeps only the coefficients: autograd's product of the sections kept two responses a
     section. The backward is written out, recomputing the sections a block at a time: with g the
@@ -169,7 +170,7 @@ class _CascadeResponse(torch.autograd.Function):
         for start in range(0, n_bins, RESPONSE_BLOCK_BINS):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, n_bins))
             powers = _unit_circle_powers(table, b.shape[-1], block)
-            sections = (_polynomial_values(b, powers) / _polynomial_values(a, powers)).to(dtype)
+            sections = _polynomial_values(b, powers).to(dtype) / _polynomial_values(a, powers).to(dtype)
             response[:, block] = sections[:, 0]
             for s in range(1, sections.shape[1]):
                 response[:, block] *= sections[:, s]
@@ -185,7 +186,7 @@ class _CascadeResponse(torch.autograd.Function):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, grad.shape[-1]))
             powers = _unit_circle_powers(table, b.shape[-1], block)
             # In the gradient's precision from here: float64 only where the signal is.
-            inverse = (1.0 / _polynomial_values(a, powers)).to(grad.dtype)  # [M, S, bins]
+            inverse = 1.0 / _polynomial_values(a, powers).to(grad.dtype)  # [M, S, bins]
             sections = _polynomial_values(b, powers).to(grad.dtype) * inverse
             w = grad[:, None, block] * (_others_product(sections) * inverse).conj()
             # Re(conj(w)·e) = w_re·e_re + w_im·e_im: a product with the same real pairs.
