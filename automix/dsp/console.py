@@ -63,10 +63,11 @@ def compressor_settings(params: dict[str, torch.Tensor], prefix: str) -> tuple[t
 
 
 def _compress(
-    x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str
+    x: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor], prefix: str, power=None
 ) -> torch.Tensor:
-    """The compressor with the settings `{prefix}_threshold_db`, ... of `params`."""
-    return compressor_block(x, sample_rate, compressor_settings(params, prefix))[0]
+    """The compressor with the settings `{prefix}_threshold_db`, ... of `params`; `power`: its
+    detector's power of x when already known (`compressor_block`)."""
+    return compressor_block(x, sample_rate, compressor_settings(params, prefix), power=power)[0]
 
 
 def _level_pan(params: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -158,8 +159,7 @@ def master_drive(
         for start, block in blocks:
             drive[..., start : start + block.shape[-1]] = block
         return drive
-    settings = compressor_settings(params, "bus")
-    x = compressor_block(mix, sample_rate, settings, power=detector_power)[0]
+    x = _compress(mix, sample_rate, params, "bus", detector_power)
     x = four_band_eq(
         x, sample_rate, gain_db=params["eq_gain_db"], freq_hz=params["eq_freq_hz"], q=params["eq_q"]
     )

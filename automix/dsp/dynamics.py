@@ -219,15 +219,17 @@ class _GainComputer(torch.autograd.Function):
     def backward(ctx, grad):
         power, threshold_db, ratio, knee_db = ctx.saved_tensors
         floor = 10.0 ** (AMP_FLOOR_DB / 10.0)
-        over = power_to_db(power) - threshold_db
+        level_db = power_to_db(power)
+        gain_db = soft_knee_gain_db(level_db, threshold_db, ratio, knee_db)
+        grad_db = grad * db_to_amp(gain_db) * (math.log(10.0) / 20.0)
+        # The knee's regions as `soft_knee_gain_db` draws them, and its derivatives in each.
+        over = level_db - threshold_db
         slope = 1.0 / ratio - 1.0
         knee = knee_db.clamp_min(MIN_KNEE_DB)
         above, below = 2 * over > knee_db, 2 * over < -knee_db
         inside = ~above & ~below
         u = over + knee / 2  # how far into the knee, dB
         zero = torch.zeros_like(over)
-        gain_db = torch.where(above, slope * over, torch.where(inside, slope * u.square() / (2 * knee), zero))
-        grad_db = grad * db_to_amp(gain_db) * (math.log(10.0) / 20.0)
         by_over = grad_db * torch.where(above, slope, torch.where(inside, slope * u / knee, zero))
         by_slope = grad_db * torch.where(above, over, torch.where(inside, u.square() / (2 * knee), zero))
         by_knee = grad_db * torch.where(inside, slope * u * (knee - u) / (2 * knee.square()), zero)
@@ -562,7 +564,8 @@ def limiter(
     y = x
     for _ in range(LIMITER_PASSES):
         gain = limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)
-        # Without gradients the second pass scales the first's output in place: one signal-sized copy less.
+        # Without gradients the second pass scales the first's output in place, and the first x itself
+        # where it is the caller's temporary (`overwrite`): signal-sized copies less.
         in_place = not torch.is_grad_enabled() and (y is not x or overwrite)
         y = y.mul_(gain) if in_place else y * gain
         if not (gain < 1).any():
