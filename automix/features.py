@@ -112,8 +112,8 @@ def _excerpts(stems: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torc
     if n_blocks == 0:
         return stems, power_to_db(stems.square().mean(dim=(-2, -1))) > ACTIVITY_GATE_DBFS
     blocks = stems[..., : n_blocks * block].unflatten(-1, (n_blocks, block))  # [..., N, C, B, L]
-    # Mean square per block by a norm, which reduces without a squared copy of the stems.
-    power = torch.linalg.vector_norm(blocks, dim=(-3, -1)).square() / (blocks.shape[-3] * block)
+    # Mean square per block by a norm along time (contiguous), which reduces without a squared copy.
+    power = torch.linalg.vector_norm(blocks, dim=-1).square().mean(dim=-2) / block
     loud = power_to_db(power) > ACTIVITY_GATE_DBFS  # [..., N, B]
     n_loud = loud.sum(dim=-1, keepdim=True)
     # Blocks that play first, each group in time order; a silent stem picks among all its blocks.
@@ -121,9 +121,16 @@ def _excerpts(stems: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torc
     pool = torch.where(n_loud > 0, n_loud, n_blocks)
     ranks = torch.arange(ANALYSIS_EXCERPTS, device=stems.device) + 0.5
     chosen = order.gather(-1, (ranks * pool / ANALYSIS_EXCERPTS).long())  # [..., N, K]
-    excerpts = torch.take_along_dim(blocks, chosen[..., None, :, None], dim=-2)  # [..., N, C, K, L]
-    faded = excerpts * _fade(block, sample_rate, stems.dtype, stems.device)
-    return faded.flatten(-2), n_loud[..., 0] > 0
+    # One gather of the chosen blocks, [rows, C, K, L] (take_along_dim would expand its index to them).
+    rows = blocks.reshape(-1, *blocks.shape[-3:])
+    channels = torch.arange(rows.shape[1], device=stems.device)[:, None]
+    excerpts = rows[
+        torch.arange(rows.shape[0], device=stems.device)[:, None, None],
+        channels,
+        chosen.reshape(-1, 1, chosen.shape[-1]),
+    ]
+    excerpts *= _fade(block, sample_rate, stems.dtype, stems.device)
+    return excerpts.reshape(*blocks.shape[:-2], -1), n_loud[..., 0] > 0
 
 
 @torch.no_grad()

@@ -61,6 +61,8 @@ DYNAMIC_RANGE_HIGH_QUANTILE = 0.95
 
 def _safe_sqrt(value: torch.Tensor) -> torch.Tensor:
     """sqrt with a zero (not NaN) gradient at 0."""
+    if not value.requires_grad:
+        return value.sqrt()  # the same values: the masks only keep a gradient finite
     positive = value > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, value, 1.0)), 0.0)
 
