@@ -256,3 +256,20 @@ def test_rfft_gradient_matches_torch(n_samples, n):
     want = torch.autograd.grad((torch.fft.rfft(x, n=n) * weight).real.sum(), x)[0]
     got = torch.autograd.grad((filters.rfft(x, n) * weight).real.sum(), x)[0]
     torch.testing.assert_close(got, want)
+
+
+def test_fft_lengths_are_the_smallest_5_smooth_multiples_of_16_at_least_the_signal():
+    """Against a brute-force search: the next 5-smooth multiple of `FFT_LENGTH_MULTIPLE`, never an odd
+    or twice-odd length (those took torch's CPU FFT 2-3x as long)."""
+
+    def five_smooth(n):
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    multiple = filters.FFT_LENGTH_MULTIPLE
+    for n_samples in [*range(1, 3000), 136710, 180810, 445410, 455000]:
+        expected = next(n for n in range(multiple, 2 * n_samples + 2 * multiple, multiple)
+                        if n >= n_samples and five_smooth(n // multiple))  # fmt: skip
+        assert filters.fft_length(n_samples) == expected, n_samples
