@@ -189,15 +189,15 @@ def soft_knee_gain_db(
 
     Returns:
         gain (output − input level), dB, ≤ 0.
+
+    Written as (1/R − 1)·(q + max(0, x − T − W/2)), q = (clamp(x − T, ±W/2) + W/2)² / (2W): the three
+    pieces without selecting among them (q is 0 below the knee and W/2 above it), in fewer passes over
+    a signal.
     """
     over_db = level_db - threshold_db
-    slope = 1.0 / ratio - 1.0
-    safe_knee_db = knee_db.clamp_min(MIN_KNEE_DB)
-    in_knee = slope * (over_db + safe_knee_db / 2).square() / (2 * safe_knee_db)
-    above = slope * over_db
-    below = torch.zeros_like(over_db)
-    gain_db = torch.where(2 * over_db > knee_db, above, in_knee)
-    return torch.where(2 * over_db < -knee_db, below, gain_db)
+    half_knee = knee_db.clamp_min(MIN_KNEE_DB) / 2
+    into_knee = (torch.clamp(over_db, -half_knee, half_knee) + half_knee).square() / (4 * half_knee)
+    return (1.0 / ratio - 1.0) * (into_knee + F.relu(over_db - half_knee))
 
 
 class _GainComputer(torch.autograd.Function):
@@ -212,7 +212,8 @@ class _GainComputer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, power, threshold_db, ratio, knee_db):
         ctx.save_for_backward(power, threshold_db, ratio, knee_db)
-        return db_to_amp(soft_knee_gain_db(power_to_db(power), threshold_db, ratio, knee_db))
+        gain_db = soft_knee_gain_db(power_to_db(power), threshold_db, ratio, knee_db)
+        return gain_db.mul_(math.log(10.0) / 20.0).exp_()  # db_to_amp, in place on a temporary
 
     @staticmethod
     @once_differentiable
