@@ -167,7 +167,12 @@ def detector_mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     n_ch, n_samples = x.shape[-2:]
     flat = x.reshape(-1, n_ch, n_samples)
-    power = (flat.square() + _hilbert(flat, sample_rate).square()).mean(dim=-2) * 0.5
+    quadrature = _hilbert(flat, sample_rate)
+    if torch.is_grad_enabled() and (flat.requires_grad or quadrature.requires_grad):
+        both = flat.square() + quadrature.square()
+    else:  # in place on the transform's own output: two passes over the signal instead of three
+        both = quadrature.square_().addcmul_(flat, flat)
+    power = both.mean(dim=-2) * 0.5
     coef = ms2coef(torch.full(power.shape[:1], DETECTOR_MS, dtype=x.dtype, device=x.device), sample_rate)
     return _OnePole.apply(power, coef)
 
