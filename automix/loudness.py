@@ -149,23 +149,30 @@ def window_samples(sample_rate: int, window_s: float) -> tuple[int, int]:
 
 
 def frame_powers(power: torch.Tensor, window: int, hop: int) -> torch.Tensor:
-    """Mean of `power` over sliding windows, from a float64 cumulative sum.
+    """Mean of `power` over sliding windows of whole hops (`window_samples`), from its sum over each hop.
 
     Args:
         power: `[..., T]` non-negative (e.g. squared samples, summed over channels).
-        window, hop: samples. A signal shorter than one window is measured as one window
-            spanning the whole signal.
+        window, hop: samples, the window a whole number of hops. A signal shorter than one window is
+            measured as one window spanning the whole signal.
 
     Returns:
         `[..., n_frames]` float64 with `n_frames = (T - window) // hop + 1`; frame j covers
-        samples `[j * hop, j * hop + window)`.
+        samples `[j * hop, j * hop + window)`. Each hop is summed in the signal's dtype (as
+        `HopEnergyMeter` does), the hops into windows in float64.
     """
     n_samples = power.shape[-1]
-    window = min(window, n_samples)
-    n_frames = (n_samples - window) // hop + 1
-    cumulative = torch.nn.functional.pad(torch.cumsum(power.double(), dim=-1), (1, 0))
-    starts = torch.arange(n_frames, device=power.device) * hop
-    return (cumulative[..., starts + window] - cumulative[..., starts]) / window
+    if n_samples < window:
+        return power.double().mean(dim=-1, keepdim=True)
+    n_hops = n_samples // hop
+    hop_energy = power[..., : n_hops * hop].unflatten(-1, (n_hops, hop)).sum(dim=-1).double()
+    return _hop_window_means(hop_energy, window, hop)
+
+
+def _hop_window_means(hop_energy: torch.Tensor, window: int, hop: int) -> torch.Tensor:
+    """Mean powers `[..., n_frames]` of the windows of `window` samples moved a hop at a time, from the
+    energy of each hop `[..., n_hops]`."""
+    return hop_energy.unfold(-1, window // hop, 1).sum(dim=-1) / window
 
 
 def weighted_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -284,8 +291,7 @@ class HopEnergyMeter:
 
 def _window_powers(hop_energy: torch.Tensor, sample_rate: int, window_s: float) -> torch.Tensor:
     """Mean powers of the windows of `window_s` moved a hop at a time, from energies per hop."""
-    window, hop = window_samples(sample_rate, window_s)
-    return hop_energy.unfold(-1, window // hop, 1).sum(dim=-1) / window
+    return _hop_window_means(hop_energy, *window_samples(sample_rate, window_s))
 
 
 def integrated_loudness_of_hops(hop_energy: torch.Tensor, sample_rate: int) -> torch.Tensor:
