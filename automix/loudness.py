@@ -133,9 +133,17 @@ def k_weighting(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[..., C, T]` in x's dtype: the causal IIR output with zero initial state (as
         `scipy.signal.lfilter`), to within the -140 dB tail of the impulse response.
     """
-    taps = k_weighting_impulse_response(sample_rate).to(device=x.device, dtype=x.dtype)
-    n_fft = segment_fft_length(x.shape[-1], taps.shape[-1])
-    return overlap_save(x, torch.fft.rfft(taps, n=n_fft), n_fft, taps.shape[-1])
+    n_taps = k_weighting_impulse_response(sample_rate).shape[-1]
+    n_fft = segment_fft_length(x.shape[-1], n_taps)
+    return overlap_save(x, _k_weighting_spectrum(sample_rate, n_fft, x.dtype, x.device), n_fft, n_taps)
+
+
+@functools.lru_cache(maxsize=16)
+def _k_weighting_spectrum(sample_rate: int, n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The K-weighting impulse response's rfft of length `n_fft`, in the complex dtype of `dtype`.
+    Cached: read it, never write to it."""
+    taps = k_weighting_impulse_response(sample_rate).to(device=device, dtype=dtype)
+    return torch.fft.rfft(taps, n=n_fft)
 
 
 def window_samples(sample_rate: int, window_s: float) -> tuple[int, int]:

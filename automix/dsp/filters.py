@@ -9,6 +9,7 @@ have written-out backward passes (`spectral_filter`, `rfft`, `frequency_response
 what its forward does, where autograd's would run complex FFTs of the full length.
 """
 
+import functools
 import math
 
 import torch
@@ -117,8 +118,10 @@ def high_pass(freq_hz, q, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]
     return _normalise((1 + cos_w0) / 2, -(1 + cos_w0), (1 + cos_w0) / 2, 1 + alpha, -2 * cos_w0, 1 - alpha)
 
 
+@functools.lru_cache(maxsize=16)
 def _unit_circle_table(n_fft: int, device) -> torch.Tensor:
-    """`e^{-2·pi·i·t / n_fft}` for t < n_fft, `[n_fft]` complex128."""
+    """`e^{-2·pi·i·t / n_fft}` for t < n_fft, `[n_fft]` complex128. Cached per length and device: read
+    it, never write to it."""
     angle = torch.arange(n_fft, device=device, dtype=torch.float64) * (-2.0 * math.pi / n_fft)
     return torch.polar(torch.ones_like(angle), angle)
 

@@ -30,7 +30,11 @@ class _Saturation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, drive, gain):
         ctx.save_for_backward(x, drive, gain)
-        return torch.tanh(drive * x) * (gain / drive)
+        shaped = (drive * x).tanh_()
+        scale = gain / drive
+        if torch.broadcast_shapes(shaped.shape, scale.shape) == shaped.shape:
+            return shaped.mul_(scale)  # in place on its own temporary
+        return shaped * scale  # a mono input spread to two channels
 
     @staticmethod
     @once_differentiable
