@@ -169,6 +169,8 @@ def frame_powers(power: torch.Tensor, window: int, hop: int) -> torch.Tensor:
         samples `[j * hop, j * hop + window)`. Each hop is summed in the signal's dtype (as
         `HopEnergyMeter` does), the hops into windows in float64.
     """
+    if window % hop:
+        raise ValueError(f"a window of {window} samples is not a whole number of {hop}-sample hops")
     n_samples = power.shape[-1]
     if n_samples < window:
         return power.double().mean(dim=-1, keepdim=True)

@@ -217,8 +217,7 @@ class _GainComputer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, power, threshold_db, ratio, knee_db):
         ctx.save_for_backward(power, threshold_db, ratio, knee_db)
-        gain_db = soft_knee_gain_db(power_to_db(power), threshold_db, ratio, knee_db)
-        return gain_db.mul_(math.log(10.0) / 20.0).exp_()  # db_to_amp, in place on a temporary
+        return db_to_amp(soft_knee_gain_db(power_to_db(power), threshold_db, ratio, knee_db))
 
     @staticmethod
     @once_differentiable
