@@ -8,11 +8,12 @@ from automix import metrics
 from automix.loss import TOLERANCES, target_errors
 
 
-def measure(mix: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
-    """The measurements a mix is judged by (differentiable ones keep their gradients), `[B]` each."""
+def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The measurements a mix is judged by (differentiable ones keep their gradients), `[B]` each;
+    `lufs`: its integrated loudness where already measured."""
     centroid_hz, bands = metrics.spectral_shape(mix, sample_rate)
     return {
-        "lufs": metrics.integrated_loudness(mix, sample_rate),
+        "lufs": metrics.integrated_loudness(mix, sample_rate) if lufs is None else lufs,
         "spectral_centroid": centroid_hz,
         "stereo_ms_ratio": metrics.stereo_ms_ratio(mix),
         "true_peak_dbtp": metrics.true_peak(mix, sample_rate),

@@ -87,7 +87,7 @@ class Prediction(NamedTuple):
     """`AutoMixChain.predict`'s result: normalised settings, the master's input trim `[B]` dB, and the
     bus `[B, 2, T]` with the strips' settings in units and the stems' LUFS `[B, N]` (before the trim).
     `mix` is the master's output at that trim when the loudness search rendered it (without
-    gradients), else None."""
+    gradients), else None, and `mix_lufs` its measured loudness `[B]`."""
 
     stem_unit: torch.Tensor
     master_unit: torch.Tensor
@@ -96,6 +96,7 @@ class Prediction(NamedTuple):
     stem_params: dict
     stem_lufs: torch.Tensor
     mix: torch.Tensor | None = None
+    mix_lufs: torch.Tensor | None = None
 
 
 class AutoMixChain(nn.Module):
@@ -219,18 +220,18 @@ class AutoMixChain(nn.Module):
             context, bus_features(bus, bus_lufs, target, self.sample_rate)
         )
         with torch.no_grad():
-            corrected, mix = self._loudness_trim(
+            corrected, mix, mix_lufs = self._loudness_trim(
                 bus, master_unit, target[:, 0], trim_db.detach(), loudness_steps
             )
         trim_db = trim_db + (corrected - trim_db.detach())
-        return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix)
+        return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix, mix_lufs)
 
     def _loudness_trim(
         self, bus, master_unit, target_lufs, trim_db, steps: int = LOUDNESS_STEPS
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The trim `[B]` dB that brings the master's output to `target_lufs`, and the master's output at
-        that trim (None when the last answer went unrendered): `automix.trim.search_trim`, its model
-        built on the master's input at `trim_db`."""
+        that trim with its loudness (None when the last answer went unrendered):
+        `automix.trim.search_trim`, its model built on the master's input at `trim_db`."""
         master_params = self.space.denormalize_master(master_unit)
         power = bus_detector_power(bus, self.sample_rate)  # shared by the model and every render
         model = MasterLoudness(
@@ -308,9 +309,11 @@ class AutoMixChain(nn.Module):
         trim_db=None,
         join=None,
         mix=None,
+        mix_lufs=None,
     ):
         """The master section on a rendered bus (see `render`): `(mix, analysis)`. A `mix` given is the
-        master's output already rendered at these settings: it is measured instead of rendered again."""
+        master's output already rendered at these settings: it is measured instead of rendered again,
+        its loudness taken from `mix_lufs` where given."""
         master_params = self.space.denormalize_master(master_unit)
         if mix is None:
             mix = self.render_master(bus, master_params, trim_db)
@@ -323,7 +326,7 @@ class AutoMixChain(nn.Module):
             stem_lufs = stem_lufs.reshape(n_songs, n_excerpts, -1).mean(1)
             processing = processing.reshape(n_songs, n_excerpts).mean(1)
             mask = None if mask is None else mask[::n_excerpts]
-        analysis = measure(mix, self.sample_rate) | {
+        analysis = measure(mix, self.sample_rate, lufs=mix_lufs) | {
             "stem_lufs": stem_lufs,
             "stem_params": stem_params,
             "master_params": master_params,
@@ -348,9 +351,17 @@ class AutoMixChain(nn.Module):
     def finish_prediction(self, prediction: Prediction, mask=None):
         """`(mix, analysis)` of a `predict` result; without gradients, the search's last render is the mix."""
         p = prediction
-        rendered = None if torch.is_grad_enabled() else p.mix
+        rendered, lufs = (None, None) if torch.is_grad_enabled() else (p.mix, p.mix_lufs)
         return self.finish(
-            p.bus, p.stem_params, p.stem_lufs, p.stem_unit, p.master_unit, mask, p.trim_db, mix=rendered
+            p.bus,
+            p.stem_params,
+            p.stem_lufs,
+            p.stem_unit,
+            p.master_unit,
+            mask,
+            p.trim_db,
+            mix=rendered,
+            mix_lufs=lufs,
         )
 
     def forward(

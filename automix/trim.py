@@ -213,13 +213,15 @@ def search_trim(
     target_lufs: torch.Tensor,
     steps: int,
     tolerance_lu: float,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, and that output.
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, that output and its
+    measured loudness `[B]`.
 
     The model (of the master's input at `model_trim_db`) answers first; each render of the master at the
     answer (`render`: trim `[B]` -> output `[B, 2, T]`) measures what the model missed there, and the
     model, moved by that, answers again, until every item is within `tolerance_lu` or `steps` renders
-    were made. With 0 steps, or when the last answer went unrendered, the output is None.
+    were made. With 0 steps, or when the last answer went unrendered, the output and its loudness are
+    None.
     """
     low, high = -MAX_TRIM_DB - model_trim_db, MAX_TRIM_DB - model_trim_db
     trim_db = model_trim_db + model.solve(target_lufs, low, high)
@@ -229,15 +231,15 @@ def search_trim(
         lufs = integrated_loudness(mix, model.sample_rate)
         active = (target_lufs - lufs).abs() > tolerance_lu  # per item: a batch gives what each alone would
         if not active.any():
-            return trim_db, mix
+            return trim_db, mix, lufs
         bracket.add(trim_db, lufs)
         offset = lufs - model(trim_db - model_trim_db).to(lufs.dtype)
         answer = bracket.guard(model_trim_db + model.solve(target_lufs - offset, low, high))
         answer = torch.where(active, answer.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_db)
         if torch.equal(answer, trim_db):
-            return trim_db, mix  # out of reach within the trim's range: a render would be the same
+            return trim_db, mix, lufs  # out of reach within the trim's range: a render would be the same
         trim_db = answer
-    return trim_db, None
+    return trim_db, None, None
 
 
 def _per_group(x: torch.Tensor, group: int, reduce, length: int | None = None) -> torch.Tensor:

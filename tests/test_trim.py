@@ -10,7 +10,7 @@ from automix import trim
 from automix.dsp import console, filters
 from automix.dsp.console import master_section
 from automix.dsp.stereo import gain
-from automix.loudness import HopEnergyMeter, k_weighting_coefficients, weighted_power
+from automix.loudness import HopEnergyMeter, integrated_loudness, k_weighting_coefficients, weighted_power
 from automix.params import ParameterSpace
 from automix.synth import synth_stems
 
@@ -92,8 +92,9 @@ def test_the_search_lands_within_tolerance_with_one_render_per_item():
         return renders[-1]
 
     model = trim.MasterLoudness(gain(bus, gain_db=start), SAMPLE_RATE, params, CEILING_DBTP)
-    trim_db, mix = trim.search_trim(counted, model, start, target, steps=4, tolerance_lu=0.25)
+    trim_db, mix, lufs = trim.search_trim(counted, model, start, target, steps=4, tolerance_lu=0.25)
     assert len(renders) == 1 and mix is renders[0]
+    torch.testing.assert_close(lufs, integrated_loudness(mix, SAMPLE_RATE))  # what it measured
     np.testing.assert_allclose(pyloudnorm_lufs(mix), target.numpy(), atol=0.25)
     assert (trim_db > 0).all()  # both songs had to come up
 
@@ -105,7 +106,7 @@ def test_a_silent_bus_gets_a_bounded_trim_and_a_silent_render():
     params = master_params(1)
     start = torch.zeros(1)
     model = trim.MasterLoudness(bus, SAMPLE_RATE, params, CEILING_DBTP)
-    trim_db, mix = trim.search_trim(
+    trim_db, mix, _ = trim.search_trim(
         lambda t: render(bus, params, t), model, start, torch.tensor([-10.0]), steps=2, tolerance_lu=0.25
     )
     assert trim_db == trim.MAX_TRIM_DB  # as far as it goes, and no further
