@@ -273,3 +273,25 @@ def test_fft_lengths_are_the_smallest_5_smooth_multiples_of_16_at_least_the_sign
         expected = next(n for n in range(multiple, 2 * n_samples + 2 * multiple, multiple)
                         if n >= n_samples and five_smooth(n // multiple))  # fmt: skip
         assert filters.fft_length(n_samples) == expected, n_samples
+
+
+def test_equal_cascades_in_a_batch_keep_their_own_gradients():
+    """Rows with the same coefficients (a song's strips repeated for each of its excerpts) are evaluated
+    once, yet each row's gradient is its own: against autograd of the textbook evaluation."""
+    sos = np.concatenate([reference_sos(*case, 44100) for case in CASES[:3]])
+    other = np.concatenate([reference_sos(*case, 44100) for case in CASES[3:6]])
+    rows = np.stack([sos, other, sos, sos])  # rows 0, 2 and 3 are equal
+    b = torch.from_numpy(rows[..., :3]).requires_grad_()
+    a = torch.from_numpy(rows[..., 3:]).requires_grad_()
+    n_fft = 4096
+    weight = torch.randn(
+        4, n_fft // 2 + 1, dtype=torch.complex128, generator=torch.Generator().manual_seed(1)
+    )
+    textbook = (torch.fft.rfft(b, n=n_fft) / torch.fft.rfft(a, n=n_fft)).prod(dim=-2)
+    expected = torch.autograd.grad((textbook * weight).real.sum(), (b, a))
+    ours = filters.frequency_response(b, a, n_fft)
+    torch.testing.assert_close(ours, textbook, rtol=1e-9, atol=1e-12)
+    got = torch.autograd.grad((ours * weight).real.sum(), (b, a))
+    for g, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, want, rtol=0, atol=1e-9 * want.abs().max().item())
+    assert not torch.allclose(got[0][0], got[0][2])  # equal rows, different gradients

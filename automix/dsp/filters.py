@@ -172,34 +172,40 @@ class _CascadeResponse(torch.autograd.Function):
     def forward(
         ctx, b: torch.Tensor, a: torch.Tensor, table: torch.Tensor, dtype: torch.dtype
     ) -> torch.Tensor:
+        # Equal cascades (one song's strips in each of its excerpts, stems at the same settings) are
+        # evaluated once: `index` maps each row to its distinct cascade.
+        distinct, index = torch.unique(torch.cat([b, a], dim=-1), dim=0, return_inverse=True)
+        b_distinct, a_distinct = distinct.split(b.shape[-1], dim=-1)
         n_bins = table.shape[0] // 2 + 1
-        response = torch.empty(b.shape[0], n_bins, dtype=dtype, device=b.device)
+        response = torch.empty(distinct.shape[0], n_bins, dtype=dtype, device=b.device)
         for start in range(0, n_bins, RESPONSE_BLOCK_BINS):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, n_bins))
             powers = _unit_circle_powers(table, b.shape[-1], block)
-            sections = _polynomial_values(b, powers).to(dtype) / _polynomial_values(a, powers).to(dtype)
+            numerator = _polynomial_values(b_distinct, powers).to(dtype)
+            sections = numerator / _polynomial_values(a_distinct, powers).to(dtype)
             response[:, block] = sections[:, 0]
             for s in range(1, sections.shape[1]):
                 response[:, block] *= sections[:, s]
-        ctx.save_for_backward(b, a, table)
-        return response
+        ctx.save_for_backward(b_distinct, a_distinct, index, table)
+        return response[index]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        b, a, table = ctx.saved_tensors
-        grad_b, grad_a = torch.zeros_like(b), torch.zeros_like(a)
+        b, a, index, table = ctx.saved_tensors  # the distinct cascades; every row has its own gradient
+        grad_b = torch.zeros(grad.shape[0], *b.shape[1:], dtype=b.dtype, device=b.device)
+        grad_a = torch.zeros_like(grad_b)
         for start in range(0, grad.shape[-1], RESPONSE_BLOCK_BINS):
             block = slice(start, min(start + RESPONSE_BLOCK_BINS, grad.shape[-1]))
             powers = _unit_circle_powers(table, b.shape[-1], block)
             # In the gradient's precision from here: float64 only where the signal is.
-            inverse = 1.0 / _polynomial_values(a, powers).to(grad.dtype)  # [M, S, bins]
+            inverse = 1.0 / _polynomial_values(a, powers).to(grad.dtype)  # [distinct, S, bins]
             sections = _polynomial_values(b, powers).to(grad.dtype) * inverse
-            w = grad[:, None, block] * (_others_product(sections) * inverse).conj()
+            w = grad[:, None, block] * (_others_product(sections) * inverse).conj()[index]
             # Re(conj(w)·e) = w_re·e_re + w_im·e_im: a product with the same real pairs.
             powers = powers.T.to(w.real.dtype)
             grad_b += torch.view_as_real(w).flatten(-2) @ powers
-            w *= sections.conj()
+            w *= sections.conj()[index]
             grad_a -= torch.view_as_real(w).flatten(-2) @ powers
         return grad_b, grad_a, None, None
 
