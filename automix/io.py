@@ -20,10 +20,12 @@ import soundfile as sf
 import torch
 
 from automix.errors import AutomixError
+from automix.loudness import all_finite
 
 PathLike = str | os.PathLike
 STEREO = 2
 DEFAULT_SUBTYPE = "PCM_24"
+WRITE_BLOCK_FRAMES = 2**16  # `save_audio` writes this many frames at a time
 
 
 def _soundfile(path: PathLike, call: Callable):
@@ -199,13 +201,20 @@ def save_audio(
     path, protect = Path(path), list(protect)
     if x.ndim != 2 or x.shape[0] < 1:
         raise AutomixError(f"{path}: audio to save must be [channels, samples], got shape {tuple(x.shape)}")
-    data = x.detach().cpu().float().numpy().T
-    if not np.isfinite(data).all():
+    audio = x.detach().cpu().float()
+    if not all_finite(audio):
         raise AutomixError(f"{path}: refusing to write NaN or infinite samples")
     file_format = check_audio_output(path, subtype=subtype, protect=protect)
+    frames = audio.numpy().T  # [T, C], a view
 
     def write(file: IO[bytes]) -> None:
-        sf.write(file, data, sample_rate, subtype=subtype, format=file_format)
+        # A block of frames at a time: soundfile copies what it writes into frame order, and a whole
+        # 4-minute mix is 85 MB a copy.
+        with sf.SoundFile(
+            file, "w", sample_rate, frames.shape[1], subtype=subtype, format=file_format
+        ) as out:
+            for start in range(0, frames.shape[0], WRITE_BLOCK_FRAMES):
+                out.write(frames[start : start + WRITE_BLOCK_FRAMES])
 
     write_atomically(path, write, protect)
     return path
