@@ -18,14 +18,12 @@ import torch.nn.functional as F
 from torchcomp import ms2coef
 
 from automix.dsp.console import bus_detector_power, compressor_settings, master_drive
-from automix.dsp.dynamics import (
+from automix.dsp.dynamics import ballistics, per_item, soft_knee_gain_db
+from automix.dsp.limiter import (
     DEFAULT_LIMITER_RELEASE_MS,
     DEFAULT_LOOKAHEAD_MS,
     TRUE_PEAK_MARGIN_DB,
-    ballistics,
     limiter_gain_of_peaks,
-    per_item,
-    soft_knee_gain_db,
 )
 from automix.loudness import (
     BLOCK_S,
@@ -65,7 +63,7 @@ class MasterLoudness:
     `automix.dsp.dynamics.compressor` at the group rate (attack and release in groups); after it the
     EQ, the width and the drive are linear, so the drive scales by the gain and by the compressor's
     gain relative to the one rendered. The limiter: each group's peak is its largest sample magnitude
-    over both channels, and the gain follows as in `automix.dsp.dynamics.limiter`'s first pass, at the
+    over both channels, and the gain follows as in `automix.dsp.limiter.limiter`'s first pass, at the
     group rate. Each group's K-weighted energy of the drive (exact) is scaled by the square of these
     gains: they vary slowly next to the K-weighting's response. Sample peaks read a little under the
     true peaks the limiter detects and its second pass takes a little more, so the model reads up to a

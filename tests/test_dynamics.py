@@ -15,15 +15,8 @@ from hypothesis import strategies as st
 from scipy.signal import correlate, resample_poly
 
 from automix.dsp import dynamics, filters
-from automix.dsp.dynamics import (
-    _detector_branches,
-    _GainComputer,
-    _PeakOverPhases,
-    _sliding_max,
-    ballistics,
-    compressor,
-    limiter,
-)
+from automix.dsp.dynamics import _GainComputer, ballistics, compressor
+from automix.dsp.limiter import _detector_branches, _PeakOverPhases, _sliding_max, limiter
 from automix.dsp.oversample import polyphase_fir
 from automix.units import db_to_amp, power_to_db
 
@@ -444,7 +437,7 @@ def test_peak_envelope_sparse_backward_matches_autograd(kind, density):
 def test_peak_envelope_in_chunks_equals_the_whole_signal_computation():
     """The detector works in time chunks of `PEAK_CHUNK_SAMPLES`; the envelope must not change at the
     chunk edges."""
-    from automix.dsp.dynamics import PEAK_CHUNK_SAMPLES
+    from automix.dsp.limiter import PEAK_CHUNK_SAMPLES
 
     gen = torch.Generator().manual_seed(8)
     n_samples = 2 * PEAK_CHUNK_SAMPLES + 321
@@ -475,7 +468,7 @@ def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(mon
     x[..., 9000:9100] *= 6.0
     whole = limiter(x.requires_grad_(), SR, lookahead_ms=lookahead_ms).detach()
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 0.1)
-    monkeypatch.setattr(dynamics, "LIMITER_BLOCK_SAMPLES", 1000)
+    monkeypatch.setattr("automix.dsp.limiter.LIMITER_BLOCK_SAMPLES", 1000)
     with torch.no_grad():
         blocked = limiter(x, SR, lookahead_ms=lookahead_ms)
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-10)  # the running sums round apart

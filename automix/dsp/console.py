@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import torch
 
-from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, detector_mean_square, limiter
+from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, detector_mean_square
 from automix.dsp.eq import four_band_eq, four_band_sections
 from automix.dsp.filters import biquad_response, by_block, overlap_save
+from automix.dsp.limiter import DEFAULT_CEILING_DBTP, limiter
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
 
@@ -47,7 +48,6 @@ MASTER_PARAMETERS = (
 # Every strip's EQ cascade ends in a high-pass here: it removes DC offsets and infrasonic rumble, which
 # are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
 DC_BLOCK_HZ = 20.0
-DEFAULT_CEILING_DBTP = -1.0  # the output ceiling every mix honours (EBU R128 s1 / streaming practice)
 # A long mix without gradients (`automix.dsp.filters.by_block`) goes through the master section up to
 # the limiter this many samples at a time (`master_drive_blocks`); the limiter works by blocks of its own.
 MASTER_BLOCK_SAMPLES = 2**18
