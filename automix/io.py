@@ -58,7 +58,7 @@ def _read(path: PathLike) -> tuple[np.ndarray, int]:
         raise AutomixError(
             f"{path}: {n_channels} channels, but stems must be mono or stereo; export it as such"
         )
-    if not np.isfinite(data).all():
+    if not all_finite(torch.from_numpy(data)):
         raise AutomixError(f"{path}: the file has NaN or infinite samples; re-export it")
     return data, file_rate
 
@@ -376,7 +376,7 @@ def read_excerpt(info: AudioFileInfo, start_s: float, duration_s: float, sample_
     if info.sample_rate != sample_rate:
         audio = resample(audio, info.sample_rate, sample_rate)
     audio = torch.nn.functional.pad(audio, (0, max(0, n_out - audio.shape[-1])))[..., :n_out]
-    if not torch.isfinite(audio).all():
+    if not all_finite(audio):
         raise AutomixError(f"{info.path}: NaN or infinite samples; re-export the stem")
     return audio
 

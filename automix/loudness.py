@@ -174,9 +174,12 @@ def frame_powers(power: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     n_samples = power.shape[-1]
     if n_samples < window:
         return power.double().mean(dim=-1, keepdim=True)
-    n_hops = n_samples // hop
-    hop_energy = power[..., : n_hops * hop].unflatten(-1, (n_hops, hop)).sum(dim=-1).double()
-    return _hop_window_means(hop_energy, window, hop)
+    return _hop_window_means(_bin_sums(power, hop, n_samples // hop).double(), window, hop)
+
+
+def _bin_sums(power: torch.Tensor, bin_samples: int, n_bins: int) -> torch.Tensor:
+    """`[..., T] -> [..., n_bins]`: the sum over each of the first `n_bins` runs of `bin_samples`."""
+    return power[..., : n_bins * bin_samples].unflatten(-1, (n_bins, bin_samples)).sum(dim=-1)
 
 
 def _hop_window_means(hop_energy: torch.Tensor, window: int, hop: int) -> torch.Tensor:
@@ -279,9 +282,7 @@ class HopEnergyMeter:
         first = self._fed // bin_samples
         # whole hops only
         n_bins = min(power.shape[-1] // self.hop * self.bins_per_hop, self.bin_energy.shape[-1] - first)
-        self.bin_energy[..., first : first + n_bins] = (
-            power[..., : n_bins * bin_samples].unflatten(-1, (n_bins, bin_samples)).sum(-1)
-        )
+        self.bin_energy[..., first : first + n_bins] = _bin_sums(power, bin_samples, n_bins)
         self._before = heard[..., heard.shape[-1] - self.warmup :]
         self._fed += block.shape[-1]
 

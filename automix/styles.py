@@ -31,7 +31,7 @@ import yaml
 
 from automix.errors import AutomixError
 from automix.io import load_audio, to_stereo
-from automix.loudness import SILENCE_LUFS
+from automix.loudness import SILENCE_LUFS, all_finite
 from automix.metrics import band_energy, integrated_loudness, spectral_centroid, stereo_ms_ratio
 
 # Plausible ranges of a target, checked when targets are read from a file.
@@ -381,7 +381,7 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
     """
     if audio.ndim < 2 or audio[..., 0, 0].numel() != 1:
         raise AutomixError(f"a reference is one [channels, samples] track, got shape {tuple(audio.shape)}")
-    if not torch.isfinite(audio).all():
+    if not all_finite(audio):
         raise AutomixError("the reference has NaN or infinite samples; re-export it")
     stereo = to_stereo(audio.reshape(audio.shape[-2:]))
     lufs = integrated_loudness(stereo, sample_rate).item()
