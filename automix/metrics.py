@@ -45,7 +45,10 @@ TRUE_PEAK_CHUNK_SAMPLES = 2**18
 # Spectral centroid and band energy: DESIGN.md's contract (Hann window, periodic, as scipy/librosa).
 STFT_N_FFT = 2048
 STFT_HOP = 512
-STFT_BLOCK_FRAMES = 4096  # ~34 MB of float32 windowed frames per block
+# Frames transformed together (over all rows): ~2 MB of float32 windowed frames, whose spectrum, power
+# and magnitude stay in cache through the passes over them; blocks of 4096 frames took twice as long
+# (measured on 8 stems' analysis excerpts).
+STFT_BLOCK_FRAMES = 256
 # Band edges of `band_energy`: below the low-mid edge is bass (kick, bass guitar fundamentals), above
 # the mid-high edge is presence and air; the style targets' `frequency_balance` uses the same bands.
 LOW_MID_EDGE_HZ = 250.0
@@ -176,8 +179,9 @@ def _mid_spectrum_means(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor
     so a sine starting at full level adds no artificial onset (zero padding at the edges, as
     `center=True` does, would spread the onset over the whole spectrum). There are
     1 + (T − 2048) // 512 frames; the last < 512 samples may be left out; a signal shorter than 2048
-    samples is zero-padded at its end to one frame. Frames are transformed `STFT_BLOCK_FRAMES` at a
-    time: a whole song's spectrogram would be four times the song's size.
+    samples is zero-padded at its end to one frame. Frames are transformed about `STFT_BLOCK_FRAMES` at
+    a time (several rows' when rows are short): a whole song's spectrogram would be four times the
+    song's size, and a block that stays in cache is passed over several times at little cost.
     """
     validate_audio(x)
     mid = x.mean(dim=-2)
@@ -185,14 +189,22 @@ def _mid_spectrum_means(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor
     window = torch.hann_window(STFT_N_FFT, periodic=True, dtype=x.dtype, device=x.device)
     padded = torch.nn.functional.pad(mid.reshape(-1, n_samples), (0, max(STFT_N_FFT - n_samples, 0)))
     frames = padded.unfold(-1, STFT_N_FFT, STFT_HOP)  # a view: [rows, frames, n_fft]
-    magnitude_sum = power_sum = 0.0
-    for start in range(0, frames.shape[-2], STFT_BLOCK_FRAMES):
-        # torch.stft's frames, windowed and transformed directly: `rfft`'s backward is a real FFT.
-        spectrum = rfft(frames[:, start : start + STFT_BLOCK_FRAMES] * window)
-        power = spectrum.real.square() + spectrum.imag.square()
-        magnitude_sum = magnitude_sum + _safe_sqrt(power).sum(dim=-2)
-        power_sum = power_sum + power.sum(dim=-2)
-    n_frames = frames.shape[-2]
+    n_rows, n_frames = frames.shape[:2]
+    rows_per_block = max(1, STFT_BLOCK_FRAMES // n_frames)
+    frames_per_block = max(1, STFT_BLOCK_FRAMES // rows_per_block)
+    magnitude_sums, power_sums = [], []
+    for row in range(0, n_rows, rows_per_block):
+        magnitude_sum = power_sum = 0.0
+        for start in range(0, n_frames, frames_per_block):
+            # torch.stft's frames, windowed and transformed directly: `rfft`'s backward is a real FFT.
+            block = frames[row : row + rows_per_block, start : start + frames_per_block]
+            spectrum = rfft(block * window)
+            power = spectrum.real.square() + spectrum.imag.square()
+            magnitude_sum = magnitude_sum + _safe_sqrt(power).sum(dim=-2)
+            power_sum = power_sum + power.sum(dim=-2)
+        magnitude_sums.append(magnitude_sum)
+        power_sums.append(power_sum)
+    magnitude_sum, power_sum = torch.cat(magnitude_sums), torch.cat(power_sums)
     freqs_hz = torch.fft.rfftfreq(STFT_N_FFT, d=1.0 / sample_rate, dtype=x.dtype, device=x.device)
     return (
         (magnitude_sum / n_frames).reshape(*lead, -1),

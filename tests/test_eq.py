@@ -247,6 +247,60 @@ def test_spectral_filter_matches_autograd_through_torch_fft(x_shape, response_sh
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.parametrize("sample_rate", SAMPLE_RATES)
+def test_biquads_with_quadrature_give_sosfilt_and_scipy_hilbert_of_the_whole_output(sample_rate):
+    """The filter's output is sosfilt's; its quadrature is scipy.signal.hilbert's transform of the whole
+    output (sosfilt run on past x's end until the filter decays), zero-padded to the same length."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 2, 3000, dtype=torch.float64, generator=gen)
+    gain_db, freq_hz, q = [[6.0, -4.0], [120.0, 2500.0], [0.7071, 2.0]]
+    b, a = filters.low_shelf(gain_db[0], freq_hz[0], q[0], sample_rate)
+    b2, a2 = filters.peaking(gain_db[1], freq_hz[1], q[1], sample_rate)
+    b, a = torch.stack([b, b2]), torch.stack([a, a2])
+    pad = 500
+    y, quadrature = filters.biquads_with_quadrature(x, b, a, sample_rate, pad)
+    n_fft = filters.quadrature_response(b, a, sample_rate, x.shape[-1], pad, x.dtype)[1]
+    sos = torch.cat([b, a], dim=-1).numpy()
+    whole = scipy.signal.sosfilt(sos, np.pad(x.numpy(), ((0, 0), (0, 0), (0, n_fft - x.shape[-1]))))
+    expected_quadrature = np.imag(scipy.signal.hilbert(whole))[..., : x.shape[-1]]
+    # The impulse response is cut where it has decayed by `IR_DECAY_DB` (-140 dB), as `apply_biquads`'s.
+    np.testing.assert_allclose(y.numpy(), whole[..., : x.shape[-1]], atol=1e-7)
+    np.testing.assert_allclose(quadrature.numpy(), expected_quadrature, atol=1e-7)
+
+
+def test_filter_with_quadrature_gradients_match_autograd_through_torch_fft():
+    """Both outputs' gradients, in the signal and a broadcast response, as autograd through torch.fft."""
+    gen = torch.Generator().manual_seed(5)
+    n_fft = 80
+    x = torch.randn(3, 2, 50, dtype=torch.float64, generator=gen, requires_grad=True)
+    response = torch.randn(3, 1, n_fft // 2 + 1, dtype=torch.complex128, generator=gen, requires_grad=True)
+    multiplier = torch.full((n_fft // 2 + 1,), -1j, dtype=torch.complex128)
+    multiplier[0] = multiplier[-1] = 0
+    spectrum = torch.fft.rfft(x, n=n_fft) * response
+    expected = [torch.fft.irfft(s, n=n_fft)[..., :50] for s in (spectrum, spectrum * multiplier)]
+    ours = filters.filter_with_quadrature(x, response, n_fft)
+    weights = [torch.randn(expected[0].shape, dtype=torch.float64, generator=gen) for _ in range(2)]
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+    def loss(outputs):
+        return sum((output * weight).sum() for output, weight in zip(outputs, weights, strict=True))
+
+    want = torch.autograd.grad(loss(expected), (x, response))
+    got = torch.autograd.grad(loss(ours), (x, response))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    # One output's gradient alone (the other's is None in the backward).
+    for output in range(2):
+        spectrum = torch.fft.rfft(x, n=n_fft) * response
+        expected = torch.fft.irfft(spectrum * (multiplier if output else 1), n=n_fft)[..., :50]
+        ours = filters.filter_with_quadrature(x, response, n_fft)[output]
+        want = torch.autograd.grad((expected * weights[output]).sum(), (x, response))
+        got = torch.autograd.grad((ours * weights[output]).sum(), (x, response))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+
+
 @pytest.mark.parametrize(("n_samples", "n"), [(50, 64), (50, 81), (90, 64), (64, 64)])
 def test_rfft_gradient_matches_torch(n_samples, n):
     gen = torch.Generator().manual_seed(2)

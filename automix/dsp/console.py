@@ -8,9 +8,22 @@ from collections.abc import Iterator
 
 import torch
 
-from automix.dsp.dynamics import DETECTOR_CONTEXT_MS, compressor_block, detector_mean_square
+from automix.dsp.dynamics import (
+    DETECTOR_CONTEXT_MS,
+    compressor_block,
+    detector_mean_square,
+    hilbert_pad_samples,
+)
 from automix.dsp.eq import four_band_eq, four_band_sections
-from automix.dsp.filters import biquad_response, by_block, overlap_save
+from automix.dsp.filters import (
+    biquad_response,
+    biquads_with_quadrature,
+    by_block,
+    filter_with_quadrature,
+    impulse_response_length,
+    overlap_save,
+    quadrature_response,
+)
 from automix.dsp.limiter import DEFAULT_CEILING_DBTP, limiter
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
@@ -83,6 +96,10 @@ def _width_and_drive(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
 
+    The EQ's output and the Hilbert transform the compressor's detector needs of it come from one FFT
+    of the stems (`automix.dsp.filters.biquads_with_quadrature`); the detector's transform includes
+    the EQ's decay past the stems' end.
+
     Args:
         stems: `[..., N, C, T]`, C = 1 or 2.
         sample_rate: Hz.
@@ -91,15 +108,15 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     Returns:
         `[..., N, 2, T]` processed stems.
     """
-    x = four_band_eq(
-        stems,
+    b, a = four_band_sections(
         sample_rate,
         gain_db=params["eq_gain_db"],
         freq_hz=params["eq_freq_hz"],
         q=params["eq_q"],
         highpass_hz=DC_BLOCK_HZ,
     )
-    x = _compress(x, sample_rate, params, "comp")
+    x, quadrature = biquads_with_quadrature(stems, b, a, sample_rate, hilbert_pad_samples(sample_rate))
+    x = _compress(x, sample_rate, params, "comp", detector_mean_square(x, sample_rate, quadrature))
     return saturate(x, drive=params["drive"], gain=_level_pan(params, x))
 
 
@@ -111,8 +128,9 @@ def channel_strip_blocks(
 
     The EQ of each block starts early enough for its impulse response to have decayed
     (`impulse_response_length`): exact. The compressor's detector hears `DETECTOR_CONTEXT_MS` of the
-    signal around each block and its gain carries on from the block before (`compressor_block`): equal
-    to the whole-signal strip but for the far tail of the detector's quadrature transform. No gradients.
+    signal around each block (its quadrature from the EQ's own FFT, as in `channel_strip`) and its gain
+    carries on from the block before (`compressor_block`): equal to the whole-signal strip but for the
+    far tail of the detector's quadrature transform. No gradients.
     """
     n_samples = stems.shape[-1]
     b, a = four_band_sections(
@@ -123,20 +141,27 @@ def channel_strip_blocks(
         highpass_hz=DC_BLOCK_HZ,
     )
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
-    eq = biquad_response(b, a, sample_rate, block_samples + 2 * context, stems.dtype)
-    eq_warmup = eq[-1] - 1  # the impulse response's length, less the sample it starts on
+    eq_warmup = impulse_response_length(a, sample_rate) - 1  # less the sample it starts on
+    span = eq_warmup + block_samples + 2 * context  # the most of the stems a block's EQ reads
+    eq = quadrature_response(b, a, sample_rate, span, hilbert_pad_samples(sample_rate), stems.dtype)
     level_pan = _level_pan(params, stems)
     settings = compressor_settings(params, "comp")
     gain_state = None
     for start, stop, heard in _detector_blocks(n_samples, sample_rate, block_samples):
         first = max(0, heard[0] - eq_warmup)
-        equalised = overlap_save(stems[..., first : heard[1]], *eq)[..., heard[0] - first :]
+        equalised, quadrature = (
+            signal[..., heard[0] - first :]
+            for signal in filter_with_quadrature(stems[..., first : heard[1]], *eq)
+        )
         compressed, gain_state = compressor_block(
             equalised,
             sample_rate,
             settings,
             gain_state=gain_state,
             context=(start - heard[0], heard[1] - stop),
+            power=detector_mean_square(equalised, sample_rate, quadrature)[
+                :, start - heard[0] : stop - heard[0]
+            ],
         )
         yield start, saturate(compressed, drive=params["drive"], gain=level_pan)
 

@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
 from torchcomp.core import CompressorFunction, compressor_core, compressor_kernel
 
-from automix.dsp.filters import fft_length, spectral_filter
+from automix.dsp.filters import fft_length, quadrature_multiplier, spectral_filter
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
 
 # Rise time (10-90 %) of the detector's mean-square averager. The quadrature detector below has no
@@ -47,12 +47,13 @@ def _hilbert(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
     Zero padding of `HILBERT_PAD_MS` keeps the circular wrap-around that far from the signal.
     """
-    n_samples = x.shape[-1]
-    n_fft = fft_length(n_samples + round(HILBERT_PAD_MS * sample_rate / 1000.0))
-    # -j on positive frequencies; DC and Nyquist have no quadrature component.
-    multiplier = torch.zeros(n_fft // 2 + 1, dtype=x.dtype.to_complex(), device=x.device)
-    multiplier[1 : (n_fft + 1) // 2] = -1j
-    return spectral_filter(x, multiplier, n_fft)
+    n_fft = fft_length(x.shape[-1] + hilbert_pad_samples(sample_rate))
+    return spectral_filter(x, quadrature_multiplier(n_fft, x.dtype, x.device), n_fft)
+
+
+def hilbert_pad_samples(sample_rate: int) -> int:
+    """`HILBERT_PAD_MS` in samples."""
+    return round(HILBERT_PAD_MS * sample_rate / 1000.0)
 
 
 class _OnePole(torch.autograd.Function):
@@ -114,7 +115,9 @@ def ballistics(x: torch.Tensor, zi: torch.Tensor, at: torch.Tensor, rt: torch.Te
     return _Ballistics.apply(x, zi, at, rt)[0]
 
 
-def detector_mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def detector_mean_square(
+    x: torch.Tensor, sample_rate: int, quadrature: torch.Tensor | None = None
+) -> torch.Tensor:
     """Linked short-term mean square of a multichannel signal (quadrature RMS detector).
 
     The instantaneous power is (x² + H{x}²) / 2, averaged over channels, where H is the Hilbert
@@ -127,13 +130,18 @@ def detector_mean_square(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Args:
         x: `[..., C, T]` signal.
         sample_rate: Hz.
+        quadrature: `[..., C, T]` x's Hilbert transform when already known (a filter's output with its
+            transform, `automix.dsp.filters.biquads_with_quadrature`); without gradients it is
+            overwritten. None: by FFT, the signal taken as zero outside `[0, T)`.
 
     Returns:
         `[B, T]` mean square (linear power), B the product of the leading dims.
     """
     n_ch, n_samples = x.shape[-2:]
     flat = x.reshape(-1, n_ch, n_samples)
-    quadrature = _hilbert(flat, sample_rate)
+    if quadrature is None:
+        quadrature = _hilbert(flat, sample_rate)
+    quadrature = quadrature.reshape(flat.shape)
     if torch.is_grad_enabled() and (flat.requires_grad or quadrature.requires_grad):
         both = flat.square() + quadrature.square()
     else:  # in place on the transform's own output: two passes over the signal instead of three

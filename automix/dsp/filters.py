@@ -309,25 +309,31 @@ class _SpectralFilter(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         spectrum, response = ctx.saved_tensors
-        grad_spectrum = torch.fft.rfft(grad, n=ctx.n_fft)
-        grad_x = grad_response = None
-        if ctx.needs_input_grad[1]:
-            # The output is Re(sum over bins of spectrum · response · e^{2 pi i k t / n}) / n, bins strictly
-            # between DC and Nyquist counted twice.
-            weight = torch.full(
-                (grad_spectrum.shape[-1],), 2.0 / ctx.n_fft, dtype=grad.dtype, device=grad.device
-            )
-            weight[0] = 1.0 / ctx.n_fft
-            if ctx.n_fft % 2 == 0:
-                weight[-1] = 1.0 / ctx.n_fft
-            grad_response = (grad_spectrum * spectrum.conj()).sum_to_size(response.shape) * weight
-        if ctx.needs_input_grad[0]:
-            # Broadcast dimensions are summed before the inverse FFT (it is linear): one per item of x.
-            grad_spectrum = grad_spectrum.mul_(response.conj()).sum_to_size(
-                *ctx.x_shape[:-1], grad_spectrum.shape[-1]
-            )
-            grad_x = torch.fft.irfft(grad_spectrum, n=ctx.n_fft)[..., : ctx.x_shape[-1]]
-        return grad_x, grad_response, None
+        return _filter_gradients(ctx, torch.fft.rfft(grad, n=ctx.n_fft), spectrum, response) + (None,)
+
+
+def _filter_gradients(ctx, grad_spectrum, spectrum, response) -> tuple:
+    """`(grad_x, grad_response)` of `irfft(rfft(x, n) · response, n)[..., :T]` from the gradient's rfft
+    `grad_spectrum` (consumed), x's `spectrum` (None when the response needs no gradient) and the
+    response; `ctx` holds `n_fft`, `x_shape` and `needs_input_grad`."""
+    grad_x = grad_response = None
+    if ctx.needs_input_grad[1]:
+        # The output is Re(sum over bins of spectrum · response · e^{2 pi i k t / n}) / n, bins strictly
+        # between DC and Nyquist counted twice.
+        weight = torch.full(
+            (grad_spectrum.shape[-1],), 2.0 / ctx.n_fft, dtype=spectrum.real.dtype, device=spectrum.device
+        )
+        weight[0] = 1.0 / ctx.n_fft
+        if ctx.n_fft % 2 == 0:
+            weight[-1] = 1.0 / ctx.n_fft
+        grad_response = (grad_spectrum * spectrum.conj()).sum_to_size(response.shape) * weight
+    if ctx.needs_input_grad[0]:
+        # Broadcast dimensions are summed before the inverse FFT (it is linear): one per item of x.
+        grad_spectrum = grad_spectrum.mul_(response.conj()).sum_to_size(
+            *ctx.x_shape[:-1], grad_spectrum.shape[-1]
+        )
+        grad_x = torch.fft.irfft(grad_spectrum, n=ctx.n_fft)[..., : ctx.x_shape[-1]]
+    return grad_x, grad_response
 
 
 def spectral_filter(x: torch.Tensor, response: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -343,6 +349,108 @@ def spectral_filter(x: torch.Tensor, response: torch.Tensor, n_fft: int) -> torc
         `[..., T]`, the first T samples of `irfft(rfft(x, n_fft) · response, n_fft)`.
     """
     return _SpectralFilter.apply(x, response, n_fft)
+
+
+@functools.lru_cache(maxsize=8)
+def quadrature_multiplier(n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The Hilbert transform on the rfft grid of length `n_fft`: −j on the positive frequencies, 0 at DC
+    and Nyquist (they have no quadrature component); `[n_fft // 2 + 1]` in the complex dtype of `dtype`.
+    Cached: read it, never write to it."""
+    multiplier = torch.zeros(n_fft // 2 + 1, dtype=dtype.to_complex(), device=device)
+    multiplier[1 : (n_fft + 1) // 2] = -1j
+    return multiplier
+
+
+class _FilterWithQuadrature(torch.autograd.Function):
+    """`(y, H{y})`: y = `irfft(rfft(x, n) · response, n)`, as `_SpectralFilter`, and its Hilbert
+    transform H (`quadrature_multiplier`), both cropped to x's length, from one rfft of x. The backward
+    joins both outputs' gradients in the frequency domain: two rffts and one inverse FFT."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, response: torch.Tensor, n_fft: int):
+        spectrum = torch.fft.rfft(x, n=n_fft)
+        ctx.n_fft, ctx.x_shape = n_fft, x.shape
+        ctx.save_for_backward(spectrum if ctx.needs_input_grad[1] else None, response)
+        ctx.set_materialize_grads(False)  # an output without a gradient costs its rfft nothing
+        filtered = spectrum * response
+        n_samples = x.shape[-1]
+        y = torch.fft.irfft(filtered, n=n_fft)[..., :n_samples]
+        multiplier = quadrature_multiplier(n_fft, x.dtype, x.device)
+        return y, torch.fft.irfft(filtered.mul_(multiplier), n=n_fft)[..., :n_samples]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: torch.Tensor, grad_quadrature: torch.Tensor):
+        spectrum, response = ctx.saved_tensors
+        # The quadrature is the filter with response · multiplier: its gradient enters through the
+        # conjugate multiplier (+j), on the same spectrum as the filtered signal's.
+        grad_spectrum = None
+        if grad_quadrature is not None:
+            multiplier = quadrature_multiplier(ctx.n_fft, grad_quadrature.dtype, grad_quadrature.device)
+            grad_spectrum = torch.fft.rfft(grad_quadrature, n=ctx.n_fft).mul_(multiplier.conj())
+        if grad_y is not None:
+            grad_y = torch.fft.rfft(grad_y, n=ctx.n_fft)
+            grad_spectrum = grad_y if grad_spectrum is None else grad_spectrum.add_(grad_y)
+        return _filter_gradients(ctx, grad_spectrum, spectrum, response) + (None,)
+
+
+def filter_with_quadrature(
+    x: torch.Tensor, response: torch.Tensor, n_fft: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A filter's output y and its Hilbert transform H{y}, from one FFT of x (`quadrature_response`'s
+    response and length). Differentiable in x and the response.
+
+    Args:
+        x: `[..., T]` real signal, T short enough for the response's length.
+        response: `[..., n_fft // 2 + 1]` complex, broadcast against x's rfft.
+        n_fft: FFT length.
+
+    Returns:
+        `(y, quadrature)`, each `[..., T]`.
+    """
+    return _FilterWithQuadrature.apply(x, response, n_fft)
+
+
+def quadrature_response(
+    b: torch.Tensor, a: torch.Tensor, sample_rate: int, n_samples: int, pad_samples: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, int]:
+    """What `biquads_with_quadrature` filters a signal of up to `n_samples` with, as
+    `filter_with_quadrature`'s arguments after the signal: `(response [..., 1, bins], n_fft)`; computed
+    once for a signal filtered a block at a time. Complex dtype of `dtype`, broadcast over channels.
+
+    The response is the FFT of the cascade's impulse response, which comes from its response sampled
+    on the shortest grid it fits (`impulse_response_length`): evaluating the sections on the signal's
+    whole grid, and their gradient, cost several times more."""
+    n_taps = impulse_response_length(a, sample_rate)
+    n_fft = fft_length(n_samples + n_taps + pad_samples)
+    kernel_fft = fft_length(n_taps)
+    kernel = torch.fft.irfft(frequency_response(b, a, kernel_fft, dtype.to_complex()), n=kernel_fft)
+    return rfft(kernel[..., :n_taps], n_fft).unsqueeze(-2), n_fft
+
+
+def biquads_with_quadrature(
+    x: torch.Tensor, b: torch.Tensor, a: torch.Tensor, sample_rate: int, pad_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`apply_biquads`'s output y and its Hilbert transform H{y}, from one FFT of x: what a quadrature
+    detector after the filter needs, for one forward FFT where the filter and a transform of its output
+    took two (and the filter's overlap-save segments).
+
+    x is filtered whole, on the grid of an FFT longer than x, the cascade's impulse response
+    (`impulse_response_length`) and `pad_samples`: y is exact (causal, zero initial state), and H{y} is
+    the transform of the filter's whole output, its decay past x's end included, whose circular
+    wrap-around lies `pad_samples` beyond that decay.
+
+    Args:
+        x: `[..., C, T]` signal.
+        b, a: `[..., n_sections, 3]` as `apply_biquads`.
+        sample_rate: Hz.
+        pad_samples: zeros after the filter's decay.
+
+    Returns:
+        `(y, quadrature)`, each `[..., C, T]` in x's dtype. Differentiable in x and the coefficients.
+    """
+    response = quadrature_response(b, a, sample_rate, x.shape[-1], pad_samples, x.dtype)
+    return filter_with_quadrature(x, *response)
 
 
 def impulse_response_length(a: torch.Tensor, sample_rate: int) -> int:
