@@ -323,7 +323,7 @@ class AutoMixChain(nn.Module):
         if join is not None:
             n_songs, n_excerpts = join
             mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)
-            stem_lufs = stem_lufs.reshape(n_songs, n_excerpts, -1).mean(1)
+            stem_lufs = loudness.joined_loudness(stem_lufs.reshape(n_songs, n_excerpts, -1), dim=1)
             processing = processing.reshape(n_songs, n_excerpts).mean(1)
             mask = None if mask is None else mask[::n_excerpts]
         analysis = measure(mix, self.sample_rate, lufs=mix_lufs) | {

@@ -332,6 +332,18 @@ def loudness_after_gain(lufs: torch.Tensor, gain_db: torch.Tensor) -> torch.Tens
     return torch.where(lufs > SILENCE_LUFS, lufs + gain_db, torch.full_like(lufs, SILENCE_LUFS))
 
 
+def joined_loudness(lufs: torch.Tensor, dim: int) -> torch.Tensor:
+    """The loudness of equal-length signals joined in time, from the integrated loudness of each along
+    `dim`: the mean of their powers over the ones above silence, `SILENCE_LUFS` where all are silent.
+    Differentiable. The integrated loudness of the audible ones joined, but for the blocks across their
+    joins and BS.1770's relative gate over the joined blocks: a part resting through some of them reads
+    its level where it plays, not a level averaged with the silence floor."""
+    audible = lufs > SILENCE_LUFS
+    power = torch.where(audible, 10.0 ** ((lufs - LOUDNESS_OFFSET_DB) / 10.0), torch.zeros_like(lufs))
+    mean = power.sum(dim) / audible.sum(dim).clamp_min(1)
+    return torch.where(audible.any(dim), _power_to_lufs(mean), torch.full_like(mean, SILENCE_LUFS))
+
+
 def momentary_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Momentary loudness (400 ms window, ungated), EBU Tech 3341, every 100 ms. Differentiable.
 

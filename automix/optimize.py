@@ -2,7 +2,8 @@
 
 1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness).
 2. Adam on the normalised settings (as logits) against the loss, measured on excerpts of the song: the
-   loudest sections, where a mix is judged, processed as a batch and joined for the measurement.
+   loudest sections, where a mix is judged, that between them hear every stem play (`select_excerpts`),
+   processed as a batch and joined for the measurement.
    Stops early when every target is well inside tolerance.
 3. Render the whole song without gradients: that render is what the user gets, and excerpts and whole
    songs differ (their centroids by up to ~110 Hz on real material).
@@ -39,6 +40,9 @@ TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 # Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
 # finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
 ATTEMPTS = 3
+# A stem plays in an excerpt when its mean square there is within this much of its loudest excerpt's
+# (`select_excerpts`): the buried-stem regulariser's margin.
+PLAYING_DB = 20.0
 
 
 @dataclass(frozen=True)
@@ -61,31 +65,44 @@ class OptimizeSettings:
 
 
 def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_excerpts: int) -> torch.Tensor:
-    """The loudest non-overlapping excerpts of each song: `[B, N, 2, T] -> [B, K, N, 2, L]`.
+    """Non-overlapping excerpts of each song that hear every stem play, the loudest that do:
+    `[B, N, 2, T] -> [B, K, N, 2, L]`, in time order.
 
-    Loudness is the short-term loudness of the unprocessed stem sum; a song no longer than the
-    excerpts together is returned whole (K = 1, L = T).
+    Each pick is the window (half-overlapping candidates) that adds the most stems not yet heard playing,
+    the loudest such (mean square of the unprocessed stem sum); once every stem is heard, the loudest. A
+    stem plays in a window when its mean square there is within `PLAYING_DB` of its loudest window's:
+    the loudest sections alone can leave out a part that plays elsewhere (drums that stop before a loud
+    final chorus), and the loss would then judge, and the settings serve, a song without it. Where the
+    picks leave no room for another, it may overlap them. A song no longer than the excerpts together is
+    returned whole (K = 1, L = T).
     """
     n_samples = stems.shape[-1]
     length = int(excerpt_s * sample_rate)
     if n_samples <= length * n_excerpts:
         return stems[:, None]
-    hop = length // 2
-    starts = torch.arange(0, n_samples - length + 1, hop)
+    starts = list(range(0, n_samples - length + 1, length // 2))
     with torch.no_grad():
-        power = stems.sum(dim=1).square().mean(dim=-2)  # [B, T] mean-square of the raw sum
-        window_power = torch.stack([power[:, s : s + length].mean(-1) for s in starts.tolist()], dim=-1)
+        stem_power = stems.square().mean(dim=-2)  # [B, N, T]
+        sum_power = stems.sum(dim=1).square().mean(dim=-2)  # [B, T]
+        window_stem_power = torch.stack([stem_power[..., s : s + length].mean(-1) for s in starts], dim=-1)
+        window_power = torch.stack([sum_power[:, s : s + length].mean(-1) for s in starts], dim=-1)
+        loudest = window_stem_power.amax(dim=-1, keepdim=True)
+        playing = (window_stem_power > loudest * 10 ** (-PLAYING_DB / 10)) & (loudest > 0)  # [B, N, W]
     excerpts = []
     for item in range(stems.shape[0]):
+        by_loudness = torch.argsort(window_power[item], descending=True).tolist()
+        heard = torch.zeros_like(playing[item, :, 0])
         chosen: list[int] = []
-        for index in torch.argsort(window_power[item], descending=True).tolist():
-            start = int(starts[index])
-            if all(abs(start - other) >= length for other in chosen):
-                chosen.append(start)
-            if len(chosen) == n_excerpts:
-                break
+        for _ in range(n_excerpts):
+            free = [w for w in by_loudness if all(abs(starts[w] - starts[c]) >= length for c in chosen)]
+            # Where earlier picks leave no room, an overlapping one: every song of a batch gets K excerpts.
+            free = free or [w for w in by_loudness if w not in chosen]
+            new_stems = [int((playing[item, :, w] & ~heard).sum()) for w in free]
+            pick = free[new_stems.index(max(new_stems))]  # the loudest of those adding the most
+            chosen.append(pick)
+            heard |= playing[item, :, pick]
         chosen.sort()
-        excerpts.append(torch.stack([stems[item, ..., s : s + length] for s in chosen]))
+        excerpts.append(torch.stack([stems[item, ..., starts[w] : starts[w] + length] for w in chosen]))
     return torch.stack(excerpts)
 
 
@@ -95,6 +112,64 @@ def _within(analysis, target, lufs_lu, centroid_hz, ms) -> torch.Tensor:
         & ((analysis["spectral_centroid"] - target[:, 1]).abs() <= centroid_hz)
         & ((analysis["stereo_ms_ratio"] - target[:, 2]).abs() <= ms)
     )
+
+
+@dataclass
+class FullRender:
+    """Full-length renders of a batch of songs with what made them: the master's settings and trim, the
+    strips' (`strips`: stem_unit, stem_params, stem_lufs) once known, the measurements (`measure`) and
+    how far each song missed (`miss` `[B]`: the largest error over the stop tolerances, ≤ 1 within them).
+    `mix` is None where the audio was not kept."""
+
+    mix: torch.Tensor | None
+    master_params: dict
+    trim_db: torch.Tensor
+    measured: dict
+    miss: torch.Tensor
+    strips: tuple | None = None
+
+
+def _miss(measured, target) -> torch.Tensor:
+    return torch.stack(
+        [
+            (measured["lufs"] - target[:, 0]).abs() / STOP_LUFS_LU,
+            (measured["spectral_centroid"] - target[:, 1]).abs() / STOP_CENTROID_HZ,
+            (measured["stereo_ms_ratio"] - target[:, 2]).abs() / STOP_MS,
+        ]
+    ).amax(dim=0)
+
+
+def _better(old: FullRender | None, new: FullRender) -> FullRender:
+    """Each song's closer render of the two (the new one on a tie): the secant steps and Adam can end a
+    round further from the targets than an earlier one, and the user gets the closest render made."""
+    if old is None:
+        return new
+    take = new.miss <= old.miss
+    if take.all():
+        return new
+    if not take.any():
+        return old
+    both = old.mix is not None and new.mix is not None
+    return FullRender(
+        _choose(take, new.mix, old.mix) if both else None,
+        *(_choose(take, a, b) for a, b in zip(
+            (new.master_params, new.trim_db, new.measured, new.miss, new.strips),
+            (old.master_params, old.trim_db, old.measured, old.miss, old.strips),
+            strict=True,
+        )),
+    )  # fmt: skip
+
+
+def _choose(take: torch.Tensor, new, old):
+    """`new` where `take` `[B]` holds, else `old`, item by item through tensors `[B, ...]`, dicts and
+    tuples of them (None stays None)."""
+    if new is None:
+        return None
+    if isinstance(new, dict):
+        return {key: _choose(take, value, old[key]) for key, value in new.items()}
+    if isinstance(new, tuple):
+        return tuple(_choose(take, a, b) for a, b in zip(new, old, strict=True))
+    return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
 
 
 def _width_reaches(chain, analysis, width, target) -> torch.Tensor:
@@ -131,6 +206,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
     bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
     del prediction  # its bus is `bus`, freed with it before the next render
+    best = None
     for attempt in range(ATTEMPTS):
         adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
         # The start (prediction or neutral) often needs the strips changed: a first render that shows it
@@ -140,26 +216,35 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
             if attempt > 0:
                 bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             master_params = chain.space.denormalize_master(master_unit)
-            mix, master_params, trim_db, done = refine_on_full_render(
+            render, master_params, trim_db = refine_on_full_render(
                 chain, bus, master_params, target, trim_db, progress, give_up=give_up
             )
             master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
-        if done.all() or not adam_follows:
+        render.strips = (stem_unit, stem_params, stem_lufs)
+        best = _better(best, render)
+        if (best.miss <= 1).all() or not adam_follows:
             break
-        bus = mix = None  # freed for Adam's graph: the next attempt renders both again
+        bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
         stem_unit, master_unit = optimize_on_excerpts(
             chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
         )
-    with torch.no_grad():  # a long song is metered a block at a time (`automix.dsp.filters.by_block`)
+    stem_unit, stem_params, stem_lufs = best.strips
+    with torch.no_grad():
+        mix = best.mix
+        if mix is None:  # some song's closest render came before the last attempt's: rendered again
+            bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
+            mix = chain.render_master(bus, best.master_params, best.trim_db)
+            del bus
+        # a long song is metered a block at a time (`automix.dsp.filters.by_block`)
         measured = measure(mix, chain.sample_rate)
         measured["loudness_range"] = metrics.loudness_range(mix, chain.sample_rate)
     analysis = {
         **measured,
         # at the master's input, after the trim
-        "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
+        "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),
         "stem_params": stem_params,
-        "master_params": master_params,
-        "master_trim_db": trim_db,
+        "master_params": best.master_params,
+        "master_trim_db": best.trim_db,
     }
     return mix, analysis
 
@@ -209,15 +294,15 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     seconds).
 
     Returns:
-        `(mix, master_params, trim_db, done)` of the last render; `done` `[B]` marks songs within the stop
-        tolerances.
+        `(render, master_params, trim_db)`: each song's closest render (`FullRender`, its audio kept), and
+        the settings and trim to go on from: the closest render's, or those the give-up asks for.
     """
     eq_range, width_range = chain.space.master["eq_gain_db"], chain.space.master["width"]
     eq_low, eq_high = (torch.as_tensor(v, dtype=bus.dtype, device=bus.device) for v in eq_range.bounds())
     base_eq, width = master_params["eq_gain_db"], master_params["width"]
     tilt_db = torch.zeros_like(trim_db)
     tilt_shape = torch.tensor([-0.5, 0.0, 0.0, 0.5], dtype=bus.dtype, device=bus.device)
-    history = None
+    history = best = None
     power = bus_detector_power(bus, chain.sample_rate)  # every round's bus compressor hears the same bus
     rounds = tqdm(
         range(chain.optimize_settings.refine_steps + 1), desc="refining", disable=not progress, leave=False
@@ -228,9 +313,10 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
         )
         params["width"] = width
-        mix = None  # the last round's, freed before the new render
         mix = chain.render_master(bus, params, trim_db, detector_power=power)
         measured = measure(mix, chain.sample_rate)
+        best = _better(best, FullRender(mix, params, trim_db, measured, _miss(measured, target)))
+        mix = None  # kept in `best` if it is the closest yet, else freed
         done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
         if done.all():
             break
@@ -257,6 +343,5 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         width = torch.where(done, width, (width * ms_ratio).clamp(width_range.low, width_range.high))
         if give_up and first_round and out_of_reach.any():
             # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
-            params["width"] = width
-            break
-    return mix, params, trim_db, done
+            return best, params | {"width": width}, trim_db
+    return best, best.master_params, best.trim_db

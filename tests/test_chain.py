@@ -267,3 +267,71 @@ def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypa
     assert error_db < -60
     torch.testing.assert_close(stem_lufs, whole_lufs.detach(), atol=0.01, rtol=0)
     assert stem_lufs[0, 2] == -70.0
+
+
+def test_excerpts_hear_a_stem_that_rests_through_the_loudest_sections():
+    """Drums that stop before a louder last section: the loudest windows alone never hear them. The
+    excerpts take the loudest window where every stem plays, then the loudest windows."""
+    from automix.optimize import select_excerpts
+
+    gen = torch.Generator().manual_seed(0)
+    seconds, excerpt_s = 30, 3.0
+    t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
+    drums = 0.1 * torch.randn(2, t.shape[0], generator=gen) * (t < 12)
+    bass = 0.1 * torch.randn(2, t.shape[0], generator=gen) * torch.where(t < 12, 1.0, 3.0)
+    stems = torch.stack([drums, bass])[None]
+    excerpts = select_excerpts(stems, SAMPLE_RATE, excerpt_s, 3)[0]  # [K, N, 2, L]
+    drum_power = excerpts[:, 0].square().mean(dim=(-2, -1))
+    assert (drum_power > 0.5 * 0.1**2).sum() == 1  # one excerpt hears the drums play
+    loud = excerpts.sum(dim=1).square().mean(dim=(-2, -1)) > 8 * 0.1**2
+    assert loud.sum() == 2 and (drum_power[loud] == 0).all()  # the two others are the loud section's
+
+
+def test_the_loudness_of_joined_excerpts_leaves_out_the_silent_ones():
+    """Equal-length excerpts, one silent: their joined loudness is that of the audible ones joined
+    (pyloudnorm), not an average with the silence floor; all silent is silence."""
+    from automix.loudness import SILENCE_LUFS, joined_loudness
+
+    gen = torch.Generator().manual_seed(1)
+    excerpts = torch.randn(3, 2, 3 * SAMPLE_RATE, generator=gen, dtype=torch.float64)
+    excerpts = excerpts * torch.tensor([0.1, 0.0, 0.05], dtype=torch.float64)[:, None, None]
+    each = chain_module.metrics.integrated_loudness(excerpts, SAMPLE_RATE)
+    joined = joined_loudness(each[None], dim=1)[0]
+    audible = excerpts[[0, 2]].permute(0, 2, 1).reshape(-1, 2).numpy()
+    whole = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(audible)
+    assert abs(float(joined) - (whole + PYLOUDNORM_BIAS_LU)) < 0.1
+    silent = torch.full((1, 3), SILENCE_LUFS)
+    assert joined_loudness(silent, dim=1).item() == SILENCE_LUFS
+
+
+def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_more(chain, monkeypatch):
+    """Adam replaced by a step that wrecks the strips (every setting at the top of its range): the mix
+    returned is the first attempt's closer render, rendered again, not the last one."""
+    import dataclasses
+
+    from automix import optimize
+
+    renders = []
+
+    def refine(*args, **kwargs):
+        result = real_refine(*args, **kwargs)
+        renders.append(result[0])
+        return result
+
+    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, progress=False):
+        return torch.ones_like(stem_unit), master_unit
+
+    real_refine = optimize.refine_on_full_render
+    monkeypatch.setattr(optimize, "refine_on_full_render", refine)
+    monkeypatch.setattr(optimize, "optimize_on_excerpts", wreck)
+    monkeypatch.setattr(
+        chain, "optimize_settings", dataclasses.replace(chain.optimize_settings, refine_steps=0)
+    )
+    stems, _ = synth_stems(8.0, SAMPLE_RATE, seed=11)
+    mix, analysis = chain(stems, style="rnb_ballad")
+    misses = [float(render.miss) for render in renders]
+    closest = renders[misses.index(min(misses))]
+    assert len(renders) > 1 and misses[-1] > min(misses)  # a later attempt missed more
+    for name in ("lufs", "spectral_centroid", "stereo_ms_ratio"):
+        assert float(analysis[name]) == pytest.approx(float(closest.measured[name]), rel=1e-4)
+    assert float(analysis["master_trim_db"]) == float(closest.trim_db)
