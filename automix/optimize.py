@@ -106,14 +106,6 @@ def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_e
     return torch.stack(excerpts)
 
 
-def _within(analysis, target, lufs_lu, centroid_hz, ms) -> torch.Tensor:
-    return (
-        ((analysis["lufs"] - target[:, 0]).abs() <= lufs_lu)
-        & ((analysis["spectral_centroid"] - target[:, 1]).abs() <= centroid_hz)
-        & ((analysis["stereo_ms_ratio"] - target[:, 2]).abs() <= ms)
-    )
-
-
 @dataclass
 class FullRender:
     """Full-length renders of a batch of songs with what made them: the master's settings and trim, the
@@ -130,6 +122,8 @@ class FullRender:
 
 
 def _miss(measured, target) -> torch.Tensor:
+    """`[B]` the largest of the errors in LUFS, centroid and M/S over their stop tolerances: ≤ 1 within
+    all three."""
     return torch.stack(
         [
             (measured["lufs"] - target[:, 0]).abs() / STOP_LUFS_LU,
@@ -315,9 +309,10 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         params["width"] = width
         mix = chain.render_master(bus, params, trim_db, detector_power=power)
         measured = measure(mix, chain.sample_rate)
-        best = _better(best, FullRender(mix, params, trim_db, measured, _miss(measured, target)))
+        miss = _miss(measured, target)
+        best = _better(best, FullRender(mix, params, trim_db, measured, miss))
         mix = None  # kept in `best` if it is the closest yet, else freed
-        done = _within(measured, target, STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)
+        done = miss <= 1
         if done.all():
             break
         ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
