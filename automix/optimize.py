@@ -80,17 +80,17 @@ def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_e
     length = int(excerpt_s * sample_rate)
     if n_samples <= length * n_excerpts:
         return stems[:, None]
-    starts = list(range(0, n_samples - length + 1, length // 2))
+    hop = length // 2
+    starts = list(range(0, n_samples - length + 1, hop))
     with torch.no_grad():
-        stem_power = stems.square().mean(dim=-2)  # [B, N, T]
-        sum_power = stems.sum(dim=1).square().mean(dim=-2)  # [B, T]
-        window_stem_power = torch.stack([stem_power[..., s : s + length].mean(-1) for s in starts], dim=-1)
-        window_power = torch.stack([sum_power[:, s : s + length].mean(-1) for s in starts], dim=-1)
-        loudest = window_stem_power.amax(dim=-1, keepdim=True)
-        playing = (window_stem_power > loudest * 10 ** (-PLAYING_DB / 10)) & (loudest > 0)  # [B, N, W]
+        # Each window's energy from its two hops' (a window of odd length is ranked a sample short).
+        window_stem_energy = _window_energy(stems, hop, len(starts))  # [B, N, W]
+        window_energy = _window_energy(stems.sum(dim=1), hop, len(starts))  # [B, W]
+        loudest = window_stem_energy.amax(dim=-1, keepdim=True)
+        playing = (window_stem_energy > loudest * 10 ** (-PLAYING_DB / 10)) & (loudest > 0)  # [B, N, W]
     excerpts = []
     for item in range(stems.shape[0]):
-        by_loudness = torch.argsort(window_power[item], descending=True).tolist()
+        by_loudness = torch.argsort(window_energy[item], descending=True).tolist()
         heard = torch.zeros_like(playing[item, :, 0])
         chosen: list[int] = []
         for _ in range(n_excerpts):
@@ -119,6 +119,14 @@ class FullRender:
     measured: dict
     miss: torch.Tensor
     strips: tuple | None = None
+
+
+def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
+    """`[..., C, T] -> [..., n_windows]`: the energy of x over windows of two hops moved a hop at a time,
+    summed over channels; by norms of the hops (no squared copy of a song's stems)."""
+    hops = x[..., : (n_windows + 1) * hop].unflatten(-1, (n_windows + 1, hop))
+    hop_energy = torch.linalg.vector_norm(hops, dim=-1).square().sum(dim=-2)
+    return hop_energy[..., :-1] + hop_energy[..., 1:]
 
 
 def _miss(measured, target) -> torch.Tensor:
