@@ -296,8 +296,9 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     seconds).
 
     Returns:
-        `(render, master_params, trim_db)`: each song's closest render (`FullRender`, its audio kept), and
-        the settings and trim to go on from: the closest render's, or those the give-up asks for.
+        `(render, master_params, trim_db)`: each song's closest render (`FullRender` with its audio,
+        rendered again where a later round's was further off), and the settings and trim to go on from:
+        the closest render's, or those the give-up asks for.
     """
     eq_range, width_range = chain.space.master["eq_gain_db"], chain.space.master["width"]
     eq_low, eq_high = (torch.as_tensor(v, dtype=bus.dtype, device=bus.device) for v in eq_range.bounds())
@@ -315,11 +316,13 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
         )
         params["width"] = width
+        if best is not None:
+            best.mix = None  # one render's audio in memory at a time: rendered again if it stays the closest
         mix = chain.render_master(bus, params, trim_db, detector_power=power)
         measured = measure(mix, chain.sample_rate)
         miss = _miss(measured, target)
         best = _better(best, FullRender(mix, params, trim_db, measured, miss))
-        mix = None  # kept in `best` if it is the closest yet, else freed
+        mix = None
         done = miss <= 1
         if done.all():
             break
@@ -347,4 +350,6 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         if give_up and first_round and out_of_reach.any():
             # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
             return best, params | {"width": width}, trim_db
+    if best.mix is None:  # an earlier round's render was closer than the last one
+        best.mix = chain.render_master(bus, best.master_params, best.trim_db, detector_power=power)
     return best, best.master_params, best.trim_db
