@@ -16,6 +16,7 @@ def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = Non
         "lufs": metrics.integrated_loudness(mix, sample_rate) if lufs is None else lufs,
         "spectral_centroid": centroid_hz,
         "stereo_ms_ratio": metrics.stereo_ms_ratio(mix),
+        "channel_balance_db": metrics.channel_balance_db(mix),
         "true_peak_dbtp": metrics.true_peak(mix, sample_rate),
         "band_energy": bands,
     }

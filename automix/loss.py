@@ -21,6 +21,9 @@ CENTROID_SCALE_OCT = 0.05  # 0.05 octave is ~100 Hz at 2 kHz: half the original 
 MS_SCALE = 0.05
 BALANCE_SCALE = 0.05  # per band, in energy fraction
 TRUE_PEAK_SCALE_DB = 0.1
+# A mix leaning this far to one side (L/R power, dB) costs as much as 1 LU: the M/S target is met by
+# spreading the stems both ways, not by pushing them all to one side.
+CHANNEL_BALANCE_SCALE_DB = 1.0
 # A stem whose loudness in the mix sits more than this far under the mix is buried (inaudible).
 BURIED_STEM_LU = 20.0
 DEFAULT_WEIGHTS = {
@@ -29,6 +32,7 @@ DEFAULT_WEIGHTS = {
     "stereo_ms_ratio": 1.0,
     "band_balance": 0.5,
     "true_peak": 1.0,
+    "channel_balance": 1.0,
     "buried_stems": 0.1,
     "processing": 0.05,
 }
@@ -89,6 +93,8 @@ def loss_terms(
         "band_balance": torch.where(has_balance, balance_term, torch.zeros_like(balance_term)),
         "true_peak": (torch.relu(analysis["true_peak_dbtp"] - ceiling_dbtp) / TRUE_PEAK_SCALE_DB).square(),
     }
+    if "channel_balance_db" in analysis:
+        terms["channel_balance"] = (analysis["channel_balance_db"] / CHANNEL_BALANCE_SCALE_DB).square()
     if "stem_lufs" in analysis:
         stem_lufs = analysis["stem_lufs"]
         under = torch.relu(analysis["lufs"][..., None] - stem_lufs - BURIED_STEM_LU)

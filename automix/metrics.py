@@ -27,6 +27,7 @@ __all__ = [
     "band_energy",
     "crest_factor_db",
     "dynamic_range_db",
+    "channel_balance_db",
     "integrated_loudness",
     "k_weighting",
     "loudness_range",
@@ -284,3 +285,21 @@ def stereo_ms_ratio(x: torch.Tensor) -> torch.Tensor:
     mid_power = ((left + right) / 2).square().mean(dim=-1)
     side_power = ((left - right) / 2).square().mean(dim=-1)
     return _safe_sqrt(side_power / (mid_power + POWER_FLOOR))
+
+
+def channel_balance_db(x: torch.Tensor) -> torch.Tensor:
+    """How much louder the left channel is than the right: 10·log10(mean L² / mean R²), dB. Differentiable.
+
+    0 for mono (C = 1) and for silence (both powers are floored at `POWER_FLOOR`), positive for a mix
+    that leans left.
+
+    Args:
+        x: `[..., C, T]` signal.
+
+    Returns:
+        `[...]` dB.
+    """
+    validate_audio(x)
+    left, right = x[..., 0, :], x[..., -1, :]
+    left_power = left.square().mean(dim=-1) + POWER_FLOOR
+    return 10.0 * torch.log10(left_power / (right.square().mean(dim=-1) + POWER_FLOOR))

@@ -335,3 +335,17 @@ def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_mo
     for name in ("lufs", "spectral_centroid", "stereo_ms_ratio"):
         assert float(analysis[name]) == pytest.approx(float(closest.measured[name]), rel=1e-4)
     assert float(analysis["master_trim_db"]) == float(closest.trim_db)
+
+
+def test_a_mix_leaning_to_one_side_costs_its_balance_squared():
+    """The channel-balance term: (dB / `CHANNEL_BALANCE_SCALE_DB`)², from the mix's own L/R powers."""
+    from automix.analysis import measure
+    from automix.loss import CHANNEL_BALANCE_SCALE_DB, loss_terms
+
+    gen = torch.Generator().manual_seed(2)
+    mix = torch.randn(1, 2, SAMPLE_RATE, generator=gen) * torch.tensor([[1.0], [0.5]])  # left 6 dB up
+    analysis = measure(mix, SAMPLE_RATE)
+    target = torch.tensor([[-10.0, 2000.0, 0.5, float("nan"), float("nan"), float("nan")]])
+    balance_db = 10 * np.log10((mix[0, 0] ** 2).mean().item() / (mix[0, 1] ** 2).mean().item())
+    expected = (balance_db / CHANNEL_BALANCE_SCALE_DB) ** 2
+    assert loss_terms(analysis, target)["channel_balance"].item() == pytest.approx(expected, rel=1e-4)

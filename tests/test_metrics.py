@@ -448,3 +448,14 @@ def test_all_finite_finds_one_bad_sample_anywhere(bad):
         x[1, 0, 517] = bad
     assert loudness.all_finite(x) is (bad is None)
     assert loudness.all_finite(x[..., :0]) is True
+
+
+def test_channel_balance_is_the_left_to_right_power_ratio_in_db():
+    gen = torch.Generator().manual_seed(3)
+    right = torch.randn(2, 44100, generator=gen, dtype=torch.float64)
+    left = 2 * torch.randn(2, 44100, generator=gen, dtype=torch.float64)
+    x = torch.stack([left, right], dim=-2)  # [2, 2, T]
+    expected = 10 * np.log10((left.numpy() ** 2).mean(-1) / (right.numpy() ** 2).mean(-1))
+    np.testing.assert_allclose(metrics.channel_balance_db(x).numpy(), expected, rtol=1e-9)
+    assert metrics.channel_balance_db(left[:1, None]).item() == 0.0  # mono
+    assert metrics.channel_balance_db(torch.zeros(2, 100)).item() == 0.0  # silence
