@@ -24,7 +24,9 @@ from automix.loudness import loudness_after_gain
 from automix.params import logit
 from automix.trim import MAX_TRIM_DB, secant_slope
 
-# Refinement tolerances: well inside the promises (±0.5 LU, ±100 Hz, ±0.05).
+# What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
+PROMISE = (0.5, 100.0, 0.05)
+# and the refinement's tolerances, well inside them.
 STOP_LUFS_LU = 0.2
 STOP_CENTROID_HZ = 40.0
 STOP_MS = 0.02
@@ -110,15 +112,23 @@ def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_e
 class FullRender:
     """Full-length renders of a batch of songs with what made them: the master's settings and trim, the
     strips' (`strips`: stem_unit, stem_params, stem_lufs) once known, the measurements (`measure`) and
-    how far each song missed (`miss` `[B]`: the largest error over the stop tolerances, ≤ 1 within them).
-    `mix` is None where the audio was not kept."""
+    how far each song missed (`miss` `[B]`: the largest error over the stop tolerances, ≤ 1 within them;
+    `broken` `[B]`: how many of the three `PROMISE`s it breaks). `mix` is None where the audio was not
+    kept."""
 
     mix: torch.Tensor | None
     master_params: dict
     trim_db: torch.Tensor
     measured: dict
     miss: torch.Tensor
+    broken: torch.Tensor
     strips: tuple | None = None
+
+    @classmethod
+    def of(cls, mix, master_params, trim_db, measured, target) -> "FullRender":
+        miss = _scaled_errors(measured, target, (STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)).amax(dim=0)
+        broken = (_scaled_errors(measured, target, PROMISE) > 1).sum(dim=0)
+        return cls(mix, master_params, trim_db, measured, miss, broken)
 
 
 def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
@@ -129,24 +139,21 @@ def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
     return hop_energy[..., :-1] + hop_energy[..., 1:]
 
 
-def _miss(measured, target) -> torch.Tensor:
-    """`[B]` the largest of the errors in LUFS, centroid and M/S over their stop tolerances: ≤ 1 within
-    all three."""
+def _scaled_errors(measured, target, tolerances) -> torch.Tensor:
+    """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
+    names = ("lufs", "spectral_centroid", "stereo_ms_ratio")
     return torch.stack(
-        [
-            (measured["lufs"] - target[:, 0]).abs() / STOP_LUFS_LU,
-            (measured["spectral_centroid"] - target[:, 1]).abs() / STOP_CENTROID_HZ,
-            (measured["stereo_ms_ratio"] - target[:, 2]).abs() / STOP_MS,
-        ]
-    ).amax(dim=0)
+        [(measured[name] - target[:, i]).abs() / tolerances[i] for i, name in enumerate(names)]
+    )
 
 
 def _better(old: FullRender | None, new: FullRender) -> FullRender:
     """Each song's closer render of the two (the new one on a tie): the secant steps and Adam can end a
-    round further from the targets than an earlier one, and the user gets the closest render made."""
+    round further from the targets than an earlier one, and the user gets the closest render made: the
+    one that keeps more of the three promises (`PROMISE`), then the one with the smaller miss."""
     if old is None:
         return new
-    take = new.miss <= old.miss
+    take = (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
     if take.all():
         return new
     if not take.any():
@@ -155,8 +162,8 @@ def _better(old: FullRender | None, new: FullRender) -> FullRender:
     return FullRender(
         _choose(take, new.mix, old.mix) if both else None,
         *(_choose(take, a, b) for a, b in zip(
-            (new.master_params, new.trim_db, new.measured, new.miss, new.strips),
-            (old.master_params, old.trim_db, old.measured, old.miss, old.strips),
+            (new.master_params, new.trim_db, new.measured, new.miss, new.broken, new.strips),
+            (old.master_params, old.trim_db, old.measured, old.miss, old.broken, old.strips),
             strict=True,
         )),
     )  # fmt: skip
@@ -232,13 +239,13 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         )
     stem_unit, stem_params, stem_lufs = best.strips
     with torch.no_grad():
-        mix = best.mix
+        mix, measured = best.mix, dict(best.measured)
         if mix is None:  # some song's closest render came before the last attempt's: rendered again
             bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
             mix = chain.render_master(bus, best.master_params, best.trim_db)
             del bus
+            measured = measure(mix, chain.sample_rate)
         # a long song is metered a block at a time (`automix.dsp.filters.by_block`)
-        measured = measure(mix, chain.sample_rate)
         measured["loudness_range"] = metrics.loudness_range(mix, chain.sample_rate)
     analysis = {
         **measured,
@@ -320,10 +327,9 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             best.mix = None  # one render's audio in memory at a time: rendered again if it stays the closest
         mix = chain.render_master(bus, params, trim_db, detector_power=power)
         measured = measure(mix, chain.sample_rate)
-        miss = _miss(measured, target)
-        best = _better(best, FullRender(mix, params, trim_db, measured, miss))
-        mix = None
-        done = miss <= 1
+        render = FullRender.of(mix, params, trim_db, measured, target)
+        best, done = _better(best, render), render.miss <= 1
+        mix = render = None
         if done.all():
             break
         ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS

@@ -349,3 +349,31 @@ def test_a_mix_leaning_to_one_side_costs_its_balance_squared():
     balance_db = 10 * np.log10((mix[0, 0] ** 2).mean().item() / (mix[0, 1] ** 2).mean().item())
     expected = (balance_db / CHANNEL_BALANCE_SCALE_DB) ** 2
     assert loss_terms(analysis, target)["channel_balance"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
+    """Item by item: a render that keeps more of the promises (0.5 LU, 100 Hz, 0.05) beats one that
+    keeps fewer, whatever their largest errors; between two alike, the smaller miss wins; the audio and
+    the settings follow."""
+    from automix.optimize import FullRender, _better
+
+    target = torch.tensor([[-10.0, 2000.0, 0.5]] * 2)
+
+    def render(lufs, centroid, fill):
+        measured = {
+            "lufs": torch.tensor(lufs),
+            "spectral_centroid": torch.tensor(centroid),
+            "stereo_ms_ratio": torch.tensor([0.5, 0.5]),
+        }
+        mix = torch.full((2, 2, 8), fill)
+        return FullRender.of(mix, {"width": torch.full((2,), fill)}, torch.full((2,), fill), measured, target)
+
+    # Item 0: the old render breaks one promise (the centroid, far off), the new one two (by a little).
+    # Item 1: both break two; the new one misses less.
+    old = render([-10.1, -11.0], [2900.0, 2300.0], fill=0.0)
+    new = render([-10.6, -11.2], [2110.0, 2120.0], fill=1.0)
+    assert old.broken.tolist() == [1, 2] and new.broken.tolist() == [2, 2]
+    best = _better(old, new)
+    assert best.trim_db.tolist() == [0.0, 1.0]
+    assert best.mix[:, 0, 0].tolist() == [0.0, 1.0] and best.master_params["width"].tolist() == [0.0, 1.0]
+    assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2])
