@@ -93,6 +93,19 @@ def _width_and_drive(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.
     return stereo_width(x, width=params["width"]) / params["limiter_threshold"][..., None, None]
 
 
+def _strip_eq_sections(
+    sample_rate: int, params: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The strips' EQ cascades `(b, a)`: the four bands of `params` and the `DC_BLOCK_HZ` high-pass."""
+    return four_band_sections(
+        sample_rate,
+        gain_db=params["eq_gain_db"],
+        freq_hz=params["eq_freq_hz"],
+        q=params["eq_q"],
+        highpass_hz=DC_BLOCK_HZ,
+    )
+
+
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
 
@@ -108,13 +121,7 @@ def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch
     Returns:
         `[..., N, 2, T]` processed stems.
     """
-    b, a = four_band_sections(
-        sample_rate,
-        gain_db=params["eq_gain_db"],
-        freq_hz=params["eq_freq_hz"],
-        q=params["eq_q"],
-        highpass_hz=DC_BLOCK_HZ,
-    )
+    b, a = _strip_eq_sections(sample_rate, params)
     x, quadrature = biquads_with_quadrature(stems, b, a, sample_rate, hilbert_pad_samples(sample_rate))
     x = _compress(x, sample_rate, params, "comp", detector_mean_square(x, sample_rate, quadrature))
     return saturate(x, drive=params["drive"], gain=_level_pan(params, x))
@@ -133,13 +140,7 @@ def channel_strip_blocks(
     far tail of the detector's quadrature transform. No gradients.
     """
     n_samples = stems.shape[-1]
-    b, a = four_band_sections(
-        sample_rate,
-        gain_db=params["eq_gain_db"],
-        freq_hz=params["eq_freq_hz"],
-        q=params["eq_q"],
-        highpass_hz=DC_BLOCK_HZ,
-    )
+    b, a = _strip_eq_sections(sample_rate, params)
     context = round(DETECTOR_CONTEXT_MS * sample_rate / 1000.0)
     eq_warmup = impulse_response_length(a, sample_rate) - 1  # less the sample it starts on
     span = eq_warmup + block_samples + 2 * context  # the most of the stems a block's EQ reads
