@@ -1,0 +1,64 @@
+"""The default mode's promises on synthetic songs: each 30-second song mixed to every style by
+`AutoMixChain` in optimize mode (what `mix.py` runs), judged by the validation suite's independent meters
+(`automix.validation.measure_mix`: pyloudnorm, 4x `scipy.signal.resample_poly`) against ±0.5 LU, ±100 Hz,
+±0.05 and ≤ −1 dBTP, with the wall time of each mix.
+
+Run: `python benchmarks/promises.py [--seeds 0-7] [--arrangement full|no_drums|rhythm|band] [--tempo BPM]`.
+"""
+
+import argparse
+import time
+
+import torch
+
+from automix import AutoMixChain, load_style_targets
+from automix.synth import synth_stems
+from automix.validation import ARRANGEMENTS, measure_mix
+
+SAMPLE_RATE = 44100
+SONG_S = 30.0
+PROMISE = {"lufs": 0.5, "spectral_centroid": 100.0, "stereo_ms_ratio": 0.05}
+PYLOUDNORM_BIAS_LU = 0.05  # its textbook K-weighting reads ~0.04 LU below ITU's exact filter
+
+
+def seeds(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="automix: the default mode's promises on synthetic songs")
+    parser.add_argument("--seeds", type=seeds, default=seeds("0-7"), help="e.g. 0-7 or 3")
+    parser.add_argument("--arrangement", choices=sorted(ARRANGEMENTS), default="full")
+    parser.add_argument("--tempo", type=float, default=None, help="BPM (default: each seed's own)")
+    args = parser.parse_args()
+    targets = load_style_targets()
+    kept = total = 0
+    for seed in args.seeds:
+        stems = synth_stems(
+            SONG_S, SAMPLE_RATE, tempo_bpm=args.tempo, seed=seed, stems=ARRANGEMENTS[args.arrangement]
+        )[0]
+        chain = AutoMixChain(n_stems=stems.shape[0], sample_rate=SAMPLE_RATE, style_targets=targets)
+        for name, style in targets.items():
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            mix, _ = chain(stems, style=name)
+            seconds = time.perf_counter() - start
+            measured = measure_mix(mix, SAMPLE_RATE)
+            measured["lufs"] += PYLOUDNORM_BIAS_LU
+            wanted = {"lufs": style.lufs, "spectral_centroid": style.spectral_centroid_hz,
+                      "stereo_ms_ratio": style.stereo_ms_ratio}  # fmt: skip
+            ok = all(abs(measured[k] - wanted[k]) <= tol for k, tol in PROMISE.items())
+            ok = ok and measured["true_peak_dbtp"] <= chain.ceiling_dbtp
+            kept, total = kept + ok, total + 1
+            print(
+                f"seed {seed} {name:12} {seconds:5.1f} s  {measured['lufs']:7.2f} LUFS "
+                f"{measured['spectral_centroid']:6.0f} Hz  M/S {measured['stereo_ms_ratio']:.3f}  "
+                f"{measured['true_peak_dbtp']:.2f} dBTP  {'PASS' if ok else 'FAIL'}",
+                flush=True,
+            )
+    print(f"{kept} / {total} mixes within ±0.5 LU, ±100 Hz, ±0.05 and under the ceiling")
+
+
+if __name__ == "__main__":
+    main()
