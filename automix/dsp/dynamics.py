@@ -4,19 +4,26 @@
 Pure, batched and differentiable functions on `[..., C, T]` tensors. The recursive parts (the detector's
 averager, the gain's attack/release ballistics) run in `torchcomp.core.compressor_core`: a one-pole
 smoother that uses its attack coefficient while its input is below its state and its release coefficient
-otherwise, with a numba CPU / CUDA forward and an exact custom backward.
+otherwise, with a numba CPU / CUDA forward and an exact custom backward. On a GPU, torchcomp's CUDA
+kernels run one GPU thread a row, serially in time: they pay off for many rows (a training batch), while
+a song's few rows run sooner in the CPU kernels with copies to and from the GPU (`_on_cpu`), as does
+everything where numba's CUDA kernels cannot be compiled (`cuda_kernels_work`).
 
 Time constants follow torchcomp's `ms2coef`: a time in ms is the 10-90 % rise time of the one-pole's
 step response (coefficient 1 - exp(-2200 / (ms · sample_rate)), since ln 9 ≈ 2.2).
 """
 
+import functools
 import math
+import warnings
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
-from torchcomp.core import CompressorFunction, compressor_core, compressor_kernel
+from torchcomp.core import CompressorFunction, compressor_kernel
+from torchlpc import sample_wise_lpc
 
 from automix.dsp.filters import fft_length, quadrature_multiplier, spectral_filter
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
@@ -32,6 +39,12 @@ HILBERT_PAD_MS = 100.0
 # Signal the detector hears on either side of a block rendered on its own (`compressor_block`): the
 # quadrature transform's kernel 1/(pi·n) beyond it only carries content below ~1000 / this many Hz.
 DETECTOR_CONTEXT_MS = 500.0
+# Fewest rows `[B, T]` that a recursion on GPU tensors runs in numba's CUDA kernels rather than in the
+# CPU kernels with copies. H100 and 16 CPU cores (`benchmarks/bench_gpu.py`), all recursions in the CPU
+# kernels against all in the CUDA kernels: predict mode on 8 stems x 10 s 0.11 s against 0.40 s; a
+# training batch of 8 songs (32 rows a strip) 15.7 songs/s against 9.7, of 32 songs (128 rows) 11
+# against 30.
+CUDA_KERNEL_MIN_ROWS = 64
 # Below this much knee width (dB) the knee is hard; only keeps the quadratic knee's division finite.
 MIN_KNEE_DB = 1e-6
 DEFAULT_KNEE_DB = 6.0
@@ -56,34 +69,75 @@ def hilbert_pad_samples(sample_rate: int) -> int:
     return round(HILBERT_PAD_MS * sample_rate / 1000.0)
 
 
+@functools.cache
+def cuda_kernels_work() -> bool:
+    """Whether torchcomp's and torchlpc's numba CUDA kernels compile and run here (tried once, on tiny
+    tensors). They do not where numba-cuda is missing or older than the installed numpy (numba-cuda
+    0.x with numpy 2.4+: `np.row_stack` is gone); the recursions then run on the CPU (`_core`)."""
+    try:
+        x = torch.ones(1, 4, device="cuda")
+        CompressorFunction.forward(x, x[:, 0], x[:, 0] / 2, x[:, 0] / 2)
+        sample_wise_lpc(x, x.unsqueeze(-1) / -2)
+        torch.cuda.synchronize()
+    except Exception as error:  # numba's import and compile errors have no common base class
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        warnings.warn(
+            f"numba's CUDA kernels do not compile here ({reason}); the compressors' recursions run on the "
+            "CPU and their results are copied back to the GPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _on_cpu(x: torch.Tensor) -> bool:
+    """Whether a recursion over the rows of `x` `[B, T]` runs in the CPU kernels: x on the CPU, too few
+    rows for the CUDA kernels to pay off (`CUDA_KERNEL_MIN_ROWS`), or no CUDA kernels here."""
+    return not x.is_cuda or x.shape[0] < CUDA_KERNEL_MIN_ROWS or not cuda_kernels_work()
+
+
+def _core(x, zi, at, rt) -> tuple[torch.Tensor, torch.Tensor]:
+    """`CompressorFunction.forward` (`(y, at_mask)`, untracked), on the CPU where `_on_cpu`."""
+    if x.is_cuda and _on_cpu(x):
+        y, at_mask = CompressorFunction.forward(*(value.cpu() for value in (x, zi, at, rt)))
+        return y.to(x.device), at_mask.to(x.device)
+    return CompressorFunction.forward(x, zi, at, rt)
+
+
 class _OnePole(torch.autograd.Function):
     """Linear one-pole low-pass `y[t] = (1 − c)·y[t − 1] + c·x[t]`, `y[−1] = 0`, along the rows of
     `[B, T]`, with a constant coefficient c `[B]` (not differentiated).
 
-    Runs in `compressor_core` (equal attack and release coefficients make it linear). The adjoint of a
-    causal linear recursion is the same recursion backwards in time, so the backward is one more pass
-    on the time-reversed gradient; torchcomp's general backward also differentiates the coefficients
-    and costs several times more.
+    Runs in torchcomp's recursion (equal attack and release coefficients make it linear). The adjoint
+    of a causal linear recursion is the same recursion backwards in time, so the backward is one more
+    pass on the time-reversed gradient; torchcomp's general backward also differentiates the
+    coefficients and costs several times more.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(coef)
-        return compressor_core(x, torch.zeros_like(coef), coef, coef)
+        return _core(x, torch.zeros_like(coef), coef, coef)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (coef,) = ctx.saved_tensors
-        return compressor_core(grad.flip(-1), torch.zeros_like(coef), coef, coef).flip(-1), None
+        return _core(grad.flip(-1), torch.zeros_like(coef), coef, coef)[0].flip(-1), None
 
 
-class _Ballistics(CompressorFunction):
-    """torchcomp's `compressor_core` with gradients, without its forward-mode saves: torchcomp's
+class _Ballistics(torch.autograd.Function):
+    """torchcomp's `compressor_core` with its gradients, without its forward-mode saves: torchcomp's
     `setup_context` also calls `ctx.save_for_forward` with the function's own output, which ties the
     output and its graph node in a cycle that Python's collector cannot see, so every call kept its
     inputs and output alive for the life of the process (~130 MB a call on 8 x 2M samples, measured,
-    with or without a backward pass). The reverse-mode gradients are torchcomp's own."""
+    with or without a backward pass). The reverse-mode gradients are torchcomp's own, computed on the
+    CPU where `_on_cpu`."""
+
+    @staticmethod
+    def forward(x, zi, at, rt):
+        return _core(x, zi, at, rt)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -91,6 +145,16 @@ class _Ballistics(CompressorFunction):
         y, at_mask = output
         ctx.mark_non_differentiable(at_mask)
         ctx.save_for_backward(x, y, zi, at, rt, at_mask)
+
+    @staticmethod
+    def backward(ctx, grad_y, _):
+        if not (grad_y.is_cuda and _on_cpu(grad_y)):
+            return CompressorFunction.backward(ctx, grad_y, None)
+        saved = SimpleNamespace(
+            saved_tensors=[value.cpu() for value in ctx.saved_tensors], needs_input_grad=ctx.needs_input_grad
+        )
+        grads = CompressorFunction.backward(saved, grad_y.cpu(), None)
+        return tuple(None if grad is None else grad.to(grad_y.device) for grad in grads)
 
 
 def cache_compiled_kernels() -> bool:
