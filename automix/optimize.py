@@ -3,13 +3,14 @@
 1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness).
 2. Adam on the normalised settings (as logits) against the loss, measured on excerpts of the song: the
    loudest sections, where a mix is judged, that between them hear every stem play (`select_excerpts`),
-   processed as a batch and joined for the measurement.
-   Stops early when every target is well inside tolerance.
+   processed as a batch and joined for the measurement. Stops early once the refinement can finish every
+   song.
 3. Render the whole song without gradients: that render is what the user gets, and excerpts and whole
    songs differ (their centroids by up to ~110 Hz on real material).
 4. Correct what remains on the full render: a loudness trim before the master section, the M/S width
    (the ratio scales exactly with it) and a master EQ tilt for the centroid, by secant steps on the
-   full render's own measurements, until it is within tolerance.
+   full render's own measurements, until it is within tolerance. The trim stops rising where the
+   limiter takes nearly all of a further dB.
 """
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from automix.analysis import measure
 from automix.dsp.console import bus_detector_power
 from automix.loudness import loudness_after_gain
 from automix.params import logit
-from automix.trim import MAX_TRIM_DB, secant_slope
+from automix.trim import MAX_TRIM_DB, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
 
 # What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
 PROMISE = (0.5, 100.0, 0.05)
@@ -33,7 +34,7 @@ STOP_MS = 0.02
 # Adam on excerpts hands over to the refinement once the refinement can finish the job on the full
 # render, where it counts: the centroid this close (the tilt does the rest), and the M/S ratio where the
 # width, kept this far inside its range, can scale it to the target. Loudness needs no condition: the
-# trim reaches any level.
+# trim reaches any level the limiter leaves room for.
 HANDOVER_CENTROID_HZ = 100.0
 HANDOVER_WIDTH_MARGIN = 0.05
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
@@ -260,7 +261,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
 
 def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, trim_db, progress=False):
     """Adam on the logits of the normalised settings against the loss on the songs' loudest excerpts,
-    with the trim held; stops early when every song is within the stop tolerances.
+    with the trim held; stops early once the refinement can finish every song (`_refinable`).
 
     Returns:
         `(stem_unit, master_unit)`, detached.
@@ -313,6 +314,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
     tilt_db = torch.zeros_like(trim_db)
     tilt_shape = torch.tensor([-0.5, 0.0, 0.0, 0.5], dtype=bus.dtype, device=bus.device)
     history = best = None
+    trim_cap = torch.full_like(trim_db, MAX_TRIM_DB)
     power = bus_detector_power(bus, chain.sample_rate)  # every round's bus compressor hears the same bus
     rounds = tqdm(
         range(chain.optimize_settings.refine_steps + 1), desc="refining", disable=not progress, leave=False
@@ -343,13 +345,19 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         else:
             prev_trim, prev_lufs, prev_tilt, prev_log_centroid = history
             trim_slope = secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
+            # Where the limiter took over 90 % of the last dB the trim rose (or more: under deep limiting
+            # a song's loudness can fall as the trim rises), the trim rises no further than the louder
+            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`).
+            rise = trim_db - prev_trim
+            stalled = (rise > MIN_SECANT_STEP) & (measured["lufs"] - prev_lufs < MIN_USEFUL_SLOPE * rise)
+            louder_trim = torch.where(measured["lufs"] >= prev_lufs, trim_db, prev_trim)
+            trim_cap = torch.where(stalled, torch.minimum(trim_cap, louder_trim), trim_cap)
             tilt_slope = secant_slope(tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=0.05)
             tilt_step = centroid_error / tilt_slope
         history = (trim_db, measured["lufs"], tilt_db, log_centroid)
         active = (~done).to(bus.dtype)
-        trim_db = (trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope).clamp(
-            -MAX_TRIM_DB, MAX_TRIM_DB
-        )
+        trim_db = trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope
+        trim_db = torch.minimum(trim_db.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_cap)
         tilt_db = (tilt_db + active * tilt_step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
         ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
         width = torch.where(done, width, (width * ms_ratio).clamp(width_range.low, width_range.high))

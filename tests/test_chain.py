@@ -337,6 +337,38 @@ def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_mo
     assert float(analysis["master_trim_db"]) == float(closest.trim_db)
 
 
+def test_the_refinement_stops_raising_the_trim_where_the_limiter_takes_it(chain, monkeypatch):
+    """Dense noise to an unreachable −3 LUFS: past some trim the limiter takes nearly every further dB.
+    The refinement's renders stop raising the trim within a secant step of that knee (the renders' own
+    4-dB steps adding under `MIN_USEFUL_SLOPE` LU a dB), instead of climbing to `MAX_TRIM_DB` round
+    after round; its answer is at the plateau's loudness."""
+    from automix import optimize
+    from automix.analysis import measure
+    from automix.trim import MAX_TRIM_DB, MIN_USEFUL_SLOPE
+
+    noise = torch.randn(1, 2, 4 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0)) * 0.05
+    params = chain.space.neutral(1)[1]
+    trims = torch.arange(0.0, MAX_TRIM_DB + 1, 4.0)
+    with torch.no_grad():
+        scan = [measure(chain.render_master(noise, params, t[None]), SAMPLE_RATE) for t in trims]
+        lufs = torch.cat([m["lufs"] for m in scan])
+        knee = trims[int(torch.nonzero(lufs.diff() / 4.0 < MIN_USEFUL_SLOPE)[0])]
+        target = torch.tensor(
+            [[-3.0, float(scan[0]["spectral_centroid"]), float(scan[0]["stereo_ms_ratio"])]]
+        )
+        rendered = []
+        real_render = chain.render_master
+
+        def render_master(bus, master_params, trim_db=None, detector_power=None):
+            rendered.append(float(trim_db))
+            return real_render(bus, master_params, trim_db, detector_power)
+
+        monkeypatch.setattr(chain, "render_master", render_master)
+        render, _, _ = optimize.refine_on_full_render(chain, noise, params, target, torch.zeros(1))
+    assert len(rendered) > 3 and max(rendered) <= float(knee) + 6.0 < MAX_TRIM_DB
+    assert float(render.measured["lufs"]) >= float(lufs.max()) - 0.1
+
+
 def test_a_mix_leaning_to_one_side_costs_its_balance_squared():
     """The channel-balance term: (dB / `CHANNEL_BALANCE_SCALE_DB`)², from the mix's own L/R powers."""
     from automix.analysis import measure
