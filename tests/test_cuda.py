@@ -43,8 +43,8 @@ def test_ballistics_and_their_gradients_match_the_cpu(route, monkeypatch):
         monkeypatch.setattr(dynamics, "CUDA_KERNEL_MIN_ROWS", 1)
     torch.manual_seed(0)
     x = torch.rand(3, 20000, dtype=torch.float64)
-    zi, at, rt = torch.rand(3, dtype=torch.float64), torch.full((3,), 0.3), torch.full((3,), 0.01)
-    at, rt = at.double(), rt.double()
+    zi = torch.rand(3, dtype=torch.float64)
+    at, rt = (torch.full((3,), value, dtype=torch.float64) for value in (0.3, 0.01))
     results = {}
     for device in ("cpu", "cuda"):
         inputs = [t.detach().to(device).requires_grad_() for t in (x, zi, at, rt)]
