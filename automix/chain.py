@@ -35,6 +35,7 @@ from automix.loudness import all_finite, loudness_after_gain
 from automix.optimize import OptimizeSettings, optimize_mix
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
+from automix.staging import input_gain_db
 from automix.styles import StyleTarget, load_style_targets
 from automix.trim import MAX_TRIM_DB, MasterLoudness, search_trim
 from automix.units import db_to_amp
@@ -201,19 +202,23 @@ class AutoMixChain(nn.Module):
         target: torch.Tensor,
         mask: torch.Tensor | None = None,
         loudness_steps: int = LOUDNESS_STEPS,
+        input_gain: torch.Tensor | None = None,
     ) -> Prediction:
         """Predict mode's settings for stems `[B, N, 2, T]` and targets `[B, 6]`, with gradients.
 
-        Stem features -> strip settings -> the bus they make -> a trim that brings the bus to the target
+        Gain staging (`input_gain` `[B]` dB; None: `input_gain_db` of the stems) -> stem features ->
+        strip settings -> the bus they make -> a trim that brings the bus to the target
         loudness (closed form) -> the bus's features -> master settings (`automix.predictor`) -> the
         trim corrected on the master's own output (`automix.trim.search_trim`, without gradients: a
         model of the limiter's loudness, checked by up to `loudness_steps` renders; 0 takes the model's
         answer unrendered): the limiter takes a part of every dB the trim adds, a part no feature
         predicts well. To the gradient the correction is a constant.
         """
-        features = stem_features(stems, self.sample_rate, mask)
+        if input_gain is None:
+            input_gain = input_gain_db(stems, self.sample_rate, mask)
+        features = stem_features(stems, self.sample_rate, mask, input_gain)
         stem_unit, context = self.predictor.predict_stems(features, target, mask)
-        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
+        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain)
         bus_lufs = metrics.integrated_loudness(bus, self.sample_rate)
         trim_db = (target[:, 0] - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         master_unit = self.predictor.predict_master(
@@ -250,13 +255,18 @@ class AutoMixChain(nn.Module):
             LOUDNESS_STOP_LU,
         )
 
-    def render_bus(self, stems, stem_unit, mask=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`.
+    def render_bus(
+        self, stems, stem_unit, mask=None, input_gain=None
+    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`; the
+        strips' input gain is `input_gain` `[B]` dB (`input_gain_db`), where given.
 
         A long song without gradients (`automix.dsp.filters.by_block`) goes through the strips
         `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
         """
         stem_params = self.space.denormalize_stems(stem_unit)
+        if input_gain is not None:
+            stem_params["input_gain_db"] = input_gain[:, None].expand_as(stem_params["level_db"])
         if not by_block(stems.shape[-1], self.sample_rate):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
@@ -289,13 +299,14 @@ class AutoMixChain(nn.Module):
             bus, self.sample_rate, master_params, ceiling_dbtp=ceiling, detector_power=detector_power
         )
 
-    def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None):
-        """Strips, sum and master: `(mix [B, 2, T], analysis with gradients)`.
+    def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None):
+        """Strips (after the input gain `input_gain` `[B]` dB, where given), sum and master:
+        `(mix [B, 2, T], analysis with gradients)`.
 
         `join=(B, K)` treats the batch as K excerpts of each of B songs, rendered separately and joined
         in time for the measurements (mix `[B, 2, K * L]`).
         """
-        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask)
+        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain)
         return self.finish(bus, stem_params, stem_lufs, stem_unit, master_unit, mask, trim_db, join)
 
     def finish(

@@ -43,7 +43,7 @@ from automix.metrics import (
     spectral_shape,
     stereo_ms_ratio,
 )
-from automix.units import power_to_db
+from automix.units import db_to_amp, power_to_db
 
 FEATURE_NAMES = (
     "rms_db",
@@ -134,7 +134,12 @@ def _excerpts(stems: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def stem_features(
+    stems: torch.Tensor,
+    sample_rate: int,
+    mask: torch.Tensor | None = None,
+    gain_db: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scaled measurements of each stem, for the predictor (see the module docstring for the table).
 
     Computed without gradients: features are the network's inputs, not something to optimise.
@@ -143,6 +148,8 @@ def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
         stems: `[..., N, C, T]` stems, C = 1 or 2 (a mono stem reads M/S 0).
         sample_rate: Hz.
         mask: `[..., N]` (bool or 0/1): 0 marks a padded slot, whose features are all 0. None: all real.
+        gain_db: `[...]` the stems' input gain (`automix.chain.input_gain_db`): the features are those of
+            the stems after it (whether a stem plays is judged before it).
 
     Returns:
         `[..., N, N_FEATURES]` finite features in `FEATURE_NAMES` order, in the dtype of `stems`.
@@ -161,6 +168,8 @@ def stem_features(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
             f"mask shape {tuple(mask.shape)} must be the stems' leading shape {tuple(stems.shape[:-2])}"
         )
     analysis, playing = _excerpts(stems, sample_rate)
+    if gain_db is not None:
+        analysis = analysis * db_to_amp(gain_db).reshape(*gain_db.shape, 1, 1, 1).to(analysis.dtype)
     level_db = rms_db(analysis)
     centroid_hz, bands = spectral_shape(analysis, sample_rate)
     centroid_hz = centroid_hz.clamp_min(CENTROID_FLOOR_HZ)

@@ -23,6 +23,7 @@ from automix.analysis import measure
 from automix.dsp.console import bus_detector_power
 from automix.loudness import loudness_after_gain
 from automix.params import logit
+from automix.staging import input_gain_db
 from automix.trim import MAX_TRIM_DB, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
 
 # What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
@@ -40,6 +41,10 @@ HANDOVER_WIDTH_MARGIN = 0.05
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
+# A round held the master EQ and the width when they moved no more than this (dB; fraction of the width):
+# the loudness it measured then answers to the trim alone.
+HELD_EQ_DB = 0.05
+HELD_WIDTH = 0.005
 # Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
 # finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
 ATTEMPTS = 3
@@ -191,6 +196,14 @@ def _width_reaches(chain, analysis, width, target) -> torch.Tensor:
     return (needed >= width_range.low + margin) & (needed <= width_range.high - margin)
 
 
+def _held(before: dict, after: dict) -> torch.Tensor:
+    """`[B]` whether the refinement's master EQ and width stayed (within `HELD_EQ_DB`, `HELD_WIDTH`)
+    from one round's settings to the next."""
+    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
+    width_moved = (after["width"] / before["width"] - 1).abs()
+    return (eq_moved <= HELD_EQ_DB) & (width_moved <= HELD_WIDTH)
+
+
 def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
     """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
     width = analysis["master_params"]["width"][::n_excerpts].detach()
@@ -210,9 +223,10 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         `(mix [B, 2, T], analysis)` of the full-length render.
     """
     settings = chain.optimize_settings
+    input_gain = input_gain_db(stems, chain.sample_rate, mask)
     with torch.no_grad():
         # The refinement corrects the loudness on its own renders: no search renders before it.
-        prediction = chain.predict(stems, target, mask, loudness_steps=0)
+        prediction = chain.predict(stems, target, mask, loudness_steps=0, input_gain=input_gain)
     stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
     bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
     del prediction  # its bus is `bus`, freed with it before the next render
@@ -224,7 +238,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         give_up = adam_follows and attempt == 0
         with torch.no_grad():
             if attempt > 0:
-                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
+                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
             master_params = chain.space.denormalize_master(master_unit)
             render, master_params, trim_db = refine_on_full_render(
                 chain, bus, master_params, target, trim_db, progress, give_up=give_up
@@ -236,13 +250,13 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
             break
         bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
         stem_unit, master_unit = optimize_on_excerpts(
-            chain, stems, target, mask, stem_unit, master_unit, trim_db, progress
+            chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress
         )
     stem_unit, stem_params, stem_lufs = best.strips
     with torch.no_grad():
         mix, measured = best.mix, dict(best.measured)
         if mix is None:  # some song's closest render came before the last attempt's: rendered again
-            bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask)
+            bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
             mix = chain.render_master(bus, best.master_params, best.trim_db)
             del bus
             measured = measure(mix, chain.sample_rate)
@@ -259,9 +273,12 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
     return mix, analysis
 
 
-def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, trim_db, progress=False):
+def optimize_on_excerpts(
+    chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False
+):
     """Adam on the logits of the normalised settings against the loss on the songs' loudest excerpts,
-    with the trim held; stops early once the refinement can finish every song (`_refinable`).
+    with the trim and the input gain `[B]` held; stops early once the refinement can finish every song
+    (`_refinable`).
 
     Returns:
         `(stem_unit, master_unit)`, detached.
@@ -275,6 +292,7 @@ def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, tri
     flat = excerpts.flatten(0, 1)
     flat_mask = None if mask is None else mask.repeat_interleave(n_excerpts, dim=0)
     flat_trim = trim_db.repeat_interleave(n_excerpts, dim=0)
+    flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
     bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
     for _ in bar:
         _, analysis = chain.render(
@@ -284,6 +302,7 @@ def optimize_on_excerpts(chain, stems, target, mask, stem_unit, master_unit, tri
             flat_mask,
             trim_db=flat_trim,
             join=(batch, n_excerpts),
+            input_gain=flat_gain,
         )
         loss = chain.loss_fn(analysis, target)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -343,18 +362,21 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             trim_slope = torch.ones_like(trim_db)
             tilt_step = TILT_PROBE_DB * torch.sign(centroid_error)
         else:
-            prev_trim, prev_lufs, prev_tilt, prev_log_centroid = history
+            prev_trim, prev_lufs, prev_tilt, prev_log_centroid, prev_params = history
             trim_slope = secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
             # Where the limiter took over 90 % of the last dB the trim rose (or more: under deep limiting
             # a song's loudness can fall as the trim rises), the trim rises no further than the louder
-            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`).
+            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`). Only a round that moved
+            # the trim alone tells: a narrower width or a tilt away from the bass, in the same round,
+            # takes loudness of its own.
             rise = trim_db - prev_trim
             stalled = (rise > MIN_SECANT_STEP) & (measured["lufs"] - prev_lufs < MIN_USEFUL_SLOPE * rise)
+            stalled &= _held(prev_params, params)
             louder_trim = torch.where(measured["lufs"] >= prev_lufs, trim_db, prev_trim)
             trim_cap = torch.where(stalled, torch.minimum(trim_cap, louder_trim), trim_cap)
             tilt_slope = secant_slope(tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=0.05)
             tilt_step = centroid_error / tilt_slope
-        history = (trim_db, measured["lufs"], tilt_db, log_centroid)
+        history = (trim_db, measured["lufs"], tilt_db, log_centroid, params)
         active = (~done).to(bus.dtype)
         trim_db = trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope
         trim_db = torch.minimum(trim_db.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_cap)

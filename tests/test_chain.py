@@ -318,7 +318,7 @@ def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_mo
         renders.append(result[0])
         return result
 
-    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, progress=False):
+    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False):
         return torch.ones_like(stem_unit), master_unit
 
     real_refine = optimize.refine_on_full_render
@@ -367,6 +367,70 @@ def test_the_refinement_stops_raising_the_trim_where_the_limiter_takes_it(chain,
         render, _, _ = optimize.refine_on_full_render(chain, noise, params, target, torch.zeros(1))
     assert len(rendered) > 3 and max(rendered) <= float(knee) + 6.0 < MAX_TRIM_DB
     assert float(render.measured["lufs"]) >= float(lufs.max()) - 0.1
+
+
+def test_the_input_gain_brings_each_songs_stem_sum_to_the_nominal_loudness():
+    """Against pyloudnorm on the sum of the real stems: a quiet song is raised, a hot one lowered, a
+    padded (masked) slot is not counted, a silent song is left alone, and a song long enough to be
+    metered a block at a time reads as it does whole."""
+    from automix.staging import INPUT_LUFS, input_gain_db
+
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    stems = synth_stems(6.0, SAMPLE_RATE, seed=5)[0]
+    loud_stem = stems[:1] * 4.0  # a padded slot: its level must not count
+    batch = torch.stack([stems * 0.01, torch.cat([stems[:3], loud_stem]), torch.zeros_like(stems)])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
+    gain_db = input_gain_db(batch, SAMPLE_RATE, mask)
+    for item, real in ((0, slice(None)), (1, slice(0, 3))):
+        reference = meter.integrated_loudness(batch[item, real].sum(0).double().T.numpy())
+        assert float(gain_db[item]) == pytest.approx(INPUT_LUFS - reference - PYLOUDNORM_BIAS_LU, abs=0.1)
+    assert float(gain_db[0]) > 30 and float(gain_db[2]) == 0.0
+    long = stems.repeat(1, 1, 11)  # 66 s: past `BLOCKWISE_MIN_SECONDS`
+    with torch.no_grad():
+        by_blocks = input_gain_db(long[None], SAMPLE_RATE)
+    reference = meter.integrated_loudness(long.sum(0).double().T.numpy())
+    assert float(by_blocks) == pytest.approx(INPUT_LUFS - reference - PYLOUDNORM_BIAS_LU, abs=0.1)
+
+
+@pytest.mark.parametrize("mode", ["predict", "optimize"])
+def test_a_mix_does_not_depend_on_the_level_of_its_stems(chain, mode):
+    """The same stems 40 dB quieter (a quiet export) mix to the same master: gain staging. Without it,
+    the compressors, with thresholds in dBFS, would hardly act on the quiet ones. Predict mode is one
+    chain of continuous steps: the same audio to float rounding. The default mode's Adam and secant
+    steps carry the rounding on, but its renders measure alike."""
+    stems, _ = synth_stems(8.0, SAMPLE_RATE, seed=6)
+    torch.manual_seed(0)
+    mix, analysis = chain(stems, style="country_pop", mode=mode)
+    torch.manual_seed(0)
+    quiet_mix, quiet = chain(stems * 0.01, style="country_pop", mode=mode)
+    assert float(quiet["stem_params"]["input_gain_db"][0] - analysis["stem_params"]["input_gain_db"][0]) == (
+        pytest.approx(40.0, abs=1e-3)
+    )
+    if mode == "predict":
+        torch.testing.assert_close(quiet_mix, mix, rtol=0, atol=1e-4)
+    for name, tolerance in (("lufs", 0.1), ("spectral_centroid", 20.0), ("stereo_ms_ratio", 0.01)):
+        assert float(quiet[name].detach()) == pytest.approx(float(analysis[name].detach()), abs=tolerance)
+
+
+def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain, monkeypatch):
+    """Wide noise (M/S ~1) to M/S 0.55, 0.6 LU louder than at trim 0, the limiter idle: the first
+    correction raises the trim 0.6 dB and narrows the width to 0.55, which takes ~2 dB of loudness in
+    the same round. That fall is the width's, not the limiter's: the trim must go on rising to the
+    target (with the loudness charged to the trim, the trim stopped at 0 and the render read 1.9 LU
+    short)."""
+    from automix import optimize
+    from automix.analysis import measure
+
+    noise = torch.randn(1, 2, 4 * SAMPLE_RATE, generator=torch.Generator().manual_seed(1)) * 0.01
+    params = chain.space.neutral(1)[1]
+    with torch.no_grad():
+        start = measure(chain.render_master(noise, params, torch.zeros(1)), SAMPLE_RATE)
+        target = torch.tensor([[float(start["lufs"]) + 0.6, float(start["spectral_centroid"]), 0.55]])
+        render, _, trim_db = optimize.refine_on_full_render(chain, noise, params, target, torch.zeros(1))
+    assert float(start["stereo_ms_ratio"]) > 0.9
+    assert abs(float(render.measured["lufs"] - target[0, 0])) <= optimize.STOP_LUFS_LU
+    assert abs(float(render.measured["stereo_ms_ratio"] - target[0, 2])) <= optimize.STOP_MS
+    assert float(trim_db) > 2.0  # the 0.6 dB asked for and the width's ~2 dB
 
 
 def test_a_mix_leaning_to_one_side_costs_its_balance_squared():

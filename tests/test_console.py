@@ -132,6 +132,24 @@ def test_channel_strip_removes_a_dc_offset():
     assert settled.std().item() == pytest.approx(centre_pan * tone.std().item(), rel=0.02)
 
 
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_the_strips_input_gain_is_the_same_gain_applied_to_the_stems(blockwise):
+    """`input_gain_db`, folded into the EQ cascade, acts as that gain on the stems before the strip, the
+    compressors and saturation engaged: 30 dB up on quiet stems gives the strip's output of the stems
+    made 30 dB louder, whole and block by block."""
+    stems = synth_stems(3.0, SAMPLE_RATE, seed=4)[0].double()
+    params, _ = active_params(stems.shape[0])
+    quiet = stems * 10 ** (-30 / 20)
+    staged = params | {"input_gain_db": torch.full((stems.shape[0],), 30.0, dtype=torch.float64)}
+    if blockwise:
+        expected = torch.cat([b for _, b in channel_strip_blocks(stems, SAMPLE_RATE, params, 8192)], -1)
+        output = torch.cat([b for _, b in channel_strip_blocks(quiet, SAMPLE_RATE, staged, 8192)], -1)
+    else:
+        expected = channel_strip(stems, SAMPLE_RATE, params)
+        output = channel_strip(quiet, SAMPLE_RATE, staged)
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("block_samples", [4096, 30000])
 def test_strips_rendered_a_block_at_a_time_match_the_whole_signal(block_samples):
     """Block by block (the EQ's warm-up exact, the compressor's gain carried over, its detector hearing

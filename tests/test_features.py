@@ -80,6 +80,15 @@ def test_a_gain_moves_only_the_levels_by_exactly_the_gain(song):
     torch.testing.assert_close(loud[:, others], quiet[:, others])
 
 
+def test_features_after_an_input_gain_are_those_of_the_stems_at_that_gain(song):
+    stems = torch.stack([song["chords"], song["drums"]]).double()
+    gain_db = torch.tensor(-24.0, dtype=torch.float64)
+    torch.testing.assert_close(
+        stem_features(stems * 10 ** (-gain_db / 20), SAMPLE_RATE, gain_db=gain_db),
+        stem_features(stems, SAMPLE_RATE),
+    )
+
+
 def test_bass_is_darker_than_lead_and_hi_hat(song):
     hat_b, hat_a = high_pass(torch.tensor(7000.0), torch.tensor(0.7071), SAMPLE_RATE)
     hat = apply_biquads(white_noise(1, 8.0, SAMPLE_RATE)[0], hat_b[None], hat_a[None], SAMPLE_RATE)

@@ -27,6 +27,7 @@ from automix.dsp.filters import (
 from automix.dsp.limiter import DEFAULT_CEILING_DBTP, limiter
 from automix.dsp.saturation import saturate
 from automix.dsp.stereo import gain, pan, stereo_width
+from automix.units import db_to_amp
 
 # Per stem, `[..., N]` each (the EQ ones `[..., N, 4]`, bands in `automix.dsp.eq.EQ_BANDS` order).
 STEM_PARAMETERS = (
@@ -43,6 +44,8 @@ STEM_PARAMETERS = (
     "level_db",
     "pan",
 )
+# and, where given, "input_gain_db" `[..., N]`: the strip's input gain ahead of its EQ, the gain staging
+# `automix.chain.AutoMixChain` sets from the stems' level (not a setting the predictor makes).
 # Master, `[...]` each (the EQ ones `[..., 4]`). The limiter threshold is linear (0.7-1.0): the mix is
 # driven into the limiter by 1 / threshold, and the limiter holds the output at the ceiling.
 MASTER_PARAMETERS = (
@@ -96,18 +99,23 @@ def _width_and_drive(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.
 def _strip_eq_sections(
     sample_rate: int, params: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The strips' EQ cascades `(b, a)`: the four bands of `params` and the `DC_BLOCK_HZ` high-pass."""
-    return four_band_sections(
+    """The strips' EQ cascades `(b, a)`: the input gain (`input_gain_db`, where `params` has one), the
+    four bands of `params` and the `DC_BLOCK_HZ` high-pass."""
+    b, a = four_band_sections(
         sample_rate,
         gain_db=params["eq_gain_db"],
         freq_hz=params["eq_freq_hz"],
         q=params["eq_q"],
         highpass_hz=DC_BLOCK_HZ,
     )
+    if "input_gain_db" in params:  # folded into the first band's numerator: no pass over the audio
+        input_gain = db_to_amp(params["input_gain_db"].to(b.dtype))[..., None]
+        b = torch.cat([b[..., :1, :] * input_gain[..., None], b[..., 1:, :]], dim=-2)
+    return b, a
 
 
 def channel_strip(stems: torch.Tensor, sample_rate: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """EQ -> compressor -> saturation -> level -> pan, for every stem at once.
+    """(Input gain) -> EQ -> compressor -> saturation -> level -> pan, for every stem at once.
 
     The EQ's output and the Hilbert transform the compressor's detector needs of it come from one FFT
     of the stems (`automix.dsp.filters.biquads_with_quadrature`); the detector's transform includes
