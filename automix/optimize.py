@@ -33,14 +33,16 @@ STOP_LUFS_LU = 0.2
 STOP_CENTROID_HZ = 40.0
 STOP_MS = 0.02
 # Adam on excerpts hands over to the refinement once the refinement can finish the job on the full
-# render, where it counts: the centroid this close (the tilt does the rest), and the M/S ratio where the
-# width, kept this far inside its range, can scale it to the target. Loudness needs no condition: the
-# trim reaches any level the limiter leaves room for.
+# render, where it counts: the centroid this close, with room left in the master EQ's shelves for the
+# tilt that does the rest (`_tilt_reaches`), and the M/S ratio where the width, kept this far inside its
+# range, can scale it to the target. Loudness needs no condition: the trim reaches any level the limiter
+# leaves room for.
 HANDOVER_CENTROID_HZ = 100.0
 HANDOVER_WIDTH_MARGIN = 0.05
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
+TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
 # A round held the master EQ and the width when they moved no more than this (dB; fraction of the width):
 # the loudness it measured then answers to the trim alone.
 HELD_EQ_DB = 0.05
@@ -204,11 +206,29 @@ def _held(before: dict, after: dict) -> torch.Tensor:
     return (eq_moved <= HELD_EQ_DB) & (width_moved <= HELD_WIDTH)
 
 
+def _tilt_reaches(chain, analysis, eq_gain_db, target) -> torch.Tensor:
+    """`[B]` whether each measured centroid is within `HANDOVER_CENTROID_HZ` of the target and the
+    master EQ's shelves `eq_gain_db` `[B, 4]` have room left, toward the target, for the tilt that
+    closes the gap at `TILT_OCTAVES_PER_DB` (twice it, for the excerpts' own error): a tilt already at
+    the end of the shelves' range cannot finish the centroid."""
+    low, high = chain.space.master["eq_gain_db"].bounds()
+    low, high = (torch.as_tensor(v, dtype=eq_gain_db.dtype, device=eq_gain_db.device) for v in (low, high))
+    low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
+    # The tilt moves the low shelf by -t/2 and the high shelf by +t/2 (`refine_on_full_render`).
+    room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
+    room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
+    centroid = analysis["spectral_centroid"].detach()
+    octaves = torch.log2(target[:, 1] / centroid.clamp_min(1.0))
+    room = torch.where(octaves > 0, room_up, room_down)
+    needed = 2 * octaves.abs() / TILT_OCTAVES_PER_DB
+    return ((centroid - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ) & (room >= needed)
+
+
 def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
     """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
-    width = analysis["master_params"]["width"][::n_excerpts].detach()
-    centroid_ok = (analysis["spectral_centroid"].detach() - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ
-    return _width_reaches(chain, analysis, width, target) & centroid_ok
+    master = {name: value[::n_excerpts].detach() for name, value in analysis["master_params"].items()}
+    width_ok = _width_reaches(chain, analysis, master["width"], target)
+    return width_ok & _tilt_reaches(chain, analysis, master["eq_gain_db"], target)
 
 
 def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *, progress: bool = False):
@@ -374,7 +394,9 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             stalled &= _held(prev_params, params)
             louder_trim = torch.where(measured["lufs"] >= prev_lufs, trim_db, prev_trim)
             trim_cap = torch.where(stalled, torch.minimum(trim_cap, louder_trim), trim_cap)
-            tilt_slope = secant_slope(tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=0.05)
+            tilt_slope = secant_slope(
+                tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=TILT_OCTAVES_PER_DB
+            )
             tilt_step = centroid_error / tilt_slope
         history = (trim_db, measured["lufs"], tilt_db, log_centroid, params)
         active = (~done).to(bus.dtype)

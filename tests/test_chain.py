@@ -412,6 +412,24 @@ def test_a_mix_does_not_depend_on_the_level_of_its_stems(chain, mode):
         assert float(quiet[name].detach()) == pytest.approx(float(analysis[name].detach()), abs=tolerance)
 
 
+def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
+    """The refinement's tilt moves the master EQ's shelves by -t/2 and +t/2 within ±6 dB: a song 80 Hz
+    too bright at 2200 Hz (0.052 octaves: ~1 dB of tilt at 0.05 octaves a dB, asked twice over) is
+    handed over with flat shelves, not with the shelves already at +6 / -6 dB (the tilt's end, where a
+    sampled-instrument song's full render stayed at 2324 Hz round after round), and is handed over there
+    once the excerpts are on target, or when 80 Hz too dark (the other way has 12 dB of room)."""
+    from automix.optimize import _tilt_reaches
+
+    target = torch.tensor([[-10.5, 2200.0, 0.7]])
+    flat, darkest = torch.zeros(1, 4), torch.tensor([[6.0, 0.0, 0.0, -6.0]])
+    bright, on_target, dark = ({"spectral_centroid": torch.tensor([hz])} for hz in (2280.0, 2200.0, 2120.0))
+    assert bool(_tilt_reaches(chain, bright, flat, target))
+    assert not bool(_tilt_reaches(chain, bright, darkest, target))
+    assert bool(_tilt_reaches(chain, on_target, darkest, target))
+    assert bool(_tilt_reaches(chain, dark, darkest, target))
+    assert not bool(_tilt_reaches(chain, {"spectral_centroid": torch.tensor([2350.0])}, flat, target))
+
+
 def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain, monkeypatch):
     """Wide noise (M/S ~1) to M/S 0.55, 0.6 LU louder than at trim 0, the limiter idle: the first
     correction raises the trim 0.6 dB and narrows the width to 0.55, which takes ~2 dB of loudness in
