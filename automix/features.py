@@ -148,7 +148,7 @@ def stem_features(
         stems: `[..., N, C, T]` stems, C = 1 or 2 (a mono stem reads M/S 0).
         sample_rate: Hz.
         mask: `[..., N]` (bool or 0/1): 0 marks a padded slot, whose features are all 0. None: all real.
-        gain_db: `[...]` the stems' input gain (`automix.chain.input_gain_db`): the features are those of
+        gain_db: `[...]` the stems' input gain (`automix.staging.input_gain_db`): the features are those of
             the stems after it (whether a stem plays is judged before it).
 
     Returns:

@@ -39,6 +39,10 @@ STOP_MS = 0.02
 # leaves room for.
 HANDOVER_CENTROID_HZ = 100.0
 HANDOVER_WIDTH_MARGIN = 0.05
+# A width this close to an end of its range is there (`_pinned_ms`); the excerpts' M/S aim moves the
+# target by at most this factor either way.
+PINNED_WIDTH = 1e-3
+MAX_MS_AIM = 1.5
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
@@ -224,6 +228,16 @@ def _tilt_reaches(chain, analysis, eq_gain_db, target) -> torch.Tensor:
     return ((centroid - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ) & (room >= needed)
 
 
+def _pinned_ms(chain, render: FullRender, target) -> torch.Tensor | None:
+    """`[B]` the M/S ratio of each song's full render where it breaks its promise with the width at an
+    end of its range, NaN elsewhere; None where no song's is."""
+    width_range = chain.space.master["width"]
+    width, ms = render.master_params["width"], render.measured["stereo_ms_ratio"]
+    pinned = (width >= width_range.high - PINNED_WIDTH) | (width <= width_range.low + PINNED_WIDTH)
+    pinned &= (ms - target[:, 2]).abs() > PROMISE[2]
+    return torch.where(pinned, ms, torch.nan) if pinned.any() else None
+
+
 def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
     """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
     master = {name: value[::n_excerpts].detach() for name, value in analysis["master_params"].items()}
@@ -268,9 +282,11 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         best = _better(best, render)
         if (best.miss <= 1).all() or not adam_follows:
             break
+        # (the give-up's width was not rendered: its render reads the M/S of another width)
+        full_ms = None if give_up else _pinned_ms(chain, render, target)
         bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
         stem_unit, master_unit = optimize_on_excerpts(
-            chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress
+            chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress, full_ms
         )
     stem_unit, stem_params, stem_lufs = best.strips
     with torch.no_grad():
@@ -294,11 +310,16 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
 
 
 def optimize_on_excerpts(
-    chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False
+    chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False, full_ms=None
 ):
     """Adam on the logits of the normalised settings against the loss on the songs' loudest excerpts,
     with the trim and the input gain `[B]` held; stops early once the refinement can finish every song
     (`_refinable`).
+
+    `full_ms` `[B]` (`_pinned_ms`): the M/S ratio of each song's full render at these settings where
+    its width could not reach the target, else NaN. There the excerpts aim at the target M/S times
+    what they read against the full render at the start: Adam aiming them at the target itself hands
+    over where the full render, narrower than its loudest sections, is out of the width's reach again.
 
     Returns:
         `(stem_unit, master_unit)`, detached.
@@ -314,7 +335,8 @@ def optimize_on_excerpts(
     flat_trim = trim_db.repeat_interleave(n_excerpts, dim=0)
     flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
     bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
-    for _ in bar:
+    aim = target
+    for step in bar:
         _, analysis = chain.render(
             flat,
             torch.sigmoid(stem_logits).repeat_interleave(n_excerpts, dim=0),
@@ -324,9 +346,14 @@ def optimize_on_excerpts(
             join=(batch, n_excerpts),
             input_gain=flat_gain,
         )
-        loss = chain.loss_fn(analysis, target)
+        if step == 0 and full_ms is not None:
+            excerpt_ms = analysis["stereo_ms_ratio"].detach()
+            ratio = (excerpt_ms / full_ms.clamp_min(MIN_MS_FOR_WIDTH)).clamp(1 / MAX_MS_AIM, MAX_MS_AIM)
+            aim = target.clone()
+            aim[:, 2] = torch.where(torch.isnan(full_ms), target[:, 2], target[:, 2] * ratio)
+        loss = chain.loss_fn(analysis, aim)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if _refinable(chain, analysis, target, n_excerpts).all():
+        if _refinable(chain, analysis, aim, n_excerpts).all():
             break
         optimizer.zero_grad()
         loss.backward()

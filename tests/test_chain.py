@@ -318,7 +318,7 @@ def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_mo
         renders.append(result[0])
         return result
 
-    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False):
+    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress, full_ms):
         return torch.ones_like(stem_unit), master_unit
 
     real_refine = optimize.refine_on_full_render
@@ -428,6 +428,42 @@ def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain)
     assert bool(_tilt_reaches(chain, on_target, darkest, target))
     assert bool(_tilt_reaches(chain, dark, darkest, target))
     assert not bool(_tilt_reaches(chain, {"spectral_centroid": torch.tensor([2350.0])}, flat, target))
+
+
+def test_excerpts_aim_their_ms_by_how_they_read_against_a_full_render_out_of_the_widths_reach(
+    chain, monkeypatch
+):
+    """Where the full render's width is pinned at an end of its range with the M/S short
+    (`_pinned_ms`), Adam's loss and handover aim the excerpts at the target times excerpts / full M/S
+    at the start; a song without a pinned width (NaN) aims at the target itself."""
+    import dataclasses
+
+    from automix import optimize
+
+    stems = torch.stack([synth_stems(8.0, SAMPLE_RATE, seed=s)[0] for s in (12, 13)])
+    target = chain_module.resolve_targets(["rnb_ballad"] * 2, chain.style_targets, 2).to(stems.dtype)
+    stem_unit, master_unit = chain.space.neutral_unit(4, stems.dtype)
+    stem_unit, master_unit = stem_unit.expand(2, -1, -1), master_unit.expand(2, -1)
+    seen = []
+    real_loss = chain.loss_fn
+
+    def loss_fn(analysis, aim):
+        seen.append((analysis["stereo_ms_ratio"].detach(), aim.clone()))
+        return real_loss(analysis, aim)
+
+    monkeypatch.setattr(chain, "loss_fn", loss_fn)
+    monkeypatch.setattr(chain, "optimize_settings", dataclasses.replace(chain.optimize_settings, steps=2))
+    full_ms = torch.tensor([0.3, torch.nan])
+    optimize.optimize_on_excerpts(
+        chain, stems, target, None, stem_unit, master_unit, torch.zeros(2), torch.zeros(2), False, full_ms
+    )
+    excerpt_ms, aim = seen[0]
+    ratio = min(float(excerpt_ms[0]) / 0.3, optimize.MAX_MS_AIM)
+    assert float(aim[0, 2]) == pytest.approx(float(target[0, 2]) * ratio, rel=1e-5)
+    assert float(aim[1, 2]) == float(target[1, 2])
+    torch.testing.assert_close(aim[:, [0, 1]], target[:, [0, 1]])
+    for _, later in seen[1:]:  # the aim is set once, at the start
+        torch.testing.assert_close(later, aim, rtol=0, atol=0, equal_nan=True)
 
 
 def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain, monkeypatch):
