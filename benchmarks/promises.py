@@ -26,6 +26,25 @@ def seeds(text: str) -> list[int]:
     return list(range(int(first), int(last or first) + 1))
 
 
+def kept_promises(mix: torch.Tensor, sample_rate: int, style, ceiling_dbtp: float) -> tuple[dict, bool]:
+    """A mix `[2, T]` read by the independent meters (`measure_mix`, pyloudnorm's bias made up), and
+    whether it keeps the default mode's promises (`PROMISE`) to the style, under the ceiling."""
+    measured = measure_mix(mix, sample_rate)
+    measured["lufs"] += PYLOUDNORM_BIAS_LU
+    wanted = {"lufs": style.lufs, "spectral_centroid": style.spectral_centroid_hz,
+              "stereo_ms_ratio": style.stereo_ms_ratio}  # fmt: skip
+    ok = all(abs(measured[k] - wanted[k]) <= tol for k, tol in zip(wanted, PROMISE, strict=True))
+    return measured, ok and measured["true_peak_dbtp"] <= ceiling_dbtp
+
+
+def summary(measured: dict, ok: bool) -> str:
+    return (
+        f"{measured['lufs']:7.2f} LUFS {measured['spectral_centroid']:6.0f} Hz  "
+        f"M/S {measured['stereo_ms_ratio']:.3f}  {measured['true_peak_dbtp']:.2f} dBTP  "
+        + ("PASS" if ok else "FAIL")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="automix: the default mode's promises on synthetic songs")
     parser.add_argument("--seeds", type=seeds, default=seeds("0-7"), help="e.g. 0-7 or 3")
@@ -44,19 +63,9 @@ def main() -> None:
             start = time.perf_counter()
             mix, _ = chain(stems, style=name)
             seconds = time.perf_counter() - start
-            measured = measure_mix(mix, SAMPLE_RATE)
-            measured["lufs"] += PYLOUDNORM_BIAS_LU
-            wanted = {"lufs": style.lufs, "spectral_centroid": style.spectral_centroid_hz,
-                      "stereo_ms_ratio": style.stereo_ms_ratio}  # fmt: skip
-            ok = all(abs(measured[k] - wanted[k]) <= tol for k, tol in zip(wanted, PROMISE, strict=True))
-            ok = ok and measured["true_peak_dbtp"] <= chain.ceiling_dbtp
+            measured, ok = kept_promises(mix, SAMPLE_RATE, style, chain.ceiling_dbtp)
             kept, total = kept + ok, total + 1
-            print(
-                f"seed {seed} {name:12} {seconds:5.1f} s  {measured['lufs']:7.2f} LUFS "
-                f"{measured['spectral_centroid']:6.0f} Hz  M/S {measured['stereo_ms_ratio']:.3f}  "
-                f"{measured['true_peak_dbtp']:.2f} dBTP  {'PASS' if ok else 'FAIL'}",
-                flush=True,
-            )
+            print(f"seed {seed} {name:12} {seconds:5.1f} s  {summary(measured, ok)}", flush=True)
     print(f"{kept} / {total} mixes within ±0.5 LU, ±100 Hz, ±0.05 and under the ceiling")
 
 
