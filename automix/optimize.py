@@ -24,7 +24,7 @@ from automix.dsp.console import bus_detector_power
 from automix.loudness import loudness_after_gain
 from automix.params import logit
 from automix.staging import input_gain_db
-from automix.trim import MAX_TRIM_DB, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
+from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
 
 # What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
 PROMISE = (0.5, 100.0, 0.05)
@@ -49,7 +49,7 @@ TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
 # A round held the master EQ and the width when they moved no more than this (dB; fraction of the width):
 # the loudness it measured then answers to the trim alone.
-HELD_EQ_DB = 0.05
+HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
 # Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
 # finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
@@ -410,15 +410,21 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
             tilt_step = TILT_PROBE_DB * torch.sign(centroid_error)
         else:
             prev_trim, prev_lufs, prev_tilt, prev_log_centroid, prev_params = history
+            # Only a round that moved the trim alone tells the loudness's slope against it: a narrower
+            # width or a tilt toward the bass, in the same round, takes or adds loudness of its own
+            # (read as the trim's, a tilt's 0.1 LU over a 0.8 dB trim step sent the next step 6.5 dB
+            # down, 2 LU past the target). Other rounds step as if a dB of trim were a LU.
+            held = _held(prev_params, params)
             trim_slope = secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
+            trim_slope = torch.where(
+                held, trim_slope.clamp_min(MIN_LOUDNESS_SLOPE), torch.ones_like(trim_slope)
+            )
             # Where the limiter took over 90 % of the last dB the trim rose (or more: under deep limiting
             # a song's loudness can fall as the trim rises), the trim rises no further than the louder
-            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`). Only a round that moved
-            # the trim alone tells: a narrower width or a tilt away from the bass, in the same round,
-            # takes loudness of its own.
+            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`).
             rise = trim_db - prev_trim
             stalled = (rise > MIN_SECANT_STEP) & (measured["lufs"] - prev_lufs < MIN_USEFUL_SLOPE * rise)
-            stalled &= _held(prev_params, params)
+            stalled &= held
             louder_trim = torch.where(measured["lufs"] >= prev_lufs, trim_db, prev_trim)
             trim_cap = torch.where(stalled, torch.minimum(trim_cap, louder_trim), trim_cap)
             tilt_slope = secant_slope(
