@@ -1,8 +1,8 @@
 """Loudness per ITU-R BS.1770-4, EBU Tech 3341 and EBU Tech 3342, as differentiable PyTorch ops.
 
 Every function takes a `[..., C, T]` tensor (C = 1 or 2) and its sample rate, and reduces C and T.
-K-weighting convolves with the filter's exact impulse response (to -140 dB) by overlap-save FFTs, the
-signal is never clipped, and every block power comes from one float64 cumulative sum of the
+K-weighting runs the filter's recursion exactly on a CPU (by FFT convolution with its impulse response
+to -140 dB elsewhere), the signal is never clipped, and every block power comes from one float64 cumulative sum of the
 K-weighted power. Gates are chosen on detached values; the gated mean is then taken with gradients,
 so d(LUFS)/d(gain dB) = 1 exactly.
 """
@@ -10,8 +10,10 @@ so d(LUFS)/d(gain dB) = 1 exactly.
 import functools
 import math
 
+import numpy as np
 import torch
 
+from automix.dsp import recursive
 from automix.dsp.filters import (
     apply_biquads,
     by_block,
@@ -120,9 +122,10 @@ def k_weighting_impulse_response(sample_rate: int) -> torch.Tensor:
 def k_weighting(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Apply the BS.1770-4 K-weighting filter (pre-filter then RLB high-pass). Differentiable.
 
-    Convolution with the cascade's impulse response (`k_weighting_impulse_response`, exact to
-    -140 dB) by `automix.dsp.filters.overlap_save`: the same result as `apply_biquads` on the
-    coefficients, with a float64 impulse response rounded once to x's dtype instead of float32
+    On a CPU (float32/float64), the recursion itself (`automix.dsp.recursive.two_biquads`: float64
+    state, exact). Elsewhere, convolution with the cascade's impulse response
+    (`k_weighting_impulse_response`, exact to -140 dB) by `automix.dsp.filters.overlap_save`, which
+    batches well on a GPU: a float64 impulse response rounded once to x's dtype instead of float32
     coefficients (the RLB high-pass's poles lie within 0.006 of the unit circle).
 
     Args:
@@ -133,9 +136,18 @@ def k_weighting(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         `[..., C, T]` in x's dtype: the causal IIR output with zero initial state (as
         `scipy.signal.lfilter`), to within the -140 dB tail of the impulse response.
     """
+    if x.device.type == "cpu" and x.dtype in recursive.DTYPES:
+        return recursive.two_biquads(x, _k_weighting_sos(sample_rate))
     n_taps = k_weighting_impulse_response(sample_rate).shape[-1]
     n_fft = segment_fft_length(x.shape[-1], n_taps)
     return overlap_save(x, _k_weighting_spectrum(sample_rate, n_fft, x.dtype, x.device), n_fft, n_taps)
+
+
+@functools.lru_cache(maxsize=8)
+def _k_weighting_sos(sample_rate: int) -> np.ndarray:
+    """`k_weighting_coefficients` as `[2, 6]` float64 sections (scipy's layout). Cached: read it, never
+    write to it."""
+    return torch.cat(k_weighting_coefficients(sample_rate), dim=-1).numpy()
 
 
 @functools.lru_cache(maxsize=16)
