@@ -39,12 +39,17 @@ class _Saturation(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
+        """With s = tanh(drive · x) and g = grad · gain: d/dx = g (1 − s²); d/dgain = grad · s / drive;
+        d/ddrive = g ((1 − s²) x / drive − s / drive²), summed where drive is broadcast (over which it is
+        constant, so the divisions follow the sums). In place on signal-sized temporaries of its own."""
         x, drive, gain = ctx.saved_tensors
-        shaped = torch.tanh(drive * x)
-        grad_gain = (grad * shaped / drive).sum_to_size(gain.shape) if ctx.needs_input_grad[2] else None
+        needs_x, needs_drive, needs_gain = ctx.needs_input_grad
+        shaped = (drive * x).tanh_()
+        grad_gain = (grad * shaped).div_(drive).sum_to_size(gain.shape) if needs_gain else None
         grad_shaped = grad * gain
-        slope = 1 - shaped.square()  # d tanh(u) / du
-        grad_x = (grad_shaped * slope).sum_to_size(x.shape)
-        by_drive = grad_shaped * (x * slope / drive - shaped / drive.square())
-        grad_drive = by_drive.sum_to_size(drive.shape) if ctx.needs_input_grad[1] else None
+        grad_drive = (grad_shaped * shaped).sum_to_size(drive.shape) if needs_drive else None
+        grad_u = grad_shaped.mul_(shaped.square_().neg_().add_(1))  # times d tanh(u) / du = 1 − s²
+        if needs_drive:
+            grad_drive = ((grad_u * x).sum_to_size(drive.shape) - grad_drive / drive) / drive
+        grad_x = grad_u.sum_to_size(x.shape) if needs_x else None
         return grad_x, grad_drive, grad_gain
