@@ -1,10 +1,10 @@
 """Loudness per ITU-R BS.1770-4, EBU Tech 3341 and EBU Tech 3342, as differentiable PyTorch ops.
 
 Every function takes a `[..., C, T]` tensor (C = 1 or 2) and its sample rate, and reduces C and T.
-K-weighting runs the filter's recursion exactly on a CPU (by FFT convolution with its impulse response
-to -140 dB elsewhere), the signal is never clipped, and every block power comes from one float64 cumulative sum of the
-K-weighted power. Gates are chosen on detached values; the gated mean is then taken with gradients,
-so d(LUFS)/d(gain dB) = 1 exactly.
+K-weighting runs the filter's recursion exactly on a CPU (elsewhere an FFT convolution with its impulse
+response to -140 dB), the signal is never clipped, and every block power comes from one float64
+cumulative sum of the K-weighted power. Gates are chosen on detached values; the gated mean is then
+taken with gradients, so d(LUFS)/d(gain dB) = 1 exactly.
 """
 
 import functools

@@ -18,16 +18,18 @@ DTYPES = (torch.float32, torch.float64)  # the kernel's signal dtypes
 
 
 @numba.njit(parallel=True, cache=True)
-def _two_biquads_kernel(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
+def _two_biquads_kernel(x: np.ndarray, sos: np.ndarray, backwards: bool) -> np.ndarray:
     """`[rows, T]` filtered through the two sections `sos` `[2, 6]` (b0, b1, b2, 1, a1, a2), transposed
-    direct form II with a float64 state, from rest."""
+    direct form II with a float64 state, from rest at the start (`backwards`: at the end, in reversed
+    time)."""
     n_rows, n_samples = x.shape
     y = np.empty_like(x)
     b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
     b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
     for row in numba.prange(n_rows):
         s01 = s02 = s11 = s12 = 0.0
-        for t in range(n_samples):
+        for step in range(n_samples):
+            t = n_samples - 1 - step if backwards else step
             v = np.float64(x[row, t])
             u = b00 * v + s01
             s01 = b01 * v - a01 * u + s02
@@ -39,9 +41,9 @@ def _two_biquads_kernel(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     return y
 
 
-def _filter(x: torch.Tensor, sos: np.ndarray) -> torch.Tensor:
+def _filter(x: torch.Tensor, sos: np.ndarray, backwards: bool = False) -> torch.Tensor:
     rows = x.detach().reshape(-1, x.shape[-1]).contiguous().numpy()
-    return torch.from_numpy(_two_biquads_kernel(rows, sos)).reshape(x.shape)
+    return torch.from_numpy(_two_biquads_kernel(rows, sos, backwards)).reshape(x.shape)
 
 
 class _TwoBiquads(torch.autograd.Function):
@@ -53,7 +55,7 @@ class _TwoBiquads(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        return _filter(grad.flip(-1), ctx.sos).flip(-1), None
+        return _filter(grad, ctx.sos, backwards=True), None
 
 
 def two_biquads(x: torch.Tensor, sos: np.ndarray) -> torch.Tensor:
