@@ -286,7 +286,16 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         full_ms = None if give_up else _pinned_ms(chain, render, target)
         bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
         stem_unit, master_unit = optimize_on_excerpts(
-            chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress, full_ms
+            chain,
+            stems,
+            target,
+            mask,
+            stem_unit,
+            master_unit,
+            trim_db=trim_db,
+            input_gain=input_gain,
+            progress=progress,
+            full_ms=full_ms,
         )
     stem_unit, stem_params, stem_lufs = best.strips
     with torch.no_grad():
@@ -310,11 +319,11 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
 
 
 def optimize_on_excerpts(
-    chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress=False, full_ms=None
+    chain, stems, target, mask, stem_unit, master_unit, *, trim_db, input_gain, progress=False, full_ms=None
 ):
-    """Adam on the logits of the normalised settings against the loss on the songs' loudest excerpts,
-    with the trim and the input gain `[B]` held; stops early once the refinement can finish every song
-    (`_refinable`).
+    """Adam on the logits of the normalised settings `stem_unit`, `master_unit` against the loss on the
+    songs' loudest excerpts, with the trim `trim_db` and the input gain `input_gain` `[B]` held; stops
+    early once the refinement can finish every song (`_refinable`).
 
     `full_ms` `[B]` (`_pinned_ms`): the M/S ratio of each song's full render at these settings where
     its width could not reach the target, else NaN. There the excerpts aim at the target M/S times

@@ -320,7 +320,7 @@ def test_optimize_returns_the_closest_full_render_when_a_later_attempt_misses_mo
         renders.append(result[0])
         return result
 
-    def wreck(chain, stems, target, mask, stem_unit, master_unit, trim_db, input_gain, progress, full_ms):
+    def wreck(chain, stems, target, mask, stem_unit, master_unit, **held):
         return torch.ones_like(stem_unit), master_unit
 
     real_refine = optimize.refine_on_full_render
@@ -457,7 +457,15 @@ def test_excerpts_aim_their_ms_by_how_they_read_against_a_full_render_out_of_the
     monkeypatch.setattr(chain, "optimize_settings", dataclasses.replace(chain.optimize_settings, steps=2))
     full_ms = torch.tensor([0.3, torch.nan])
     optimize.optimize_on_excerpts(
-        chain, stems, target, None, stem_unit, master_unit, torch.zeros(2), torch.zeros(2), False, full_ms
+        chain,
+        stems,
+        target,
+        None,
+        stem_unit,
+        master_unit,
+        trim_db=torch.zeros(2),
+        input_gain=torch.zeros(2),
+        full_ms=full_ms,
     )
     excerpt_ms, aim = seen[0]
     ratio = min(float(excerpt_ms[0]) / 0.3, optimize.MAX_MS_AIM)
