@@ -474,16 +474,19 @@ def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(mon
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-10)  # the running sums round apart
 
 
-def test_the_compressor_kernel_is_compiled_once_into_numba_s_cache(tmp_path):
-    """After `cache_compiled_kernels`, a process's first compressor call leaves the compiled kernel in
-    numba's cache (here a fresh folder), for the next process to load instead of compiling."""
+def test_the_numba_kernels_are_compiled_once_into_numba_s_cache(tmp_path):
+    """After `cache_compiled_kernels`, a process's first compressor and loudness calls leave the compiled
+    kernels in numba's cache (here a fresh folder), for the next process to load instead of compiling."""
     script = (
         "import torch\n"
         "from automix.dsp.dynamics import ballistics, cache_compiled_kernels\n"
+        "from automix.loudness import integrated_loudness\n"
         "assert cache_compiled_kernels()\n"
         "x = torch.rand(2, 100)\n"
         "ballistics(x, torch.ones(2), torch.full((2,), 0.1), torch.full((2,), 0.01))\n"
+        "integrated_loudness(torch.rand(2, 44100), 44100)\n"
     )
     env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", script], check=True, env=env)
-    assert list(tmp_path.rglob("*compressor_kernel*.nbi")) and list(tmp_path.rglob("*compressor_kernel*.nbc"))
+    for kernel in ("compressor_kernel", "two_biquads_kernel"):
+        assert list(tmp_path.rglob(f"*{kernel}*.nbi")) and list(tmp_path.rglob(f"*{kernel}*.nbc"))

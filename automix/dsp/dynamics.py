@@ -25,6 +25,7 @@ from torchcomp import ms2coef
 from torchcomp.core import CompressorFunction, compressor_kernel
 from torchlpc import sample_wise_lpc
 
+from automix.dsp import recursive
 from automix.dsp.filters import fft_length, quadrature_multiplier, spectral_filter
 from automix.units import AMP_FLOOR_DB, db_to_amp, power_to_db
 
@@ -158,15 +159,17 @@ class _Ballistics(torch.autograd.Function):
 
 
 def cache_compiled_kernels() -> bool:
-    """Keep torchcomp's numba kernel (`compressor_core` on CPU) compiled on disk, in numba's cache: it is
-    compiled again in every process otherwise, ~0.6 s a dtype before the first compressor runs
+    """Keep the CPU's numba kernels (torchcomp's `compressor_core`, the K-weighting's
+    `automix.dsp.recursive`) compiled on disk, in numba's cache: they are compiled again in every process
+    otherwise, ~0.6 s a dtype before the first compressor runs and ~1 s before the first loudness
     (measured). The command-line tools and training call it.
 
     Returns:
         True when caching is on; False where numba finds no folder it may write (it compiles as before).
     """
     try:
-        compressor_kernel.enable_caching()
+        for kernel in (compressor_kernel, recursive.two_biquads_kernel):
+            kernel.enable_caching()
     except RuntimeError:
         return False
     return True

@@ -17,8 +17,8 @@ from torch.autograd.function import once_differentiable
 DTYPES = (torch.float32, torch.float64)  # the kernel's signal dtypes
 
 
-@numba.njit(parallel=True, cache=True)
-def _two_biquads_kernel(x: np.ndarray, sos: np.ndarray, backwards: bool) -> np.ndarray:
+@numba.njit(parallel=True)
+def two_biquads_kernel(x: np.ndarray, sos: np.ndarray, backwards: bool) -> np.ndarray:
     """`[rows, T]` filtered through the two sections `sos` `[2, 6]` (b0, b1, b2, 1, a1, a2), transposed
     direct form II with a float64 state, from rest at the start (`backwards`: at the end, in reversed
     time)."""
@@ -43,7 +43,7 @@ def _two_biquads_kernel(x: np.ndarray, sos: np.ndarray, backwards: bool) -> np.n
 
 def _filter(x: torch.Tensor, sos: np.ndarray, backwards: bool = False) -> torch.Tensor:
     rows = x.detach().reshape(-1, x.shape[-1]).contiguous().numpy()
-    return torch.from_numpy(_two_biquads_kernel(rows, sos, backwards)).reshape(x.shape)
+    return torch.from_numpy(two_biquads_kernel(rows, sos, backwards)).reshape(x.shape)
 
 
 class _TwoBiquads(torch.autograd.Function):
