@@ -26,6 +26,7 @@ from automix.params import logit
 from automix.staging import input_gain_db
 from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
 
+MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # the targets' first three, in their order
 # What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
 PROMISE = (0.5, 100.0, 0.05)
 # and the refinement's tolerances, well inside them.
@@ -39,10 +40,12 @@ STOP_MS = 0.02
 # leaves room for.
 HANDOVER_CENTROID_HZ = 100.0
 HANDOVER_WIDTH_MARGIN = 0.05
-# A width this close to an end of its range is there (`_pinned_ms`); the excerpts' M/S aim moves the
-# target by at most this factor either way.
+# A width this close to an end of its range, or a tilt with this little room left in the shelves toward
+# the target, is pinned there (`_pinned`); the excerpts' aim moves a target by at most this factor either
+# way.
 PINNED_WIDTH = 1e-3
-MAX_MS_AIM = 1.5
+PINNED_TILT_DB = 0.1
+MAX_AIM_RATIO = 1.5
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
@@ -153,9 +156,8 @@ def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
 
 def _scaled_errors(measured, target, tolerances) -> torch.Tensor:
     """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
-    names = ("lufs", "spectral_centroid", "stereo_ms_ratio")
     return torch.stack(
-        [(measured[name] - target[:, i]).abs() / tolerances[i] for i, name in enumerate(names)]
+        [(measured[name] - target[:, i]).abs() / tolerances[i] for i, name in enumerate(MEASURES)]
     )
 
 
@@ -210,32 +212,45 @@ def _held(before: dict, after: dict) -> torch.Tensor:
     return (eq_moved <= HELD_EQ_DB) & (width_moved <= HELD_WIDTH)
 
 
-def _tilt_reaches(chain, analysis, eq_gain_db, target) -> torch.Tensor:
-    """`[B]` whether each measured centroid is within `HANDOVER_CENTROID_HZ` of the target and the
-    master EQ's shelves `eq_gain_db` `[B, 4]` have room left, toward the target, for the tilt that
-    closes the gap at `TILT_OCTAVES_PER_DB` (twice it, for the excerpts' own error): a tilt already at
-    the end of the shelves' range cannot finish the centroid."""
+def _tilt_room(chain, eq_gain_db, centroid, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """`([B] dB, [B] octaves)`: the tilt left in the master EQ's shelves `eq_gain_db` `[B, 4]` toward
+    each target centroid, and the octaves from each centroid `[B]` to it."""
     low, high = chain.space.master["eq_gain_db"].bounds()
     low, high = (torch.as_tensor(v, dtype=eq_gain_db.dtype, device=eq_gain_db.device) for v in (low, high))
     low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
     # The tilt moves the low shelf by -t/2 and the high shelf by +t/2 (`refine_on_full_render`).
     room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
     room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
-    centroid = analysis["spectral_centroid"].detach()
     octaves = torch.log2(target[:, 1] / centroid.clamp_min(1.0))
-    room = torch.where(octaves > 0, room_up, room_down)
+    return torch.where(octaves > 0, room_up, room_down), octaves
+
+
+def _tilt_reaches(chain, analysis, eq_gain_db, target) -> torch.Tensor:
+    """`[B]` whether each measured centroid is within `HANDOVER_CENTROID_HZ` of the target and the
+    master EQ's shelves `eq_gain_db` `[B, 4]` have room left, toward the target, for the tilt that
+    closes the gap at `TILT_OCTAVES_PER_DB` (twice it, for the excerpts' own error): a tilt already at
+    the end of the shelves' range cannot finish the centroid."""
+    centroid = analysis["spectral_centroid"].detach()
+    room, octaves = _tilt_room(chain, eq_gain_db, centroid, target)
     needed = 2 * octaves.abs() / TILT_OCTAVES_PER_DB
     return ((centroid - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ) & (room >= needed)
 
 
-def _pinned_ms(chain, render: FullRender, target) -> torch.Tensor | None:
-    """`[B]` the M/S ratio of each song's full render where it breaks its promise with the width at an
-    end of its range, NaN elsewhere; None where no song's is."""
+def _pinned(chain, render: FullRender, target) -> torch.Tensor | None:
+    """`[B, 2]` the full render's centroid and M/S ratio where they are off by more than the stop
+    tolerances with the refinement's correction for them pinned at an end of its range (the tilt; the
+    width), NaN elsewhere; None where nothing is."""
     width_range = chain.space.master["width"]
     width, ms = render.master_params["width"], render.measured["stereo_ms_ratio"]
-    pinned = (width >= width_range.high - PINNED_WIDTH) | (width <= width_range.low + PINNED_WIDTH)
-    pinned &= (ms - target[:, 2]).abs() > PROMISE[2]
-    return torch.where(pinned, ms, torch.nan) if pinned.any() else None
+    ms_pinned = (width >= width_range.high - PINNED_WIDTH) | (width <= width_range.low + PINNED_WIDTH)
+    ms_pinned &= (ms - target[:, 2]).abs() > STOP_MS
+    centroid = render.measured["spectral_centroid"]
+    room, _ = _tilt_room(chain, render.master_params["eq_gain_db"], centroid, target)
+    centroid_pinned = (room <= PINNED_TILT_DB) & ((centroid - target[:, 1]).abs() > STOP_CENTROID_HZ)
+    pinned = torch.stack([centroid_pinned, ms_pinned], dim=-1)
+    if not pinned.any():
+        return None
+    return torch.where(pinned, torch.stack([centroid, ms], dim=-1), torch.nan)
 
 
 def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
@@ -283,7 +298,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
         if (best.miss <= 1).all() or not adam_follows:
             break
         # (the give-up's width was not rendered: its render reads the M/S of another width)
-        full_ms = None if give_up else _pinned_ms(chain, render, target)
+        full = None if give_up else _pinned(chain, render, target)
         bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
         stem_unit, master_unit = optimize_on_excerpts(
             chain,
@@ -295,7 +310,7 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
             trim_db=trim_db,
             input_gain=input_gain,
             progress=progress,
-            full_ms=full_ms,
+            full=full,
         )
     stem_unit, stem_params, stem_lufs = best.strips
     with torch.no_grad():
@@ -319,16 +334,17 @@ def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *,
 
 
 def optimize_on_excerpts(
-    chain, stems, target, mask, stem_unit, master_unit, *, trim_db, input_gain, progress=False, full_ms=None
+    chain, stems, target, mask, stem_unit, master_unit, *, trim_db, input_gain, progress=False, full=None
 ):
     """Adam on the logits of the normalised settings `stem_unit`, `master_unit` against the loss on the
     songs' loudest excerpts, with the trim `trim_db` and the input gain `input_gain` `[B]` held; stops
     early once the refinement can finish every song (`_refinable`).
 
-    `full_ms` `[B]` (`_pinned_ms`): the M/S ratio of each song's full render at these settings where
-    its width could not reach the target, else NaN. There the excerpts aim at the target M/S times
-    what they read against the full render at the start: Adam aiming them at the target itself hands
-    over where the full render, narrower than its loudest sections, is out of the width's reach again.
+    `full` `[B, 2]` (`_pinned`): the centroid and M/S ratio of each song's full render at these settings
+    where the refinement's tilt or width could not bring it to the target, else NaN. There the excerpts
+    aim at the target times what they read against the full render at the start: Adam aiming them at
+    the target itself hands over where the full render, brighter or narrower than its loudest sections,
+    is out of the tilt's or the width's reach again.
 
     Returns:
         `(stem_unit, master_unit)`, detached.
@@ -355,11 +371,11 @@ def optimize_on_excerpts(
             join=(batch, n_excerpts),
             input_gain=flat_gain,
         )
-        if step == 0 and full_ms is not None:
-            excerpt_ms = analysis["stereo_ms_ratio"].detach()
-            ratio = (excerpt_ms / full_ms.clamp_min(MIN_MS_FOR_WIDTH)).clamp(1 / MAX_MS_AIM, MAX_MS_AIM)
+        if step == 0 and full is not None:
+            read = torch.stack([analysis[name].detach() for name in MEASURES[1:]], dim=-1)
+            ratio = (read / full.clamp_min(MIN_MS_FOR_WIDTH)).clamp(1 / MAX_AIM_RATIO, MAX_AIM_RATIO)
             aim = target.clone()
-            aim[:, 2] = torch.where(torch.isnan(full_ms), target[:, 2], target[:, 2] * ratio)
+            aim[:, 1:3] = torch.where(torch.isnan(full), target[:, 1:3], target[:, 1:3] * ratio)
         loss = chain.loss_fn(analysis, aim)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if _refinable(chain, analysis, aim, n_excerpts).all():

@@ -432,12 +432,12 @@ def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain)
     assert not bool(_tilt_reaches(chain, {"spectral_centroid": torch.tensor([2350.0])}, flat, target))
 
 
-def test_excerpts_aim_their_ms_by_how_they_read_against_a_full_render_out_of_the_widths_reach(
+def test_excerpts_aim_by_how_they_read_against_a_full_render_out_of_the_tilts_or_widths_reach(
     chain, monkeypatch
 ):
-    """Where the full render's width is pinned at an end of its range with the M/S short
-    (`_pinned_ms`), Adam's loss and handover aim the excerpts at the target times excerpts / full M/S
-    at the start; a song without a pinned width (NaN) aims at the target itself."""
+    """Where the full render's width is pinned at an end of its range with the M/S short, or its tilt
+    with the centroid off (`_pinned`), Adam's loss and handover aim the excerpts at the target times
+    excerpts / full at the start; what is not pinned (NaN) aims at the target itself."""
     import dataclasses
 
     from automix import optimize
@@ -450,12 +450,14 @@ def test_excerpts_aim_their_ms_by_how_they_read_against_a_full_render_out_of_the
     real_loss = chain.loss_fn
 
     def loss_fn(analysis, aim):
-        seen.append((analysis["stereo_ms_ratio"].detach(), aim.clone()))
+        read = {name: analysis[name].detach() for name in ("spectral_centroid", "stereo_ms_ratio")}
+        seen.append((read, aim.clone()))
         return real_loss(analysis, aim)
 
     monkeypatch.setattr(chain, "loss_fn", loss_fn)
     monkeypatch.setattr(chain, "optimize_settings", dataclasses.replace(chain.optimize_settings, steps=2))
-    full_ms = torch.tensor([0.3, torch.nan])
+    nan = torch.nan
+    full = torch.tensor([[nan, 0.3], [2400.0, nan]])  # song 0's width pinned, song 1's tilt
     optimize.optimize_on_excerpts(
         chain,
         stems,
@@ -465,15 +467,42 @@ def test_excerpts_aim_their_ms_by_how_they_read_against_a_full_render_out_of_the
         master_unit,
         trim_db=torch.zeros(2),
         input_gain=torch.zeros(2),
-        full_ms=full_ms,
+        full=full,
     )
-    excerpt_ms, aim = seen[0]
-    ratio = min(float(excerpt_ms[0]) / 0.3, optimize.MAX_MS_AIM)
-    assert float(aim[0, 2]) == pytest.approx(float(target[0, 2]) * ratio, rel=1e-5)
-    assert float(aim[1, 2]) == float(target[1, 2])
-    torch.testing.assert_close(aim[:, [0, 1]], target[:, [0, 1]])
+    read, aim = seen[0]
+    ms_ratio = min(float(read["stereo_ms_ratio"][0]) / 0.3, optimize.MAX_AIM_RATIO)
+    centroid_ratio = max(float(read["spectral_centroid"][1]) / 2400.0, 1 / optimize.MAX_AIM_RATIO)
+    assert float(aim[0, 2]) == pytest.approx(float(target[0, 2]) * ms_ratio, rel=1e-5)
+    assert float(aim[1, 1]) == pytest.approx(float(target[1, 1]) * centroid_ratio, rel=1e-5)
+    assert float(aim[1, 1]) != float(target[1, 1])
+    assert float(aim[0, 1]) == float(target[0, 1]) and float(aim[1, 2]) == float(target[1, 2])
+    torch.testing.assert_close(aim[:, [0, 3, 4, 5]], target[:, [0, 3, 4, 5]], equal_nan=True)
     for _, later in seen[1:]:  # the aim is set once, at the start
         torch.testing.assert_close(later, aim, rtol=0, atol=0, equal_nan=True)
+
+
+def test_the_full_render_s_tilt_and_width_are_pinned_where_their_range_ends(chain):
+    """`_pinned`: a centroid 300 Hz too bright with the shelves at +6 / -6 dB (no tilt left downward) and an
+    M/S 0.1 short at the widest width are pinned; the same render with room in the shelves and width is
+    not."""
+    from automix import optimize
+
+    target = chain_module.resolve_targets(["rock_punk"], chain.style_targets, 1)
+    _, master_unit = chain.space.neutral_unit(1)
+    master = chain.space.denormalize_master(master_unit)
+    measured = {
+        "lufs": torch.tensor([-9.5]),
+        "spectral_centroid": torch.tensor([3100.0]),
+        "stereo_ms_ratio": torch.tensor([0.5]),
+    }
+    pinned = master | {"eq_gain_db": torch.tensor([[6.0, 0.0, 0.0, -6.0]]), "width": torch.tensor([1.5])}
+    render = optimize.FullRender.of(None, pinned, torch.zeros(1), measured, target)
+    torch.testing.assert_close(optimize._pinned(chain, render, target), torch.tensor([[3100.0, 0.5]]))
+    free = master | {"eq_gain_db": torch.tensor([[2.0, 0.0, 0.0, -2.0]]), "width": torch.tensor([1.2])}
+    assert (
+        optimize._pinned(chain, optimize.FullRender.of(None, free, torch.zeros(1), measured, target), target)
+        is None
+    )
 
 
 def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain, monkeypatch):
