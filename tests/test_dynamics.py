@@ -181,11 +181,12 @@ def test_compressor_gradients_reach_every_parameter():
 
 
 def test_the_fused_gain_computer_differentiates_as_autograd_does_its_steps():
-    """Levels on both sides of and inside every knee (a hard one among them): the closed-form backward
-    gives autograd's gradients of `db_to_amp(soft_knee_gain_db(power_to_db(power), ...))`, and passes
-    gradcheck."""
+    """Levels on both sides of and inside every knee (a hard one among them), and below the dB floor:
+    the closed-form backward gives autograd's gradients of
+    `db_to_amp(soft_knee_gain_db(power_to_db(power), ...))`, and passes gradcheck."""
     torch.manual_seed(0)
     level_db = torch.empty(3, 400, dtype=torch.float64).uniform_(-60.0, 0.0)
+    level_db[:, :3] = -300.0  # under `power_to_db`'s floor: gain 1, no gradient
     power = (10 ** (level_db / 10)).requires_grad_()
     settings = [
         torch.tensor(column, dtype=torch.float64)[:, None].requires_grad_()

@@ -263,29 +263,29 @@ class _GainComputer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
+        """The curve is s·c with s = 1/ratio − 1 and c = q² / (2W) + max(0, over − W/2), q = clamp(over,
+        ±W/2) + W/2 how far into the knee (0 below it, W above it), over = level − threshold: one
+        expression for every region of the knee, and so are its derivatives, d/d over = s·q / W and
+        d/dW = s·q·(W − q) / (2W²) (both 0 below the knee; above it, s and 0). In place on signal-sized
+        temporaries of its own."""
         power, threshold_db, ratio, knee_db = ctx.saved_tensors
         floor = 10.0 ** (AMP_FLOOR_DB / 10.0)
-        level_db = power_to_db(power)
-        gain_db = soft_knee_gain_db(level_db, threshold_db, ratio, knee_db)
-        grad_db = grad * db_to_amp(gain_db) * (math.log(10.0) / 20.0)
-        # The knee's regions as `soft_knee_gain_db` draws them, and its derivatives in each.
-        over = level_db - threshold_db
         slope = 1.0 / ratio - 1.0
         knee = knee_db.clamp_min(MIN_KNEE_DB)
-        above, below = 2 * over > knee_db, 2 * over < -knee_db
-        inside = ~above & ~below
-        u = over + knee / 2  # how far into the knee, dB
-        zero = torch.zeros_like(over)
-        by_over = grad_db * torch.where(above, slope, torch.where(inside, slope * u / knee, zero))
-        by_slope = grad_db * torch.where(above, over, torch.where(inside, u.square() / (2 * knee), zero))
-        by_knee = grad_db * torch.where(inside, slope * u * (knee - u) / (2 * knee.square()), zero)
-        grad_power = torch.where(
-            power >= floor, by_over * (10.0 / math.log(10.0)) / power.clamp_min(floor), zero
-        )
+        half = knee / 2
+        over = power_to_db(power).sub_(threshold_db)
+        into = torch.clamp(over, -half, half).add_(half)
+        curve = into.square().div_(2 * knee).add_(F.relu(over.sub_(half)))
+        neper = math.log(10.0) / 20.0  # d ln(gain) / d gain_db
+        grad_db = (curve * slope).mul_(neper).exp_().mul_(grad).mul_(neper)
+        grad_ratio = -(grad_db * curve).sum(-1, keepdim=True) / ratio.square()
+        by_into = grad_db.mul_(into)
+        grad_knee = (by_into * (knee - into)).sum(-1, keepdim=True) * slope / (2 * knee.square())
+        grad_knee = grad_knee * (knee_db >= MIN_KNEE_DB)
+        by_over = by_into.mul_(slope / knee)
         grad_threshold = -by_over.sum(-1, keepdim=True)
-        grad_ratio = -by_slope.sum(-1, keepdim=True) / ratio.square()
-        grad_knee = by_knee.sum(-1, keepdim=True) * (knee_db >= MIN_KNEE_DB)
-        return grad_power, grad_threshold, grad_ratio, grad_knee
+        grad_power = by_over.mul_(10.0 / math.log(10.0)).div_(power.clamp_min(floor))
+        return grad_power.masked_fill_(power < floor, 0.0), grad_threshold, grad_ratio, grad_knee
 
 
 def compressor(
