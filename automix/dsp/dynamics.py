@@ -236,14 +236,20 @@ def soft_knee_gain_db(
     Returns:
         gain (output − input level), dB, ≤ 0.
 
-    Written as (1/R − 1)·(q + max(0, x − T − W/2)), q = (clamp(x − T, ±W/2) + W/2)² / (2W): the three
-    pieces without selecting among them (q is 0 below the knee and W/2 above it), in fewer passes over
-    a signal.
+    Written as (1/R − 1)·c (`_knee_curve`): the three pieces without selecting among them, in fewer
+    passes over a signal.
     """
-    over_db = level_db - threshold_db
-    half_knee = knee_db.clamp_min(MIN_KNEE_DB) / 2
-    into_knee = (torch.clamp(over_db, -half_knee, half_knee) + half_knee).square() / (4 * half_knee)
-    return (1.0 / ratio - 1.0) * (into_knee + F.relu(over_db - half_knee))
+    return (1.0 / ratio - 1.0) * _knee_curve(level_db - threshold_db, knee_db)[1]
+
+
+def _knee_curve(over_db: torch.Tensor, knee_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(q, c)` at levels `over_db` above the threshold: how far into the knee, q = clamp(over, ±W/2) + W/2
+    (0 below the knee, W above it), and c = q² / (2W) + max(0, over − W/2), the gain in dB per unit of
+    1/R − 1 (0 below the knee, q² / (2W) in it, over above it). W is `knee_db`, at least `MIN_KNEE_DB`."""
+    width = knee_db.clamp_min(MIN_KNEE_DB)
+    half = width / 2
+    into = torch.clamp(over_db, -half, half).add_(half)
+    return into, into.square().div_(2 * width).add_(F.relu(over_db - half))
 
 
 class _GainComputer(torch.autograd.Function):
@@ -263,19 +269,15 @@ class _GainComputer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        """The curve is s·c with s = 1/ratio − 1 and c = q² / (2W) + max(0, over − W/2), q = clamp(over,
-        ±W/2) + W/2 how far into the knee (0 below it, W above it), over = level − threshold: one
-        expression for every region of the knee, and so are its derivatives, d/d over = s·q / W and
-        d/dW = s·q·(W − q) / (2W²) (both 0 below the knee; above it, s and 0). In place on signal-sized
-        temporaries of its own."""
+        """The gain in dB is s·c with s = 1/ratio − 1 and `_knee_curve`'s c and q, over = level −
+        threshold: one expression for every region of the knee, and so are its derivatives,
+        d/d over = s·q / W and d/dW = s·q·(W − q) / (2W²) (both 0 below the knee; above it, s and 0). In
+        place on signal-sized temporaries of its own."""
         power, threshold_db, ratio, knee_db = ctx.saved_tensors
         floor = 10.0 ** (AMP_FLOOR_DB / 10.0)
         slope = 1.0 / ratio - 1.0
         knee = knee_db.clamp_min(MIN_KNEE_DB)
-        half = knee / 2
-        over = power_to_db(power).sub_(threshold_db)
-        into = torch.clamp(over, -half, half).add_(half)
-        curve = into.square().div_(2 * knee).add_(F.relu(over.sub_(half)))
+        into, curve = _knee_curve(power_to_db(power).sub_(threshold_db), knee_db)
         neper = math.log(10.0) / 20.0  # d ln(gain) / d gain_db
         grad_db = (curve * slope).mul_(neper).exp_().mul_(grad).mul_(neper)
         grad_ratio = -(grad_db * curve).sum(-1, keepdim=True) / ratio.square()
