@@ -48,6 +48,7 @@ PINNED_TILT_DB = 0.1
 MAX_AIM_RATIO = 1.5
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
+MIN_CENTROID_HZ = 1.0  # a silent render reads 0 Hz: ratios and octaves to it are taken from this
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
 # A round held the master EQ and the width when they moved no more than this (dB; fraction of the width):
@@ -221,7 +222,7 @@ def _tilt_room(chain, eq_gain_db, centroid, target) -> tuple[torch.Tensor, torch
     # The tilt moves the low shelf by -t/2 and the high shelf by +t/2 (`refine_on_full_render`).
     room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
     room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
-    octaves = torch.log2(target[:, 1] / centroid.clamp_min(1.0))
+    octaves = torch.log2(target[:, 1] / centroid.clamp_min(MIN_CENTROID_HZ))
     return torch.where(octaves > 0, room_up, room_down), octaves
 
 
@@ -373,7 +374,8 @@ def optimize_on_excerpts(
         )
         if step == 0 and full is not None:
             read = torch.stack([analysis[name].detach() for name in MEASURES[1:]], dim=-1)
-            ratio = (read / full.clamp_min(MIN_MS_FOR_WIDTH)).clamp(1 / MAX_AIM_RATIO, MAX_AIM_RATIO)
+            floor = full.new_tensor([MIN_CENTROID_HZ, MIN_MS_FOR_WIDTH])
+            ratio = (read / torch.maximum(full, floor)).clamp(1 / MAX_AIM_RATIO, MAX_AIM_RATIO)
             aim = target.clone()
             aim[:, 1:3] = torch.where(torch.isnan(full), target[:, 1:3], target[:, 1:3] * ratio)
         loss = chain.loss_fn(analysis, aim)
@@ -428,7 +430,7 @@ def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=F
         ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
         out_of_reach = ~done & ~ms_done & ~_width_reaches(chain, measured, width, target)
         first_round = history is None
-        log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(1.0))
+        log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(MIN_CENTROID_HZ))
         centroid_error = torch.log2(target[:, 1]) - log_centroid
         if history is None:
             trim_slope = torch.ones_like(trim_db)
