@@ -6,6 +6,7 @@ import torch
 
 from automix import metrics
 from automix.loss import TOLERANCES, target_errors
+from automix.targets import Targets
 
 
 def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -22,21 +23,21 @@ def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = Non
     }
 
 
-def report(analysis: Mapping, target: torch.Tensor, ceiling_dbtp: float) -> dict:
+def report(analysis: Mapping, targets: Targets, ceiling_dbtp: float) -> dict:
     """Targets, errors, pass flags (original tolerances; true peak under the ceiling) and a quality
     score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
     times 0 when the true peak is over the ceiling."""
     with torch.no_grad():
-        errors = target_errors(analysis, target)
+        errors = target_errors(analysis, targets)
         passed = {name: errors[name].abs() <= tol for name, tol in TOLERANCES.items()}
         passed["true_peak"] = analysis["true_peak_dbtp"] <= ceiling_dbtp + 1e-3
         closeness = [(1 - errors[name].abs() / (2 * tol)).clamp_min(0) for name, tol in TOLERANCES.items()]
         score = torch.stack(closeness).mean(0) * passed["true_peak"]
         return {
             "targets": {
-                "lufs": target[..., 0],
-                "spectral_centroid": target[..., 1],
-                "stereo_ms_ratio": target[..., 2],
+                "lufs": targets.lufs,
+                "spectral_centroid": targets.centroid_hz,
+                "stereo_ms_ratio": targets.ms_ratio,
             },  # fmt: skip
             "errors": {name: errors[name] for name in TOLERANCES},
             "passed": passed,

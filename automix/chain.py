@@ -7,20 +7,16 @@ Two ways to set the console, one console:
   render itself (see `automix.optimize`).
 """
 
-import pickle
-import zipfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from automix import __version__, loudness, metrics
+from automix import checkpoint, loudness, metrics
 from automix.analysis import measure, report
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
-    bus_detector_power,
     channel_strip,
     channel_strip_blocks,
     master_section,
@@ -30,23 +26,21 @@ from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
-from automix.loss import create_training_loss, resolve_targets
+from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
-from automix.optimize import OptimizeSettings, optimize_mix
+from automix.optimize import SongOptimizer
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
+from automix.settings import OptimizeSettings, PredictSettings, settings_from_config
 from automix.staging import input_gain_db
 from automix.styles import StyleTarget, load_style_targets
-from automix.trim import MAX_TRIM_DB, MasterLoudness, search_trim
-from automix.units import db_to_amp
+from automix.targets import Targets, resolve_targets
+from automix.trim import MAX_TRIM_DB, loudness_search, trimmed_power
 
 MAX_STEMS = 16
 # A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
 # many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
-# Predict mode's loudness correction: at most this many master renders, stopping once within this much.
-LOUDNESS_STEPS = 4
-LOUDNESS_STOP_LU = 0.25
 MODES = ("optimize", "predict")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
@@ -84,6 +78,15 @@ def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
     return stems.float() if not stems.is_floating_point() else stems, batched
 
 
+class BusRender(NamedTuple):
+    """The strips and their sum: the bus `[B, 2, T]`, the strips' settings in units and the stems'
+    loudness `[B, N]` LUFS at the bus."""
+
+    bus: torch.Tensor
+    stem_params: dict
+    stem_lufs: torch.Tensor
+
+
 class Prediction(NamedTuple):
     """`AutoMixChain.predict`'s result: normalised settings, the master's input trim `[B]` dB, and the
     bus `[B, 2, T]` with the strips' settings in units and the stems' LUFS `[B, N]` (before the trim).
@@ -103,14 +106,22 @@ class Prediction(NamedTuple):
 class AutoMixChain(nn.Module):
     """The differentiable mixing and mastering chain with its parameter predictor.
 
+    Example::
+
+        chain = AutoMixChain.from_checkpoint("checkpoints/default.ckpt")  # or AutoMixChain()
+        mix, analysis = chain(stems, style="rock_punk")  # stems: [N, C, T] at chain.sample_rate
+        print(analysis["lufs"], analysis["spectral_centroid"], analysis["stereo_ms_ratio"])
+
     Args:
-        n_stems: the stem count the original API names; any count from 1 to 16 works.
+        n_stems: kept for the public API; any count from 1 to `MAX_STEMS` works.
         style_targets: style name -> StyleTarget; None loads the defaults.
         sample_rate: Hz of the stems given to `forward`.
         space: parameter ranges; None takes the defaults (equal to conf/dsp/default.yaml).
         hidden_dim, n_layers: predictor size.
         ceiling_dbtp: true-peak ceiling of every output.
-        optimize: settings of the per-song optimiser (`automix.optimize.OptimizeSettings` fields).
+        optimize: the per-song optimiser's settings (`automix.settings.OptimizeSettings` or a mapping of
+            some of its fields; conf/mix.yaml `optimize:`).
+        predict: predict mode's loudness search (`automix.settings.PredictSettings` or a mapping).
     """
 
     def __init__(
@@ -123,7 +134,8 @@ class AutoMixChain(nn.Module):
         hidden_dim: int = 128,
         n_layers: int = 2,
         ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
-        optimize: Mapping | None = None,
+        optimize: OptimizeSettings | Mapping | None = None,
+        predict: PredictSettings | Mapping | None = None,
     ):
         super().__init__()
         self.n_stems = n_stems
@@ -133,133 +145,75 @@ class AutoMixChain(nn.Module):
         self.ceiling_dbtp = ceiling_dbtp
         self.predictor = ParameterPredictor(N_FEATURES, self.space, hidden_dim, n_layers)
         self.loss_fn = create_training_loss(self.style_targets, ceiling_dbtp=ceiling_dbtp)
-        self.optimize_settings = OptimizeSettings(**dict(optimize or {}))
+        self.optimize_settings = settings_from_config(OptimizeSettings, optimize, "optimize")
+        self.predict_settings = settings_from_config(PredictSettings, predict, "predict")
         self.model_config = {"hidden_dim": hidden_dim, "n_layers": n_layers}
 
     def checkpoint(self) -> dict:
         """Weights, the configuration to rebuild them (plain dicts) and versions: a `torch.save`-able
-        dict that loads with `torch.load(weights_only=True)`."""
-        return {
-            "state_dict": self.predictor.state_dict(),
-            "config": {
-                "model": dict(self.model_config),
-                "dsp": self.space.to_config(),
-                "sample_rate": self.sample_rate,
-                "ceiling_dbtp": self.ceiling_dbtp,
-            },  # fmt: skip
-            "versions": {"automix": __version__, "torch": str(torch.__version__)},
-        }
+        dict that loads with `torch.load(weights_only=True)` (`automix.checkpoint`)."""
+        return checkpoint.chain_checkpoint(self)
 
     @classmethod
     def from_checkpoint(cls, path, style_targets: Mapping[str, StyleTarget] | None = None, **kwargs):
-        """Rebuild a chain from a checkpoint file written by `checkpoint()` (or by training).
+        """Rebuild a chain from a checkpoint file written by `checkpoint()` or by training; `kwargs` go
+        to the constructor (`automix.checkpoint.load_chain`).
 
         Raises:
             AutomixError: naming the file, when it is missing, a folder, or not an automix checkpoint.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise AutomixError(f"{path}: a folder, not a checkpoint file; give a .ckpt file")
-        if not path.is_file():
-            raise AutomixError(f"{path}: no such checkpoint file; check the path")
-        # torch.save writes a zip archive; anything else would reach the unpickler and fail in many ways.
-        if not zipfile.is_zipfile(path):
-            raise AutomixError(
-                f"{path}: not a PyTorch checkpoint; give one written by train.py or AutoMixChain.checkpoint()"
-            )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("automix", state)  # a Lightning checkpoint carries ours under "automix"
-            config = state["config"]
-            chain = cls(
-                style_targets=style_targets,
-                sample_rate=int(config.get("sample_rate", 44100)),
-                space=ParameterSpace.from_config(config["dsp"]),
-                ceiling_dbtp=float(config.get("ceiling_dbtp", DEFAULT_CEILING_DBTP)),
-                **dict(config["model"]),
-                **kwargs,
-            )
-            chain.predictor.load_state_dict(state["state_dict"])
-        except AutomixError as error:
-            raise AutomixError(f"{path}: {error}") from None
-        except (
-            KeyError,
-            RuntimeError,
-            TypeError,
-            ValueError,
-            AttributeError,
-            pickle.UnpicklingError,
-        ) as error:
-            raise AutomixError(
-                f"{path}: not an automix checkpoint ({type(error).__name__}: {error}); give one written by "
-                "train.py or AutoMixChain.checkpoint()"
-            ) from None
-        return chain
+        return checkpoint.load_chain(cls, path, style_targets, **kwargs)
 
     def predict(
         self,
         stems: torch.Tensor,
-        target: torch.Tensor,
+        targets: Targets,
         mask: torch.Tensor | None = None,
-        loudness_steps: int = LOUDNESS_STEPS,
+        loudness_steps: int | None = None,
         input_gain: torch.Tensor | None = None,
     ) -> Prediction:
-        """Predict mode's settings for stems `[B, N, 2, T]` and targets `[B, 6]`, with gradients.
+        """Predict mode's settings for stems `[B, N, 2, T]`, with gradients.
 
         Gain staging (`input_gain` `[B]` dB; None: `input_gain_db` of the stems) -> stem features ->
         strip settings -> the bus they make -> a trim that brings the bus to the target
         loudness (closed form) -> the bus's features -> master settings (`automix.predictor`) -> the
-        trim corrected on the master's own output (`automix.trim.search_trim`, without gradients: a
-        model of the limiter's loudness, checked by up to `loudness_steps` renders; 0 takes the model's
-        answer unrendered): the limiter takes a part of every dB the trim adds, a part no feature
-        predicts well. To the gradient the correction is a constant.
+        trim corrected on the master's own output (`automix.trim.loudness_search`, without gradients:
+        a model of the limiter's loudness, checked by up to `loudness_steps` renders, None: the
+        settings'; 0 takes the model's answer unrendered): the limiter takes a part of every dB the
+        trim adds, a part no feature predicts well. To the gradient the correction is a constant.
         """
+        settings = self.predict_settings
+        if loudness_steps is None:
+            loudness_steps = settings.loudness_steps
         if input_gain is None:
             input_gain = input_gain_db(stems, self.sample_rate, mask)
         features = stem_features(stems, self.sample_rate, mask, input_gain)
-        stem_unit, context = self.predictor.predict_stems(features, target, mask)
+        stem_unit, context = self.predictor.predict_stems(features, targets, mask)
         bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain)
         bus_lufs = metrics.integrated_loudness(bus, self.sample_rate)
-        trim_db = (target[:, 0] - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+        trim_db = (targets.lufs - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         master_unit = self.predictor.predict_master(
-            context, bus_features(bus, bus_lufs, target, self.sample_rate)
+            context, bus_features(bus, bus_lufs, targets, self.sample_rate)
         )
         with torch.no_grad():
-            corrected, mix, mix_lufs = self._loudness_trim(
-                bus, master_unit, target[:, 0], trim_db.detach(), loudness_steps
+            master_params = self.space.denormalize_master(master_unit)
+            corrected, mix, mix_lufs = loudness_search(
+                self.render_master,
+                bus,
+                self.sample_rate,
+                master_params,
+                targets.lufs,
+                trim_db.detach(),
+                self.ceiling_dbtp,
+                steps=loudness_steps,
+                tolerance_lu=settings.loudness_stop_lu,
             )
         trim_db = trim_db + (corrected - trim_db.detach())
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix, mix_lufs)
 
-    def _loudness_trim(
-        self, bus, master_unit, target_lufs, trim_db, steps: int = LOUDNESS_STEPS
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The trim `[B]` dB that brings the master's output to `target_lufs`, and the master's output at
-        that trim with its loudness (None when the last answer went unrendered):
-        `automix.trim.search_trim`, its model built on the master's input at `trim_db`."""
-        master_params = self.space.denormalize_master(master_unit)
-        power = bus_detector_power(bus, self.sample_rate)  # shared by the model and every render
-        model = MasterLoudness(
-            gain(bus, gain_db=trim_db),
-            self.sample_rate,
-            master_params,
-            self.ceiling_dbtp,
-            detector_power=trimmed_power(power, trim_db),
-        )
-        return search_trim(
-            lambda trim: self.render_master(bus, master_params, trim, detector_power=power),
-            model,
-            trim_db,
-            target_lufs,
-            steps,
-            LOUDNESS_STOP_LU,
-        )
-
-    def render_bus(
-        self, stems, stem_unit, mask=None, input_gain=None
-    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`; the
-        strips' input gain is `input_gain` `[B]` dB (`input_gain_db`), where given.
+    def render_bus(self, stems, stem_unit, mask=None, input_gain=None) -> BusRender:
+        """Channel strips and their sum (`BusRender`); the strips' input gain is `input_gain` `[B]` dB
+        (`input_gain_db`), where given.
 
         A long song without gradients (`automix.dsp.filters.by_block`) goes through the strips
         `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
@@ -271,7 +225,9 @@ class AutoMixChain(nn.Module):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
-            return processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+            return BusRender(
+                processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+            )
         block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
         batch, n_stems, _, n_samples = stems.shape
         bus = stems.new_zeros(batch, 2, n_samples)
@@ -281,7 +237,7 @@ class AutoMixChain(nn.Module):
                 processed = processed * mask[..., None, None].to(processed.dtype)
             bus[..., start : start + processed.shape[-1]] = processed.sum(dim=1)
             meter.add(processed)
-        return bus, stem_params, meter.integrated_loudness().to(stems.dtype)
+        return BusRender(bus, stem_params, meter.integrated_loudness().to(stems.dtype))
 
     def render_master(self, bus, master_params: Mapping, trim_db=None, detector_power=None) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`.
@@ -388,7 +344,7 @@ class AutoMixChain(nn.Module):
 
         Args:
             stems: a list of `[C, T]` tensors, `[N, C, T]`, or a batch `[B, N, C, T]` (C = 1 or 2).
-            style: a style name, a StyleTarget, one per batch item, or target vectors `[B, 6]`.
+            style: a style name, a StyleTarget, one per batch item, `Targets`, or target vectors `[B, 6]`.
             mode: "optimize" (per-song optimisation, the default) or "predict" (one forward pass; keeps
                 gradients for training).
             mask: `[B, N]` 1 for real stems (batches with padding stems).
@@ -404,12 +360,12 @@ class AutoMixChain(nn.Module):
         stems, batched = prepare_stems(stems)
         device = next(self.parameters()).device
         stems = stems.to(device)
-        target = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
+        targets = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
         if mode == "predict":
-            mix, analysis = self.finish_prediction(self.predict(stems, target, mask), mask)
+            mix, analysis = self.finish_prediction(self.predict(stems, targets, mask), mask)
         else:
-            mix, analysis = optimize_mix(self, stems, target, mask, progress=progress)
-        analysis |= report(analysis, target, self.ceiling_dbtp)
+            mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
+        analysis |= report(analysis, targets, self.ceiling_dbtp)
         if not batched:
             mix = mix[0]
             analysis = {k: _first(v) for k, v in analysis.items()}
@@ -429,11 +385,6 @@ def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tenso
     rest = 1 - neutral
     xlogy = torch.special.xlogy
     return xlogy(neutral, neutral) - xlogy(neutral, unit) + xlogy(rest, rest) - xlogy(rest, 1 - unit)
-
-
-def trimmed_power(power: torch.Tensor, trim_db: torch.Tensor) -> torch.Tensor:
-    """A power `[B, T]` after a gain `[B]` dB."""
-    return power * db_to_amp(trim_db).square()[:, None]
 
 
 def _first(value):

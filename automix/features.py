@@ -43,6 +43,7 @@ from automix.metrics import (
     spectral_shape,
     stereo_ms_ratio,
 )
+from automix.targets import Targets
 from automix.units import db_to_amp, power_to_db
 
 FEATURE_NAMES = (
@@ -219,7 +220,7 @@ MS_FLOOR = 1e-2
 
 
 @torch.no_grad()
-def bus_features(bus: torch.Tensor, bus_lufs: torch.Tensor, target: torch.Tensor, sample_rate: int):
+def bus_features(bus: torch.Tensor, bus_lufs: torch.Tensor, targets: Targets, sample_rate: int):
     """What the master section's settings depend on, measured on the summed strips `[B, 2, T]`.
 
     Level-free (the master's input is trimmed to the target loudness first), each relative to the
@@ -230,7 +231,7 @@ def bus_features(bus: torch.Tensor, bus_lufs: torch.Tensor, target: torch.Tensor
     Args:
         bus: `[B, 2, T]`.
         bus_lufs: `[B]` its integrated loudness.
-        target: `[B, 6]` raw targets (`automix.loss.target_vector`).
+        targets: the songs' targets.
 
     Returns:
         `[B, N_BUS_FEATURES]` finite, in `BUS_FEATURE_NAMES` order.
@@ -238,8 +239,8 @@ def bus_features(bus: torch.Tensor, bus_lufs: torch.Tensor, target: torch.Tensor
     centroid_hz, bands = spectral_shape(bus, sample_rate)
     ms_ratio = stereo_ms_ratio(bus)
     plr_db = sample_peak(bus) - bus_lufs
-    centroid_gap = torch.log2(centroid_hz.clamp_min(CENTROID_FLOOR_HZ) / target[:, 1])
-    ms_gap = torch.log2(ms_ratio.clamp_min(MS_FLOOR) / target[:, 2].clamp_min(MS_FLOOR))
+    centroid_gap = torch.log2(centroid_hz.clamp_min(CENTROID_FLOOR_HZ) / targets.centroid_hz)
+    ms_gap = torch.log2(ms_ratio.clamp_min(MS_FLOOR) / targets.ms_ratio.clamp_min(MS_FLOOR))
     features = torch.cat(
         [
             torch.stack(

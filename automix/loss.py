@@ -1,16 +1,16 @@
 """The mixing loss: distance of a mix's measurements from the style targets, plus musical regularisers.
 
-`create_training_loss(targets)(analysis, style)` is the original design's API; the per-song optimiser
-and the Lightning module use the same function.
+`create_training_loss(targets)(analysis, style)` is part of the public API (docs/design.md, *Public
+API*); the per-song optimiser and the Lightning module use the same function.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 
-from automix.errors import AutomixError
 from automix.loudness import SILENCE_LUFS
-from automix.styles import StyleTarget, get_style
+from automix.styles import StyleTarget
+from automix.targets import Targets, resolve_targets
 
 # Tolerances of the original design's validation (measured vs target); pass flags and the quality
 # score use them.
@@ -36,53 +36,24 @@ DEFAULT_WEIGHTS = {
     "buried_stems": 0.1,
     "processing": 0.05,
 }
-TARGET_SIZE = 6  # lufs, centroid_hz, ms, balance low/mid/high (NaN when the style gives none)
 
 
-def target_vector(style: StyleTarget) -> torch.Tensor:
-    """`[6]` float32: lufs, centroid Hz, M/S, band balance as fractions (NaN when the style has none)."""
-    balance = style.balance_fractions() if style.frequency_balance is not None else (float("nan"),) * 3
-    return torch.tensor([style.lufs, style.spectral_centroid_hz, style.stereo_ms_ratio, *balance])
-
-
-def resolve_targets(
-    style: str | StyleTarget | Sequence | torch.Tensor, targets: Mapping[str, StyleTarget], batch_size: int
-) -> torch.Tensor:
-    """Target vectors `[B, 6]` for a style given as a name, a StyleTarget, one of those per item, or a
-    ready `[6]` / `[B, 6]` tensor."""
-    if isinstance(style, torch.Tensor):
-        vectors = style.reshape(-1, TARGET_SIZE).float()
-    elif isinstance(style, str | StyleTarget):
-        vectors = target_vector(_as_style(style, targets))[None]
-    else:
-        vectors = torch.stack([target_vector(_as_style(s, targets)) for s in style])
-    if vectors.shape[0] == 1:
-        vectors = vectors.expand(batch_size, -1)
-    if vectors.shape[0] != batch_size:
-        raise AutomixError(f"got {vectors.shape[0]} styles for a batch of {batch_size} songs")
-    return vectors
-
-
-def _as_style(style: str | StyleTarget, targets: Mapping[str, StyleTarget]) -> StyleTarget:
-    return style if isinstance(style, StyleTarget) else get_style(targets, style)
-
-
-def target_errors(analysis: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+def target_errors(analysis: Mapping[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
     """Signed errors (measured - target), `[B]` each: LU, Hz, ratio; and the band balance `[B, 3]`."""
     return {
-        "lufs": analysis["lufs"] - target[..., 0],
-        "spectral_centroid": analysis["spectral_centroid"] - target[..., 1],
-        "stereo_ms_ratio": analysis["stereo_ms_ratio"] - target[..., 2],
-        "band_balance": analysis["band_energy"] - target[..., 3:6],
+        "lufs": analysis["lufs"] - targets.lufs,
+        "spectral_centroid": analysis["spectral_centroid"] - targets.centroid_hz,
+        "stereo_ms_ratio": analysis["stereo_ms_ratio"] - targets.ms_ratio,
+        "band_balance": analysis["band_energy"] - targets.bands,
     }
 
 
 def loss_terms(
-    analysis: Mapping[str, torch.Tensor], target: torch.Tensor, ceiling_dbtp: float = -1.0
+    analysis: Mapping[str, torch.Tensor], targets: Targets, ceiling_dbtp: float = -1.0
 ) -> dict[str, torch.Tensor]:
     """Each term of the loss, `[B]`, unweighted."""
-    errors = target_errors(analysis, target)
-    centroid_oct = torch.log2(analysis["spectral_centroid"].clamp_min(1.0) / target[..., 1])
+    errors = target_errors(analysis, targets)
+    centroid_oct = torch.log2(analysis["spectral_centroid"].clamp_min(1.0) / targets.centroid_hz)
     balance = errors["band_balance"]
     has_balance = torch.isfinite(balance).all(dim=-1)
     balance_term = (torch.nan_to_num(balance) / BALANCE_SCALE).square().mean(dim=-1)
@@ -119,17 +90,17 @@ def create_training_loss(
     Returns:
         `loss_fn(analysis, style) -> scalar tensor`: the weighted sum of `loss_terms`, mean over the batch.
         `analysis` is what `AutoMixChain` returns (tensors with gradients); `style` a name, a
-        StyleTarget, one per item, or target vectors `[B, 6]`.
+        StyleTarget, one per item, `Targets` or target vectors `[B, 6]`.
     """
     weights = DEFAULT_WEIGHTS | dict(weights or {})
 
     def loss_fn(analysis: Mapping[str, torch.Tensor], style) -> torch.Tensor:
         lufs = analysis["lufs"]
         batch_size = lufs.shape[0] if lufs.ndim else 1
-        target = resolve_targets(style, targets, batch_size).to(lufs.device, lufs.dtype)
+        resolved = resolve_targets(style, targets, batch_size).to(lufs.device, lufs.dtype)
         if lufs.ndim == 0:
-            target = target[0]
-        terms = loss_terms(analysis, target, ceiling_dbtp)
+            resolved = resolved[0]
+        terms = loss_terms(analysis, resolved, ceiling_dbtp)
         return sum(weights[name] * term for name, term in terms.items()).mean()
 
     return loss_fn

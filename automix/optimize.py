@@ -1,19 +1,20 @@
-"""Per-song optimisation: the default way `AutoMixChain` sets its console.
+"""Per-song optimisation: the default way `AutoMixChain` sets its console (docs/design.md, *The per-song
+optimiser*).
 
 1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness).
-2. Adam on the normalised settings (as logits) against the loss, measured on excerpts of the song: the
-   loudest sections, where a mix is judged, that between them hear every stem play (`select_excerpts`),
-   processed as a batch and joined for the measurement. Stops early once the refinement can finish every
-   song.
-3. Render the whole song without gradients: that render is what the user gets, and excerpts and whole
-   songs differ (their centroids by up to ~110 Hz on real material).
-4. Correct what remains on the full render: a loudness trim before the master section, the M/S width
-   (the ratio scales exactly with it) and a master EQ tilt for the centroid, by secant steps on the
-   full render's own measurements, until it is within tolerance. The trim stops rising where the
-   limiter takes nearly all of a further dB.
+2. Correct them on the full render (`SongOptimizer.refine`): a loudness trim before the master section,
+   the M/S width (the ratio scales exactly with it) and a master EQ tilt for the centroid, each a small
+   controller stepping on the full render's own measurements, until it is within tolerance. The trim
+   stops rising where the limiter takes nearly all of a further dB.
+3. Songs the corrections cannot finish (a width or tilt at the end of its range) get Adam on the
+   normalised settings (as logits) against the loss, measured on excerpts of the song
+   (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds.
+4. The user gets the closest full render made: excerpts and whole songs measure differently.
 """
 
+import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -22,77 +23,200 @@ from automix import metrics
 from automix.analysis import measure
 from automix.dsp.console import bus_detector_power
 from automix.loudness import loudness_after_gain
-from automix.params import logit
+from automix.params import ParameterRange, logit
+from automix.secant import SecantStepper
+from automix.settings import OptimizeSettings, Tolerances
 from automix.staging import input_gain_db
-from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_SECANT_STEP, MIN_USEFUL_SLOPE, secant_slope
+from automix.targets import Targets
+from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, limiter_stalled
 
-MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # the targets' first three, in their order
-# What the default mode promises for LUFS, centroid and M/S (`_better` counts the promises a render keeps)
-PROMISE = (0.5, 100.0, 0.05)
-# and the refinement's tolerances, well inside them.
-STOP_LUFS_LU = 0.2
-STOP_CENTROID_HZ = 40.0
-STOP_MS = 0.02
-# Adam on excerpts hands over to the refinement once the refinement can finish the job on the full
-# render, where it counts: the centroid this close, with room left in the master EQ's shelves for the
-# tilt that does the rest (`_tilt_reaches`), and the M/S ratio where the width, kept this far inside its
-# range, can scale it to the target. Loudness needs no condition: the trim reaches any level the limiter
-# leaves room for.
-HANDOVER_CENTROID_HZ = 100.0
-HANDOVER_WIDTH_MARGIN = 0.05
-# A width this close to an end of its range, or a tilt with this little room left in the shelves toward
-# the target, is pinned there (`_pinned`); the excerpts' aim moves a target by at most this factor either
-# way.
-PINNED_WIDTH = 1e-3
-PINNED_TILT_DB = 0.1
-MAX_AIM_RATIO = 1.5
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
-MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
-MIN_CENTROID_HZ = 1.0  # a silent render reads 0 Hz: ratios and octaves to it are taken from this
+TILT_SHAPE = (-0.5, 0.0, 0.0, 0.5)  # a tilt of t dB moves the low shelf by -t/2 and the high shelf by +t/2
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
-# A round held the master EQ and the width when they moved no more than this (dB; fraction of the width):
-# the loudness it measured then answers to the trim alone.
+MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
+MIN_CENTROID_HZ = 1.0  # a silent render reads 0 Hz: ratios and octaves to it are taken from this
+# A width this close to an end of its range, or a tilt with this little room left toward the target,
+# is pinned there (`SongOptimizer.pinned`).
+PINNED_WIDTH = 1e-3
+PINNED_TILT_DB = 0.1
+# A round held the master EQ and the width when they moved no more than this (dB; fraction of the
+# width): the loudness it measured then answers to the trim alone.
 HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
-# Full-render corrections, each after Adam on excerpts but the first: a song the first correction cannot
-# finish (a tilt at the end of the master EQ's range, say) gets two more rounds of Adam.
-ATTEMPTS = 3
-# A stem plays in an excerpt when its mean square there is within this much of its loudest excerpt's
-# (`select_excerpts`): the buried-stem regulariser's margin.
-PLAYING_DB = 20.0
+
+
+class Console(NamedTuple):
+    """Normalised settings in [0, 1]: the strips' `[B, N, n_stem]` and the master's `[B, n_master]`."""
+
+    stem_unit: torch.Tensor
+    master_unit: torch.Tensor
+
+
+class Strips(NamedTuple):
+    """The strips behind a render: their normalised settings `[B, N, n_stem]`, settings in units and
+    the stems' loudness `[B, N]` LUFS at the bus (before the trim)."""
+
+    stem_unit: torch.Tensor
+    stem_params: dict
+    stem_lufs: torch.Tensor
 
 
 @dataclass(frozen=True)
-class OptimizeSettings:
-    """Settings of the per-song optimiser (conf/mix.yaml `optimize:`).
+class FullRender:
+    """A full-length render of a batch of songs with what made it.
 
     Attributes:
-        steps: most Adam steps on the excerpts.
-        learning_rate: Adam's step size on the logits of the normalised settings.
-        excerpt_s: seconds of each excerpt.
-        n_excerpts: excerpts per song (songs shorter than their total are used whole).
-        refine_steps: most correction rounds on the full render.
+        mix: `[B, 2, T]`, or None where the audio was not kept.
+        master_params: the master's settings in units, each `[B, ...]`.
+        trim_db: `[B]` the master's input trim.
+        measured: `automix.analysis.measure` of the mix.
+        miss: `[B]` the largest error over the stop tolerances (≤ 1 within them).
+        broken: `[B]` how many of the three promises it breaks.
+        strips: the strips behind it, once known.
     """
 
-    steps: int = 30
-    learning_rate: float = 0.1
-    excerpt_s: float = 3.0
-    n_excerpts: int = 3
-    refine_steps: int = 6
+    mix: torch.Tensor | None
+    master_params: dict
+    trim_db: torch.Tensor
+    measured: dict
+    miss: torch.Tensor
+    broken: torch.Tensor
+    strips: Strips | None = None
+
+    @classmethod
+    def of(cls, mix, master_params, trim_db, measured, targets: Targets, settings: OptimizeSettings):
+        miss = _scaled_errors(measured, targets, settings.stop).amax(dim=0)
+        broken = (_scaled_errors(measured, targets, settings.promise) > 1).sum(dim=0)
+        return cls(mix, master_params, trim_db, measured, miss, broken)
+
+    def without_audio(self) -> "FullRender":
+        return dataclasses.replace(self, mix=None)
 
 
-def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_excerpts: int) -> torch.Tensor:
+class Round(NamedTuple):
+    """One refinement round: the settings rendered and what the render measured, each `[B]`."""
+
+    trim_db: torch.Tensor
+    tilt_db: torch.Tensor
+    width: torch.Tensor
+    lufs: torch.Tensor
+    centroid_hz: torch.Tensor
+    ms_ratio: torch.Tensor
+
+
+class Refined(NamedTuple):
+    """`SongOptimizer.refine`'s result: the closest render (with its audio, unless the refinement gave up
+    early), the master settings and trim to go on from, and the rounds rendered."""
+
+    render: FullRender
+    master_params: dict
+    trim_db: torch.Tensor
+    rounds: list[Round]
+
+
+class Excerpts(NamedTuple):
+    """`SongOptimizer.on_excerpts`'s result: the settings Adam ended with (detached), the targets the
+    excerpts aimed at, and the Adam steps taken."""
+
+    console: Console
+    aim: Targets
+    steps: int
+
+
+@dataclass
+class SongState:
+    """Where the optimisation of a batch of songs stands.
+
+    Attributes:
+        console: the settings the next full render uses.
+        trim_db: `[B]` the master's input trim the next refinement starts from.
+        best: each song's closest full render so far.
+        renders: every refinement's closest render (without audio), in order.
+    """
+
+    console: Console
+    trim_db: torch.Tensor
+    best: FullRender | None = None
+    renders: list[FullRender] = dataclasses.field(default_factory=list)
+
+
+class TrimController:
+    """The master's input trim toward the target loudness: secant steps, a LU a dB until a round that
+    moved the trim alone measures the slope (a step is at most 1 / `MIN_LOUDNESS_SLOPE` times the miss);
+    it stops rising where the limiter takes nearly all of a further dB (`automix.trim.limiter_stalled`).
+    """
+
+    def __init__(self, trim_db: torch.Tensor):
+        self.trim_db = trim_db
+        self.cap = torch.full_like(trim_db, MAX_TRIM_DB)
+        self.secant = SecantStepper(1.0, min_slope=MIN_LOUDNESS_SLOPE)
+
+    def update(self, lufs, target_lufs, active, held=None) -> None:
+        """After a render at `self.trim_db` measured `lufs` `[B]`; `held` `[B]`: whether the round moved
+        nothing else that changes the loudness (None in the first round)."""
+        if self.secant.previous is not None:
+            previous_trim, previous_lufs = self.secant.previous
+            stalled = limiter_stalled(self.trim_db - previous_trim, lufs - previous_lufs) & held
+            louder = torch.where(lufs >= previous_lufs, self.trim_db, previous_trim)
+            self.cap = torch.where(stalled, torch.minimum(self.cap, louder), self.cap)
+        step = self.secant.step(self.trim_db, lufs, target_lufs, trusted=held)
+        trim_db = (self.trim_db + active * step).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
+        self.trim_db = torch.minimum(trim_db, self.cap)
+
+
+class TiltController:
+    """A tilt of the master EQ's shelves toward the target centroid: secant steps on log2 of the
+    centroid, a `TILT_PROBE_DB` probe first."""
+
+    def __init__(self, base_eq_db: torch.Tensor, eq_range: ParameterRange, tilt_db: torch.Tensor):
+        """From the master EQ's gains `base_eq_db` `[B, 4]` or `[4]` and a starting tilt `[B]` dB."""
+        self.base_eq_db = base_eq_db
+        self.low, self.high = _bounds(eq_range, base_eq_db)
+        self.shape = base_eq_db.new_tensor(TILT_SHAPE)
+        self.tilt_db = tilt_db
+        self.secant = SecantStepper(TILT_OCTAVES_PER_DB, probe=TILT_PROBE_DB)
+
+    def eq_gain_db(self) -> torch.Tensor:
+        """`[B, 4]` the master EQ's gains with the tilt, within their range."""
+        tilted = self.base_eq_db + self.tilt_db[:, None] * self.shape
+        return torch.minimum(torch.maximum(tilted, self.low), self.high)
+
+    def update(self, centroid_hz, target_hz, active) -> None:
+        log_centroid = torch.log2(centroid_hz.clamp_min(MIN_CENTROID_HZ))
+        step = self.secant.step(self.tilt_db, log_centroid, torch.log2(target_hz))
+        self.tilt_db = (self.tilt_db + active * step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
+
+
+class WidthController:
+    """The M/S width, which scales the M/S ratio exactly: one step to the target, within its range."""
+
+    def __init__(self, width: torch.Tensor, width_range: ParameterRange):
+        self.width = width
+        self.range = width_range
+
+    def update(self, ms_ratio, target_ms, done) -> None:
+        needed = needed_width(self.width, ms_ratio, target_ms).clamp(self.range.low, self.range.high)
+        self.width = torch.where(done, self.width, needed)
+
+
+def needed_width(width, ms_ratio, target_ms) -> torch.Tensor:
+    """`[B]` the width that brings an M/S ratio measured at `width` to `target_ms`."""
+    return width * target_ms / ms_ratio.clamp_min(MIN_MS_FOR_WIDTH)
+
+
+def select_excerpts(
+    stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_excerpts: int, playing_db: float
+):
     """Non-overlapping excerpts of each song that hear every stem play, the loudest that do:
     `[B, N, 2, T] -> [B, K, N, 2, L]`, in time order.
 
     Each pick is the window (half-overlapping candidates) that adds the most stems not yet heard playing,
     the loudest such (mean square of the unprocessed stem sum); once every stem is heard, the loudest. A
-    stem plays in a window when its mean square there is within `PLAYING_DB` of its loudest window's:
-    the loudest sections alone can leave out a part that plays elsewhere (drums that stop before a loud
-    final chorus), and the loss would then judge, and the settings serve, a song without it. Where the
-    picks leave no room for another, it may overlap them. A song no longer than the excerpts together is
-    returned whole (K = 1, L = T).
+    stem plays in a window when its mean square there is within `playing_db` of its loudest window's:
+    the loudest sections alone can leave out a part that plays elsewhere. Where the picks leave no room
+    for another, it may overlap them. A song no longer than the excerpts together is returned whole
+    (K = 1, L = T).
     """
     n_samples = stems.shape[-1]
     length = int(excerpt_s * sample_rate)
@@ -105,7 +229,7 @@ def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_e
         window_stem_energy = _window_energy(stems, hop, len(starts))  # [B, N, W]
         window_energy = _window_energy(stems.sum(dim=1), hop, len(starts))  # [B, W]
         loudest = window_stem_energy.amax(dim=-1, keepdim=True)
-        playing = (window_stem_energy > loudest * 10 ** (-PLAYING_DB / 10)) & (loudest > 0)  # [B, N, W]
+        playing = (window_stem_energy > loudest * 10 ** (-playing_db / 10)) & (loudest > 0)  # [B, N, W]
     excerpts = []
     for item in range(stems.shape[0]):
         by_loudness = torch.argsort(window_energy[item], descending=True).tolist()
@@ -124,27 +248,280 @@ def select_excerpts(stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_e
     return torch.stack(excerpts)
 
 
-@dataclass
-class FullRender:
-    """Full-length renders of a batch of songs with what made them: the master's settings and trim, the
-    strips' (`strips`: stem_unit, stem_params, stem_lufs) once known, the measurements (`measure`) and
-    how far each song missed (`miss` `[B]`: the largest error over the stop tolerances, ≤ 1 within them;
-    `broken` `[B]`: how many of the three `PROMISE`s it breaks). `mix` is None where the audio was not
-    kept."""
+class SongOptimizer:
+    """Sets a chain's console for each song: corrections on the full render, Adam on excerpts where they
+    cannot finish, the closest render kept.
 
-    mix: torch.Tensor | None
-    master_params: dict
-    trim_db: torch.Tensor
-    measured: dict
-    miss: torch.Tensor
-    broken: torch.Tensor
-    strips: tuple | None = None
+    Example::
 
-    @classmethod
-    def of(cls, mix, master_params, trim_db, measured, target) -> "FullRender":
-        miss = _scaled_errors(measured, target, (STOP_LUFS_LU, STOP_CENTROID_HZ, STOP_MS)).amax(dim=0)
-        broken = (_scaled_errors(measured, target, PROMISE) > 1).sum(dim=0)
-        return cls(mix, master_params, trim_db, measured, miss, broken)
+        optimizer = SongOptimizer(chain, OptimizeSettings(steps=10))
+        mix, analysis = optimizer(stems, resolve_targets("rock_punk", chain.style_targets, 1))
+        optimizer.state.renders  # every refinement's closest render
+
+    Args:
+        chain: the `AutoMixChain` whose renders, ranges and loss are used (its predictor gives the start).
+        settings: None takes the chain's `optimize_settings`.
+    """
+
+    def __init__(self, chain, settings: OptimizeSettings | None = None):
+        self.chain = chain
+        self.settings = settings or chain.optimize_settings
+        self.space = chain.space
+        self.sample_rate = chain.sample_rate
+        self.state: SongState | None = None
+
+    def __call__(self, stems: torch.Tensor, targets: Targets, mask=None, *, progress: bool = False):
+        """Optimise the console for stems `[B, N, 2, T]`.
+
+        Returns:
+            `(mix [B, 2, T], analysis)` of each song's closest full-length render.
+        """
+        settings, chain = self.settings, self.chain
+        input_gain = input_gain_db(stems, self.sample_rate, mask)
+        with torch.no_grad():
+            # The refinement corrects the loudness on its own renders: no search renders before it.
+            prediction = chain.predict(stems, targets, mask, loudness_steps=0, input_gain=input_gain)
+        state = self.state = SongState(
+            Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
+        )
+        strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
+        bus = prediction.bus
+        del prediction  # its bus is `bus`, freed with it before the next render
+        for attempt in range(settings.attempts):
+            adam_follows = attempt < settings.attempts - 1 and settings.steps > 0
+            # The start often needs the strips changed: a first render that shows it goes straight to Adam.
+            give_up = adam_follows and attempt == 0
+            with torch.no_grad():
+                if attempt > 0:
+                    bus, stem_params, stem_lufs = chain.render_bus(
+                        stems, state.console.stem_unit, mask, input_gain
+                    )
+                    strips = Strips(state.console.stem_unit, stem_params, stem_lufs)
+                master_params = self.space.denormalize_master(state.console.master_unit)
+                refined = self.refine(
+                    bus, master_params, targets, state.trim_db, give_up=give_up, progress=progress
+                )
+            render = dataclasses.replace(refined.render, strips=strips)
+            master_unit = self.space.normalize_master(refined.master_params).clamp(0, 1)
+            state.console, state.trim_db = Console(state.console.stem_unit, master_unit), refined.trim_db
+            state.renders.append(render.without_audio())
+            state.best = closer_render(state.best, render)
+            if (state.best.miss <= 1).all() or not adam_follows:
+                break
+            # (the give-up's width was not rendered: its render reads the M/S of another width)
+            pinned = None if give_up else self.pinned(render, targets)
+            bus = render = refined = None  # freed for Adam's graph: the next attempt renders again
+            state.best = state.best.without_audio()
+            excerpts = self.on_excerpts(
+                stems, targets, mask, state.console,
+                trim_db=state.trim_db, input_gain=input_gain, pinned=pinned, progress=progress,
+            )  # fmt: skip
+            state.console = excerpts.console
+        return self._finish(stems, mask, input_gain)
+
+    def _finish(self, stems, mask, input_gain):
+        """`(mix, analysis)` of the closest render, rendered again where its audio was not kept."""
+        best, chain = self.state.best, self.chain
+        stem_unit, stem_params, stem_lufs = best.strips
+        with torch.no_grad():
+            mix, measured = best.mix, dict(best.measured)
+            if mix is None:
+                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
+                mix = chain.render_master(bus, best.master_params, best.trim_db)
+                del bus
+                measured = measure(mix, self.sample_rate)
+            measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate)
+        analysis = {
+            **measured,
+            "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),  # at the master's input
+            "stem_params": stem_params,
+            "master_params": best.master_params,
+            "master_trim_db": best.trim_db,
+        }
+        return mix, analysis
+
+    def refine(
+        self,
+        bus,
+        master_params: dict,
+        targets: Targets,
+        trim_db,
+        *,
+        give_up: bool = False,
+        progress: bool = False,
+    ) -> Refined:
+        """Corrections on the full render of a bus `[B, 2, T]`: the trim (LUFS), the width (M/S) and a master
+        EQ tilt (centroid), from `master_params` and `trim_db` `[B]`, for up to `refine_steps` rounds
+        after the first render. Songs within the stop tolerances are left as they are. With `give_up`, a
+        first render on which some song's M/S needs a width out of range ends the refinement there, with
+        the trim and width it asks for (not rendered): Adam on excerpts has to change the strips first.
+        """
+        settings, chain = self.settings, self.chain
+        trim = TrimController(trim_db)
+        eq_range = self.space.master["eq_gain_db"]
+        tilt = TiltController(master_params["eq_gain_db"], eq_range, torch.zeros_like(trim_db))
+        width = WidthController(master_params["width"], self.space.master["width"])
+        power = bus_detector_power(bus, self.sample_rate)  # every round's bus compressor hears the same bus
+        best, previous, rounds = None, None, []
+        bar = tqdm(range(settings.refine_steps + 1), desc="refining", disable=not progress, leave=False)
+        for _ in bar:
+            params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
+            if best is not None:
+                best = best.without_audio()  # one render's audio in memory at a time
+            mix = chain.render_master(bus, params, trim.trim_db, detector_power=power)
+            measured = measure(mix, self.sample_rate)
+            render = FullRender.of(mix, params, trim.trim_db, measured, targets, settings)
+            rounds.append(Round(trim.trim_db, tilt.tilt_db, width.width, *(measured[k] for k in _MEASURES)))
+            best, done = closer_render(best, render), render.miss <= 1
+            mix = render = None
+            if done.all():
+                break
+            ms = measured["stereo_ms_ratio"]
+            ms_done = (ms - targets.ms_ratio).abs() <= settings.stop.ms_ratio
+            out_of_reach = ~done & ~ms_done & ~self._width_reaches(width.width, ms, targets)
+            # Only a round that moved the trim alone tells the loudness's slope against it.
+            held = None if previous is None else _held(previous, params)
+            active = (~done).to(bus.dtype)
+            trim.update(measured["lufs"], targets.lufs, active, held)
+            tilt.update(measured["spectral_centroid"], targets.centroid_hz, active)
+            width.update(ms, targets.ms_ratio, done)
+            if give_up and previous is None and out_of_reach.any():
+                # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
+                return Refined(best, params | {"width": width.width}, trim.trim_db, rounds)
+            previous = params
+        if best.mix is None:  # an earlier round's render was closer than the last one
+            mix = chain.render_master(bus, best.master_params, best.trim_db, detector_power=power)
+            best = dataclasses.replace(best, mix=mix)
+        return Refined(best, best.master_params, best.trim_db, rounds)
+
+    def on_excerpts(
+        self,
+        stems,
+        targets: Targets,
+        mask,
+        console: Console,
+        *,
+        trim_db,
+        input_gain,
+        pinned=None,
+        progress=False,
+    ) -> Excerpts:
+        """Adam on the logits of the normalised settings against the loss on the songs' excerpts
+        (`select_excerpts`), with the trim `trim_db` and input gain `input_gain` `[B]` held; stops once
+        the refinement can finish every song (`refinable`).
+
+        `pinned` `[B, 2]` (`pinned`): the full render's centroid and M/S where the refinement's tilt or
+        width could not bring it to the target, else NaN; there the excerpts aim at the target times what
+        they read against the full render at the start (`excerpt_aim`).
+        """
+        settings, chain = self.settings, self.chain
+        stem_logits = logit(console.stem_unit).detach().requires_grad_(True)
+        master_logits = logit(console.master_unit).detach().requires_grad_(True)
+        optimizer = torch.optim.Adam([stem_logits, master_logits], lr=settings.learning_rate)
+        excerpts = select_excerpts(
+            stems, self.sample_rate, settings.excerpt_s, settings.n_excerpts, settings.playing_db
+        )
+        batch, n_excerpts = excerpts.shape[:2]
+        flat = excerpts.flatten(0, 1)
+        flat_mask = None if mask is None else mask.repeat_interleave(n_excerpts, dim=0)
+        flat_trim = trim_db.repeat_interleave(n_excerpts, dim=0)
+        flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
+        bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
+        aim, steps = targets, 0
+        for step in bar:
+            _, analysis = chain.render(
+                flat,
+                torch.sigmoid(stem_logits).repeat_interleave(n_excerpts, dim=0),
+                torch.sigmoid(master_logits).repeat_interleave(n_excerpts, dim=0),
+                flat_mask,
+                trim_db=flat_trim,
+                join=(batch, n_excerpts),
+                input_gain=flat_gain,
+            )
+            if step == 0 and pinned is not None:
+                read = torch.stack([analysis["spectral_centroid"], analysis["stereo_ms_ratio"]], dim=-1)
+                aim = self.excerpt_aim(targets, read.detach(), pinned)
+            loss = chain.loss_fn(analysis, aim)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if self.refinable(analysis, aim, n_excerpts).all():
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        console = Console(torch.sigmoid(stem_logits).detach(), torch.sigmoid(master_logits).detach())
+        return Excerpts(console, aim, steps)
+
+    def excerpt_aim(self, targets: Targets, read: torch.Tensor, pinned: torch.Tensor) -> Targets:
+        """The excerpts' targets: where the full render's centroid or M/S is pinned (`pinned` `[B, 2]`, NaN
+        elsewhere), the target times what the excerpts read (`read` `[B, 2]`) over what the full render
+        read, within `max_aim_ratio` either way; the target itself elsewhere."""
+        floor = pinned.new_tensor([MIN_CENTROID_HZ, MIN_MS_FOR_WIDTH])
+        limit = self.settings.max_aim_ratio
+        ratio = (read / torch.maximum(pinned, floor)).clamp(1 / limit, limit)
+        goal = torch.stack([targets.centroid_hz, targets.ms_ratio], dim=-1)
+        aimed = torch.where(torch.isnan(pinned), goal, goal * ratio)
+        return targets.replace(centroid_hz=aimed[:, 0], ms_ratio=aimed[:, 1])
+
+    def pinned(self, render: FullRender, targets: Targets) -> torch.Tensor | None:
+        """`[B, 2]` the full render's centroid and M/S ratio where they are off by more than the stop
+        tolerances with the refinement's correction for them pinned at an end of its range (the tilt; the
+        width), NaN elsewhere; None where nothing is."""
+        stop, width_range = self.settings.stop, self.space.master["width"]
+        width, ms = render.master_params["width"], render.measured["stereo_ms_ratio"]
+        ms_pinned = (width >= width_range.high - PINNED_WIDTH) | (width <= width_range.low + PINNED_WIDTH)
+        ms_pinned &= (ms - targets.ms_ratio).abs() > stop.ms_ratio
+        centroid = render.measured["spectral_centroid"]
+        room, _ = self._tilt_room(render.master_params["eq_gain_db"], centroid, targets)
+        centroid_pinned = (room <= PINNED_TILT_DB) & (
+            (centroid - targets.centroid_hz).abs() > stop.centroid_hz
+        )
+        pinned = torch.stack([centroid_pinned, ms_pinned], dim=-1)
+        if not pinned.any():
+            return None
+        return torch.where(pinned, torch.stack([centroid, ms], dim=-1), torch.nan)
+
+    def tilt_reaches(self, centroid_hz, eq_gain_db, targets: Targets) -> torch.Tensor:
+        """`[B]` whether each centroid is within `handover_centroid_hz` of the target and the master EQ's
+        shelves `eq_gain_db` `[B, 4]` have room left, toward the target, for the tilt that closes the gap
+        at `TILT_OCTAVES_PER_DB` (twice it, for the excerpts' own error)."""
+        room, octaves = self._tilt_room(eq_gain_db, centroid_hz, targets)
+        needed = 2 * octaves.abs() / TILT_OCTAVES_PER_DB
+        close = (centroid_hz - targets.centroid_hz).abs() <= self.settings.handover_centroid_hz
+        return close & (room >= needed)
+
+    def refinable(self, analysis, targets: Targets, n_excerpts: int) -> torch.Tensor:
+        """`[B]` whether the refinement's tilt and width can bring each song's joined excerpts
+        (`analysis`, its master settings per excerpt) to the targets."""
+        master = {name: value[::n_excerpts].detach() for name, value in analysis["master_params"].items()}
+        ms, centroid = analysis["stereo_ms_ratio"].detach(), analysis["spectral_centroid"].detach()
+        width_ok = self._width_reaches(master["width"], ms, targets)
+        return width_ok & self.tilt_reaches(centroid, master["eq_gain_db"], targets)
+
+    def _width_reaches(self, width, ms_ratio, targets: Targets) -> torch.Tensor:
+        """`[B]` whether the width, kept `handover_width_margin` inside its range, can scale each M/S
+        ratio to the target."""
+        width_range, margin = self.space.master["width"], self.settings.handover_width_margin
+        needed = needed_width(width, ms_ratio, targets.ms_ratio)
+        return (needed >= width_range.low + margin) & (needed <= width_range.high - margin)
+
+    def _tilt_room(self, eq_gain_db, centroid_hz, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+        """`([B] dB, [B] octaves)`: the tilt left in the master EQ's shelves `eq_gain_db` `[B, 4]` toward
+        each target centroid, and the octaves from each centroid `[B]` to it."""
+        low, high = _bounds(self.space.master["eq_gain_db"], eq_gain_db)
+        low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
+        room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
+        room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
+        octaves = torch.log2(targets.centroid_hz / centroid_hz.clamp_min(MIN_CENTROID_HZ))
+        return torch.where(octaves > 0, room_up, room_down), octaves
+
+
+_MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")
+
+
+def _bounds(value_range: ParameterRange, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A range's `(low, high)` in units, in `like`'s dtype and device."""
+    return tuple(bound.to(like) for bound in value_range.bounds())
 
 
 def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
@@ -155,17 +532,20 @@ def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
     return hop_energy[..., :-1] + hop_energy[..., 1:]
 
 
-def _scaled_errors(measured, target, tolerances) -> torch.Tensor:
+def _scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:
     """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
+    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
     return torch.stack(
-        [(measured[name] - target[:, i]).abs() / tolerances[i] for i, name in enumerate(MEASURES)]
+        [
+            (measured[name] - goal).abs() / tol
+            for name, goal, tol in zip(_MEASURES, goals, tolerances, strict=True)
+        ]
     )
 
 
-def _better(old: FullRender | None, new: FullRender) -> FullRender:
-    """Each song's closer render of the two (the new one on a tie): the secant steps and Adam can end a
-    round further from the targets than an earlier one, and the user gets the closest render made: the
-    one that keeps more of the three promises (`PROMISE`), then the one with the smaller miss."""
+def closer_render(old: FullRender | None, new: FullRender) -> FullRender:
+    """Each song's closer render of the two (the new one on a tie): the one that keeps more of the
+    three promises, then the one with the smaller miss. The audio follows where both have it."""
     if old is None:
         return new
     take = (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
@@ -174,14 +554,12 @@ def _better(old: FullRender | None, new: FullRender) -> FullRender:
     if not take.any():
         return old
     both = old.mix is not None and new.mix is not None
-    return FullRender(
-        _choose(take, new.mix, old.mix) if both else None,
-        *(_choose(take, a, b) for a, b in zip(
-            (new.master_params, new.trim_db, new.measured, new.miss, new.broken, new.strips),
-            (old.master_params, old.trim_db, old.measured, old.miss, old.broken, old.strips),
-            strict=True,
-        )),
-    )  # fmt: skip
+    chosen = {
+        f.name: _choose(take, getattr(new, f.name), getattr(old, f.name))
+        for f in dataclasses.fields(FullRender)
+        if f.name != "mix"
+    }
+    return FullRender(mix=_choose(take, new.mix, old.mix) if both else None, **chosen)
 
 
 def _choose(take: torch.Tensor, new, old):
@@ -192,283 +570,14 @@ def _choose(take: torch.Tensor, new, old):
     if isinstance(new, dict):
         return {key: _choose(take, value, old[key]) for key, value in new.items()}
     if isinstance(new, tuple):
-        return tuple(_choose(take, a, b) for a, b in zip(new, old, strict=True))
+        chosen = (_choose(take, a, b) for a, b in zip(new, old, strict=True))
+        return type(new)(*chosen) if hasattr(new, "_fields") else tuple(chosen)
     return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
 
 
-def _width_reaches(chain, analysis, width, target) -> torch.Tensor:
-    """`[B]` whether the width, kept `HANDOVER_WIDTH_MARGIN` inside its range, can scale each measured
-    M/S ratio to the target (it scales exactly with the width)."""
-    width_range = chain.space.master["width"]
-    needed = width * target[:, 2] / analysis["stereo_ms_ratio"].detach().clamp_min(MIN_MS_FOR_WIDTH)
-    margin = HANDOVER_WIDTH_MARGIN
-    return (needed >= width_range.low + margin) & (needed <= width_range.high - margin)
-
-
 def _held(before: dict, after: dict) -> torch.Tensor:
-    """`[B]` whether the refinement's master EQ and width stayed (within `HELD_EQ_DB`, `HELD_WIDTH`)
-    from one round's settings to the next."""
+    """`[B]` whether the master EQ and width stayed (within `HELD_EQ_DB`, `HELD_WIDTH`) from one
+    round's settings to the next."""
     eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
     width_moved = (after["width"] / before["width"] - 1).abs()
     return (eq_moved <= HELD_EQ_DB) & (width_moved <= HELD_WIDTH)
-
-
-def _tilt_room(chain, eq_gain_db, centroid, target) -> tuple[torch.Tensor, torch.Tensor]:
-    """`([B] dB, [B] octaves)`: the tilt left in the master EQ's shelves `eq_gain_db` `[B, 4]` toward
-    each target centroid, and the octaves from each centroid `[B]` to it."""
-    low, high = chain.space.master["eq_gain_db"].bounds()
-    low, high = (torch.as_tensor(v, dtype=eq_gain_db.dtype, device=eq_gain_db.device) for v in (low, high))
-    low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
-    # The tilt moves the low shelf by -t/2 and the high shelf by +t/2 (`refine_on_full_render`).
-    room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
-    room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
-    octaves = torch.log2(target[:, 1] / centroid.clamp_min(MIN_CENTROID_HZ))
-    return torch.where(octaves > 0, room_up, room_down), octaves
-
-
-def _tilt_reaches(chain, analysis, eq_gain_db, target) -> torch.Tensor:
-    """`[B]` whether each measured centroid is within `HANDOVER_CENTROID_HZ` of the target and the
-    master EQ's shelves `eq_gain_db` `[B, 4]` have room left, toward the target, for the tilt that
-    closes the gap at `TILT_OCTAVES_PER_DB` (twice it, for the excerpts' own error): a tilt already at
-    the end of the shelves' range cannot finish the centroid."""
-    centroid = analysis["spectral_centroid"].detach()
-    room, octaves = _tilt_room(chain, eq_gain_db, centroid, target)
-    needed = 2 * octaves.abs() / TILT_OCTAVES_PER_DB
-    return ((centroid - target[:, 1]).abs() <= HANDOVER_CENTROID_HZ) & (room >= needed)
-
-
-def _pinned(chain, render: FullRender, target) -> torch.Tensor | None:
-    """`[B, 2]` the full render's centroid and M/S ratio where they are off by more than the stop
-    tolerances with the refinement's correction for them pinned at an end of its range (the tilt; the
-    width), NaN elsewhere; None where nothing is."""
-    width_range = chain.space.master["width"]
-    width, ms = render.master_params["width"], render.measured["stereo_ms_ratio"]
-    ms_pinned = (width >= width_range.high - PINNED_WIDTH) | (width <= width_range.low + PINNED_WIDTH)
-    ms_pinned &= (ms - target[:, 2]).abs() > STOP_MS
-    centroid = render.measured["spectral_centroid"]
-    room, _ = _tilt_room(chain, render.master_params["eq_gain_db"], centroid, target)
-    centroid_pinned = (room <= PINNED_TILT_DB) & ((centroid - target[:, 1]).abs() > STOP_CENTROID_HZ)
-    pinned = torch.stack([centroid_pinned, ms_pinned], dim=-1)
-    if not pinned.any():
-        return None
-    return torch.where(pinned, torch.stack([centroid, ms], dim=-1), torch.nan)
-
-
-def _refinable(chain, analysis, target, n_excerpts) -> torch.Tensor:
-    """`[B]` whether the refinement's tilt and width can bring each song's excerpts to the targets."""
-    master = {name: value[::n_excerpts].detach() for name, value in analysis["master_params"].items()}
-    width_ok = _width_reaches(chain, analysis, master["width"], target)
-    return width_ok & _tilt_reaches(chain, analysis, master["eq_gain_db"], target)
-
-
-def optimize_mix(chain, stems: torch.Tensor, target: torch.Tensor, mask=None, *, progress: bool = False):
-    """Optimise the console of `chain` for stems `[B, N, 2, T]` and targets `[B, 6]`.
-
-    Cheap corrections first: the predicted settings are rendered at full length and corrected there
-    (`refine_on_full_render`). Only songs those corrections cannot bring within tolerance (a width or tilt
-    at the end of its range, say) go on to Adam on excerpts, followed by another full render and
-    correction, for up to `ATTEMPTS` rounds in all.
-
-    Returns:
-        `(mix [B, 2, T], analysis)` of the full-length render.
-    """
-    settings = chain.optimize_settings
-    input_gain = input_gain_db(stems, chain.sample_rate, mask)
-    with torch.no_grad():
-        # The refinement corrects the loudness on its own renders: no search renders before it.
-        prediction = chain.predict(stems, target, mask, loudness_steps=0, input_gain=input_gain)
-    stem_unit, master_unit, trim_db = prediction.stem_unit, prediction.master_unit, prediction.trim_db
-    bus, stem_params, stem_lufs = prediction.bus, prediction.stem_params, prediction.stem_lufs
-    del prediction  # its bus is `bus`, freed with it before the next render
-    best = None
-    for attempt in range(ATTEMPTS):
-        adam_follows = attempt < ATTEMPTS - 1 and settings.steps > 0
-        # The start (prediction or neutral) often needs the strips changed: a first render that shows it
-        # goes straight to Adam. Later attempts refine in full.
-        give_up = adam_follows and attempt == 0
-        with torch.no_grad():
-            if attempt > 0:
-                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
-            master_params = chain.space.denormalize_master(master_unit)
-            render, master_params, trim_db = refine_on_full_render(
-                chain, bus, master_params, target, trim_db, progress, give_up=give_up
-            )
-            master_unit = chain.space.normalize_master(master_params).clamp(0, 1)
-        render.strips = (stem_unit, stem_params, stem_lufs)
-        best = _better(best, render)
-        if (best.miss <= 1).all() or not adam_follows:
-            break
-        # (the give-up's width was not rendered: its render reads the M/S of another width)
-        full = None if give_up else _pinned(chain, render, target)
-        bus = render = best.mix = None  # freed for Adam's graph: the next attempt renders again
-        stem_unit, master_unit = optimize_on_excerpts(
-            chain,
-            stems,
-            target,
-            mask,
-            stem_unit,
-            master_unit,
-            trim_db=trim_db,
-            input_gain=input_gain,
-            progress=progress,
-            full=full,
-        )
-    stem_unit, stem_params, stem_lufs = best.strips
-    with torch.no_grad():
-        mix, measured = best.mix, dict(best.measured)
-        if mix is None:  # some song's closest render came before the last attempt's: rendered again
-            bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
-            mix = chain.render_master(bus, best.master_params, best.trim_db)
-            del bus
-            measured = measure(mix, chain.sample_rate)
-        # a long song is metered a block at a time (`automix.dsp.filters.by_block`)
-        measured["loudness_range"] = metrics.loudness_range(mix, chain.sample_rate)
-    analysis = {
-        **measured,
-        # at the master's input, after the trim
-        "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),
-        "stem_params": stem_params,
-        "master_params": best.master_params,
-        "master_trim_db": best.trim_db,
-    }
-    return mix, analysis
-
-
-def optimize_on_excerpts(
-    chain, stems, target, mask, stem_unit, master_unit, *, trim_db, input_gain, progress=False, full=None
-):
-    """Adam on the logits of the normalised settings `stem_unit`, `master_unit` against the loss on the
-    songs' loudest excerpts, with the trim `trim_db` and the input gain `input_gain` `[B]` held; stops
-    early once the refinement can finish every song (`_refinable`).
-
-    `full` `[B, 2]` (`_pinned`): the centroid and M/S ratio of each song's full render at these settings
-    where the refinement's tilt or width could not bring it to the target, else NaN. There the excerpts
-    aim at the target times what they read against the full render at the start: Adam aiming them at
-    the target itself hands over where the full render, brighter or narrower than its loudest sections,
-    is out of the tilt's or the width's reach again.
-
-    Returns:
-        `(stem_unit, master_unit)`, detached.
-    """
-    settings = chain.optimize_settings
-    stem_logits = logit(stem_unit).detach().requires_grad_(True)
-    master_logits = logit(master_unit).detach().requires_grad_(True)
-    optimizer = torch.optim.Adam([stem_logits, master_logits], lr=settings.learning_rate)
-    excerpts = select_excerpts(stems, chain.sample_rate, settings.excerpt_s, settings.n_excerpts)
-    batch, n_excerpts = excerpts.shape[:2]
-    flat = excerpts.flatten(0, 1)
-    flat_mask = None if mask is None else mask.repeat_interleave(n_excerpts, dim=0)
-    flat_trim = trim_db.repeat_interleave(n_excerpts, dim=0)
-    flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
-    bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
-    aim = target
-    for step in bar:
-        _, analysis = chain.render(
-            flat,
-            torch.sigmoid(stem_logits).repeat_interleave(n_excerpts, dim=0),
-            torch.sigmoid(master_logits).repeat_interleave(n_excerpts, dim=0),
-            flat_mask,
-            trim_db=flat_trim,
-            join=(batch, n_excerpts),
-            input_gain=flat_gain,
-        )
-        if step == 0 and full is not None:
-            read = torch.stack([analysis[name].detach() for name in MEASURES[1:]], dim=-1)
-            floor = full.new_tensor([MIN_CENTROID_HZ, MIN_MS_FOR_WIDTH])
-            ratio = (read / torch.maximum(full, floor)).clamp(1 / MAX_AIM_RATIO, MAX_AIM_RATIO)
-            aim = target.clone()
-            aim[:, 1:3] = torch.where(torch.isnan(full), target[:, 1:3], target[:, 1:3] * ratio)
-        loss = chain.loss_fn(analysis, aim)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if _refinable(chain, analysis, aim, n_excerpts).all():
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return torch.sigmoid(stem_logits).detach(), torch.sigmoid(master_logits).detach()
-
-
-def refine_on_full_render(chain, bus, master_params, target, trim_db, progress=False, give_up=False):
-    """Secant corrections on the full render: trim (LUFS), width (M/S, which scales exactly with it) and a
-    master EQ tilt (centroid, on log frequency), starting from `trim_db` `[B]`. Songs already within the
-    stop tolerances are left as they are. With `give_up`, a first render on which some song's M/S ratio
-    needs a width out of range ends the refinement there, with the trim and the width it asks for (not
-    rendered): Adam on excerpts has to change the strips first (each full render of a long song costs
-    seconds).
-
-    Returns:
-        `(render, master_params, trim_db)`: each song's closest render (`FullRender` with its audio,
-        rendered again where a later round's was further off), and the settings and trim to go on from:
-        the closest render's, or those the give-up asks for.
-    """
-    eq_range, width_range = chain.space.master["eq_gain_db"], chain.space.master["width"]
-    eq_low, eq_high = (torch.as_tensor(v, dtype=bus.dtype, device=bus.device) for v in eq_range.bounds())
-    base_eq, width = master_params["eq_gain_db"], master_params["width"]
-    tilt_db = torch.zeros_like(trim_db)
-    tilt_shape = torch.tensor([-0.5, 0.0, 0.0, 0.5], dtype=bus.dtype, device=bus.device)
-    history = best = None
-    trim_cap = torch.full_like(trim_db, MAX_TRIM_DB)
-    power = bus_detector_power(bus, chain.sample_rate)  # every round's bus compressor hears the same bus
-    rounds = tqdm(
-        range(chain.optimize_settings.refine_steps + 1), desc="refining", disable=not progress, leave=False
-    )
-    for _ in rounds:
-        params = dict(master_params)
-        params["eq_gain_db"] = torch.minimum(
-            torch.maximum(base_eq + tilt_db[:, None] * tilt_shape, eq_low), eq_high
-        )
-        params["width"] = width
-        if best is not None:
-            best.mix = None  # one render's audio in memory at a time: rendered again if it stays the closest
-        mix = chain.render_master(bus, params, trim_db, detector_power=power)
-        measured = measure(mix, chain.sample_rate)
-        render = FullRender.of(mix, params, trim_db, measured, target)
-        best, done = _better(best, render), render.miss <= 1
-        mix = render = None
-        if done.all():
-            break
-        ms_done = (measured["stereo_ms_ratio"] - target[:, 2]).abs() <= STOP_MS
-        out_of_reach = ~done & ~ms_done & ~_width_reaches(chain, measured, width, target)
-        first_round = history is None
-        log_centroid = torch.log2(measured["spectral_centroid"].clamp_min(MIN_CENTROID_HZ))
-        centroid_error = torch.log2(target[:, 1]) - log_centroid
-        if history is None:
-            trim_slope = torch.ones_like(trim_db)
-            tilt_step = TILT_PROBE_DB * torch.sign(centroid_error)
-        else:
-            prev_trim, prev_lufs, prev_tilt, prev_log_centroid, prev_params = history
-            # Only a round that moved the trim alone tells the loudness's slope against it: a narrower
-            # width or a tilt toward the bass, in the same round, takes or adds loudness of its own.
-            # Other rounds step as if a dB of trim were a LU. A step is at most 4x the miss: on the
-            # limiter's plateau the slope is low and the loudness falls faster below it (a rhythm song's
-            # 0.11 LU/dB sent its trim 6.5 dB down, 2 LU past the target).
-            held = _held(prev_params, params)
-            trim_slope = secant_slope(trim_db - prev_trim, measured["lufs"] - prev_lufs, default=1.0)
-            trim_slope = torch.where(
-                held, trim_slope.clamp_min(MIN_LOUDNESS_SLOPE), torch.ones_like(trim_slope)
-            )
-            # Where the limiter took over 90 % of the last dB the trim rose (or more: under deep limiting
-            # a song's loudness can fall as the trim rises), the trim rises no further than the louder
-            # render's, as in predict mode (`automix.trim.MIN_USEFUL_SLOPE`).
-            rise = trim_db - prev_trim
-            stalled = (rise > MIN_SECANT_STEP) & (measured["lufs"] - prev_lufs < MIN_USEFUL_SLOPE * rise)
-            stalled &= held
-            louder_trim = torch.where(measured["lufs"] >= prev_lufs, trim_db, prev_trim)
-            trim_cap = torch.where(stalled, torch.minimum(trim_cap, louder_trim), trim_cap)
-            tilt_slope = secant_slope(
-                tilt_db - prev_tilt, log_centroid - prev_log_centroid, default=TILT_OCTAVES_PER_DB
-            )
-            tilt_step = centroid_error / tilt_slope
-        history = (trim_db, measured["lufs"], tilt_db, log_centroid, params)
-        active = (~done).to(bus.dtype)
-        trim_db = trim_db + active * (target[:, 0] - measured["lufs"]) / trim_slope
-        trim_db = torch.minimum(trim_db.clamp(-MAX_TRIM_DB, MAX_TRIM_DB), trim_cap)
-        tilt_db = (tilt_db + active * tilt_step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
-        ms_ratio = target[:, 2] / measured["stereo_ms_ratio"].clamp_min(MIN_MS_FOR_WIDTH)
-        width = torch.where(done, width, (width * ms_ratio).clamp(width_range.low, width_range.high))
-        if give_up and first_round and out_of_reach.any():
-            # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
-            return best, params | {"width": width}, trim_db
-    if best.mix is None:  # an earlier round's render was closer than the last one
-        best.mix = chain.render_master(bus, best.master_params, best.trim_db, detector_power=power)
-    return best, best.master_params, best.trim_db

@@ -17,6 +17,7 @@ from torch import nn
 
 from automix.features import N_BUS_FEATURES
 from automix.params import ParameterSpace, logit
+from automix.targets import Targets
 
 # Targets as the network sees them: (LUFS + 12) / 6, log2(centroid / 2000 Hz), M/S - 0.6, balance.
 TARGET_LUFS_CENTRE, TARGET_LUFS_SCALE = -12.0, 6.0
@@ -25,18 +26,16 @@ TARGET_MS_CENTRE = 0.6
 N_TARGET_FEATURES = 3 + 3 + 1  # lufs, centroid, ms; band balance; 1 if a balance is given
 
 
-def encode_targets(targets: torch.Tensor) -> torch.Tensor:
-    """Scale style targets `[..., 6]` (lufs, centroid_hz, ms, low, mid, high; balance NaN when the style
-    has none) to network inputs `[..., N_TARGET_FEATURES]`."""
-    lufs, centroid_hz, ms, balance = targets[..., 0], targets[..., 1], targets[..., 2], targets[..., 3:6]
-    has_balance = torch.isfinite(balance).all(dim=-1, keepdim=True)
+def encode_targets(targets: Targets) -> torch.Tensor:
+    """Scale style targets (bands NaN where a style has none) to network inputs `[B, N_TARGET_FEATURES]`."""
+    has_bands = targets.has_bands[..., None]
     return torch.cat(
         [
-            ((lufs - TARGET_LUFS_CENTRE) / TARGET_LUFS_SCALE)[..., None],
-            torch.log2(centroid_hz / TARGET_CENTROID_CENTRE_HZ)[..., None],
-            (ms - TARGET_MS_CENTRE)[..., None],
-            torch.where(has_balance, balance, torch.zeros_like(balance)),
-            has_balance.to(targets.dtype),
+            ((targets.lufs - TARGET_LUFS_CENTRE) / TARGET_LUFS_SCALE)[..., None],
+            torch.log2(targets.centroid_hz / TARGET_CENTROID_CENTRE_HZ)[..., None],
+            (targets.ms_ratio - TARGET_MS_CENTRE)[..., None],
+            torch.where(has_bands, targets.bands, torch.zeros_like(targets.bands)),
+            has_bands.to(targets.lufs.dtype),
         ],
         dim=-1,
     )
@@ -75,13 +74,13 @@ class ParameterPredictor(nn.Module):
                 layer.bias.copy_(logit(unit))
 
     def predict_stems(
-        self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+        self, features: torch.Tensor, targets: Targets, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The strips' settings.
 
         Args:
             features: `[B, N, n_features]`.
-            targets: `[B, 6]` raw style targets (see `encode_targets`).
+            targets: the songs' targets (see `encode_targets`).
             mask: `[B, N]`, 1 for real stems; None means all real.
 
         Returns:

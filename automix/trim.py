@@ -25,6 +25,7 @@ from automix.dsp.limiter import (
     TRUE_PEAK_MARGIN_DB,
     limiter_gain_of_peaks,
 )
+from automix.dsp.stereo import gain
 from automix.loudness import (
     BLOCK_S,
     HopEnergyMeter,
@@ -32,6 +33,7 @@ from automix.loudness import (
     integrated_loudness_of_hops,
     window_samples,
 )
+from automix.secant import MIN_SECANT_STEP, Bracket, SecantStepper
 from automix.units import db_to_amp, power_to_db
 
 # The master trim stays within this many dB each way, in predict mode and in the refinement: a silent
@@ -50,7 +52,6 @@ MIN_LOUDNESS_SLOPE = 0.25  # LU per dB: a secant step is at most 4x what it miss
 MIN_USEFUL_SLOPE = 0.1
 USEFUL_SEARCH_HEADROOM_LU = 20.0  # the bisection's low end: the limiter idle there (peaks 20 dB lower)
 USEFUL_BISECTIONS = 10
-MIN_SECANT_STEP = 1e-3
 
 
 class MasterLoudness:
@@ -163,45 +164,16 @@ class MasterLoudness:
     ) -> torch.Tensor:
         gain_db = (target_lufs - self.unlimited_lufs).to(low_db.dtype).clamp(low_db, high_db)
         bracket = Bracket(target_lufs)
-        previous = None
+        secant = SecantStepper(1.0, min_slope=MIN_LOUDNESS_SLOPE, max_slope=1.0)
         for _ in range(MODEL_STEPS):
             lufs = self(gain_db).to(gain_db.dtype)
-            missed = target_lufs - lufs
-            active = missed.abs() > MODEL_TOLERANCE_LU
+            active = (target_lufs - lufs).abs() > MODEL_TOLERANCE_LU
             if not active.any():
                 break
             bracket.add(gain_db, lufs)
-            slope = torch.ones_like(lufs)
-            if previous is not None:
-                slope = secant_slope(gain_db - previous[0], lufs - previous[1], default=1.0)
-            previous = (gain_db, lufs)
-            step = bracket.guard(gain_db + missed / slope.clamp(MIN_LOUDNESS_SLOPE, 1.0))
+            step = bracket.guard(gain_db + secant.step(gain_db, lufs, target_lufs))
             gain_db = torch.where(active, step.clamp(low_db, high_db), gain_db)
         return gain_db
-
-
-class Bracket:
-    """The guesses `(x, lufs)` `[B]` closest to a target loudness from below and from above (NaN where
-    none yet), for a search on a loudness that rises with x."""
-
-    def __init__(self, target_lufs: torch.Tensor):
-        self.target = target_lufs
-        none = torch.full_like(target_lufs, float("nan"))
-        self.below = self.above = (none, none)
-
-    def add(self, x: torch.Tensor, lufs: torch.Tensor) -> None:
-        self.below = _closer((x, lufs), self.below, lufs < self.target, higher=True)
-        self.above = _closer((x, lufs), self.above, lufs > self.target, higher=False)
-
-    def guard(self, proposal: torch.Tensor) -> torch.Tensor:
-        """`proposal` `[B]` where it lies strictly between the closest guesses on either side, or where
-        there are none on one side yet; elsewhere the linear interpolation between them (regula falsi),
-        so that an overshoot cannot run away."""
-        (low, low_lufs), (high, high_lufs) = self.below, self.above
-        bracketed = torch.isfinite(low_lufs) & torch.isfinite(high_lufs)
-        between = low + (self.target - low_lufs) * (high - low) / (high_lufs - low_lufs).clamp_min(1e-6)
-        inside = (proposal - low) * (proposal - high) < 0
-        return torch.where(bracketed & ~inside, between, proposal)
 
 
 def search_trim(
@@ -240,6 +212,49 @@ def search_trim(
     return trim_db, None, None
 
 
+def loudness_search(
+    render_master: Callable[..., torch.Tensor],
+    bus: torch.Tensor,
+    sample_rate: int,
+    master_params: dict,
+    target_lufs: torch.Tensor,
+    trim_db: torch.Tensor,
+    ceiling_dbtp,
+    *,
+    steps: int,
+    tolerance_lu: float,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Predict mode's trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, with that
+    output and its loudness (None when the last answer went unrendered): `search_trim` with its model
+    built on the master's input `bus` `[B, 2, T]` at `trim_db`.
+
+    `render_master(bus, master_params, trim_db, detector_power=...)` renders the master section
+    (`automix.chain.AutoMixChain.render_master`); every render and the model share the bus
+    compressor's detector power.
+    """
+    power = bus_detector_power(bus, sample_rate)
+    model = MasterLoudness(
+        gain(bus, gain_db=trim_db),
+        sample_rate,
+        master_params,
+        ceiling_dbtp,
+        detector_power=trimmed_power(power, trim_db),
+    )
+    return search_trim(
+        lambda trim: render_master(bus, master_params, trim, detector_power=power),
+        model,
+        trim_db,
+        target_lufs,
+        steps,
+        tolerance_lu,
+    )
+
+
+def trimmed_power(power: torch.Tensor, trim_db: torch.Tensor) -> torch.Tensor:
+    """A power `[B, T]` after a gain `[B]` dB."""
+    return power * db_to_amp(trim_db).square()[:, None]
+
+
 def _per_group(x: torch.Tensor, group: int, reduce, length: int | None = None) -> torch.Tensor:
     """`[B, T] -> [B, ceil(length / group)]`: `reduce` over each group of samples of x zero-padded to
     `length` (None: T) and on to whole groups."""
@@ -254,17 +269,7 @@ def _group_coef(time_ms: torch.Tensor, sample_rate: int, group: int) -> torch.Te
     return (1 - (1 - ms2coef(time_ms.double(), sample_rate)) ** group).to(time_ms.dtype)
 
 
-def secant_slope(step: torch.Tensor, change: torch.Tensor, default: float) -> torch.Tensor:
-    """change / step where the step was large enough to tell, else `default`; never of the wrong sign."""
-    slope = change / torch.where(step.abs() > MIN_SECANT_STEP, step, torch.ones_like(step))
-    usable = (step.abs() > MIN_SECANT_STEP) & (slope > 0.1 * default)
-    return torch.where(usable, slope, torch.full_like(slope, default))
-
-
-def _closer(guess, best, side: torch.Tensor, higher: bool):
-    """The guess `(x, lufs)` `[B]` each nearest the target on one side: `best`, replaced by `guess`
-    where `side` holds and its loudness is higher (`higher`) or lower than `best`'s. NaN: none yet."""
-    x, lufs = guess
-    nearer = lufs > best[1] if higher else lufs < best[1]
-    replace = side & (torch.isnan(best[1]) | nearer)
-    return torch.where(replace, x, best[0]), torch.where(replace, lufs, best[1])
+def limiter_stalled(rise_db: torch.Tensor, gain_lu: torch.Tensor) -> torch.Tensor:
+    """`[B]` whether a trim that rose by `rise_db` gained under `MIN_USEFUL_SLOPE` LU a dB of it
+    (`gain_lu`, which may be negative under deep limiting): the limiter takes nearly all of it."""
+    return (rise_db > MIN_SECANT_STEP) & (gain_lu < MIN_USEFUL_SLOPE * rise_db)

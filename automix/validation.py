@@ -38,9 +38,10 @@ from automix.conformance import (
     sine_sequence,
 )
 from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING
-from automix.loss import TOLERANCES, target_vector
+from automix.loss import TOLERANCES
 from automix.styles import StyleTarget
 from automix.synth import STEM_NAMES, pink_noise, synth_stems, white_noise
+from automix.targets import Targets
 
 SAMPLE_RATES = (44100, 48000)
 SONG_S = 20.0
@@ -230,7 +231,7 @@ def judge(measured: Mapping[str, float], style: StyleTarget, ceiling_dbtp: float
     """
     as_tensor = {name: torch.tensor([value], dtype=torch.float64) for name, value in measured.items()}
     as_tensor["band_energy"] = torch.full((1, 3), math.nan, dtype=torch.float64)  # not judged here
-    verdict = report(as_tensor, target_vector(style)[None].double(), ceiling_dbtp)
+    verdict = report(as_tensor, Targets.of_styles([style]).to(dtype=torch.float64), ceiling_dbtp)
     entries = {}
     for name, tolerance in TOLERANCES.items():
         entries[name] = {

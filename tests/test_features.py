@@ -23,6 +23,7 @@ from automix.features import (
 )
 from automix.metrics import integrated_loudness, spectral_centroid, stereo_ms_ratio
 from automix.synth import synth_song, white_noise
+from automix.targets import Targets
 
 SAMPLE_RATE = 44100
 INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -157,7 +158,7 @@ def test_bus_features_are_level_free_and_relative_to_the_targets():
     gen = torch.Generator().manual_seed(4)
     mid, side = torch.randn(2, 1, 44100, generator=gen)
     bus = torch.cat([mid + 0.5 * side, mid - 0.5 * side])[None]  # M/S ratio 0.5 (up to noise)
-    target = torch.tensor([[-10.0, 2000.0, 1.0, 0.2, 0.6, 0.2]])
+    target = Targets.from_tensor(torch.tensor([[-10.0, 2000.0, 1.0, 0.2, 0.6, 0.2]]))
     lufs = integrated_loudness(bus, 44100)
     features = bus_features(bus, lufs, target, 44100)
     louder = bus_features(4 * bus, integrated_loudness(4 * bus, 44100), target, 44100)

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from automix import AutoMixChain
 from automix.errors import AutomixError
 from automix.synth import synth_stems
+from automix.targets import Targets
 from automix.training.module import AutoMixModule
 from automix.training.train import project_root, register_resolvers, train
 
@@ -127,10 +128,11 @@ def test_a_training_step_sends_gradients_to_the_predictor():
             [[-9.5, 2800, 0.6] + [float("nan")] * 3, [-12.0, 1800, 0.8] + [float("nan")] * 3]
         ),
     }
-    mix, analysis, units = module(batch["stems"], batch["targets"], batch["mask"])
-    loss = module.loss_fn(analysis, batch["targets"])
+    targets = Targets.from_tensor(batch["targets"])
+    mix, analysis, units = module(batch["stems"], targets, batch["mask"])
+    loss = module.loss_fn(analysis, targets)
     loss.backward()
-    metrics = module.metrics(analysis, batch["targets"], batch["mask"], units, "train")
+    metrics = module.metrics(analysis, targets, batch["mask"], units, "train")
     assert torch.isfinite(loss) and mix.shape == (2, 2, SAMPLE_RATE)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.chain.predictor.parameters())
     assert 0 <= metrics["train/within_all"] <= 1 and torch.isfinite(torch.stack(list(metrics.values()))).all()

@@ -16,8 +16,8 @@ import yaml
 
 from automix import io as audio_io
 from automix.errors import AutomixError
-from automix.loss import target_vector
 from automix.styles import DEFAULT_STYLES, RANDOM_CENTROID_RANGE_HZ, RANDOM_LUFS_RANGE, RANDOM_MS_RATIO_RANGE
+from automix.targets import style_vector
 from automix.training.augment import Augmentation, tilt
 from automix.training.data import FolderDataModule, MusdbDataModule, SyntheticDataModule
 from automix.training.datasets import TRAIN_SPLIT, VAL_SPLIT, collate_items, item_generator
@@ -134,7 +134,7 @@ def test_target_sampler_draws_styles_blends_and_random_targets_in_range():
     generator = torch.Generator().manual_seed(0)
     only_styles = TargetSampler(DEFAULT_STYLES, style=1.0, blend=0.0, random=0.0)
     vectors = {tuple(only_styles(generator)[:3].tolist()) for _ in range(30)}
-    assert vectors == {tuple(target_vector(style)[:3].tolist()) for style in DEFAULT_STYLES.values()}
+    assert vectors == {tuple(style_vector(style)[:3].tolist()) for style in DEFAULT_STYLES.values()}
     blends = torch.stack(
         [TargetSampler(DEFAULT_STYLES, style=0, blend=1, random=0)(generator) for _ in range(50)]
     )

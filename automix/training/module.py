@@ -21,6 +21,7 @@ from automix.errors import AutomixError
 from automix.loss import DEFAULT_WEIGHTS, TOLERANCES, create_training_loss, loss_terms
 from automix.params import ParameterSpace
 from automix.styles import DEFAULT_STYLES, styles_from_config
+from automix.targets import Targets
 
 SCHEDULERS = ("cosine", "constant")
 # What the logs call each measurement: its error's name and unit.
@@ -118,14 +119,15 @@ class AutoMixModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ steps
 
-    def forward(self, stems: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None):
+    def forward(self, stems: torch.Tensor, targets: Targets, mask: torch.Tensor | None = None):
         """Predict-mode mix of a batch: `(mix [B, 2, T], analysis, (stem_unit, master_unit))`."""
         prediction = self.chain.predict(stems, targets, mask)
         mix, analysis = self.chain.finish_prediction(prediction, mask)
         return mix, analysis, (prediction.stem_unit, prediction.master_unit)
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str):
-        stems, mask, targets = batch["stems"], batch["mask"], batch["targets"]
+        stems, mask = batch["stems"], batch["mask"]
+        targets = Targets.from_tensor(batch["targets"])
         mix, analysis, units = self(stems, targets, mask)
         loss = self.loss_fn(analysis, targets)
         training = stage == "train"
@@ -197,7 +199,9 @@ class AutoMixModule(L.LightningModule):
 
         folder = Path(self.trainer.default_root_dir) / "media"
         n_stems = int(batch["mask"][0].sum())
-        first = _first_item(analysis | report(analysis, batch["targets"], self.chain.ceiling_dbtp))
+        first = _first_item(
+            analysis | report(analysis, Targets.from_tensor(batch["targets"]), self.chain.ceiling_dbtp)
+        )
         first["stem_lufs"] = first["stem_lufs"][:n_stems]
         name = f"val_epoch{self.current_epoch:03d}"
         audio = save_audio(folder / f"{name}.wav", mix[0].detach().float().cpu(), self.chain.sample_rate)

@@ -1,8 +1,9 @@
 """Sampled style targets: one network learns every style, blends of them and plausible custom ones.
 
-Each training item gets its own target vector `[6]` (`automix.loss.target_vector`), drawn from the item's
-generator: one of the configured styles, a blend of two of them (`automix.styles.blend_styles`, a uniform
-amount), or a random plausible target (`automix.styles.random_style`).
+Each training item gets its own target vector `[6]` (the layout of `automix.targets.Targets.tensor`),
+drawn from the item's generator: one of the configured styles, a blend of two of them
+(`automix.styles.blend_styles`, a uniform amount), or a random plausible target
+(`automix.styles.random_style`).
 """
 
 from collections.abc import Mapping
@@ -10,8 +11,8 @@ from collections.abc import Mapping
 import torch
 
 from automix.errors import AutomixError
-from automix.loss import target_vector
 from automix.styles import StyleTarget, blend_styles, random_style
+from automix.targets import style_vector
 
 # Chances of each kind of target; the defaults equal conf/data/*.yaml `targets:` (tested).
 DEFAULT_TARGET_MIX = {"style": 0.4, "blend": 0.3, "random": 0.3}
@@ -58,4 +59,4 @@ class TargetSampler:
 
     def __call__(self, generator: torch.Generator) -> torch.Tensor:
         """A target vector `[6]` (balance NaN when the style has none)."""
-        return target_vector(self.sample_style(generator))
+        return style_vector(self.sample_style(generator))

@@ -1,0 +1,172 @@
+"""Mix-time settings: the per-song optimiser's (`OptimizeSettings`) and predict mode's (`PredictSettings`).
+
+The defaults equal `conf/mix.yaml` (a test compares them); `mix.py` reads that file, and `--config FILE`
+overrides any of its keys. `load_mix_settings` validates what it reads: an unknown key, a missing
+section or a value of the wrong kind is a one-line `AutomixError` naming the key.
+"""
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from automix.errors import AutomixError
+
+MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
+
+
+class Tolerances(NamedTuple):
+    """How far a mix may be from its targets: LU, Hz, M/S ratio."""
+
+    lufs_lu: float
+    centroid_hz: float
+    ms_ratio: float
+
+
+@dataclass(frozen=True)
+class OptimizeSettings:
+    """Settings of the per-song optimiser (`automix.optimize.SongOptimizer`; conf/mix.yaml `optimize:`).
+
+    Attributes:
+        steps: most Adam steps on the excerpts per attempt.
+        learning_rate: Adam's step size on the logits of the normalised settings.
+        excerpt_s: seconds of each excerpt.
+        n_excerpts: excerpts per song (songs shorter than their total are used whole).
+        refine_steps: most correction rounds on the full render per attempt.
+        attempts: full-render corrections in all, each after Adam on excerpts but the first.
+        promise: what the default mode promises (the closest render is the one keeping most of these).
+        stop: the refinement's tolerances, well inside the promise.
+        handover_centroid_hz: Adam hands over once the excerpts' centroid is this close (and the tilt
+            has room left to close the rest).
+        handover_width_margin: ... and the width that scales the M/S ratio to its target stays this far
+            inside its range.
+        max_aim_ratio: the excerpts' aim moves a target by at most this factor either way.
+        playing_db: a stem plays in an excerpt when its mean square there is within this many dB of its
+            loudest excerpt's.
+    """
+
+    steps: int = 30
+    learning_rate: float = 0.1
+    excerpt_s: float = 3.0
+    n_excerpts: int = 3
+    refine_steps: int = 6
+    attempts: int = 3
+    promise: Tolerances = field(default_factory=lambda: Tolerances(0.5, 100.0, 0.05))
+    stop: Tolerances = field(default_factory=lambda: Tolerances(0.2, 40.0, 0.02))
+    handover_centroid_hz: float = 100.0
+    handover_width_margin: float = 0.05
+    max_aim_ratio: float = 1.5
+    playing_db: float = 20.0
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Predict mode's loudness search (conf/mix.yaml `predict:`).
+
+    Attributes:
+        loudness_steps: most master renders that check the trim model's answer (0: take it unrendered).
+        loudness_stop_lu: the search stops once a render is this close to the target loudness.
+    """
+
+    loudness_steps: int = 4
+    loudness_stop_lu: float = 0.25
+
+
+@dataclass(frozen=True)
+class MixSettings:
+    """Everything conf/mix.yaml holds."""
+
+    optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    predict: PredictSettings = field(default_factory=PredictSettings)
+
+
+def settings_from_config(cls, config: Mapping | None, where: str):
+    """An instance of the settings dataclass `cls` from a mapping of some of its fields (the rest keep
+    their defaults); values are checked against the defaults' kinds.
+
+    Raises:
+        AutomixError: an unknown key, or a value that is not a finite number (int where the default is).
+    """
+    if config is None:
+        return cls()
+    if isinstance(config, cls):
+        return config
+    if not isinstance(config, Mapping):
+        raise AutomixError(f"{where}: expected a mapping of settings, got {type(config).__name__}")
+    defaults = cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in config.items():
+        if key not in known:
+            raise AutomixError(f"{where}.{key}: unknown setting; known: {', '.join(sorted(known))}")
+        default = getattr(defaults, key)
+        if isinstance(default, Tolerances):
+            values[key] = _tolerances(f"{where}.{key}", value, default)
+        elif dataclasses.is_dataclass(default):
+            values[key] = settings_from_config(type(default), value, f"{where}.{key}")
+        else:
+            values[key] = _number(f"{where}.{key}", value, integer=isinstance(default, int))
+    return cls(**values)
+
+
+def load_mix_settings(path: str | os.PathLike | None = None, overrides: Mapping | None = None) -> MixSettings:
+    """conf/mix.yaml (or `path`), with `overrides` (a mapping of the same shape, e.g. from `--config`)
+    merged on top."""
+    config = _read(Path(path) if path is not None else MIX_CONFIG)
+    return settings_from_config(MixSettings, _merged(config, overrides or {}), "mix settings")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A YAML mapping of mix settings (the shape of conf/mix.yaml) read from `path`."""
+    return _read(Path(path))
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise AutomixError(f"{path}: no such settings file; give a YAML file shaped like conf/mix.yaml")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise AutomixError(f"{path}: not valid YAML ({type(error).__name__}); fix the file") from None
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise AutomixError(f"{path}: expected a mapping with sections optimize: and predict:")
+    return dict(config)
+
+
+def _merged(base: Mapping, overrides: Mapping) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _number(where: str, value, integer: bool):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AutomixError(f"{where}: expected a finite number, got {value!r}")
+    if value < 0:
+        raise AutomixError(f"{where}: must be >= 0, got {value!r}")
+    if integer:
+        if value != int(value):
+            raise AutomixError(f"{where}: expected a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _tolerances(where: str, value, default: Tolerances) -> Tolerances:
+    if not isinstance(value, Mapping):
+        raise AutomixError(f"{where}: expected a mapping with {', '.join(Tolerances._fields)}")
+    unknown = set(value) - set(Tolerances._fields)
+    if unknown:
+        raise AutomixError(f"{where}.{sorted(unknown)[0]}: unknown; known: {', '.join(Tolerances._fields)}")
+    merged = default._asdict() | {k: _number(f"{where}.{k}", v, integer=False) for k, v in value.items()}
+    return Tolerances(**merged)

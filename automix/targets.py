@@ -1,0 +1,117 @@
+"""Per-song targets, named: what the loss, the predictor and the optimiser compare a mix with.
+
+A batch of songs carries one `Targets` (each field `[B]`, the bands `[B, 3]`). Where a tensor is needed,
+for a network's input or a training batch, `Targets.tensor()` and `Targets.from_tensor()` convert to and
+from the vector layout `[..., 6]`: lufs, centroid Hz, M/S ratio, band fractions low/mid/high (NaN where a
+style gives no frequency balance).
+"""
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from automix.errors import AutomixError
+from automix.styles import StyleTarget, get_style
+
+TARGET_SIZE = 6  # lufs, centroid_hz, ms_ratio, bands low/mid/high
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Targets of a batch of songs.
+
+    Attributes:
+        lufs: `[B]` integrated loudness, LUFS.
+        centroid_hz: `[B]` spectral centroid of the mid signal, Hz.
+        ms_ratio: `[B]` RMS(side) / RMS(mid).
+        bands: `[B, 3]` energy fractions below 250 Hz, 250-4000 Hz and above (NaN: no target).
+    """
+
+    lufs: torch.Tensor
+    centroid_hz: torch.Tensor
+    ms_ratio: torch.Tensor
+    bands: torch.Tensor
+
+    @classmethod
+    def from_tensor(cls, vectors: torch.Tensor) -> "Targets":
+        """From target vectors `[..., 6]` (the layout of `tensor()`)."""
+        if vectors.shape[-1] != TARGET_SIZE:
+            raise AutomixError(
+                f"target vectors must be [..., {TARGET_SIZE}], got shape {tuple(vectors.shape)}"
+            )
+        return cls(vectors[..., 0], vectors[..., 1], vectors[..., 2], vectors[..., 3:])
+
+    @classmethod
+    def of_styles(cls, styles: Sequence[StyleTarget]) -> "Targets":
+        """The targets of one style per song (float32)."""
+        return cls.from_tensor(torch.stack([style_vector(style) for style in styles]))
+
+    def tensor(self) -> torch.Tensor:
+        """`[..., 6]`: lufs, centroid Hz, M/S ratio, bands."""
+        fields = (self.lufs, self.centroid_hz, self.ms_ratio)
+        return torch.cat([torch.stack(fields, dim=-1), self.bands], dim=-1)
+
+    @property
+    def batch_size(self) -> int:
+        return self.lufs.shape[0] if self.lufs.ndim else 1
+
+    @property
+    def has_bands(self) -> torch.Tensor:
+        """`[B]` bool: whether a frequency balance is targeted."""
+        return torch.isfinite(self.bands).all(dim=-1)
+
+    def map(self, fn) -> "Targets":
+        """`fn` applied to every field (indexing, devices, repeats)."""
+        return Targets(*(fn(getattr(self, field.name)) for field in dataclasses.fields(self)))
+
+    def to(self, device=None, dtype=None) -> "Targets":
+        return self.map(lambda value: value.to(device=device, dtype=dtype))
+
+    def __getitem__(self, index) -> "Targets":
+        """The targets of the songs `index` selects along the batch."""
+        return self.map(lambda value: value[index])
+
+    def repeat_interleave(self, repeats: int) -> "Targets":
+        """Each song's targets `repeats` times in a row (for K excerpts of each song)."""
+        return self.map(lambda value: value.repeat_interleave(repeats, dim=0))
+
+    def replace(self, **fields: torch.Tensor) -> "Targets":
+        return dataclasses.replace(self, **fields)
+
+
+def style_vector(style: StyleTarget) -> torch.Tensor:
+    """`[6]` float32 target vector of one style (bands NaN when the style has no frequency balance)."""
+    bands = style.balance_fractions() if style.frequency_balance is not None else (float("nan"),) * 3
+    return torch.tensor([style.lufs, style.spectral_centroid_hz, style.stereo_ms_ratio, *bands])
+
+
+def resolve_targets(
+    style: "str | StyleTarget | Sequence | torch.Tensor | Targets",
+    styles: Mapping[str, StyleTarget],
+    batch_size: int,
+) -> Targets:
+    """Targets of `batch_size` songs from a style name, a StyleTarget, one of those per song, target
+    vectors `[6]` / `[B, 6]`, or `Targets`; one style is repeated for every song.
+
+    Raises:
+        AutomixError: an unknown style name, or a count of styles that is not 1 or the batch's.
+    """
+    if isinstance(style, Targets):
+        vectors = style.tensor().reshape(-1, TARGET_SIZE)
+    elif isinstance(style, torch.Tensor):
+        vectors = style.reshape(-1, TARGET_SIZE).float()
+    elif isinstance(style, str | StyleTarget):
+        vectors = style_vector(_as_style(style, styles))[None]
+    else:
+        vectors = torch.stack([style_vector(_as_style(s, styles)) for s in style])
+    if vectors.shape[0] == 1:
+        vectors = vectors.expand(batch_size, -1)
+    if vectors.shape[0] != batch_size:
+        raise AutomixError(f"got {vectors.shape[0]} styles for a batch of {batch_size} songs")
+    return Targets.from_tensor(vectors)
+
+
+def _as_style(style: "str | StyleTarget", styles: Mapping[str, StyleTarget]) -> StyleTarget:
+    return style if isinstance(style, StyleTarget) else get_style(styles, style)

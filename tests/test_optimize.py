@@ -1,0 +1,277 @@
+"""The per-song optimiser (`automix.optimize.SongOptimizer`) through its public methods: the refinement's
+controllers on full renders, Adam's handover and aim, the closest render kept, and its settings file."""
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+
+from automix import AutoMixChain
+from automix.analysis import measure
+from automix.errors import AutomixError
+from automix.optimize import Console, Excerpts, FullRender, SongOptimizer, closer_render, select_excerpts
+from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
+from automix.synth import synth_stems
+from automix.targets import Targets, resolve_targets
+from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_USEFUL_SLOPE
+
+SAMPLE_RATE = 44100
+NAN = float("nan")
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return AutoMixChain(n_stems=4, sample_rate=SAMPLE_RATE)
+
+
+def targets_of(*rows) -> Targets:
+    """Targets of songs given as (lufs, centroid_hz, ms_ratio), no band balance."""
+    return Targets.from_tensor(torch.tensor([[*row, NAN, NAN, NAN] for row in rows]))
+
+
+def dense_noise(seed: int, level: float) -> torch.Tensor:
+    return torch.randn(1, 2, 4 * SAMPLE_RATE, generator=torch.Generator().manual_seed(seed)) * level
+
+
+def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
+    assert load_mix_settings() == MixSettings()
+    override = tmp_path / "fast.yaml"
+    override.write_text("optimize:\n  steps: 5\n  stop: {lufs_lu: 0.1}\n")
+    from automix.settings import read_config_file
+
+    settings = load_mix_settings(overrides=read_config_file(override))
+    assert settings.optimize.steps == 5 and settings.optimize.stop.lufs_lu == 0.1
+    assert settings.optimize.stop.centroid_hz == OptimizeSettings().stop.centroid_hz
+    assert settings.predict == MixSettings().predict
+    assert MIX_CONFIG.is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimize:\n  stepz: 5\n", "optimize.stepz: unknown setting"),
+        ("optimize:\n  steps: 2.5\n", "optimize.steps: expected a whole number"),
+        ("optimize:\n  learning_rate: fast\n", "optimize.learning_rate: expected a finite number"),
+        ("optimize:\n  stop: {lufs: 0.1}\n", "optimize.stop.lufs: unknown"),
+        ("- a list\n", "expected a mapping"),
+        ("optimize: [\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_settings_file_is_one_error_naming_the_key(tmp_path, text, message):
+    from automix.settings import read_config_file
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(AutomixError, match=message):
+        load_mix_settings(overrides=read_config_file(path))
+
+
+def test_excerpts_hear_a_stem_that_rests_through_the_loudest_sections():
+    """Drums that stop before a louder last section: the loudest windows alone never hear them. The
+    excerpts take the loudest window where every stem plays, then the loudest windows."""
+    gen = torch.Generator().manual_seed(0)
+    seconds, excerpt_s = 30, 3.0
+    t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
+    drums = 0.1 * torch.randn(2, t.shape[0], generator=gen) * (t < 12)
+    bass = 0.1 * torch.randn(2, t.shape[0], generator=gen) * torch.where(t < 12, 1.0, 3.0)
+    stems = torch.stack([drums, bass])[None]
+    excerpts = select_excerpts(stems, SAMPLE_RATE, excerpt_s, 3, playing_db=20.0)[0]  # [K, N, 2, L]
+    drum_power = excerpts[:, 0].square().mean(dim=(-2, -1))
+    assert (drum_power > 0.5 * 0.1**2).sum() == 1  # one excerpt hears the drums play
+    loud = excerpts.sum(dim=1).square().mean(dim=(-2, -1)) > 8 * 0.1**2
+    assert loud.sum() == 2 and (drum_power[loud] == 0).all()  # the two others are the loud section's
+
+
+class WreckingOptimizer(SongOptimizer):
+    """Adam replaced by a step that sets every strip setting at the top of its range."""
+
+    def on_excerpts(self, stems, targets, mask, console, **held):
+        return Excerpts(Console(torch.ones_like(console.stem_unit), console.master_unit), targets, 0)
+
+
+def test_the_closest_full_render_is_returned_when_a_later_attempt_misses_more(chain):
+    """After a wrecked attempt the mix returned is the first attempt's closer render, rendered again,
+    not the last one."""
+    stems, _ = synth_stems(8.0, SAMPLE_RATE, seed=11)
+    optimizer = WreckingOptimizer(chain, dataclasses.replace(chain.optimize_settings, refine_steps=0))
+    targets = resolve_targets("rnb_ballad", chain.style_targets, 1)
+    mix, analysis = optimizer(stems[None], targets)
+    renders = optimizer.state.renders
+    misses = [float(render.miss) for render in renders]
+    closest = renders[misses.index(min(misses))]
+    assert len(renders) > 1 and misses[-1] > min(misses)  # a later attempt missed more
+    again = measure(mix, SAMPLE_RATE)  # the returned audio is the closest render's
+    for name in ("lufs", "spectral_centroid", "stereo_ms_ratio"):
+        assert float(analysis[name]) == pytest.approx(float(closest.measured[name]), rel=1e-4)
+        assert float(again[name]) == pytest.approx(float(closest.measured[name]), rel=1e-4)
+    assert float(analysis["master_trim_db"]) == float(closest.trim_db)
+
+
+def test_the_refinement_stops_raising_the_trim_where_the_limiter_takes_it(chain):
+    """Dense noise to an unreachable −3 LUFS: past some trim the limiter takes nearly every further dB.
+    The refinement's renders stop raising the trim within a secant step of that knee (found here by
+    renders 4 dB apart adding under `MIN_USEFUL_SLOPE` LU a dB), instead of climbing to `MAX_TRIM_DB`;
+    its answer is at the plateau's loudness."""
+    noise = dense_noise(0, 0.05)
+    params = chain.space.neutral(1)[1]
+    trims = torch.arange(0.0, MAX_TRIM_DB + 1, 4.0)
+    with torch.no_grad():
+        scan = [measure(chain.render_master(noise, params, t[None]), SAMPLE_RATE) for t in trims]
+        lufs = torch.cat([m["lufs"] for m in scan])
+        knee = trims[int(torch.nonzero(lufs.diff() / 4.0 < MIN_USEFUL_SLOPE)[0])]
+        targets = targets_of((-3.0, float(scan[0]["spectral_centroid"]), float(scan[0]["stereo_ms_ratio"])))
+        refined = SongOptimizer(chain).refine(noise, params, targets, torch.zeros(1))
+    rendered = [float(round_.trim_db) for round_ in refined.rounds]
+    assert len(rendered) > 3 and max(rendered) <= float(knee) + 6.0 < MAX_TRIM_DB
+    assert float(refined.render.measured["lufs"]) >= float(lufs.max()) - 0.1
+
+
+def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain):
+    """Wide noise (M/S ~1) to M/S 0.55, 0.6 LU louder than at trim 0, the limiter idle: the first
+    correction raises the trim 0.6 dB and narrows the width to 0.55, which takes ~2 dB of loudness in
+    the same round. That fall is the width's, not the limiter's: the trim goes on rising to the target."""
+    noise = dense_noise(1, 0.01)
+    params = chain.space.neutral(1)[1]
+    optimizer = SongOptimizer(chain)
+    stop = optimizer.settings.stop
+    with torch.no_grad():
+        start = measure(chain.render_master(noise, params, torch.zeros(1)), SAMPLE_RATE)
+        targets = targets_of((float(start["lufs"]) + 0.6, float(start["spectral_centroid"]), 0.55))
+        refined = optimizer.refine(noise, params, targets, torch.zeros(1))
+    assert float(start["stereo_ms_ratio"]) > 0.9
+    assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= stop.lufs_lu
+    assert abs(float(refined.render.measured["stereo_ms_ratio"] - targets.ms_ratio)) <= stop.ms_ratio
+    assert float(refined.trim_db) > 2.0  # the 0.6 dB asked for and the width's ~2 dB
+
+
+def test_the_refinements_trim_steps_at_most_four_times_its_miss_on_the_limiters_plateau(chain):
+    """Dense noise trimmed up into the limiter, where each dB of trim adds 0.1-0.25 LU, to a target
+    0.7 LU under that render: a secant step at the plateau's slope would be over four times what the
+    render missed. Each step is at most 1 / `MIN_LOUDNESS_SLOPE` times the miss before it, and the
+    refinement ends within its tolerance."""
+    noise = dense_noise(0, 0.05)
+    params = chain.space.neutral(1)[1]
+    trims = torch.arange(14.0, 22.0, 0.5)  # about this noise's knee (see the test above)
+    optimizer = SongOptimizer(chain)
+    with torch.no_grad():
+        lufs = torch.cat(
+            [measure(chain.render_master(noise, params, t[None]), SAMPLE_RATE)["lufs"] for t in trims]
+        )
+        slopes = lufs.diff() / 0.5
+        start = trims[1:][(slopes > 0.1) & (slopes < MIN_LOUDNESS_SLOPE)][0]
+        first = measure(chain.render_master(noise, params, start[None]), SAMPLE_RATE)
+        targets = targets_of(
+            (float(first["lufs"]) - 0.7, float(first["spectral_centroid"]), float(first["stereo_ms_ratio"]))
+        )
+        refined = optimizer.refine(noise, params, targets, start[None])
+    rounds = [(float(r.trim_db), float(r.lufs)) for r in refined.rounds]
+    assert len(rounds) > 1
+    for (trim, lufs_at), (next_trim, _) in itertools.pairwise(rounds):
+        assert abs(next_trim - trim) <= abs(float(targets.lufs) - lufs_at) / MIN_LOUDNESS_SLOPE + 1e-3
+    assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= optimizer.settings.stop.lufs_lu
+
+
+def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
+    """The tilt moves the master EQ's shelves by -t/2 and +t/2 within ±6 dB: a song 80 Hz too bright at
+    2200 Hz (0.052 octaves: ~1 dB of tilt at 0.05 octaves a dB, asked twice over) is handed over with
+    flat shelves, not with the shelves already at +6 / -6 dB (the tilt's end), and is handed over there
+    once on target, or when 80 Hz too dark (the other way has 12 dB of room)."""
+    optimizer = SongOptimizer(chain)
+    targets = targets_of((-10.5, 2200.0, 0.7))
+    flat, darkest = torch.zeros(1, 4), torch.tensor([[6.0, 0.0, 0.0, -6.0]])
+    bright, on_target, dark, far = (torch.tensor([hz]) for hz in (2280.0, 2200.0, 2120.0, 2350.0))
+    assert bool(optimizer.tilt_reaches(bright, flat, targets))
+    assert not bool(optimizer.tilt_reaches(bright, darkest, targets))
+    assert bool(optimizer.tilt_reaches(on_target, darkest, targets))
+    assert bool(optimizer.tilt_reaches(dark, darkest, targets))
+    assert not bool(optimizer.tilt_reaches(far, flat, targets))
+
+
+def test_the_excerpts_aim_scales_only_what_is_pinned(chain):
+    """Closed form: a pinned M/S aims at the target times excerpts / full (within `max_aim_ratio`), a
+    pinned centroid likewise; NaN (not pinned) aims at the target; loudness and bands stay."""
+    optimizer = SongOptimizer(chain)
+    targets = Targets.from_tensor(
+        torch.tensor([[-12.0, 1800.0, 0.8, 0.3, 0.5, 0.2], [-12.0, 1800.0, 0.8] + [NAN] * 3])
+    )
+    read = torch.tensor([[2000.0, 0.6], [3000.0, 0.9]])
+    pinned = torch.tensor([[NAN, 0.3], [2400.0, NAN]])
+    aim = optimizer.excerpt_aim(targets, read, pinned)
+    limit = optimizer.settings.max_aim_ratio
+    assert aim.ms_ratio.tolist() == pytest.approx([0.8 * min(0.6 / 0.3, limit), 0.8])
+    assert aim.centroid_hz.tolist() == pytest.approx([1800.0, 1800.0 * 3000.0 / 2400.0])
+    torch.testing.assert_close(aim.lufs, targets.lufs)
+    torch.testing.assert_close(aim.bands, targets.bands, equal_nan=True)
+
+
+def test_adam_on_excerpts_aims_where_the_full_render_is_pinned(chain):
+    """On two songs, one with its width pinned and one with its tilt pinned: Adam's aim differs from the
+    target in exactly those columns, and its settings leave (0, 1) alone."""
+    stems = torch.stack([synth_stems(8.0, SAMPLE_RATE, seed=s)[0] for s in (12, 13)])
+    targets = resolve_targets(["rnb_ballad"] * 2, chain.style_targets, 2).to(dtype=stems.dtype)
+    stem_unit, master_unit = chain.space.neutral_unit(4, stems.dtype)
+    console = Console(stem_unit.expand(2, -1, -1), master_unit.expand(2, -1))
+    optimizer = SongOptimizer(chain, dataclasses.replace(chain.optimize_settings, steps=2))
+    result = optimizer.on_excerpts(
+        stems, targets, None, console, trim_db=torch.zeros(2), input_gain=torch.zeros(2),
+        pinned=torch.tensor([[NAN, 0.3], [2400.0, NAN]]),
+    )  # fmt: skip
+    aim = result.aim
+    assert float(aim.ms_ratio[0]) != float(targets.ms_ratio[0])
+    assert float(aim.centroid_hz[1]) != float(targets.centroid_hz[1])
+    assert float(aim.centroid_hz[0]) == float(targets.centroid_hz[0])
+    assert float(aim.ms_ratio[1]) == float(targets.ms_ratio[1])
+    torch.testing.assert_close(aim.lufs, targets.lufs)
+    assert result.steps <= 2
+    assert ((result.console.stem_unit > 0) & (result.console.stem_unit < 1)).all()
+
+
+def test_the_full_render_s_tilt_and_width_are_pinned_where_their_range_ends(chain):
+    """A centroid 300 Hz too bright with the shelves at +6 / -6 dB (no tilt left downward) and an M/S 0.1
+    short at the widest width are pinned; the same render with room in the shelves and width is not."""
+    optimizer = SongOptimizer(chain)
+    targets = resolve_targets("rock_punk", chain.style_targets, 1)
+    master = chain.space.neutral(1)[1]
+    measured = {
+        "lufs": torch.tensor([-9.5]),
+        "spectral_centroid": torch.tensor([3100.0]),
+        "stereo_ms_ratio": torch.tensor([0.5]),
+    }
+    settings = optimizer.settings
+    pinned = master | {"eq_gain_db": torch.tensor([[6.0, 0.0, 0.0, -6.0]]), "width": torch.tensor([1.5])}
+    render = FullRender.of(None, pinned, torch.zeros(1), measured, targets, settings)
+    torch.testing.assert_close(optimizer.pinned(render, targets), torch.tensor([[3100.0, 0.5]]))
+    free = master | {"eq_gain_db": torch.tensor([[2.0, 0.0, 0.0, -2.0]]), "width": torch.tensor([1.2])}
+    assert (
+        optimizer.pinned(FullRender.of(None, free, torch.zeros(1), measured, targets, settings), targets)
+        is None
+    )
+
+
+def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
+    """Item by item: a render that keeps more of the promises (0.5 LU, 100 Hz, 0.05) beats one that
+    keeps fewer, whatever their largest errors; between two alike, the smaller miss wins; the audio and
+    the settings follow."""
+    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
+    settings = OptimizeSettings()
+
+    def render(lufs, centroid, fill):
+        measured = {
+            "lufs": torch.tensor(lufs),
+            "spectral_centroid": torch.tensor(centroid),
+            "stereo_ms_ratio": torch.tensor([0.5, 0.5]),
+        }
+        mix = torch.full((2, 2, 8), fill)
+        params = {"width": torch.full((2,), fill)}
+        return FullRender.of(mix, params, torch.full((2,), fill), measured, targets, settings)
+
+    # Item 0: the old render breaks one promise (the centroid, far off), the new one two (by a little).
+    # Item 1: both break two; the new one misses less.
+    old = render([-10.1, -11.0], [2900.0, 2300.0], fill=0.0)
+    new = render([-10.6, -11.2], [2110.0, 2120.0], fill=1.0)
+    assert old.broken.tolist() == [1, 2] and new.broken.tolist() == [2, 2]
+    best = closer_render(old, new)
+    assert best.trim_db.tolist() == [0.0, 1.0]
+    assert best.mix[:, 0, 0].tolist() == [0.0, 1.0] and best.master_params["width"].tolist() == [0.0, 1.0]
+    assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2])
