@@ -1,8 +1,8 @@
 """Mix-time settings: the per-song optimiser's (`OptimizeSettings`) and predict mode's (`PredictSettings`).
 
 The defaults equal `conf/mix.yaml` (a test compares them); `mix.py` reads that file, and `--config FILE`
-overrides any of its keys. `load_mix_settings` validates what it reads: an unknown key, a missing
-section or a value of the wrong kind is a one-line `AutomixError` naming the key.
+overrides any of its keys. `load_mix_settings` validates what it reads: an unknown key or a value of the
+wrong kind is a one-line `AutomixError` naming the file and the key.
 """
 
 import dataclasses
@@ -85,7 +85,7 @@ class MixSettings:
     predict: PredictSettings = field(default_factory=PredictSettings)
 
 
-def settings_from_config(cls, config: Mapping | None, where: str):
+def settings_from_config(cls, config: Mapping | None, where: str = ""):
     """An instance of the settings dataclass `cls` from a mapping of some of its fields (the rest keep
     their defaults); values are checked against the defaults' kinds.
 
@@ -97,33 +97,39 @@ def settings_from_config(cls, config: Mapping | None, where: str):
     if isinstance(config, cls):
         return config
     if not isinstance(config, Mapping):
-        raise AutomixError(f"{where}: expected a mapping of settings, got {type(config).__name__}")
+        raise AutomixError(f"{where or 'settings'}: expected a mapping, got {type(config).__name__}")
     defaults = cls()
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in config.items():
+        name = f"{where}.{key}" if where else str(key)
         if key not in known:
-            raise AutomixError(f"{where}.{key}: unknown setting; known: {', '.join(sorted(known))}")
+            raise AutomixError(f"{name}: unknown setting; known: {', '.join(sorted(known))}")
         default = getattr(defaults, key)
         if isinstance(default, Tolerances):
-            values[key] = _tolerances(f"{where}.{key}", value, default)
+            values[key] = _tolerances(name, value, default)
         elif dataclasses.is_dataclass(default):
-            values[key] = settings_from_config(type(default), value, f"{where}.{key}")
+            values[key] = settings_from_config(type(default), value, name)
         else:
-            values[key] = _number(f"{where}.{key}", value, integer=isinstance(default, int))
+            values[key] = _number(name, value, integer=isinstance(default, int))
     return cls(**values)
 
 
-def load_mix_settings(path: str | os.PathLike | None = None, overrides: Mapping | None = None) -> MixSettings:
-    """conf/mix.yaml (or `path`), with `overrides` (a mapping of the same shape, e.g. from `--config`)
-    merged on top."""
-    config = _read(Path(path) if path is not None else MIX_CONFIG)
-    return settings_from_config(MixSettings, _merged(config, overrides or {}), "mix settings")
+def load_mix_settings(config: str | os.PathLike | None = None) -> MixSettings:
+    """conf/mix.yaml, with the settings file `config` (the same shape, any subset of its keys; `mix.py
+    --config`) merged on top.
 
-
-def read_config_file(path: str | os.PathLike) -> dict:
-    """A YAML mapping of mix settings (the shape of conf/mix.yaml) read from `path`."""
-    return _read(Path(path))
+    Raises:
+        AutomixError: naming the file and the key, for a missing file, bad YAML or a bad setting.
+    """
+    base = _read(MIX_CONFIG)
+    overrides = {} if config is None else _read(Path(config))
+    for path, values in ((MIX_CONFIG, base), (config, overrides)):
+        try:
+            settings_from_config(MixSettings, values)
+        except AutomixError as error:
+            raise AutomixError(f"{path}: {error}") from None
+    return settings_from_config(MixSettings, _merged(base, overrides))
 
 
 def _read(path: Path) -> dict:

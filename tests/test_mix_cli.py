@@ -166,6 +166,7 @@ def _make_bad_inputs(folder: Path) -> None:
     (folder / "partial.yaml").write_text("style_targets:\n  mine: {lufs: -11.0, stereo_ms_ratio: 0.7}\n")
     (folder / "list.yaml").write_text("- lufs: -11.0\n")
     (folder / "text.ckpt").write_text("weights\n")
+    (folder / "settings.yaml").write_text("optimize:\n  steps: many\n")
     torch.save({"weights": torch.zeros(3)}, folder / "dict.ckpt")
     (folder / "plain_file").write_text("")
     (folder / "out_dir.wav").mkdir()
@@ -297,8 +298,20 @@ def test_usage_errors_exit_2_without_traceback(song_dir, capsys, argv):
         (["--stems", "a.wav", "--output", "link.wav"], ["link.wav", "a.wav"]),
         (["--stems", "a.wav", "--checkpoint", "text.ckpt"], ["text.ckpt", "checkpoint"]),
         (["--stems", "a.wav", "--output", "plain_file/sub/mix.wav"], ["plain_file"]),
+        (["--stems", "a.wav", "--config", "settings.yaml"], ["settings.yaml", "optimize.steps"]),
+        (["--stems", "a.wav", "--config", "none.yaml"], ["none.yaml"]),
     ],
-    ids=["missing", "NaN", "style", "YAML", "symlink output", "checkpoint", "under a file"],
+    ids=[
+        "missing",
+        "NaN",
+        "style",
+        "YAML",
+        "symlink output",
+        "checkpoint",
+        "under a file",
+        "config",
+        "no config",
+    ],
 )
 def test_mix_py_subprocess_bad_input(song_dir, args, mentions):
     _make_bad_inputs(song_dir)

@@ -38,9 +38,7 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
     assert load_mix_settings() == MixSettings()
     override = tmp_path / "fast.yaml"
     override.write_text("optimize:\n  steps: 5\n  stop: {lufs_lu: 0.1}\n")
-    from automix.settings import read_config_file
-
-    settings = load_mix_settings(overrides=read_config_file(override))
+    settings = load_mix_settings(override)
     assert settings.optimize.steps == 5 and settings.optimize.stop.lufs_lu == 0.1
     assert settings.optimize.stop.centroid_hz == OptimizeSettings().stop.centroid_hz
     assert settings.predict == MixSettings().predict
@@ -50,21 +48,19 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("optimize:\n  stepz: 5\n", "optimize.stepz: unknown setting"),
-        ("optimize:\n  steps: 2.5\n", "optimize.steps: expected a whole number"),
-        ("optimize:\n  learning_rate: fast\n", "optimize.learning_rate: expected a finite number"),
-        ("optimize:\n  stop: {lufs: 0.1}\n", "optimize.stop.lufs: unknown"),
+        ("optimize:\n  stepz: 5\n", r"optimize\.stepz: unknown setting"),
+        ("optimize:\n  steps: 2.5\n", r"optimize\.steps: expected a whole number"),
+        ("optimize:\n  learning_rate: fast\n", r"optimize\.learning_rate: expected a finite number"),
+        ("optimize:\n  stop: {lufs: 0.1}\n", r"optimize\.stop\.lufs: unknown"),
         ("- a list\n", "expected a mapping"),
         ("optimize: [\n", "not valid YAML"),
     ],
 )
 def test_a_bad_settings_file_is_one_error_naming_the_key(tmp_path, text, message):
-    from automix.settings import read_config_file
-
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(AutomixError, match=message):
-        load_mix_settings(overrides=read_config_file(path))
+    with pytest.raises(AutomixError, match=f"bad.yaml.*{message}"):
+        load_mix_settings(path)
 
 
 def test_excerpts_hear_a_stem_that_rests_through_the_loudest_sections():

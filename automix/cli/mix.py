@@ -20,6 +20,7 @@ from automix.io import (
     load_stems,
     save_audio,
 )
+from automix.settings import MixSettings, load_mix_settings
 from automix.styles import get_style, load_style_targets, style_from_reference_file
 from automix.synth import STEM_NAMES, synth_stems
 
@@ -45,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", type=Path, metavar="FILE", help="take the targets from a reference mix"
     )
-    parser.add_argument("--checkpoint", type=Path, help="predictor checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="predictor checkpoint (default: the shipped one in predict mode)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="mix settings overriding conf/mix.yaml (the optimiser's and predict mode's)",
+    )
     parser.add_argument("--mode", choices=("optimize", "predict"), default="optimize")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic stems and the optimiser")
@@ -66,10 +75,11 @@ def checkpoint_for(mode: str, given: Path | None) -> Path | None:
     return DEFAULT_CHECKPOINT if mode == "predict" and DEFAULT_CHECKPOINT.exists() else None
 
 
-def load_chain(checkpoint: Path | None, targets) -> AutoMixChain:
+def load_chain(checkpoint: Path | None, targets, settings: MixSettings) -> AutoMixChain:
+    options = {"style_targets": targets, "optimize": settings.optimize, "predict": settings.predict}
     if checkpoint is None:
-        return AutoMixChain(style_targets=targets)
-    return AutoMixChain.from_checkpoint(checkpoint, style_targets=targets)
+        return AutoMixChain(**options)
+    return AutoMixChain.from_checkpoint(checkpoint, **options)
 
 
 def _device(name: str) -> torch.device:
@@ -128,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         raise AutomixError(f"--test-stems must be 1-{MAX_STEMS}, got {args.test_stems}")
     if args.stems and len(args.stems) > MAX_STEMS:
         raise AutomixError(f"--stems: at most {MAX_STEMS} stems, got {len(args.stems)}; submix some first")
-    inputs = [*(args.stems or []), *(p for p in (args.targets, args.reference, args.checkpoint) if p)]
+    inputs = [
+        *(args.stems or []),
+        *(p for p in (args.targets, args.reference, args.checkpoint, args.config) if p),
+    ]
     _check_outputs(args, inputs)
     targets = load_style_targets(args.targets)
+    settings = load_mix_settings(args.config)
     notes: list[str] = []
     if args.stems:
         stems, sample_rate, notes = load_stems(args.stems)
@@ -150,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         style = get_style(targets, args.style)
     torch.manual_seed(args.seed)
-    chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets).to(device)
+    chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets, settings).to(device)
     chain.sample_rate = sample_rate
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

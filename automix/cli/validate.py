@@ -17,6 +17,7 @@ from automix.cli import run_cli
 from automix.cli.mix import checkpoint_for, load_chain
 from automix.errors import AutomixError
 from automix.io import atomic_write_text, check_output_path
+from automix.settings import load_mix_settings
 from automix.styles import get_style, load_style_targets
 from automix.validation import conformance_cases, environment, mix_cases, run_validation, summarize
 
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{mix_cases(quick=args.quick)[0].name} or {conformance_cases()[0].name}"
         )
     torch.manual_seed(args.seed)
-    chains = {mode: load_chain(checkpoint, targets) for mode, checkpoint in checkpoints.items()}
+    settings = load_mix_settings()
+    chains = {mode: load_chain(checkpoint, targets, settings) for mode, checkpoint in checkpoints.items()}
     results = run_validation(chains, cases, styles, modes, conformance, seed=args.seed)
     summary = summarize(results) | {
         "quick": args.quick,
