@@ -109,6 +109,7 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def k_weighting_impulse_response(sample_rate: int) -> torch.Tensor:
     """`[n_taps]` float64 impulse response of the K-weighting cascade, computed by `apply_biquads`,
     up to where it has decayed below `automix.dsp.filters.IR_DECAY_DB` (-140 dB). Cached per rate:
@@ -151,6 +152,7 @@ def _k_weighting_sos(sample_rate: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def _k_weighting_spectrum(sample_rate: int, n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
     """The K-weighting impulse response's rfft of length `n_fft`, in the complex dtype of `dtype`.
     Cached: read it, never write to it."""

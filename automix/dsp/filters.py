@@ -119,6 +119,7 @@ def high_pass(freq_hz, q, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def _unit_circle_table(n_fft: int, device) -> torch.Tensor:
     """`e^{-2·pi·i·t / n_fft}` for t < n_fft, `[n_fft]` complex128. Cached per length and device: read
     it, never write to it."""
@@ -352,6 +353,7 @@ def spectral_filter(x: torch.Tensor, response: torch.Tensor, n_fft: int) -> torc
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def quadrature_multiplier(n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
     """The Hilbert transform on the rfft grid of length `n_fft`: −j on the positive frequencies, 0 at DC
     and Nyquist (they have no quadrature component); `[n_fft // 2 + 1]` in the complex dtype of `dtype`.
