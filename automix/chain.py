@@ -25,7 +25,7 @@ from automix.dsp.console import (
     channel_strip_blocks,
     master_section,
 )
-from automix.dsp.filters import by_block
+from automix.dsp.filters import check_blockwise, is_long
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
@@ -41,7 +41,7 @@ from automix.trim import MAX_TRIM_DB, MasterLoudness, search_trim
 from automix.units import db_to_amp
 
 MAX_STEMS = 16
-# A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
+# A long song rendered block-wise (`render_bus(..., blockwise=True)`) goes through the strips this
 # many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
 # Predict mode's loudness correction: at most this many master renders, stopping once within this much.
@@ -256,18 +256,20 @@ class AutoMixChain(nn.Module):
         )
 
     def render_bus(
-        self, stems, stem_unit, mask=None, input_gain=None
+        self, stems, stem_unit, mask=None, input_gain=None, *, blockwise: bool = False
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Channel strips and their sum: `(bus [B, 2, T], stem params in units, stem LUFS [B, N])`; the
         strips' input gain is `input_gain` `[B]` dB (`input_gain_db`), where given.
 
-        A long song without gradients (`automix.dsp.filters.by_block`) goes through the strips
-        `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
+        `blockwise`: a long song (`automix.dsp.filters.is_long`) goes through the strips
+        `STRIP_BLOCK_HOPS` of time at a time, without gradients (ValueError while one is being recorded):
+        memory holds the stems, the bus and one block's processing.
         """
+        check_blockwise(blockwise, stems, stem_unit, input_gain)
         stem_params = self.space.denormalize_stems(stem_unit)
         if input_gain is not None:
             stem_params["input_gain_db"] = input_gain[:, None].expand_as(stem_params["level_db"])
-        if not by_block(stems.shape[-1], self.sample_rate):
+        if not (blockwise and is_long(stems.shape[-1], self.sample_rate)):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
@@ -283,12 +285,15 @@ class AutoMixChain(nn.Module):
             meter.add(processed)
         return bus, stem_params, meter.integrated_loudness().to(stems.dtype)
 
-    def render_master(self, bus, master_params: Mapping, trim_db=None, detector_power=None) -> torch.Tensor:
+    def render_master(
+        self, bus, master_params: Mapping, trim_db=None, detector_power=None, *, blockwise: bool = False
+    ) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`.
 
         `detector_power`: `[B, T]` the bus compressor's detector power of the untrimmed bus
         (`automix.dsp.console.bus_detector_power`), when renders of one bus at different trims share it;
-        None: from the bus.
+        None: from the bus. `blockwise`: a long bus goes through the master a block of time at a time
+        (`automix.dsp.console.master_section`), without gradients.
         """
         if trim_db is not None:
             bus = gain(bus, gain_db=trim_db)
@@ -296,7 +301,12 @@ class AutoMixChain(nn.Module):
                 detector_power = trimmed_power(detector_power, trim_db)
         ceiling = self.ceiling_dbtp
         return master_section(
-            bus, self.sample_rate, master_params, ceiling_dbtp=ceiling, detector_power=detector_power
+            bus,
+            self.sample_rate,
+            master_params,
+            ceiling_dbtp=ceiling,
+            detector_power=detector_power,
+            blockwise=blockwise,
         )
 
     def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None):

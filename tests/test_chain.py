@@ -253,7 +253,7 @@ def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
 
 
 def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypatch):
-    """A long song (over 1 s here) rendered without gradients goes through the strips a block (2 s here)
+    """A long song (over 1 s here) rendered block-wise goes through the strips a block (2 s here)
     at a time and meters each stem from its hop energies: the bus and the stem loudness match the
     whole-signal render (with gradients), a masked stem stays silent."""
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
@@ -263,7 +263,7 @@ def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypa
     unit = torch.rand(1, 4, chain.space.n_stem, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
     with torch.no_grad():
-        bus, _, stem_lufs = chain.render_bus(stems, unit, mask)
+        bus, _, stem_lufs = chain.render_bus(stems, unit, mask, blockwise=True)
     whole_bus, _, whole_lufs = chain.render_bus(stems, unit, mask)
     error_db = 10 * torch.log10((bus - whole_bus.detach()).square().sum() / whole_bus.detach().square().sum())
     assert error_db < -60
@@ -389,7 +389,7 @@ def test_the_input_gain_brings_each_songs_stem_sum_to_the_nominal_loudness():
     assert float(gain_db[0]) > 30 and float(gain_db[2]) == 0.0
     long = stems.repeat(1, 1, 11)  # 66 s: past `BLOCKWISE_MIN_SECONDS`
     with torch.no_grad():
-        by_blocks = input_gain_db(long[None], SAMPLE_RATE)
+        by_blocks = input_gain_db(long[None], SAMPLE_RATE, blockwise=True)
     reference = meter.integrated_loudness(long.sum(0).double().T.numpy())
     assert float(by_blocks) == pytest.approx(INPUT_LUFS - reference - PYLOUDNORM_BIAS_LU, abs=0.1)
 

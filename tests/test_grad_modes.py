@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from automix import AutoMixChain, create_training_loss
+from automix.dsp.limiter import limiter
+from automix.loudness import integrated_loudness
 from automix.utils import create_white_noise_stems
 
 SAMPLE_RATE = 44100
@@ -38,3 +40,18 @@ def test_a_chain_used_without_gradients_still_trains_and_optimises(stems, no_gra
     mix, analysis = chain(stems, style="rock_punk", mode="optimize")
     assert mix.shape == (2, stems.shape[-1])
     assert torch.isfinite(mix).all() and torch.isfinite(analysis["lufs"])
+
+
+def test_a_block_path_asked_for_while_a_gradient_is_recorded_is_refused():
+    """`blockwise=True` is a bug where a gradient is being recorded for the input (the block paths have
+    none), whatever the signal's length; without gradients, or for an input that needs none, it is fine."""
+    x = torch.randn(1, 2, 4410, requires_grad=True)
+    params = {"ceiling_dbtp": torch.tensor(-1.0, requires_grad=True)}
+    with pytest.raises(ValueError, match="blockwise"):
+        integrated_loudness(x, SAMPLE_RATE, blockwise=True)
+    with pytest.raises(ValueError, match="blockwise"):
+        limiter(x.detach(), SAMPLE_RATE, ceiling_dbtp=params["ceiling_dbtp"], blockwise=True)
+    integrated_loudness(x.detach(), SAMPLE_RATE, blockwise=True)
+    with torch.no_grad():
+        integrated_loudness(x, SAMPLE_RATE, blockwise=True)
+        limiter(x, SAMPLE_RATE, ceiling_dbtp=params["ceiling_dbtp"], blockwise=True)

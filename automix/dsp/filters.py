@@ -11,6 +11,7 @@ what its forward does, where autograd's would run complex FFTs of the full lengt
 
 import functools
 import math
+from collections.abc import Mapping
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -30,9 +31,9 @@ FFT_LENGTH_MULTIPLE = 16
 # Overlap-save FFT length per filter tap: FFT work per output sample is least for segments several
 # times the filter's length (less overlap wasted) yet small enough to stay in cache.
 OVERLAP_SAVE_FFT_PER_TAP = 8
-# Without gradients, signals longer than this go through the console and the meters a block of time at
-# a time (`by_block`): a minute of 8 stereo stems is 170 MB of float32 a copy, and a whole-signal pass
-# holds several copies; shorter ones take the whole-signal path, a few per cent faster.
+# Signals longer than this (`is_long`) go through the console and the meters a block of time at a time
+# where the caller asks for it (`blockwise=True`): a minute of 8 stereo stems is 170 MB of float32 a copy,
+# and a whole-signal pass holds several copies; shorter ones take the whole-signal path, which is faster.
 BLOCKWISE_MIN_SECONDS = 60.0
 
 
@@ -473,10 +474,28 @@ def impulse_response_length(a: torch.Tensor, sample_rate: int) -> int:
     return int(min(per_section.sum().item() + 3 * a.shape[-2], MAX_IR_SECONDS * sample_rate))
 
 
-def by_block(n_samples: int, sample_rate: int) -> bool:
-    """Whether a signal of `n_samples` is processed a block of time at a time: no gradients are being
-    recorded and it is longer than `BLOCKWISE_MIN_SECONDS`."""
-    return not torch.is_grad_enabled() and n_samples > BLOCKWISE_MIN_SECONDS * sample_rate
+def is_long(n_samples: int, sample_rate: int) -> bool:
+    """Whether a signal of `n_samples` is longer than `BLOCKWISE_MIN_SECONDS`: long enough for a function
+    called with `blockwise=True` to go through it a block of time at a time."""
+    return n_samples > BLOCKWISE_MIN_SECONDS * sample_rate
+
+
+def check_blockwise(blockwise: bool, *inputs) -> None:
+    """Refuse `blockwise=True` while a gradient is being recorded for one of a function's `inputs`
+    (tensors, mappings of tensors, or None): the block paths record none.
+
+    Raises:
+        ValueError: a bug in the caller, which should pass `blockwise=False` where it needs gradients.
+    """
+    if not (blockwise and torch.is_grad_enabled()):
+        return
+    for value in inputs:
+        tensors = value.values() if isinstance(value, Mapping) else (value,)
+        if any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+            raise ValueError(
+                "blockwise=True while a gradient is being recorded for the input: the block paths have "
+                "no gradient; pass blockwise=False, or call under torch.no_grad()"
+            )
 
 
 def fft_length(n_samples: int) -> int:
