@@ -28,7 +28,7 @@ def measure(
 
 
 def report(analysis: Mapping, target: torch.Tensor, ceiling_dbtp: float) -> dict:
-    """Targets, errors, pass flags (original tolerances; true peak under the ceiling) and a quality
+    """Targets, errors, pass flags (`automix.loss.TOLERANCES`; true peak under the ceiling) and a quality
     score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
     times 0 when the true peak is over the ceiling."""
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """AutoMixChain end to end, judged by independent meters: pyloudnorm (LUFS), scipy's 4x resampler
-(true peak) and numpy (centroid, M/S) written here from DESIGN.md's definitions."""
+(true peak) and numpy (centroid, M/S) written here from docs/design.md, *Contracts*."""
 
 import itertools
 
@@ -20,7 +20,8 @@ PYLOUDNORM_BIAS_LU = 0.05  # its textbook K-weighting reads ~0.04 LU below ITU's
 
 
 def reference_centroid(mix: np.ndarray, sample_rate: int) -> float:
-    """DESIGN.md: mean |STFT| of the mid signal (Hann 2048, hop 512), then the magnitude-weighted mean."""
+    """docs/design.md, *Spectral centroid*: mean |STFT| of the mid signal (Hann 2048, hop 512), then
+    the magnitude-weighted mean."""
     mid = mix.mean(axis=0)
     _, _, frames = scipy.signal.stft(mid, sample_rate, window="hann", nperseg=2048, noverlap=1536,
                                      boundary=None, padded=False)  # fmt: skip

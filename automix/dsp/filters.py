@@ -25,8 +25,7 @@ MAX_IR_SECONDS = 10.0
 # block (~2 MB) stay in cache, where the whole grid's (tens of MB) would cost more than the arithmetic.
 RESPONSE_BLOCK_BINS = 16384
 # FFT lengths are multiples of this (`fft_length`): the smallest 5-smooth length can be odd or twice an
-# odd number, which torch's CPU FFT took 2-3x as long over (measured; ~20 % less FFT time over random
-# lengths with this multiple, the same with 32 or 64).
+# odd number, lengths torch's CPU FFT is slow on.
 FFT_LENGTH_MULTIPLE = 16
 # Overlap-save FFT length per filter tap: FFT work per output sample is least for segments several
 # times the filter's length (less overlap wasted) yet small enough to stay in cache.
@@ -234,8 +233,8 @@ def frequency_response(
 
     Each section's quadratics are evaluated at every bin in float64 and the sections' responses
     multiplied (`_CascadeResponse`): the expanded polynomial of the whole cascade (one evaluation
-    instead of one per section) loses nearly all its digits where several roots crowd z = 1: it put a
-    20 Hz high-pass after a 30 Hz shelf −33 dB (2 %) off scipy's output.
+    instead of one per section) loses nearly all its digits where several roots crowd z = 1, as those
+    of a low shelf and a high-pass at low frequencies do.
 
     Args:
         b, a: `[..., n_sections, 3]` numerator / denominator coefficients.
@@ -280,7 +279,7 @@ class _Rfft(torch.autograd.Function):
 def rfft(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """`torch.fft.rfft(x, n)` along the last axis (zero-padded or cropped to n). Differentiable.
 
-    Its backward is one real inverse FFT; torch's runs a complex FFT of the full length, ~3x the cost.
+    Its backward is one real inverse FFT, where torch's runs a complex FFT of the full length.
     """
     return _Rfft.apply(x, x.shape[-1] if n is None else n)
 

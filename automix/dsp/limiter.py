@@ -23,8 +23,8 @@ DEFAULT_LOOKAHEAD_MS = 5.0
 # distortion of low frequencies.
 DEFAULT_LIMITER_RELEASE_MS = 100.0
 # Detection ceiling sits this far below the requested one: it absorbs what the second pass leaves of
-# the inter-sample peak changes caused by the gain varying under a meter's reconstruction filter
-# (≤ 0.012 dB in the tests, look-ahead down to 0.1 ms), and float32 rounding.
+# the inter-sample peak changes caused by the gain varying under a meter's reconstruction filter, and
+# float32 rounding.
 TRUE_PEAK_MARGIN_DB = 0.02
 # Second detector interpolator: a short Kaiser-windowed sinc with a wide transition band (the design of
 # scipy.signal.resample_poly's default: 10 zero crossings a side, beta 5). Meters of this kind read up to
@@ -162,7 +162,7 @@ class _PeakOverPhases(torch.autograd.Function):
 
 def _halving_max(x: torch.Tensor) -> torch.Tensor:
     """Maximum over the last dimension (a power of two: the detector's phases) by halving it, elementwise
-    maxima of strided halves: ~2x faster than `amax` over a short last dimension (measured)."""
+    maxima of strided halves, which run faster than `amax` over a short last dimension."""
     while x.shape[-1] > 1:
         half = x.shape[-1] // 2
         x = torch.maximum(x[..., :half], x[..., half:])
