@@ -99,11 +99,20 @@ def test_batch_results_equal_per_item_results(chain):
 
 
 def test_list_of_mono_and_stereo_stems_of_different_lengths(chain):
+    """A mono stem becomes dual-mono and shorter stems are zero-padded at their end: the same mix as the
+    stems given already so, as one stereo tensor."""
     song, _ = synth_stems(1.0, SAMPLE_RATE, seed=5)
-    stems = [song[0], song[1, :1, : SAMPLE_RATE // 2], song[2, :, : SAMPLE_RATE // 3]]
+    half, third = SAMPLE_RATE // 2, SAMPLE_RATE // 3
+    stems = [song[0], song[1, :1, :half], song[2, :, :third]]
+    explicit = torch.zeros(3, 2, SAMPLE_RATE)
+    explicit[0] = song[0]
+    explicit[1, :, :half] = song[1, 0, :half]  # the mono channel on both sides
+    explicit[2, :, :third] = song[2, :, :third]
     with torch.no_grad():
         mix, _ = chain(stems, style="rock_punk", mode="predict")
+        expected, _ = chain(explicit, style="rock_punk", mode="predict")
     assert mix.shape == (2, SAMPLE_RATE)
+    torch.testing.assert_close(mix, expected, rtol=0, atol=1e-6)
 
 
 def test_silent_stems_give_finite_output_and_analysis(chain):
