@@ -17,7 +17,8 @@
 - Oversampling (`oversample`): 4x band-limited interpolation for true-peak detection.
 
 Measurements (K-weighting, loudness, loudness range, true peak) live in `automix.loudness` and
-`automix.metrics`; this package imports neither, nor the mixer.
+`automix.metrics`; this package imports neither, nor the mixer. `automix.dsp.limiter` as an attribute is
+the function `limiter`; its module's other names import as `from automix.dsp.limiter import ...`.
 
 References:
     R. Bristow-Johnson, "Cookbook formulae for audio EQ biquad filter coefficients" (W3C Audio EQ
