@@ -29,7 +29,7 @@ demo: install
 	  --analysis-output demo/analysis.json --plot demo/mix.png --validate
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

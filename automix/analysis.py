@@ -9,12 +9,17 @@ from automix.loss import TOLERANCES, target_errors
 from automix.targets import Targets
 
 
-def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The measurements a mix is judged by (differentiable ones keep their gradients), `[B]` each;
-    `lufs`: its integrated loudness where already measured."""
+def measure(
+    mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = None, *, blockwise: bool = False
+) -> dict[str, torch.Tensor]:
+    """The measurements a mix `[B, 2, T]` is judged by (differentiable ones keep their gradients), `[B]`
+    each; `lufs`: its integrated loudness where already measured. `blockwise`: a long mix is metered a
+    block of time at a time (`automix.metrics.integrated_loudness`), without gradients."""
     centroid_hz, bands = metrics.spectral_shape(mix, sample_rate)
+    if lufs is None:
+        lufs = metrics.integrated_loudness(mix, sample_rate, blockwise=blockwise)
     return {
-        "lufs": metrics.integrated_loudness(mix, sample_rate) if lufs is None else lufs,
+        "lufs": lufs,
         "spectral_centroid": centroid_hz,
         "stereo_ms_ratio": metrics.stereo_ms_ratio(mix),
         "channel_balance_db": metrics.channel_balance_db(mix),
@@ -24,7 +29,7 @@ def measure(mix: torch.Tensor, sample_rate: int, lufs: torch.Tensor | None = Non
 
 
 def report(analysis: Mapping, targets: Targets, ceiling_dbtp: float) -> dict:
-    """Targets, errors, pass flags (original tolerances; true peak under the ceiling) and a quality
+    """Targets, errors, pass flags (`automix.loss.TOLERANCES`; true peak under the ceiling) and a quality
     score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
     times 0 when the true peak is over the ceiling."""
     with torch.no_grad():

@@ -21,7 +21,7 @@ from automix.dsp.console import (
     channel_strip_blocks,
     master_section,
 )
-from automix.dsp.filters import by_block
+from automix.dsp.filters import check_blockwise, is_long
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
@@ -38,7 +38,7 @@ from automix.targets import Targets, resolve_targets
 from automix.trim import MAX_TRIM_DB, loudness_search, trimmed_power
 
 MAX_STEMS = 16
-# A long song rendered without gradients (`automix.dsp.filters.by_block`) goes through the strips this
+# A long song rendered block-wise (`render_bus(..., blockwise=True)`) goes through the strips this
 # many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
 MODES = ("optimize", "predict")
@@ -171,6 +171,8 @@ class AutoMixChain(nn.Module):
         mask: torch.Tensor | None = None,
         loudness_steps: int | None = None,
         input_gain: torch.Tensor | None = None,
+        *,
+        blockwise: bool = False,
     ) -> Prediction:
         """Predict mode's settings for stems `[B, N, 2, T]`, with gradients.
 
@@ -181,16 +183,17 @@ class AutoMixChain(nn.Module):
         a model of the limiter's loudness, checked by up to `loudness_steps` renders, None: the
         settings'; 0 takes the model's answer unrendered): the limiter takes a part of every dB the
         trim adds, a part no feature predicts well. To the gradient the correction is a constant.
+        `blockwise`: a long song's full-length renders go a block of time at a time (without gradients).
         """
         settings = self.predict_settings
         if loudness_steps is None:
             loudness_steps = settings.loudness_steps
         if input_gain is None:
-            input_gain = input_gain_db(stems, self.sample_rate, mask)
+            input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
         features = stem_features(stems, self.sample_rate, mask, input_gain)
         stem_unit, context = self.predictor.predict_stems(features, targets, mask)
-        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain)
-        bus_lufs = metrics.integrated_loudness(bus, self.sample_rate)
+        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain, blockwise=blockwise)
+        bus_lufs = metrics.integrated_loudness(bus, self.sample_rate, blockwise=blockwise)
         trim_db = (targets.lufs - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         master_unit = self.predictor.predict_master(
             context, bus_features(bus, bus_lufs, targets, self.sample_rate)
@@ -207,21 +210,26 @@ class AutoMixChain(nn.Module):
                 self.ceiling_dbtp,
                 steps=loudness_steps,
                 tolerance_lu=settings.loudness_stop_lu,
+                blockwise=blockwise,
             )
         trim_db = trim_db + (corrected - trim_db.detach())
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix, mix_lufs)
 
-    def render_bus(self, stems, stem_unit, mask=None, input_gain=None) -> BusRender:
+    def render_bus(
+        self, stems, stem_unit, mask=None, input_gain=None, *, blockwise: bool = False
+    ) -> BusRender:
         """Channel strips and their sum (`BusRender`); the strips' input gain is `input_gain` `[B]` dB
         (`input_gain_db`), where given.
 
-        A long song without gradients (`automix.dsp.filters.by_block`) goes through the strips
-        `STRIP_BLOCK_HOPS` of time at a time: memory holds the stems, the bus and one block's processing.
+        `blockwise`: a long song (`automix.dsp.filters.is_long`) goes through the strips
+        `STRIP_BLOCK_HOPS` of time at a time, without gradients (ValueError while one is being recorded):
+        memory holds the stems, the bus and one block's processing.
         """
+        check_blockwise(blockwise, stems, stem_unit, input_gain)
         stem_params = self.space.denormalize_stems(stem_unit)
         if input_gain is not None:
             stem_params["input_gain_db"] = input_gain[:, None].expand_as(stem_params["level_db"])
-        if not by_block(stems.shape[-1], self.sample_rate):
+        if not (blockwise and is_long(stems.shape[-1], self.sample_rate)):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
@@ -239,12 +247,15 @@ class AutoMixChain(nn.Module):
             meter.add(processed)
         return BusRender(bus, stem_params, meter.integrated_loudness().to(stems.dtype))
 
-    def render_master(self, bus, master_params: Mapping, trim_db=None, detector_power=None) -> torch.Tensor:
+    def render_master(
+        self, bus, master_params: Mapping, trim_db=None, detector_power=None, *, blockwise: bool = False
+    ) -> torch.Tensor:
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`.
 
         `detector_power`: `[B, T]` the bus compressor's detector power of the untrimmed bus
         (`automix.dsp.console.bus_detector_power`), when renders of one bus at different trims share it;
-        None: from the bus.
+        None: from the bus. `blockwise`: a long bus goes through the master a block of time at a time
+        (`automix.dsp.console.master_section`), without gradients.
         """
         if trim_db is not None:
             bus = gain(bus, gain_db=trim_db)
@@ -252,7 +263,12 @@ class AutoMixChain(nn.Module):
                 detector_power = trimmed_power(detector_power, trim_db)
         ceiling = self.ceiling_dbtp
         return master_section(
-            bus, self.sample_rate, master_params, ceiling_dbtp=ceiling, detector_power=detector_power
+            bus,
+            self.sample_rate,
+            master_params,
+            ceiling_dbtp=ceiling,
+            detector_power=detector_power,
+            blockwise=blockwise,
         )
 
     def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None):
@@ -277,13 +293,15 @@ class AutoMixChain(nn.Module):
         join=None,
         mix=None,
         mix_lufs=None,
+        *,
+        blockwise: bool = False,
     ):
         """The master section on a rendered bus (see `render`): `(mix, analysis)`. A `mix` given is the
         master's output already rendered at these settings: it is measured instead of rendered again,
         its loudness taken from `mix_lufs` where given."""
         master_params = self.space.denormalize_master(master_unit)
         if mix is None:
-            mix = self.render_master(bus, master_params, trim_db)
+            mix = self.render_master(bus, master_params, trim_db, blockwise=blockwise)
         processing = self.processing_cost(stem_unit, master_unit, mask)
         if trim_db is not None:
             stem_lufs = loudness_after_gain(stem_lufs, trim_db[:, None])  # as the master's input hears them
@@ -293,7 +311,7 @@ class AutoMixChain(nn.Module):
             stem_lufs = loudness.joined_loudness(stem_lufs.reshape(n_songs, n_excerpts, -1), dim=1)
             processing = processing.reshape(n_songs, n_excerpts).mean(1)
             mask = None if mask is None else mask[::n_excerpts]
-        analysis = measure(mix, self.sample_rate, lufs=mix_lufs) | {
+        analysis = measure(mix, self.sample_rate, lufs=mix_lufs, blockwise=blockwise) | {
             "stem_lufs": stem_lufs,
             "stem_params": stem_params,
             "master_params": master_params,
@@ -315,10 +333,12 @@ class AutoMixChain(nn.Module):
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
-    def finish_prediction(self, prediction: Prediction, mask=None):
-        """`(mix, analysis)` of a `predict` result; without gradients, the search's last render is the mix."""
+    def finish_prediction(self, prediction: Prediction, mask=None, *, blockwise: bool = False):
+        """`(mix, analysis)` of a `predict` result. Where its settings carry no gradient, the loudness
+        search's last render is the mix; else the master renders again, with gradients."""
         p = prediction
-        rendered, lufs = (None, None) if torch.is_grad_enabled() else (p.mix, p.mix_lufs)
+        needs_graph = p.bus.requires_grad or p.master_unit.requires_grad
+        rendered, lufs = (None, None) if needs_graph else (p.mix, p.mix_lufs)
         return self.finish(
             p.bus,
             p.stem_params,
@@ -329,6 +349,7 @@ class AutoMixChain(nn.Module):
             p.trim_db,
             mix=rendered,
             mix_lufs=lufs,
+            blockwise=blockwise,
         )
 
     def forward(
@@ -339,6 +360,7 @@ class AutoMixChain(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         progress: bool = False,
+        blockwise: bool | None = None,
     ):
         """Mix stems to a style.
 
@@ -349,6 +371,9 @@ class AutoMixChain(nn.Module):
                 gradients for training).
             mask: `[B, N]` 1 for real stems (batches with padding stems).
             progress: show a progress bar while optimising.
+            blockwise: predict mode renders a long song a block of time at a time, recording no
+                gradient (None: where no gradient is being recorded). The default mode's full-length
+                renders always do.
 
         Returns:
             `(mix, analysis)`: mix `[2, T]` (or `[B, 2, T]` for a batch); analysis with the measured
@@ -362,7 +387,10 @@ class AutoMixChain(nn.Module):
         stems = stems.to(device)
         targets = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
         if mode == "predict":
-            mix, analysis = self.finish_prediction(self.predict(stems, targets, mask), mask)
+            if blockwise is None:
+                blockwise = not torch.is_grad_enabled()
+            prediction = self.predict(stems, targets, mask, blockwise=blockwise)
+            mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
         analysis |= report(analysis, targets, self.ceiling_dbtp)

@@ -115,7 +115,7 @@ def resample(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     orig_sr, target_sr = int(orig_sr), int(target_sr)
     if orig_sr == target_sr:
         return x
-    # Imported here: scipy.signal takes ~0.7 s to import, a tenth of a short mix that resamples nothing.
+    # Imported here: scipy.signal is slow to import, and most mixes resample nothing.
     import scipy.signal
 
     divisor = math.gcd(orig_sr, target_sr)

@@ -16,8 +16,9 @@ import torch
 from automix.dsp import recursive
 from automix.dsp.filters import (
     apply_biquads,
-    by_block,
+    check_blockwise,
     impulse_response_length,
+    is_long,
     overlap_save,
     segment_fft_length,
 )
@@ -49,7 +50,7 @@ LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342 §2.2
 LRA_LOW_QUANTILE = 0.10  # EBU Tech 3342: LRA = L95 - L10 of the gated short-term loudness
 LRA_HIGH_QUANTILE = 0.95
 SUPPORTED_CHANNELS = (1, 2)
-# Hops (100 ms) per block of a signal metered a block at a time (`automix.dsp.filters.by_block`).
+# Hops (100 ms) per block of a long signal metered a block at a time (`blockwise=True`).
 METER_BLOCK_HOPS = 60
 
 
@@ -73,8 +74,8 @@ def validate_audio(x: torch.Tensor) -> tuple[int, int]:
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """Whether every sample of x is finite: one min/max reduction (a NaN anywhere makes both NaN), 20x
-    faster than `isfinite(x).all()` on a 10 s stem set and without its boolean copy of x."""
+    """Whether every sample of x is finite: one min/max reduction (a NaN anywhere makes both NaN),
+    without the boolean copy of x that `isfinite(x).all()` makes."""
     if x.numel() == 0:
         return True
     low, high = torch.aminmax(x.detach())
@@ -109,6 +110,7 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def k_weighting_impulse_response(sample_rate: int) -> torch.Tensor:
     """`[n_taps]` float64 impulse response of the K-weighting cascade, computed by `apply_biquads`,
     up to where it has decayed below `automix.dsp.filters.IR_DECAY_DB` (-140 dB). Cached per rate:
@@ -151,6 +153,7 @@ def _k_weighting_sos(sample_rate: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def _k_weighting_spectrum(sample_rate: int, n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
     """The K-weighting impulse response's rfft of length `n_fft`, in the complex dtype of `dtype`.
     Cached: read it, never write to it."""
@@ -225,26 +228,30 @@ def _gates(power: torch.Tensor, relative_gate_lu: float) -> torch.Tensor:
     return absolute & (level > threshold.unsqueeze(-1))
 
 
-def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def integrated_loudness(x: torch.Tensor, sample_rate: int, *, blockwise: bool = False) -> torch.Tensor:
     """Gated integrated loudness, ITU-R BS.1770-4, in LUFS. Differentiable.
 
     400 ms blocks with 75 % overlap (full blocks only, as libebur128), channel weights 1.0, absolute
     gate -70 LUFS, relative gate -10 LU. A mono `[1, T]` input is the loudness of that one channel (as
     pyloudnorm on a 1-D array; BS.1770 does not add 3 dB for dual-mono playback). A signal shorter than
     400 ms is measured as one block. If no block passes the absolute gate (silence included) the
-    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently. A long
-    signal without gradients (`automix.dsp.filters.by_block`) is metered a block at a time
-    (`HopEnergyMeter`).
+    result is `SILENCE_LUFS` with zero gradient. Every item of a batch is gated independently.
 
     Args:
         x: `[..., C, T]` signal, C = 1 or 2, any float dtype and device. Not clipped: +20 dBFS reads right.
         sample_rate: Hz.
+        blockwise: meter a long signal (`automix.dsp.filters.is_long`) a block of time at a time
+            (`HopEnergyMeter`), in memory for one block; the same value, without gradients.
+
+    Raises:
+        ValueError: `blockwise` while a gradient is being recorded for x.
 
     Returns:
         `[...]` loudness in LUFS, in x's dtype.
     """
     validate_audio(x)
-    if by_block(x.shape[-1], sample_rate):
+    check_blockwise(blockwise, x)
+    if blockwise and is_long(x.shape[-1], sample_rate):
         return HopEnergyMeter.of(x, sample_rate).integrated_loudness().to(x.dtype)
     power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, BLOCK_S))
     return _gated_loudness(power).to(x.dtype)
@@ -411,7 +418,7 @@ def gated_quantile(values: torch.Tensor, mask: torch.Tensor, quantile: float) ->
     return torch.where(count.squeeze(-1) > 0, result, torch.zeros_like(result))
 
 
-def loudness_range(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def loudness_range(x: torch.Tensor, sample_rate: int, *, blockwise: bool = False) -> torch.Tensor:
     """Loudness range (LRA), EBU Tech 3342, in LU. Not differentiable.
 
     Short-term loudness (3 s windows, 100 ms hop), absolute gate -70 LUFS, relative gate 20 LU below
@@ -422,13 +429,15 @@ def loudness_range(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     Args:
         x: `[..., C, T]` signal.
         sample_rate: Hz.
+        blockwise: meter a long signal (`automix.dsp.filters.is_long`) a block of time at a time
+            (`HopEnergyMeter`), in memory for one block; the same value.
 
     Returns:
         `[...]` LRA in LU, in x's dtype.
     """
     validate_audio(x)
     with torch.no_grad():
-        if by_block(x.shape[-1], sample_rate):
+        if blockwise and is_long(x.shape[-1], sample_rate):
             return HopEnergyMeter.of(x, sample_rate).loudness_range().to(x.dtype)
         power = frame_powers(weighted_power(x, sample_rate), *window_samples(sample_rate, SHORT_TERM_S))
         return _range_of(power).to(x.dtype)

@@ -2,10 +2,9 @@
 
 glibc's malloc hands every freed block above its mmap threshold (128 KB, growing to at most 32 MB) back
 to the operating system, and the next allocation of that size faults every page in again, zeroed. A
-minutes-long render allocates and frees temporaries of tens to hundreds of MB at every stage, so those
-page faults cost more than the DSP: one 4-minute stem's channel strip took 2.5 s with the default and
-1.4 s with freed memory kept (`retain_freed_memory`). The command-line tools call it; a library user
-can too.
+minutes-long render allocates and frees signal-sized temporaries at every stage, and the page faults
+of allocating them again can cost more than the DSP itself; `retain_freed_memory` keeps freed memory in
+the process instead. The command-line tools call it; a library user can too.
 """
 
 import ctypes

@@ -43,12 +43,11 @@ __all__ = [
 
 # Samples per chunk of `true_peak` without gradients.
 TRUE_PEAK_CHUNK_SAMPLES = 2**18
-# Spectral centroid and band energy: DESIGN.md's contract (Hann window, periodic, as scipy/librosa).
+# Spectral centroid and band energy: docs/design.md, *Contracts* (Hann window, periodic, as scipy/librosa).
 STFT_N_FFT = 2048
 STFT_HOP = 512
 # Frames transformed together (over all rows): ~2 MB of float32 windowed frames, whose spectrum, power
-# and magnitude stay in cache through the passes over them; blocks of 4096 frames took twice as long
-# (measured on 8 stems' analysis excerpts).
+# and magnitude stay in cache through the passes over them.
 STFT_BLOCK_FRAMES = 256
 # Band edges of `band_energy`: below the low-mid edge is bass (kick, bass guitar fundamentals), above
 # the mid-high edge is presence and air; the style targets' `frequency_balance` uses the same bands.
@@ -229,8 +228,8 @@ def _band_fractions(power: torch.Tensor, freqs_hz: torch.Tensor) -> torch.Tensor
 def spectral_centroid(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Centroid of the long-term average magnitude spectrum of the mid signal, in Hz. Differentiable.
 
-    DESIGN.md's contract: X̄(f) = mean over STFT frames of |X(f)| (see `_mid_spectrum_means`), then
-    Σ f·X̄(f) / Σ X̄(f). Silence reads 0 Hz, with zero gradient.
+    docs/design.md, *Spectral centroid*: X̄(f) = mean over STFT frames of |X(f)| (see
+    `_mid_spectrum_means`), then Σ f·X̄(f) / Σ X̄(f). Silence reads 0 Hz, with zero gradient.
 
     Args:
         x: `[..., C, T]` signal.

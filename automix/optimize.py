@@ -277,10 +277,13 @@ class SongOptimizer:
             `(mix [B, 2, T], analysis)` of each song's closest full-length render.
         """
         settings, chain = self.settings, self.chain
-        input_gain = input_gain_db(stems, self.sample_rate, mask)
         with torch.no_grad():
+            # No full-length render needs a gradient: a long song goes through them a block at a time.
+            input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=True)
             # The refinement corrects the loudness on its own renders: no search renders before it.
-            prediction = chain.predict(stems, targets, mask, loudness_steps=0, input_gain=input_gain)
+            prediction = chain.predict(
+                stems, targets, mask, loudness_steps=0, input_gain=input_gain, blockwise=True
+            )
         state = self.state = SongState(
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )
@@ -294,7 +297,7 @@ class SongOptimizer:
             with torch.no_grad():
                 if attempt > 0:
                     bus, stem_params, stem_lufs = chain.render_bus(
-                        stems, state.console.stem_unit, mask, input_gain
+                        stems, state.console.stem_unit, mask, input_gain, blockwise=True
                     )
                     strips = Strips(state.console.stem_unit, stem_params, stem_lufs)
                 master_params = self.space.denormalize_master(state.console.master_unit)
@@ -326,11 +329,13 @@ class SongOptimizer:
         with torch.no_grad():
             mix, measured = best.mix, dict(best.measured)
             if mix is None:
-                bus, stem_params, stem_lufs = chain.render_bus(stems, stem_unit, mask, input_gain)
-                mix = chain.render_master(bus, best.master_params, best.trim_db)
+                bus, stem_params, stem_lufs = chain.render_bus(
+                    stems, stem_unit, mask, input_gain, blockwise=True
+                )
+                mix = chain.render_master(bus, best.master_params, best.trim_db, blockwise=True)
                 del bus
-                measured = measure(mix, self.sample_rate)
-            measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate)
+                measured = measure(mix, self.sample_rate, blockwise=True)
+            measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate, blockwise=True)
         analysis = {
             **measured,
             "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),  # at the master's input
@@ -361,15 +366,17 @@ class SongOptimizer:
         eq_range = self.space.master["eq_gain_db"]
         tilt = TiltController(master_params["eq_gain_db"], eq_range, torch.zeros_like(trim_db))
         width = WidthController(master_params["width"], self.space.master["width"])
-        power = bus_detector_power(bus, self.sample_rate)  # every round's bus compressor hears the same bus
+        power = bus_detector_power(
+            bus, self.sample_rate, blockwise=True
+        )  # every round's bus compressor hears the same bus
         best, previous, rounds = None, None, []
         bar = tqdm(range(settings.refine_steps + 1), desc="refining", disable=not progress, leave=False)
         for _ in bar:
             params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
             if best is not None:
                 best = best.without_audio()  # one render's audio in memory at a time
-            mix = chain.render_master(bus, params, trim.trim_db, detector_power=power)
-            measured = measure(mix, self.sample_rate)
+            mix = chain.render_master(bus, params, trim.trim_db, detector_power=power, blockwise=True)
+            measured = measure(mix, self.sample_rate, blockwise=True)
             render = FullRender.of(mix, params, trim.trim_db, measured, targets, settings)
             rounds.append(Round(trim.trim_db, tilt.tilt_db, width.width, *(measured[k] for k in _MEASURES)))
             best, done = closer_render(best, render), render.miss <= 1
@@ -390,7 +397,9 @@ class SongOptimizer:
                 return Refined(best, params | {"width": width.width}, trim.trim_db, rounds)
             previous = params
         if best.mix is None:  # an earlier round's render was closer than the last one
-            mix = chain.render_master(bus, best.master_params, best.trim_db, detector_power=power)
+            mix = chain.render_master(
+                bus, best.master_params, best.trim_db, detector_power=power, blockwise=True
+            )
             best = dataclasses.replace(best, mix=mix)
         return Refined(best, best.master_params, best.trim_db, rounds)
 

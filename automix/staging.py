@@ -11,7 +11,7 @@ on the level the stems came at.
 import torch
 
 from automix import loudness, metrics
-from automix.dsp.filters import by_block
+from automix.dsp.filters import is_long
 
 # The loudness of a song's unprocessed stem sum after the input gain: that of the synthetic songs the
 # console was tuned and trained on (-7.5 to -10 LUFS), and about that of a MUSDB mixture. Silent songs
@@ -20,10 +20,14 @@ INPUT_LUFS = -9.0
 MAX_INPUT_GAIN_DB = 60.0
 
 
-def input_gain_db(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def input_gain_db(
+    stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | None = None, *, blockwise: bool = False
+) -> torch.Tensor:
     """The gain `[B]` dB that brings the sum of each song's stems `[B, N, 2, T]` (the real ones, where a
-    `mask` is given) to `INPUT_LUFS`; 0 for a silent song (nothing above the absolute gate). A long
-    song's sum is metered a block of time at a time (`automix.dsp.filters.by_block`): no copy of it."""
+    `mask` is given) to `INPUT_LUFS`; 0 for a silent song (nothing above the absolute gate). No gradient.
+
+    `blockwise`: a long song's sum (`automix.dsp.filters.is_long`) is metered a block of time at a time,
+    with no copy of it; the same gain. Always allowed: the gain is measured without gradients."""
     weight = None if mask is None else mask.to(stems.dtype)[..., None, None]
 
     def stem_sum(part: torch.Tensor) -> torch.Tensor:
@@ -31,7 +35,7 @@ def input_gain_db(stems: torch.Tensor, sample_rate: int, mask: torch.Tensor | No
 
     with torch.no_grad():
         n_samples = stems.shape[-1]
-        if not by_block(n_samples, sample_rate):
+        if not (blockwise and is_long(n_samples, sample_rate)):
             lufs = metrics.integrated_loudness(stem_sum(stems), sample_rate).double()
         else:
             meter = loudness.HopEnergyMeter(stems.shape[:1], n_samples, sample_rate, stems.device)

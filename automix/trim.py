@@ -77,9 +77,19 @@ class MasterLoudness:
         ceiling_dbtp: the limiter's ceiling, dBTP, float or `[B]`.
         detector_power: `[B, T]` the bus compressor's detector power of `bus`
             (`automix.dsp.console.bus_detector_power`) when already known; None: from the bus.
+        blockwise: a long bus is processed a block of time at a time (no gradients are recorded).
     """
 
-    def __init__(self, bus: torch.Tensor, sample_rate: int, params: dict, ceiling_dbtp, detector_power=None):
+    def __init__(
+        self,
+        bus: torch.Tensor,
+        sample_rate: int,
+        params: dict,
+        ceiling_dbtp,
+        detector_power=None,
+        *,
+        blockwise: bool = False,
+    ):
         batch, _, n_samples = bus.shape
         self.sample_rate = sample_rate
         window, hop = window_samples(sample_rate, BLOCK_S)
@@ -90,8 +100,8 @@ class MasterLoudness:
         pad = max(window - n_samples, 0)
         self.power_scale = window / min(window, n_samples)
         if detector_power is None:
-            detector_power = bus_detector_power(bus, sample_rate)
-        drive = master_drive(bus, sample_rate, params, detector_power)
+            detector_power = bus_detector_power(bus, sample_rate, blockwise=blockwise)
+        drive = master_drive(bus, sample_rate, params, detector_power, blockwise=blockwise)
         if pad:
             drive = F.pad(drive, (0, pad))
         meter = HopEnergyMeter.of(drive, sample_rate, bins_per_hop=self.groups_per_hop)
@@ -183,9 +193,11 @@ def search_trim(
     target_lufs: torch.Tensor,
     steps: int,
     tolerance_lu: float,
+    *,
+    blockwise: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, that output and its
-    measured loudness `[B]`.
+    measured loudness `[B]` (metered a block at a time with `blockwise`).
 
     The model (of the master's input at `model_trim_db`) answers first; each render of the master at the
     answer (`render`: trim `[B]` -> output `[B, 2, T]`) measures what the model missed there, and the
@@ -198,7 +210,7 @@ def search_trim(
     bracket = Bracket(target_lufs)
     for _ in range(steps):
         mix = render(trim_db)
-        lufs = integrated_loudness(mix, model.sample_rate)
+        lufs = integrated_loudness(mix, model.sample_rate, blockwise=blockwise)
         active = (target_lufs - lufs).abs() > tolerance_lu  # per item: a batch gives what each alone would
         if not active.any():
             return trim_db, mix, lufs
@@ -223,6 +235,7 @@ def loudness_search(
     *,
     steps: int,
     tolerance_lu: float,
+    blockwise: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Predict mode's trim `[B]` dB that brings the master's output to `target_lufs` `[B]`, with that
     output and its loudness (None when the last answer went unrendered): `search_trim` with its model
@@ -230,23 +243,26 @@ def loudness_search(
 
     `render_master(bus, master_params, trim_db, detector_power=...)` renders the master section
     (`automix.chain.AutoMixChain.render_master`); every render and the model share the bus
-    compressor's detector power.
+    compressor's detector power. `blockwise`: a long bus is rendered and metered a block of time at a
+    time (no gradients are recorded here).
     """
-    power = bus_detector_power(bus, sample_rate)
+    power = bus_detector_power(bus, sample_rate, blockwise=blockwise)
     model = MasterLoudness(
         gain(bus, gain_db=trim_db),
         sample_rate,
         master_params,
         ceiling_dbtp,
         detector_power=trimmed_power(power, trim_db),
+        blockwise=blockwise,
     )
     return search_trim(
-        lambda trim: render_master(bus, master_params, trim, detector_power=power),
+        lambda trim: render_master(bus, master_params, trim, detector_power=power, blockwise=blockwise),
         model,
         trim_db,
         target_lufs,
         steps,
         tolerance_lu,
+        blockwise=blockwise,
     )
 
 

@@ -1,4 +1,4 @@
-"""Small helpers kept from the original public API."""
+"""Small helpers of the public API (docs/design.md, *Public API*)."""
 
 import torch
 

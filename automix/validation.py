@@ -6,7 +6,7 @@ Two sections:
   and mono stems, 1 to 12 stems, 2-second and 3-minute material, 44.1 and 48 kHz) x styles x modes.
   Each mix is measured on the full returned mix: loudness by pyloudnorm, true peak by 4x
   `scipy.signal.resample_poly` (both independent of the mixer), centroid and M/S ratio by
-  `automix.metrics`; then judged with the original design's tolerances (`automix.loss.TOLERANCES`)
+  `automix.metrics`; then judged with the tolerances of the public contract (`automix.loss.TOLERANCES`)
   and quality score (`automix.analysis.report`).
 - conformance: EBU Tech 3341 cases 1-5 (integrated loudness) and Tech 3342 cases 1-4 (loudness range)
   read by `automix.metrics`, at both sample rates.
@@ -222,7 +222,7 @@ def measure_mix(mix: torch.Tensor, sample_rate: int) -> dict[str, float]:
 
 
 def judge(measured: Mapping[str, float], style: StyleTarget, ceiling_dbtp: float) -> dict:
-    """Measured vs the style's targets with `automix.analysis.report`'s rule (the original tolerances;
+    """Measured vs the style's targets with `automix.analysis.report`'s rule (`automix.loss.TOLERANCES`;
     the true peak at or under the ceiling) and its quality score.
 
     Returns:

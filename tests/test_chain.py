@@ -1,5 +1,5 @@
 """AutoMixChain end to end, judged by independent meters: pyloudnorm (LUFS), scipy's 4x resampler
-(true peak) and numpy (centroid, M/S) written here from DESIGN.md's definitions."""
+(true peak) and numpy (centroid, M/S) written here from docs/design.md, *Contracts*."""
 
 import numpy as np
 import pyloudnorm
@@ -19,7 +19,8 @@ PYLOUDNORM_BIAS_LU = 0.05  # its textbook K-weighting reads ~0.04 LU below ITU's
 
 
 def reference_centroid(mix: np.ndarray, sample_rate: int) -> float:
-    """DESIGN.md: mean |STFT| of the mid signal (Hann 2048, hop 512), then the magnitude-weighted mean."""
+    """docs/design.md, *Spectral centroid*: mean |STFT| of the mid signal (Hann 2048, hop 512), then
+    the magnitude-weighted mean."""
     mid = mix.mean(axis=0)
     _, _, frames = scipy.signal.stft(mid, sample_rate, window="hann", nperseg=2048, noverlap=1536,
                                      boundary=None, padded=False)  # fmt: skip
@@ -97,11 +98,20 @@ def test_batch_results_equal_per_item_results(chain):
 
 
 def test_list_of_mono_and_stereo_stems_of_different_lengths(chain):
+    """A mono stem becomes dual-mono and shorter stems are zero-padded at their end: the same mix as the
+    stems given already so, as one stereo tensor."""
     song, _ = synth_stems(1.0, SAMPLE_RATE, seed=5)
-    stems = [song[0], song[1, :1, : SAMPLE_RATE // 2], song[2, :, : SAMPLE_RATE // 3]]
+    half, third = SAMPLE_RATE // 2, SAMPLE_RATE // 3
+    stems = [song[0], song[1, :1, :half], song[2, :, :third]]
+    explicit = torch.zeros(3, 2, SAMPLE_RATE)
+    explicit[0] = song[0]
+    explicit[1, :, :half] = song[1, 0, :half]  # the mono channel on both sides
+    explicit[2, :, :third] = song[2, :, :third]
     with torch.no_grad():
         mix, _ = chain(stems, style="rock_punk", mode="predict")
+        expected, _ = chain(explicit, style="rock_punk", mode="predict")
     assert mix.shape == (2, SAMPLE_RATE)
+    torch.testing.assert_close(mix, expected, rtol=0, atol=1e-6)
 
 
 def test_silent_stems_give_finite_output_and_analysis(chain):
@@ -252,7 +262,7 @@ def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
 
 
 def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypatch):
-    """A long song (over 1 s here) rendered without gradients goes through the strips a block (2 s here)
+    """A long song (over 1 s here) rendered block-wise goes through the strips a block (2 s here)
     at a time and meters each stem from its hop energies: the bus and the stem loudness match the
     whole-signal render (with gradients), a masked stem stays silent."""
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
@@ -262,7 +272,7 @@ def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypa
     unit = torch.rand(1, 4, chain.space.n_stem, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
     with torch.no_grad():
-        bus, _, stem_lufs = chain.render_bus(stems, unit, mask)
+        bus, _, stem_lufs = chain.render_bus(stems, unit, mask, blockwise=True)
     whole_bus, _, whole_lufs = chain.render_bus(stems, unit, mask)
     error_db = 10 * torch.log10((bus - whole_bus.detach()).square().sum() / whole_bus.detach().square().sum())
     assert error_db < -60
@@ -305,7 +315,7 @@ def test_the_input_gain_brings_each_songs_stem_sum_to_the_nominal_loudness():
     assert float(gain_db[0]) > 30 and float(gain_db[2]) == 0.0
     long = stems.repeat(1, 1, 11)  # 66 s: past `BLOCKWISE_MIN_SECONDS`
     with torch.no_grad():
-        by_blocks = input_gain_db(long[None], SAMPLE_RATE)
+        by_blocks = input_gain_db(long[None], SAMPLE_RATE, blockwise=True)
     reference = meter.integrated_loudness(long.sum(0).double().T.numpy())
     assert float(by_blocks) == pytest.approx(INPUT_LUFS - reference - PYLOUDNORM_BIAS_LU, abs=0.1)
 

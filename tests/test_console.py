@@ -193,8 +193,8 @@ def test_renders_at_other_gains_may_share_the_bus_detectors_power(monkeypatch, b
         monkeypatch.setattr(console, "MASTER_BLOCK_SAMPLES", SAMPLE_RATE)
     gain_db = torch.tensor([6.0], dtype=torch.float64)
     with torch.no_grad():
-        power = bus_detector_power(bus, SAMPLE_RATE) * 10 ** (gain_db[:, None] / 10)
+        power = bus_detector_power(bus, SAMPLE_RATE, blockwise=blockwise) * 10 ** (gain_db[:, None] / 10)
         louder = gain(bus, gain_db=gain_db)
-        shared = master_section(louder, SAMPLE_RATE, master_params, detector_power=power)
-        own = master_section(louder, SAMPLE_RATE, master_params)
+        shared = master_section(louder, SAMPLE_RATE, master_params, detector_power=power, blockwise=blockwise)
+        own = master_section(louder, SAMPLE_RATE, master_params, blockwise=blockwise)
     torch.testing.assert_close(shared, own, rtol=1e-9, atol=1e-12)

@@ -1,6 +1,7 @@
 """Compressor and true-peak limiter against closed forms and an independent scipy true-peak meter."""
 
 import gc
+import importlib
 import math
 import os
 import subprocess
@@ -469,9 +470,10 @@ def test_a_limiter_without_gradients_works_block_by_block_to_the_same_output(mon
     x[..., 9000:9100] *= 6.0
     whole = limiter(x.requires_grad_(), SR, lookahead_ms=lookahead_ms).detach()
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 0.1)
-    monkeypatch.setattr("automix.dsp.limiter.LIMITER_BLOCK_SAMPLES", 1000)
+    # `automix.dsp.limiter` as an attribute is the function (`automix.dsp` exports it): patch the module.
+    monkeypatch.setattr(importlib.import_module("automix.dsp.limiter"), "LIMITER_BLOCK_SAMPLES", 1000)
     with torch.no_grad():
-        blocked = limiter(x, SR, lookahead_ms=lookahead_ms)
+        blocked = limiter(x, SR, lookahead_ms=lookahead_ms, blockwise=True)
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-10)  # the running sums round apart
 
 

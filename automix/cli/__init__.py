@@ -9,7 +9,8 @@ from automix.memory import retain_freed_memory
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run `main`, turning a user's error into one line on stderr and exit status 2 (STYLE.md 9).
+    """Run `main`, turning a user's error into one line on stderr and exit status 2 (docs/design.md,
+    *Code conventions*).
 
     Freed memory stays in the process for reuse (`automix.memory`): renders of long songs run faster;
     the compressor's compiled kernel is kept on disk (`automix.dsp.dynamics.cache_compiled_kernels`).

@@ -1,4 +1,5 @@
-"""`python mix.py`: mix stems to a style and master them; the original design's flags, and more."""
+"""`python mix.py`: mix stems to a style and master them, with the CLI flags of the public contract
+(docs/design.md, *Public API*) and more."""
 
 import argparse
 import json
@@ -66,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def checkpoint_for(mode: str, given: Path | None) -> Path | None:
     """The predictor weights a mode uses: the given file, else the shipped checkpoint in predict mode.
 
-    Optimize mode without `--checkpoint` starts from the neutral console: measured on the demo stems and
-    `validate.py --quick`, the shipped predictor's settings are a slower and less reliable start for the
-    per-song optimisation than the neutral ones (README, *The shipped checkpoint*).
+    Optimize mode without `--checkpoint` starts from the neutral console: the shipped predictor's
+    settings are a slower and less reliable start for the per-song optimisation than the neutral ones
+    (README, *The shipped checkpoint*).
     """
     if given is not None:
         return given

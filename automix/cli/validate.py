@@ -1,4 +1,5 @@
-"""`python validate.py`: the validation suite (`automix.validation`) with the original design's flags.
+"""`python validate.py`: the validation suite (`automix.validation`), with the CLI flags of the public
+contract (docs/design.md, *Public API*).
 
 Exit status 0 when every check passes, 1 when any fails, 2 (one line on stderr) for bad input.
 """

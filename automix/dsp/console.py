@@ -18,9 +18,10 @@ from automix.dsp.eq import four_band_eq, four_band_sections
 from automix.dsp.filters import (
     biquad_response,
     biquads_with_quadrature,
-    by_block,
+    check_blockwise,
     filter_with_quadrature,
     impulse_response_length,
+    is_long,
     overlap_save,
     quadrature_response,
 )
@@ -64,8 +65,8 @@ MASTER_PARAMETERS = (
 # Every strip's EQ cascade ends in a high-pass here: it removes DC offsets and infrasonic rumble, which
 # are inaudible but would take the limiter's headroom (the lowest musical fundamental, B0, is 31 Hz).
 DC_BLOCK_HZ = 20.0
-# A long mix without gradients (`automix.dsp.filters.by_block`) goes through the master section up to
-# the limiter this many samples at a time (`master_drive_blocks`); the limiter works by blocks of its own.
+# A long mix rendered block-wise (`blockwise=True`) goes through the master section up to the limiter
+# this many samples at a time (`master_drive_blocks`); the limiter works by blocks of its own.
 MASTER_BLOCK_SAMPLES = 2**18
 
 
@@ -180,14 +181,17 @@ def master_drive(
     sample_rate: int,
     params: dict[str, torch.Tensor],
     detector_power: torch.Tensor | None = None,
+    *,
+    blockwise: bool = False,
 ) -> torch.Tensor:
     """The master section up to the limiter: bus compressor -> master EQ -> M/S width -> the drive into
-    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`. A long mix without
-    gradients (`automix.dsp.filters.by_block`) goes through it a block at a time (`master_drive_blocks`).
+    the limiter (1 / `limiter_threshold`). `[..., 2, T]` -> `[..., 2, T]`.
     `detector_power`: the bus compressor's detector power of `mix` (`bus_detector_power`) when already
-    known; None: from the mix.
+    known; None: from the mix. `blockwise`: a long mix (`automix.dsp.filters.is_long`) goes through it a
+    block at a time (`master_drive_blocks`), without gradients (ValueError while one is being recorded).
     """
-    if by_block(mix.shape[-1], sample_rate):
+    check_blockwise(blockwise, mix, params, detector_power)
+    if blockwise and is_long(mix.shape[-1], sample_rate):
         drive = torch.empty_like(mix)
         blocks = master_drive_blocks(mix, sample_rate, params, MASTER_BLOCK_SAMPLES, detector_power)
         for start, block in blocks:
@@ -239,13 +243,15 @@ def master_drive_blocks(
         yield start, _width_and_drive(equalised, params)
 
 
-def bus_detector_power(mix: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def bus_detector_power(mix: torch.Tensor, sample_rate: int, *, blockwise: bool = False) -> torch.Tensor:
     """The bus compressor's detector power `[B, T]` of a mix `[B, 2, T]` (`detector_mean_square`), as
-    `master_drive` computes it: a long mix without gradients a block at a time, the detector hearing the
-    blocks around. Renders of one bus at different gains can share it (`master_section`'s
-    `detector_power`), scaled by each gain squared: the detector is quadratic in its input."""
+    `master_drive` computes it: with `blockwise`, a long mix a block at a time without gradients, the
+    detector hearing the blocks around. Renders of one bus at different gains can share it
+    (`master_section`'s `detector_power`), scaled by each gain squared: the detector is quadratic in
+    its input."""
+    check_blockwise(blockwise, mix)
     n_samples = mix.shape[-1]
-    if not by_block(n_samples, sample_rate):
+    if not (blockwise and is_long(n_samples, sample_rate)):
         return detector_mean_square(mix, sample_rate)
     power = mix.new_empty(mix.shape[0], n_samples)
     for start, stop, heard in _detector_blocks(n_samples, sample_rate, MASTER_BLOCK_SAMPLES):
@@ -272,6 +278,7 @@ def master_section(
     limiter_lookahead_ms: float | None = None,
     limiter_release_ms: float | None = None,
     detector_power: torch.Tensor | None = None,
+    blockwise: bool = False,
 ) -> torch.Tensor:
     """Bus compressor -> master EQ -> M/S width -> true-peak limiter.
 
@@ -282,16 +289,22 @@ def master_section(
         limiter_lookahead_ms, limiter_release_ms: None keeps the limiter's defaults.
         detector_power: `[B, T]` the bus compressor's detector power of `mix` (`bus_detector_power`),
             when already known; None: from the mix.
+        blockwise: a long mix (`automix.dsp.filters.is_long`) goes through the drive and the limiter a
+            block of time at a time (`master_drive`, `limiter`), in memory for one block; no gradients.
 
     Returns:
         `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
+
+    Raises:
+        ValueError: `blockwise` while a gradient is being recorded for the mix or the settings.
     """
     timing = {"lookahead_ms": limiter_lookahead_ms, "release_ms": limiter_release_ms}
     return limiter(
-        master_drive(mix, sample_rate, params, detector_power),
+        master_drive(mix, sample_rate, params, detector_power, blockwise=blockwise),
         sample_rate,
         ceiling_dbtp=ceiling_dbtp,
         overwrite=True,  # the drive is this function's own
+        blockwise=blockwise,
         **{k: v for k, v in timing.items() if v is not None},
     )
 
@@ -304,12 +317,15 @@ def render_mix(
     *,
     stem_mask: torch.Tensor | None = None,
     ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
+    blockwise: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole console: strips, sum, master.
 
     Args:
         stems: `[..., N, C, T]`.
         stem_mask: `[..., N]` 1 for real stems, 0 for padding; None means all real.
+        blockwise: a long mix goes through the master section a block of time at a time
+            (`master_section`), without gradients.
 
     Returns:
         `(master [..., 2, T], processed stems [..., N, 2, T])`.
@@ -317,5 +333,7 @@ def render_mix(
     processed = channel_strip(stems, sample_rate, stem_params)
     if stem_mask is not None:
         processed = processed * stem_mask[..., None, None].to(processed.dtype)
-    master = master_section(processed.sum(dim=-3), sample_rate, master_params, ceiling_dbtp=ceiling_dbtp)
+    master = master_section(
+        processed.sum(dim=-3), sample_rate, master_params, ceiling_dbtp=ceiling_dbtp, blockwise=blockwise
+    )
     return master, processed

@@ -41,10 +41,8 @@ HILBERT_PAD_MS = 100.0
 # quadrature transform's kernel 1/(pi·n) beyond it only carries content below ~1000 / this many Hz.
 DETECTOR_CONTEXT_MS = 500.0
 # Fewest rows `[B, T]` that a recursion on GPU tensors runs in numba's CUDA kernels rather than in the
-# CPU kernels with copies. H100 and 16 CPU cores (`benchmarks/bench_gpu.py`), all recursions in the CPU
-# kernels against all in the CUDA kernels: predict mode on 8 stems x 10 s 0.11 s against 0.40 s; a
-# training batch of 8 songs (32 rows a strip) 15.7 songs/s against 9.7, of 32 songs (128 rows) 11
-# against 30.
+# CPU kernels with copies: the CUDA kernels run a row a thread, serially in time, and pay off only for
+# many rows (`benchmarks/bench_gpu.py` times both routes; docs/benchmarks.md).
 CUDA_KERNEL_MIN_ROWS = 64
 # Below this much knee width (dB) the knee is hard; only keeps the quadratic knee's division finite.
 MIN_KNEE_DB = 1e-6
@@ -132,9 +130,8 @@ class _Ballistics(torch.autograd.Function):
     """torchcomp's `compressor_core` with its gradients, without its forward-mode saves: torchcomp's
     `setup_context` also calls `ctx.save_for_forward` with the function's own output, which ties the
     output and its graph node in a cycle that Python's collector cannot see, so every call kept its
-    inputs and output alive for the life of the process (~130 MB a call on 8 x 2M samples, measured,
-    with or without a backward pass). The reverse-mode gradients are torchcomp's own, computed on the
-    CPU where `_on_cpu`."""
+    inputs and output alive for the life of the process, with or without a backward pass. The
+    reverse-mode gradients are torchcomp's own, computed on the CPU where `_on_cpu`."""
 
     @staticmethod
     def forward(x, zi, at, rt):
@@ -160,9 +157,9 @@ class _Ballistics(torch.autograd.Function):
 
 def cache_compiled_kernels() -> bool:
     """Keep the CPU's numba kernels (torchcomp's `compressor_core`, the K-weighting's
-    `automix.dsp.recursive`) compiled on disk, in numba's cache: they are compiled again in every process
-    otherwise, ~0.6 s a dtype before the first compressor runs and ~1 s before the first loudness
-    (measured). The command-line tools and training call it.
+    `automix.dsp.recursive`) compiled on disk, in numba's cache: otherwise every process compiles them
+    again before its first compressor and its first loudness measurement. The command-line tools and
+    training call it.
 
     Returns:
         True when caching is on; False where numba finds no folder it may write (it compiles as before).
@@ -257,7 +254,7 @@ class _GainComputer(torch.autograd.Function):
     ratio and knee (dB) `[B, 1]`: `soft_knee_gain_db` of the power in dB, as an amplitude.
 
     One node that keeps only its inputs: autograd's chain of the elementwise steps kept seven
-    signal-sized tensors (~90 MB of the graph of Adam's 9-s, 8-stem excerpt batch). The backward
+    signal-sized tensors. The backward
     recomputes the level and differentiates the knee in closed form.
     """
 

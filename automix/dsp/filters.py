@@ -11,6 +11,7 @@ what its forward does, where autograd's would run complex FFTs of the full lengt
 
 import functools
 import math
+from collections.abc import Mapping
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -24,15 +25,14 @@ MAX_IR_SECONDS = 10.0
 # block (~2 MB) stay in cache, where the whole grid's (tens of MB) would cost more than the arithmetic.
 RESPONSE_BLOCK_BINS = 16384
 # FFT lengths are multiples of this (`fft_length`): the smallest 5-smooth length can be odd or twice an
-# odd number, which torch's CPU FFT took 2-3x as long over (measured; ~20 % less FFT time over random
-# lengths with this multiple, the same with 32 or 64).
+# odd number, lengths torch's CPU FFT is slow on.
 FFT_LENGTH_MULTIPLE = 16
 # Overlap-save FFT length per filter tap: FFT work per output sample is least for segments several
 # times the filter's length (less overlap wasted) yet small enough to stay in cache.
 OVERLAP_SAVE_FFT_PER_TAP = 8
-# Without gradients, signals longer than this go through the console and the meters a block of time at
-# a time (`by_block`): a minute of 8 stereo stems is 170 MB of float32 a copy, and a whole-signal pass
-# holds several copies; shorter ones take the whole-signal path, a few per cent faster.
+# Signals longer than this (`is_long`) go through the console and the meters a block of time at a time
+# where the caller asks for it (`blockwise=True`): a minute of 8 stereo stems is 170 MB of float32 a copy,
+# and a whole-signal pass holds several copies; shorter ones take the whole-signal path, which is faster.
 BLOCKWISE_MIN_SECONDS = 60.0
 
 
@@ -119,6 +119,7 @@ def high_pass(freq_hz, q, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def _unit_circle_table(n_fft: int, device) -> torch.Tensor:
     """`e^{-2·pi·i·t / n_fft}` for t < n_fft, `[n_fft]` complex128. Cached per length and device: read
     it, never write to it."""
@@ -232,8 +233,8 @@ def frequency_response(
 
     Each section's quadratics are evaluated at every bin in float64 and the sections' responses
     multiplied (`_CascadeResponse`): the expanded polynomial of the whole cascade (one evaluation
-    instead of one per section) loses nearly all its digits where several roots crowd z = 1: it put a
-    20 Hz high-pass after a 30 Hz shelf −33 dB (2 %) off scipy's output.
+    instead of one per section) loses nearly all its digits where several roots crowd z = 1, as those
+    of a low shelf and a high-pass at low frequencies do.
 
     Args:
         b, a: `[..., n_sections, 3]` numerator / denominator coefficients.
@@ -278,7 +279,7 @@ class _Rfft(torch.autograd.Function):
 def rfft(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """`torch.fft.rfft(x, n)` along the last axis (zero-padded or cropped to n). Differentiable.
 
-    Its backward is one real inverse FFT; torch's runs a complex FFT of the full length, ~3x the cost.
+    Its backward is one real inverse FFT, where torch's runs a complex FFT of the full length.
     """
     return _Rfft.apply(x, x.shape[-1] if n is None else n)
 
@@ -352,6 +353,7 @@ def spectral_filter(x: torch.Tensor, response: torch.Tensor, n_fft: int) -> torc
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # the cached tensor also serves calls that record gradients
 def quadrature_multiplier(n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
     """The Hilbert transform on the rfft grid of length `n_fft`: −j on the positive frequencies, 0 at DC
     and Nyquist (they have no quadrature component); `[n_fft // 2 + 1]` in the complex dtype of `dtype`.
@@ -471,10 +473,28 @@ def impulse_response_length(a: torch.Tensor, sample_rate: int) -> int:
     return int(min(per_section.sum().item() + 3 * a.shape[-2], MAX_IR_SECONDS * sample_rate))
 
 
-def by_block(n_samples: int, sample_rate: int) -> bool:
-    """Whether a signal of `n_samples` is processed a block of time at a time: no gradients are being
-    recorded and it is longer than `BLOCKWISE_MIN_SECONDS`."""
-    return not torch.is_grad_enabled() and n_samples > BLOCKWISE_MIN_SECONDS * sample_rate
+def is_long(n_samples: int, sample_rate: int) -> bool:
+    """Whether a signal of `n_samples` is longer than `BLOCKWISE_MIN_SECONDS`: long enough for a function
+    called with `blockwise=True` to go through it a block of time at a time."""
+    return n_samples > BLOCKWISE_MIN_SECONDS * sample_rate
+
+
+def check_blockwise(blockwise: bool, *inputs) -> None:
+    """Refuse `blockwise=True` while a gradient is being recorded for one of a function's `inputs`
+    (tensors, mappings of tensors, or None): the block paths record none.
+
+    Raises:
+        ValueError: a bug in the caller, which should pass `blockwise=False` where it needs gradients.
+    """
+    if not (blockwise and torch.is_grad_enabled()):
+        return
+    for value in inputs:
+        tensors = value.values() if isinstance(value, Mapping) else (value,)
+        if any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+            raise ValueError(
+                "blockwise=True while a gradient is being recorded for the input: the block paths have "
+                "no gradient; pass blockwise=False, or call under torch.no_grad()"
+            )
 
 
 def fft_length(n_samples: int) -> int:

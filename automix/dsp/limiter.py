@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from torchcomp import ms2coef
 
 from automix.dsp.dynamics import ballistics, per_item
-from automix.dsp.filters import by_block
+from automix.dsp.filters import check_blockwise, is_long
 from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, interpolation_filter, polyphase_fir
 from automix.units import AMP_FLOOR_DB, db_to_amp
 
@@ -23,8 +23,8 @@ DEFAULT_LOOKAHEAD_MS = 5.0
 # distortion of low frequencies.
 DEFAULT_LIMITER_RELEASE_MS = 100.0
 # Detection ceiling sits this far below the requested one: it absorbs what the second pass leaves of
-# the inter-sample peak changes caused by the gain varying under a meter's reconstruction filter
-# (≤ 0.012 dB in the tests, look-ahead down to 0.1 ms), and float32 rounding.
+# the inter-sample peak changes caused by the gain varying under a meter's reconstruction filter, and
+# float32 rounding.
 TRUE_PEAK_MARGIN_DB = 0.02
 # Second detector interpolator: a short Kaiser-windowed sinc with a wide transition band (the design of
 # scipy.signal.resample_poly's default: 10 zero crossings a side, beta 5). Meters of this kind read up to
@@ -44,7 +44,7 @@ DETECTION_SPREAD_SAMPLES = 1
 LIMITER_PASSES = 2
 # Samples per row whose oversampled phases the peak detector holds at once.
 PEAK_CHUNK_SAMPLES = 2**18
-# The limiter gain of a long signal without gradients (`automix.dsp.filters.by_block`) is computed this
+# The limiter gain of a long signal limited block-wise (`limiter(..., blockwise=True)`) is computed this
 # many samples at a time.
 LIMITER_BLOCK_SAMPLES = 2**18
 # Amplitude floor of the limiter's peak detector (silence), as in `amp_to_db`: the gain divides by it.
@@ -162,7 +162,7 @@ class _PeakOverPhases(torch.autograd.Function):
 
 def _halving_max(x: torch.Tensor) -> torch.Tensor:
     """Maximum over the last dimension (a power of two: the detector's phases) by halving it, elementwise
-    maxima of strided halves: ~2x faster than `amax` over a short last dimension (measured)."""
+    maxima of strided halves, which run faster than `amax` over a short last dimension."""
     while x.shape[-1] > 1:
         half = x.shape[-1] // 2
         x = torch.maximum(x[..., :half], x[..., half:])
@@ -260,6 +260,7 @@ def limiter(
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
     release_ms=DEFAULT_LIMITER_RELEASE_MS,
     overwrite: bool = False,
+    blockwise: bool = False,
 ) -> torch.Tensor:
     """Look-ahead true-peak brick-wall limiter, linked over channels, time-aligned with its input.
 
@@ -287,16 +288,23 @@ def limiter(
             W ≥ 1 samples.
         release_ms: 10-90 % recovery time of the gain reduction, ms; differentiable.
         overwrite: x is the caller's temporary: without gradients, it is limited in place.
+        blockwise: the gain of a long signal (`automix.dsp.filters.is_long`) is computed
+            `LIMITER_BLOCK_SAMPLES` at a time (`_limiter_gain_by_block`), in memory for one block; the
+            same output, without gradients.
 
     Returns:
         `[..., C, T]` limited signal, true peak ≤ `ceiling_dbtp`.
+
+    Raises:
+        ValueError: `blockwise` while a gradient is being recorded for x or the settings.
     """
+    check_blockwise(blockwise, x, ceiling_dbtp, release_ms)
     n_samples = x.shape[-1]
     lead = x.shape[:-2]
     window = max(1, round(lookahead_ms * sample_rate / 1000.0))
     ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
     release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
-    limiter_gain = _limiter_gain_by_block if by_block(n_samples, sample_rate) else _limiter_gain
+    limiter_gain = _limiter_gain_by_block if blockwise and is_long(n_samples, sample_rate) else _limiter_gain
     y = x
     for _ in range(LIMITER_PASSES):
         gain = limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)

@@ -3,9 +3,9 @@
 Held-out songs are `automix.synth` songs with seeds from `HELD_OUT_SEED` on (training draws 62-bit
 seeds at random, so these are never trained on), all four stems, whole (not excerpts). Each is mixed to
 every style in predict mode (or optimize) and measured on the returned mix: loudness by pyloudnorm (an
-independent BS.1770-4 meter), the centroid and M/S ratio by `automix.metrics` (DESIGN.md's definitions),
-the true peak by `automix.metrics.true_peak`. A mix counts when all three are within the original
-tolerances (±1 LU, ±200 Hz, ±0.2).
+independent BS.1770-4 meter), the centroid and M/S ratio by `automix.metrics` (docs/design.md,
+*Contracts*), the true peak by `automix.metrics.true_peak`. A mix counts when all three are within the
+tolerances of the public contract (`automix.loss.TOLERANCES`: ±1 LU, ±200 Hz, ±0.2).
 
 Run: `python -m automix.training.evaluate --checkpoint checkpoints/default.ckpt [--songs 20]`.
 """

@@ -161,7 +161,7 @@ class AutoMixModule(L.LightningModule):
 
     @torch.no_grad()
     def metrics(self, analysis, targets, mask, units, stage: str) -> dict[str, torch.Tensor]:
-        """Per-target errors, the fraction within the original tolerances, loss terms and parameter
+        """Per-target errors, the fraction within `automix.loss.TOLERANCES`, loss terms and parameter
         statistics of a batch (means over its items)."""
         judged = report(analysis, targets, self.chain.ceiling_dbtp)
         values = {}

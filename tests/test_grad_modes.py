@@ -1,0 +1,57 @@
+"""One chain used under `torch.inference_mode()` or `torch.no_grad()`, then with gradients: nothing a
+call without gradients caches (filter tables, impulse responses) may break the calls after it."""
+
+import pytest
+import torch
+
+from automix import AutoMixChain, create_training_loss
+from automix.dsp.limiter import limiter
+from automix.loudness import integrated_loudness
+from automix.utils import create_white_noise_stems
+
+SAMPLE_RATE = 44100
+
+
+@pytest.fixture
+def stems():
+    return create_white_noise_stems(3, duration=1.5, sample_rate=SAMPLE_RATE, seed=3)
+
+
+def _predictor_grads_after_training_step(chain: AutoMixChain, stems: torch.Tensor) -> list[torch.Tensor]:
+    chain.zero_grad()
+    _, analysis = chain(stems, style="rock_punk", mode="predict")
+    create_training_loss(chain.style_targets)(analysis, "rock_punk").backward()
+    return [p.grad for p in chain.predictor.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("no_gradients", [torch.inference_mode, torch.no_grad])
+def test_a_chain_used_without_gradients_still_trains_and_optimises(stems, no_gradients):
+    torch.manual_seed(0)
+    chain = AutoMixChain(sample_rate=SAMPLE_RATE, optimize={"steps": 2, "refine_steps": 1})
+    with no_gradients():
+        mix, _ = chain(stems, style="rock_punk", mode="predict")
+    assert mix.shape == (2, stems.shape[-1])
+
+    grads = _predictor_grads_after_training_step(chain, stems)
+    assert grads, "no predictor parameter received a gradient"
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+    mix, analysis = chain(stems, style="rock_punk", mode="optimize")
+    assert mix.shape == (2, stems.shape[-1])
+    assert torch.isfinite(mix).all() and torch.isfinite(analysis["lufs"])
+
+
+def test_a_block_path_asked_for_while_a_gradient_is_recorded_is_refused():
+    """`blockwise=True` is a bug where a gradient is being recorded for the input (the block paths have
+    none), whatever the signal's length; without gradients, or for an input that needs none, it is fine."""
+    x = torch.randn(1, 2, 4410, requires_grad=True)
+    params = {"ceiling_dbtp": torch.tensor(-1.0, requires_grad=True)}
+    with pytest.raises(ValueError, match="blockwise"):
+        integrated_loudness(x, SAMPLE_RATE, blockwise=True)
+    with pytest.raises(ValueError, match="blockwise"):
+        limiter(x.detach(), SAMPLE_RATE, ceiling_dbtp=params["ceiling_dbtp"], blockwise=True)
+    integrated_loudness(x.detach(), SAMPLE_RATE, blockwise=True)
+    with torch.no_grad():
+        integrated_loudness(x, SAMPLE_RATE, blockwise=True)
+        limiter(x, SAMPLE_RATE, ceiling_dbtp=params["ceiling_dbtp"], blockwise=True)
