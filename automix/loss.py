@@ -12,8 +12,8 @@ from automix.loudness import SILENCE_LUFS
 from automix.styles import StyleTarget
 from automix.targets import Targets, resolve_targets
 
-# Tolerances of the original design's validation (measured vs target); pass flags and the quality
-# score use them.
+# Tolerances of the validation (measured vs target; docs/design.md, *Style targets*); pass flags and the
+# quality score use them.
 TOLERANCES = {"lufs": 1.0, "spectral_centroid": 200.0, "stereo_ms_ratio": 0.2}
 # Each error is divided by its scale and squared: a scale is the error that costs as much as 1 LU.
 LUFS_SCALE_LU = 1.0

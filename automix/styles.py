@@ -5,7 +5,7 @@ measurements of `automix.metrics` that the loss compares, and optionally a frequ
 energies below 250 Hz, in 250-4000 Hz and above 4000 Hz (the bands of `automix.metrics.band_energy`).
 
 The built-in styles `DEFAULT_STYLES` equal `conf/style/*.yaml` (a test compares them). Custom targets
-come from a YAML file shaped as in DESIGN.md::
+come from a YAML file shaped as in docs/design.md, *Style targets*::
 
     style_targets:
       my_style:
@@ -14,7 +14,7 @@ come from a YAML file shaped as in DESIGN.md::
         stereo_ms_ratio: 0.7
         frequency_balance: {low_energy: 0.45, mid_energy: 0.4, high_energy: 0.15}  # optional
 
-or, as in the original design, the same without the top `style_targets:` key.
+or the same without the top `style_targets:` key.
 """
 
 import difflib

@@ -12,6 +12,7 @@ from automix.dsp.console import master_section
 from automix.dsp.stereo import gain
 from automix.loudness import HopEnergyMeter, integrated_loudness, k_weighting_coefficients, weighted_power
 from automix.params import ParameterSpace
+from automix.secant import Bracket
 from automix.synth import synth_stems
 
 SAMPLE_RATE = 44100
@@ -114,7 +115,7 @@ def test_a_silent_bus_gets_a_bounded_trim_and_a_silent_render():
 
 
 def test_a_long_signal_is_modelled_block_by_block_alike(monkeypatch):
-    """Without gradients a long bus's detector runs a block at a time (1 s blocks here): the model
+    """Asked for it, a long bus's detector and drive run a block at a time (1 s blocks here): the model
     answers as on the whole signal."""
     bus = song_bus(5.0, seed=6)
     params = master_params(1, **COMPRESSING)
@@ -122,14 +123,14 @@ def test_a_long_signal_is_modelled_block_by_block_alike(monkeypatch):
     monkeypatch.setattr(filters, "BLOCKWISE_MIN_SECONDS", 1.0)
     monkeypatch.setattr(console, "MASTER_BLOCK_SAMPLES", SAMPLE_RATE)
     with torch.no_grad():
-        blocks = trim.MasterLoudness(bus, SAMPLE_RATE, params, CEILING_DBTP)
+        blocks = trim.MasterLoudness(bus, SAMPLE_RATE, params, CEILING_DBTP, blockwise=True)
         for gain_db in (0.0, 6.0):
             gain_db = torch.tensor([gain_db])
             assert float(blocks(gain_db)[0]) == pytest.approx(float(whole(gain_db)[0]), abs=0.01)
 
 
 def test_the_bracket_interpolates_where_a_proposal_leaves_it():
-    bracket = trim.Bracket(torch.tensor([-11.0, -11.0]))
+    bracket = Bracket(torch.tensor([-11.0, -11.0]))
     proposal = torch.tensor([5.0, 1.5])
     torch.testing.assert_close(bracket.guard(proposal), proposal)  # nothing on either side yet
     bracket.add(torch.tensor([0.0, 0.0]), torch.tensor([-12.0, -12.0]))
