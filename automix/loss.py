@@ -17,7 +17,7 @@ from automix.targets import Targets, resolve_targets
 TOLERANCES = {"lufs": 1.0, "spectral_centroid": 200.0, "stereo_ms_ratio": 0.2}
 # Each error is divided by its scale and squared: a scale is the error that costs as much as 1 LU.
 LUFS_SCALE_LU = 1.0
-CENTROID_SCALE_OCT = 0.05  # 0.05 octave is ~100 Hz at 2 kHz: half the original tolerance
+CENTROID_SCALE_OCT = 0.05  # 0.05 octave is ~100 Hz at 2 kHz: half the validation tolerance
 MS_SCALE = 0.05
 BALANCE_SCALE = 0.05  # per band, in energy fraction
 TRUE_PEAK_SCALE_DB = 0.1

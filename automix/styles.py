@@ -384,7 +384,7 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
     if not all_finite(audio):
         raise AutomixError("the reference has NaN or infinite samples; re-export it")
     stereo = to_stereo(audio.reshape(audio.shape[-2:]))
-    lufs = integrated_loudness(stereo, sample_rate).item()
+    lufs = integrated_loudness(stereo, sample_rate, blockwise=True).item()
     if lufs <= SILENCE_LUFS:
         raise AutomixError(f"the reference is silent (below {SILENCE_LUFS:g} LUFS); give a track with music")
     return StyleTarget(
