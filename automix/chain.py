@@ -2,10 +2,8 @@
 
 Two ways to set the console, one console:
 - predict: one forward pass of the parameter predictor (the amortised path of training and batch jobs);
-- optimize (the default): start from the prediction, run Adam on the normalised parameters against the
-  loss measured on excerpts of the song, render the whole song, then correct what remains on the full
-  render itself (see `automix.optimize`).
-"""
+- optimize (the default): start from the prediction, correct it on the full-length render, and run Adam on
+  excerpts of the song only where those corrections cannot finish (`automix.optimize.SongOptimizer`)."""
 
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple

@@ -12,7 +12,7 @@ import time
 import torch
 
 from automix import AutoMixChain, load_style_targets
-from automix.optimize import PROMISE
+from automix.settings import load_mix_settings
 from automix.synth import synth_stems
 from automix.validation import ARRANGEMENTS, measure_mix
 
@@ -28,12 +28,14 @@ def seeds(text: str) -> list[int]:
 
 def kept_promises(mix: torch.Tensor, sample_rate: int, style, ceiling_dbtp: float) -> tuple[dict, bool]:
     """A mix `[2, T]` read by the independent meters (`measure_mix`, pyloudnorm's bias made up), and
-    whether it keeps the default mode's promises (`PROMISE`) to the style, under the ceiling."""
+    whether it keeps the default mode's promises (conf/mix.yaml `optimize.promise`) to the style, under the
+    ceiling."""
     measured = measure_mix(mix, sample_rate)
     measured["lufs"] += PYLOUDNORM_BIAS_LU
     wanted = {"lufs": style.lufs, "spectral_centroid": style.spectral_centroid_hz,
               "stereo_ms_ratio": style.stereo_ms_ratio}  # fmt: skip
-    ok = all(abs(measured[k] - wanted[k]) <= tol for k, tol in zip(wanted, PROMISE, strict=True))
+    promise = load_mix_settings().optimize.promise
+    ok = all(abs(measured[k] - wanted[k]) <= tol for k, tol in zip(wanted, promise, strict=True))
     return measured, ok and measured["true_peak_dbtp"] <= ceiling_dbtp
 
 
