@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-filter", metavar="SUBSTR", help="only the cases whose name contains SUBSTR")
     parser.add_argument("--targets", type=Path, metavar="FILE.yaml", help="custom style targets (YAML)")
     parser.add_argument(
-        "--checkpoint", type=Path, metavar="FILE", help="predictor checkpoint (default: the shipped one)"
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="predictor checkpoint (default: the shipped one in predict mode)",
     )
     parser.add_argument(
         "--mode", nargs="+", choices=MODES, default=["optimize"], help="mixing mode(s) (default: optimize)"
