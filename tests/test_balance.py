@@ -1,0 +1,349 @@
+"""Balance error and MR-STFT distance against closed forms and independent scipy/numpy computations."""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.signal
+import torch
+
+from automix.balance import (
+    balance_error_db,
+    band_energies,
+    estimate_track_gains,
+    mr_stft_distance,
+    third_octave_bands,
+)
+from automix.errors import AutomixError
+from automix.metrics import integrated_loudness
+
+SAMPLE_RATE = 44100
+DURATION_S = 2.0
+N_SAMPLES = round(DURATION_S * SAMPLE_RATE)
+GAIN_TOLERANCE_DB = 0.3
+OWN_MIX_TOLERANCE_DB = 0.1
+FILTER_ORDER = 4
+# IEC 61260-1 nominal 1/3-octave midband frequencies, 25 Hz to 20 kHz.
+IEC_NOMINAL_HZ = [
+    25, 31.5, 40, 50, 63, 80, 100, 125, 160, 200, 250, 315, 400, 500, 630, 800, 1000, 1250, 1600, 2000,
+    2500, 3150, 4000, 5000, 6300, 8000, 10000, 12500, 16000, 20000,
+]  # fmt: skip
+NOMINAL_ROUNDING = 0.03  # nominal values are the exact ones rounded (31.62 -> 31.5, 12589 -> 12500)
+
+
+# ---------------------------------------------------------------- test signals, [C, T] float64 numpy
+
+
+def _time_s():
+    return np.arange(N_SAMPLES) / SAMPLE_RATE
+
+
+def _noise(seed):
+    return np.random.default_rng(seed).standard_normal((2, N_SAMPLES))
+
+
+def _band_noise(low_hz, high_hz, seed):
+    sos = scipy.signal.butter(FILTER_ORDER, [low_hz, high_hz], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    return scipy.signal.sosfilt(sos, _noise(seed))
+
+
+@functools.cache
+def _distinct_tracks():
+    """Four tracks apart in spectrum: a 55 Hz sine, two band-passed noises, a high noise burst."""
+    t = _time_s()
+    sine = np.tile(0.5 * np.sin(2 * np.pi * 55.0 * t), (2, 1))
+    burst = 0.5 * _band_noise(9000.0, 15000.0, seed=3) * ((t > 0.6) & (t < 1.4))
+    return np.stack(
+        [sine, 0.5 * _band_noise(300.0, 900.0, seed=1), _band_noise(2500.0, 6000.0, seed=2), burst]
+    )
+
+
+@functools.cache
+def _tracks_apart_in_time():
+    """Two white noises (the same spectrum), one in each half, and a 55 Hz sine throughout."""
+    t = _time_s()
+    first, second = t < DURATION_S / 2, t >= DURATION_S / 2
+    sine = np.tile(0.3 * np.sin(2 * np.pi * 55.0 * t), (2, 1))
+    return np.stack([0.2 * _noise(4) * first, 0.1 * _noise(5) * second, sine])
+
+
+def _mixed(tracks, gains_db, overall_db=0.0):
+    return ((10.0 ** ((np.asarray(gains_db) + overall_db) / 20.0))[:, None, None] * tracks).sum(axis=0)
+
+
+def _power_shares(tracks):
+    power = (tracks**2).sum(axis=(1, 2))
+    return power / power.sum()
+
+
+def _weighted_rms_about_mean(values_db, weights):
+    relative = values_db - (weights * values_db).sum()
+    return relative, np.sqrt((weights * relative**2).sum())
+
+
+def _balance(tracks, mix):
+    return balance_error_db(torch.from_numpy(tracks), torch.from_numpy(mix), SAMPLE_RATE)
+
+
+# ---------------------------------------------------------------- bands
+
+
+@pytest.mark.parametrize("sample_rate", [44100, 48000])
+def test_third_octave_bands_tile_25_hz_to_nyquist_a_third_of_an_octave_apart(sample_rate):
+    n_fft = 4096
+    bands = third_octave_bands(sample_rate, n_fft)
+    centre, lower, upper = bands.centre_hz.numpy(), bands.lower_hz.numpy(), bands.upper_hz.numpy()
+    assert lower[0] <= 25.0 < upper[0]
+    np.testing.assert_allclose(upper[:-1], lower[1:], rtol=1e-12)  # no gap, no overlap
+    assert upper[-1] == sample_rate / 2 and lower[-1] < sample_rate / 2
+    np.testing.assert_allclose(centre[1:] / centre[:-1], 10.0**0.1, rtol=1e-12)
+    np.testing.assert_allclose(centre[1:] / centre[:-1], 2.0 ** (1.0 / 3.0), rtol=1e-3)
+    np.testing.assert_allclose(np.sqrt(lower * upper)[:-1], centre[:-1], rtol=1e-12)  # geometric centres
+    np.testing.assert_allclose(centre[: len(IEC_NOMINAL_HZ)], IEC_NOMINAL_HZ, rtol=NOMINAL_ROUNDING)
+    # Every bin from the lowest edge to Nyquist in exactly the band its frequency falls in.
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    matrix = bands.matrix.numpy()
+    assert set(np.unique(matrix)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(matrix.sum(axis=0), (bin_hz >= lower[0]).astype(float))
+    for band, (low, high) in enumerate(zip(lower, upper, strict=True)):
+        at_top = (bin_hz == sample_rate / 2) & (band == len(lower) - 1)  # the last band holds Nyquist
+        expected = (bin_hz >= low) & ((bin_hz < high) | at_top)
+        np.testing.assert_array_equal(matrix[band] == 1.0, expected)
+
+
+def test_third_octave_bands_reject_a_low_edge_outside_the_spectrum():
+    with pytest.raises(AutomixError, match="low_hz must be between 0 and Nyquist"):
+        third_octave_bands(SAMPLE_RATE, 4096, low_hz=30000.0)
+
+
+# ---------------------------------------------------------------- independent band energies and NNLS
+
+
+def _reference_band_energies(x):
+    """[C, T] numpy -> [bands, frames]: scipy's STFT (Hann 4096, hop 2048, frames inside the signal)
+    rescaled to the unnormalised rfft, summed over channels and over IEC base-ten band edges."""
+    window_sum = scipy.signal.get_window("hann", 4096).sum()
+    freqs_hz, _, spectrum = scipy.signal.stft(
+        x, SAMPLE_RATE, window="hann", nperseg=4096, noverlap=2048, boundary=None, padded=False
+    )
+    power = (np.abs(spectrum * window_sum) ** 2).sum(axis=0)  # [bins, frames]
+    nyquist_hz = SAMPLE_RATE / 2
+    edges_hz = [1000.0 * 10.0 ** ((-16 - 0.5) / 10.0)]
+    while edges_hz[-1] < nyquist_hz:
+        edges_hz.append(edges_hz[-1] * 10.0**0.1)
+    edges_hz[-1] = np.inf  # the last band holds Nyquist
+    band = np.digitize(freqs_hz, edges_hz) - 1
+    return np.stack([power[band == k].sum(axis=0) for k in range(len(edges_hz) - 1)])
+
+
+def test_band_energies_match_scipy_stft():
+    x = _distinct_tracks()[1] + _distinct_tracks()[0]
+    energy = band_energies(torch.from_numpy(x), SAMPLE_RATE).numpy()
+    expected = _reference_band_energies(x)
+    assert energy.shape == expected.shape
+    np.testing.assert_allclose(energy, expected, rtol=1e-9, atol=1e-9 * expected.max())
+
+
+def test_band_energies_keep_leading_dimensions():
+    tracks = torch.from_numpy(_distinct_tracks())
+    batched = band_energies(tracks[None], SAMPLE_RATE)
+    assert batched.shape[:2] == (1, 4)
+    torch.testing.assert_close(batched[0, 2], band_energies(tracks[2], SAMPLE_RATE))
+
+
+def test_estimate_track_gains_matches_a_direct_nnls():
+    tracks = _distinct_tracks()
+    mix = _mixed(tracks, [4.0, -2.0, 0.0, -7.0]) + 0.01 * _noise(
+        7
+    )  # noise: a residual the fit cannot explain
+    design = np.stack([_reference_band_energies(track).ravel() for track in tracks], axis=1)
+    squared, _ = scipy.optimize.nnls(design, _reference_band_energies(mix).ravel())
+    gains = estimate_track_gains(torch.from_numpy(tracks), torch.from_numpy(mix), SAMPLE_RATE)
+    np.testing.assert_allclose(gains.numpy(), np.sqrt(squared), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- balance error
+
+
+def test_the_persons_own_mix_reads_zero():
+    tracks = _distinct_tracks()
+    report = _balance(tracks, tracks.sum(axis=0))
+    assert report.error_db < OWN_MIX_TOLERANCE_DB
+    assert report.worst_db < OWN_MIX_TOLERANCE_DB
+    np.testing.assert_allclose(report.gains.numpy(), 1.0, atol=0.01)
+    assert not report.lost.any()
+    np.testing.assert_allclose(report.weights.numpy(), _power_shares(tracks), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "tracks_of", [_distinct_tracks, _tracks_apart_in_time], ids=["apart_in_spectrum", "apart_in_time"]
+)
+def test_known_gains_and_an_overall_gain_give_the_closed_form_error(tracks_of):
+    tracks = tracks_of()
+    gains_db = np.array([6.0, -3.0, 0.0, -9.0])[: len(tracks)]
+    report = _balance(tracks, _mixed(tracks, gains_db, overall_db=-4.0))
+    relative_db, error_db = _weighted_rms_about_mean(gains_db, _power_shares(tracks))
+    np.testing.assert_allclose(report.relative_db.numpy(), relative_db, atol=GAIN_TOLERANCE_DB)
+    assert report.error_db == pytest.approx(error_db, abs=GAIN_TOLERANCE_DB)
+    assert report.worst_db == pytest.approx(np.abs(relative_db).max(), abs=GAIN_TOLERANCE_DB)
+    assert not report.lost.any()
+
+
+def test_a_track_left_out_of_the_mix_is_lost_and_counts_minus_60_db():
+    tracks = _distinct_tracks()
+    report = _balance(tracks, tracks[[0, 1, 3]].sum(axis=0))
+    assert report.lost.tolist() == [False, False, True, False]
+    relative_db, error_db = _weighted_rms_about_mean(np.array([0.0, 0.0, -60.0, 0.0]), _power_shares(tracks))
+    np.testing.assert_allclose(report.relative_db.numpy(), relative_db, atol=GAIN_TOLERANCE_DB)
+    assert report.error_db == pytest.approx(error_db, abs=GAIN_TOLERANCE_DB)
+
+
+def test_a_track_more_than_20_db_down_is_lost_and_one_15_db_down_is_not():
+    tracks = _distinct_tracks()
+    report = _balance(tracks, _mixed(tracks, [0.0, -15.0, -30.0, 0.0]))
+    assert report.lost.tolist() == [False, False, True, False]
+    weights = _power_shares(tracks)
+    kept_db = (weights[[0, 1, 3]] * [0.0, -15.0, 0.0]).sum() / weights[[0, 1, 3]].sum()
+    relative_db, _ = _weighted_rms_about_mean(np.array([0.0, -15.0, kept_db - 60.0, 0.0]), weights)
+    np.testing.assert_allclose(report.relative_db.numpy(), relative_db, atol=GAIN_TOLERANCE_DB)
+
+
+def test_a_lost_track_counts_relative_to_the_mix_level_so_the_overall_gain_does_not_matter():
+    tracks = _distinct_tracks()
+    mix = _mixed(tracks, [0.0, 0.0, -np.inf, 0.0])
+    quiet, loud = _balance(tracks, mix * 0.01), _balance(tracks, mix * 10.0)
+    assert quiet.error_db == pytest.approx(loud.error_db, abs=1e-6)
+
+
+def test_a_silent_track_has_zero_weight_and_changes_nothing():
+    tracks = _distinct_tracks()
+    mix = _mixed(tracks, [6.0, -3.0, 0.0, -9.0])
+    with_silence = np.concatenate([tracks, np.zeros((1, 2, N_SAMPLES))])
+    report, reference = _balance(with_silence, mix), _balance(tracks, mix)
+    assert report.weights[-1] == 0.0 and not report.lost[-1] and torch.isnan(report.relative_db[-1])
+    assert report.error_db == pytest.approx(reference.error_db, abs=1e-9)
+    assert report.worst_db == pytest.approx(reference.worst_db, abs=1e-9)
+
+
+def test_float32_input_reads_as_float64():
+    tracks = _distinct_tracks()
+    mix = _mixed(tracks, [6.0, -3.0, 0.0, -9.0])
+    single = balance_error_db(torch.from_numpy(tracks).float(), torch.from_numpy(mix).float(), SAMPLE_RATE)
+    assert single.error_db == pytest.approx(_balance(tracks, mix).error_db, abs=1e-3)
+
+
+def _tracks_and_mix():
+    tracks = torch.from_numpy(_distinct_tracks())
+    return tracks, tracks.sum(dim=0)
+
+
+def _with_nan(x):
+    x = x.clone()
+    x[..., 0, 100] = torch.nan
+    return x
+
+
+def _only_in_the_last_samples(tracks):
+    """Sound only after the last full STFT frame, which the frames leave out."""
+    out = torch.zeros_like(tracks)
+    out[..., -10:] = tracks[..., -10:]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (lambda t, m: (t, m[:, :-1]), "the tracks have 88200 samples and the mix 88199"),
+        (lambda t, m: (t, m[:1]), "the tracks have 2 channels and the mix 1"),
+        (lambda t, m: (t, _with_nan(m)), "NaN or infinite samples in the mix"),
+        (lambda t, m: (_with_nan(t), m), "NaN or infinite samples in the tracks"),
+        (lambda t, m: (t[0], m), r"expected tracks shaped \[N, channels, samples\]"),
+        (lambda t, m: (t, t), r"expected a mix shaped \[channels, samples\]"),
+        (lambda t, m: (t, torch.zeros_like(m)), "none of the tracks was found in the mix"),
+        (lambda t, m: (torch.zeros_like(t), m), "every track is silent"),
+        (lambda t, m: (_only_in_the_last_samples(t), m), "no track has energy in the bands"),
+    ],
+)
+def test_balance_rejects_bad_input_with_a_useful_message(case, message):
+    tracks, mix = case(*_tracks_and_mix())
+    with pytest.raises(AutomixError, match=message):
+        balance_error_db(tracks, mix, SAMPLE_RATE)
+
+
+# ---------------------------------------------------------------- MR-STFT distance
+
+
+def _reference_mr_stft(x, y):
+    """numpy/scipy: each [2, T] mix scaled to -16 LUFS, mid, unnormalised |STFT| (Hann, hop n/4, frames
+    inside the signal), mean |log10(|X| + 1e-7) - log10(|Y| + 1e-7)|, mean over 512/2048/8192."""
+
+    def mid_at_minus_16(z):
+        lufs = float(integrated_loudness(torch.from_numpy(z), SAMPLE_RATE))
+        return (z * 10.0 ** ((-16.0 - lufs) / 20.0)).mean(axis=0)
+
+    def log_magnitude(mid, n_fft):
+        window_sum = scipy.signal.get_window("hann", n_fft).sum()
+        _, _, spectrum = scipy.signal.stft(
+            mid, window="hann", nperseg=n_fft, noverlap=n_fft - n_fft // 4, boundary=None, padded=False
+        )
+        return np.log10(np.abs(spectrum * window_sum) + 1e-7)
+
+    x_mid, y_mid = mid_at_minus_16(x), mid_at_minus_16(y)
+    terms = [np.abs(log_magnitude(x_mid, n) - log_magnitude(y_mid, n)).mean() for n in (512, 2048, 8192)]
+    return np.mean(terms)
+
+
+def _music():
+    return _distinct_tracks().sum(axis=0) + 0.05 * _noise(11)
+
+
+def _without_top_octave(x):
+    sos = scipy.signal.butter(8, SAMPLE_RATE / 4, fs=SAMPLE_RATE, output="sos")
+    return scipy.signal.sosfilt(sos, x)
+
+
+def _distance(x, y):
+    return float(mr_stft_distance(torch.from_numpy(x), torch.from_numpy(y), SAMPLE_RATE))
+
+
+def test_mr_stft_distance_of_identical_mixes_is_zero():
+    assert _distance(_music(), _music()) == 0.0
+
+
+def test_mr_stft_distance_ignores_level():
+    assert _distance(_music(), 0.2 * _music()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mr_stft_distance_sees_a_lost_top_octave_and_is_symmetric():
+    x, y = _music(), _without_top_octave(_music())
+    forward, backward = _distance(x, y), _distance(y, x)
+    assert forward > 0.5  # a quarter of the bins at least several decades down
+    assert forward == pytest.approx(backward, rel=1e-12)
+
+
+def test_mr_stft_distance_matches_a_numpy_reference():
+    x, y = _music(), _without_top_octave(_music()) + 0.05 * _noise(12)
+    assert _distance(x, y) == pytest.approx(_reference_mr_stft(x, y), rel=1e-9)
+
+
+def test_mr_stft_distance_keeps_the_batch_dimensions():
+    x = torch.from_numpy(np.stack([_music(), _without_top_octave(_music())]))
+    distance = mr_stft_distance(x, x.flip(0), SAMPLE_RATE)
+    assert distance.shape == (2,)
+    assert float(distance[0]) == pytest.approx(_distance(_music(), _without_top_octave(_music())), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("y_of", "message"),
+    [
+        (lambda x: x[..., :-1], "the mixes differ in shape"),
+        (lambda x: x[:1], "the mixes differ in shape"),
+        (_with_nan, "NaN or infinite samples in y"),
+        (torch.zeros_like, "y is silent"),
+    ],
+)
+def test_mr_stft_distance_rejects_bad_input_with_a_useful_message(y_of, message):
+    x = torch.from_numpy(_music())
+    with pytest.raises(AutomixError, match=message):
+        mr_stft_distance(x, y_of(x), SAMPLE_RATE)
