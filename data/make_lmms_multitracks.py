@@ -2,14 +2,14 @@
 
     apt-get install lmms lmms-common
     python data/make_lmms_multitracks.py --split valid --timeout-s 180    # ~/.cache/automix/lmms
-    python train.py data=folder data.root=~/.cache/automix/lmms
+    python data/make_lmms_multitracks.py --split train --out DIR/train    # one root per split
 
 Layout: `<out>/<song>/<NNN_track>.wav` (32-bit float stereo at 44.1 kHz, all of one song's files the same
 length) and `<out>/<song>/mixture.wav`, the sum of the kept tracks: LMMS renders each track with the
 producer's volume, pan and effects, and two renders of one project differ (random synth phases), so the
 producer's mix is the sum of the track renders, not a separate render. A track that comes out NaN,
-infinite or silent is skipped with a note; `lmms_render.json` records the source project, the kept and
-skipped tracks and the render time.
+infinite, silent or with garbage samples (absurd peaks) is skipped with a note; `lmms_render.json`
+records the source project, the kept and skipped tracks and the render time.
 
 Sources: the projects directly in lmms-common's `projects/demos` folder. Every other project in LMMS's
 `projects` folder (the demos' subfolders included) is held out for independent checks and refused.
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from automix.cli import run_cli
 from automix.errors import AutomixError
 from automix.io import atomic_write_text, audio_info, load_audio, save_audio, to_stereo
-from automix.units import db_to_amp
+from automix.units import amp_to_db, db_to_amp
 
 SAMPLE_RATE = 44100
 SUBTYPE = "FLOAT"  # as LMMS renders them: tracks and their sum may peak above 0 dBFS
@@ -48,6 +48,7 @@ DEMOS_FOLDER = ("projects", "demos")  # lmms-common's folder of the projects tha
 VALID_EVERY = 4  # every 4th demo, sorted by name, is a validation song
 SPLITS = ("all", "train", "valid")
 SILENT_PEAK_DBFS = -120.0  # a track whose peak is below this is silent
+BROKEN_PEAK_DBFS = 24.0  # a track whose peak is above this holds garbage samples (LMMS writes some ~1e26)
 MIXTURE = "mixture"
 STAGING = ".staging"  # inside <out>: same file system, so the final move is one atomic rename
 REPORT = "lmms_render.json"
@@ -126,6 +127,8 @@ def check_allowed(project: Path, demos: Path, held_out: set[str]) -> None:
     Raises:
         AutomixError: the project is missing, not an LMMS project, or held out.
     """
+    if not project.is_file():
+        raise AutomixError(f"{project}: no such file; check the path")
     if not is_project(project):
         raise AutomixError(f"{project}: not an LMMS project file; give .mmpz or .mmp files")
     resolved, demos = project.resolve(), demos.resolve()
@@ -138,7 +141,7 @@ def check_allowed(project: Path, demos: Path, held_out: set[str]) -> None:
 
 def song_name(project: Path) -> str:
     """The song's folder name: the project's file name without extension, made safe."""
-    return safe_name(project.name[: -len(project.suffix)]) if project.suffix else safe_name(project.name)
+    return safe_name(project.stem)
 
 
 def validation_songs(songs: Iterable[str]) -> set[str]:
@@ -204,12 +207,16 @@ def unique_name(name: str, taken: set[str]) -> str:
 
 def read_track(path: Path, sample_rate: int) -> tuple[torch.Tensor | None, str]:
     """A rendered track as stereo `[2, T]`, or `(None, why it is skipped)`: unreadable, NaN or infinite
-    samples (`load_audio` refuses them), or silent (peak below `SILENT_PEAK_DBFS`)."""
+    samples (`load_audio` refuses them), garbage samples (peak above `BROKEN_PEAK_DBFS`) or silent (peak
+    below `SILENT_PEAK_DBFS`)."""
     try:
         audio, _ = load_audio(path, sample_rate=sample_rate)
     except AutomixError as error:
-        return None, str(error).removeprefix(f"{path}: ")
-    if audio.abs().max() < db_to_amp(SILENT_PEAK_DBFS):
+        return None, str(error).removeprefix(f"{path}: ").split(";")[0]  # the reason, not the advice
+    peak = audio.abs().max()
+    if peak > db_to_amp(BROKEN_PEAK_DBFS):
+        return None, f"garbage samples (peak {amp_to_db(peak):.0f} dBFS, above {BROKEN_PEAK_DBFS:+.0f} dBFS)"
+    if peak < db_to_amp(SILENT_PEAK_DBFS):
         return None, f"silent (peak below {SILENT_PEAK_DBFS:.0f} dBFS)"
     return to_stereo(audio), ""
 

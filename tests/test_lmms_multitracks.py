@@ -157,6 +157,8 @@ def test_held_out_projects_are_refused(tmp_path):
     ]
     with pytest.raises(AutomixError, match="not an LMMS project"):
         lmms.sources([demos / "notes.txt"], "all", listing=lambda: listing)
+    with pytest.raises(AutomixError, match="no such file"):
+        lmms.sources([demos / "Missing.mmpz"], "all", listing=lambda: listing)
 
 
 def test_missing_lmms_is_one_line_and_exit_2(monkeypatch, capsys):
@@ -203,11 +205,13 @@ def test_names_are_unique_and_never_the_mixture():
 # ---- rendered tracks -> the song
 
 
-def test_nan_and_silent_tracks_are_skipped_and_the_mixture_is_the_sum_of_the_others(tmp_path):
+def test_nan_garbage_and_silent_tracks_are_skipped_and_the_mixture_is_the_sum_of_the_others(tmp_path):
     nan = _track(seed=1)
     nan[100, 0] = np.nan
     inf = _track(seed=2)
     inf[5, 1] = np.inf
+    glitch = _track(seed=6)
+    glitch[100:107, 0] = 1e26  # finite, but no audio
     tracks = {
         "1_Lead.wav": _track(seed=3, level=0.6),  # peaks above 0 dBFS: kept as it is (float)
         "2_mono bass.wav": _track(n_channels=1, seed=4),
@@ -215,6 +219,7 @@ def test_nan_and_silent_tracks_are_skipped_and_the_mixture_is_the_sum_of_the_oth
         "4_nan.wav": nan,
         "5_inf.wav": inf,
         "6_silent.wav": np.zeros((4410, 2), np.float32),
+        "7_glitch.wav": glitch,
     }
     render = _fake_render(tracks)
     project = _projects(tmp_path / "demos", ["Song-One.mmpz"])[0]
@@ -227,7 +232,12 @@ def test_nan_and_silent_tracks_are_skipped_and_the_mixture_is_the_sum_of_the_oth
         "002_mono_bass": "2_mono bass.wav",
         "003_short": "3_short.wav",
     }
-    assert [note.split(":")[0] for note in report.skipped] == ["4_nan.wav", "5_inf.wav", "6_silent.wav"]
+    assert [note.split(":")[0] for note in report.skipped] == [
+        "4_nan.wav",
+        "5_inf.wav",
+        "6_silent.wav",
+        "7_glitch.wav",
+    ]
     assert sorted(p.name for p in song.iterdir()) == [
         "001_Lead.wav",
         "002_mono_bass.wav",
