@@ -44,6 +44,7 @@ PINNED_TILT_DB = 0.1
 # width): the loudness it measured then answers to the trim alone.
 HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
+_MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
 
 
 class Console(NamedTuple):
@@ -523,9 +524,6 @@ class SongOptimizer:
         room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
         octaves = torch.log2(targets.centroid_hz / centroid_hz.clamp_min(MIN_CENTROID_HZ))
         return torch.where(octaves > 0, room_up, room_down), octaves
-
-
-_MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")
 
 
 def _bounds(value_range: ParameterRange, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
