@@ -1,0 +1,433 @@
+"""How far automix lands from a producer's mix (project issue 18, part 1): LMMS demo songs rendered
+track by track (`data/make_lmms_multitracks.py`), their sum being the producer's mix.
+
+Only the validation songs of the fixed split (`validation_songs` in the data script) are reported. Each
+song gives `--excerpts` non-overlapping excerpts, the loudest windows (BS.1770 integrated loudness) of the
+producer's mix on a 5-s grid. Each track of an excerpt is scrambled by a seeded gain uniform in ±9 dB (the
+"unmix" protocol of automix-toolkit and Diff-MST), and the scrambled tracks are mixed by: the plain sum
+(untouched), the tracks at equal loudness, automix's style mode for each built-in style (optimize mode,
+neutral start, as `mix.py` without --checkpoint), its reference mode (targets from the producer's mix of
+the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its predict mode (the shipped checkpoint,
+reference targets). Each mix is judged against the producer's tracks and mix: balance error and lost
+tracks (`automix.balance.balance_error_db`), MR-STFT distance (`mr_stft_distance`), and for automix's
+modes the errors to its targets.
+
+Run: `python benchmarks/human_mixes.py [--root DIR] [--excerpts 2] [--seed 0] [--plot FILE.png]`.
+"""
+
+import argparse
+import importlib.util
+import math
+import statistics
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+
+from automix.balance import balance_error_db, mr_stft_distance
+from automix.errors import AutomixError
+from automix.metrics import integrated_loudness, true_peak
+from automix.units import db_to_amp
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_SCRIPT = ROOT / "data" / "make_lmms_multitracks.py"
+CHECKPOINT = ROOT / "checkpoints" / "default.ckpt"
+SAMPLE_RATE = 44100
+EXCERPT_S = 10.0
+HOP_S = 5.0  # the grid the excerpts' starts lie on
+SCRAMBLE_DB = 9.0  # each track's level scrambled uniformly in ±this (automix-toolkit / Diff-MST "unmix")
+REFERENCE_PEAK_DBTP = -1.0  # the reference excerpt scaled to this true peak, as a mastered file would be
+SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
+STYLES = ("rock_punk", "rnb_ballad", "country_pop")
+METHODS = ("untouched", "equal_loudness", *STYLES, "reference", "predict")
+AUTOMIX_METHODS = (*STYLES, "reference", "predict")
+RENDER_HINT = "python data/make_lmms_multitracks.py --split valid"
+
+
+def lmms_data():
+    """The data script `data/make_lmms_multitracks.py` as a module (data/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_lmms_multitracks", DATA_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def demo_songs() -> list[str]:
+    """The names of all LMMS demo songs (the fixed split is drawn from them).
+
+    Raises:
+        AutomixError: lmms-common is not installed.
+    """
+    data = lmms_data()
+    demos = data.parse_demos_folder(data.dpkg_listing())
+    return [data.song_name(project) for project in data.discover_projects(demos)]
+
+
+class Song(NamedTuple):
+    name: str
+    folder: Path
+    tracks: list[Path]  # the track files in track order (mixture.wav left out)
+
+
+def find_songs(root: Path, validation: Sequence[str]) -> tuple[list[Song], list[str]]:
+    """The rendered validation songs under `root` and the names of those not rendered (yet)."""
+    found, missing = [], []
+    for name in sorted(validation):
+        folder = root / name
+        mixture = folder / "mixture.wav"
+        tracks = sorted(path for path in folder.glob("*.wav") if path != mixture)
+        if mixture.is_file() and tracks:
+            found.append(Song(name, folder, tracks))
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def read_wav(path: Path, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Samples [start, stop) of a WAV file as a float32 `[2, T]` tensor (mono doubled)."""
+    audio, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+    audio = torch.from_numpy(audio.T.copy())
+    return audio.expand(2, -1).clone() if audio.shape[0] == 1 else audio
+
+
+def window_loudness(mix: torch.Tensor, sample_rate: int, excerpt_s: float, hop_s: float) -> torch.Tensor:
+    """Integrated loudness (LUFS) of each `excerpt_s` window of `mix [2, T]` starting on the `hop_s` grid
+    and lying wholly inside it: `[n_windows]`, window k starting at k·hop_s."""
+    length, hop = round(excerpt_s * sample_rate), round(hop_s * sample_rate)
+    if mix.shape[-1] < length:
+        return torch.empty(0)
+    windows = mix.unfold(-1, length, hop).transpose(0, 1)  # [n_windows, 2, length]
+    return torch.stack([integrated_loudness(window, sample_rate) for window in windows])
+
+
+def pick_excerpts(
+    mix: torch.Tensor, sample_rate: int, k: int, excerpt_s: float = EXCERPT_S, hop_s: float = HOP_S
+) -> list[int]:
+    """Start samples of the `k` loudest `excerpt_s` windows of `mix [2, T]` on the `hop_s` grid that do not
+    overlap: the loudest first, then the loudest that overlaps none chosen, and so on (ties: the earlier).
+    Fewer if the song holds fewer; sorted by time."""
+    loudness = window_loudness(mix, sample_rate, excerpt_s, hop_s).tolist()
+    length, hop = round(excerpt_s * sample_rate), round(hop_s * sample_rate)
+    chosen: list[int] = []
+    for index in sorted(range(len(loudness)), key=lambda i: (-loudness[i], i)):
+        start = index * hop
+        if len(chosen) < k and all(abs(start - other) >= length for other in chosen):
+            chosen.append(start)
+    return sorted(chosen)
+
+
+def reference_span(starts: Sequence[int], index: int, n_samples: int, length: int) -> tuple[int, int]:
+    """The samples [start, stop) of the producer's mix that excerpt `index` takes its reference targets
+    from: the next excerpt (the first after the last); with one excerpt, the half of the song its middle
+    is not in."""
+    if len(starts) > 1:
+        start = starts[(index + 1) % len(starts)]
+        return start, start + length
+    half = n_samples // 2
+    return (half, n_samples) if starts[index] + length // 2 < half else (0, half)
+
+
+def scramble_gains_db(n_tracks: int, seed: int, song: str, excerpt: int) -> torch.Tensor:
+    """`[n_tracks]` gains uniform in ±`SCRAMBLE_DB` dB, fixed by the seed, the song's name and the excerpt."""
+    rng = np.random.default_rng([seed, zlib.crc32(song.encode()), excerpt])
+    return torch.from_numpy(rng.uniform(-SCRAMBLE_DB, SCRAMBLE_DB, n_tracks))
+
+
+def scramble(tracks: torch.Tensor, gains_db: torch.Tensor) -> torch.Tensor:
+    """`tracks [N, C, T]`, each scaled by its gain in dB."""
+    return tracks * db_to_amp(gains_db).to(tracks.dtype)[:, None, None]
+
+
+def equal_loudness_gains(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`[N]` amplitude gains that bring each of `tracks [N, C, T]` to the same integrated loudness (the
+    mean of the audible tracks'); 0 for a silent track (at or below −70 LUFS), left out of the mix."""
+    loudness = integrated_loudness(tracks.double(), sample_rate)
+    audible = loudness > SILENCE_LUFS
+    if not audible.any():
+        raise AutomixError("every track is silent")
+    return torch.where(audible, db_to_amp(loudness[audible].mean() - loudness), 0.0)
+
+
+def equal_loudness(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """The mix `[C, T]` of `tracks [N, C, T]` at equal loudness (`equal_loudness_gains`)."""
+    gains = equal_loudness_gains(tracks, sample_rate).to(tracks.dtype)
+    return (tracks * gains[:, None, None]).sum(dim=0)
+
+
+def at_peak(audio: torch.Tensor, sample_rate: int, peak_dbtp: float = REFERENCE_PEAK_DBTP) -> torch.Tensor:
+    """`audio [C, T]` scaled so that its true peak (BS.1770-4, dBTP) is `peak_dbtp`."""
+    return audio * db_to_amp(peak_dbtp - true_peak(audio.double(), sample_rate)).to(audio.dtype)
+
+
+class Judgement(NamedTuple):
+    """A mix against the producer's: balance error, worst track, lost tracks, MR-STFT distance and, for
+    automix's modes, its errors to its own targets (LU, Hz, M/S ratio; NaN for the other methods)."""
+
+    error_db: float
+    worst_db: float
+    lost: list[str]
+    moved: tuple[str, float]  # the track moved most (name, dB relative to the weighted mean)
+    mr_stft: float
+    lufs_error: float = math.nan
+    centroid_error_hz: float = math.nan
+    ms_error: float = math.nan
+
+
+def judge(
+    tracks: torch.Tensor,
+    producer_mix: torch.Tensor,
+    mix: torch.Tensor,
+    sample_rate: int,
+    names: Sequence[str],
+    analysis: dict | None = None,
+) -> Judgement:
+    """`mix [C, T]` judged against the producer's `tracks [N, C, T]` and their sum `producer_mix [C, T]`;
+    `analysis`: automix's, whose errors to its targets are reported."""
+    report = balance_error_db(tracks, mix, sample_rate)
+    lost = [name for name, is_lost in zip(names, report.lost.tolist(), strict=True) if is_lost]
+    relative = torch.nan_to_num(report.relative_db, nan=0.0)
+    most = int(relative.abs().argmax())
+    try:
+        distance = float(mr_stft_distance(mix.double(), producer_mix.double(), sample_rate))
+    except AutomixError:  # a silent mix
+        distance = math.nan
+    errors = {} if analysis is None else {k: float(v) for k, v in analysis["errors"].items()}
+    return Judgement(
+        report.error_db,
+        report.worst_db,
+        lost,
+        (names[most], float(relative[most])),
+        distance,
+        errors.get("lufs", math.nan),
+        errors.get("spectral_centroid", math.nan),
+        errors.get("stereo_ms_ratio", math.nan),
+    )
+
+
+class Row(NamedTuple):
+    excerpt: str  # song/excerpt
+    method: str
+    judgement: Judgement
+    seconds: float
+
+
+class Summary(NamedTuple):
+    n: int
+    median_db: float
+    worst_db: float
+    lost: int
+    median_mr_stft: float
+    median_abs_lufs_error: float
+    median_abs_centroid_error_hz: float
+    median_abs_ms_error: float
+
+
+def _median(values: Sequence[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
+    """Per method (in the order first seen): the median and the worst of the balance error over the
+    excerpts, the tracks lost in all, the median MR-STFT distance and the medians of |error| to the
+    targets."""
+    methods = dict.fromkeys(row.method for row in rows)
+    table = {}
+    for method in methods:
+        mine = [row.judgement for row in rows if row.method == method]
+        table[method] = Summary(
+            len(mine),
+            _median([j.error_db for j in mine]),
+            max(j.error_db for j in mine),
+            sum(len(j.lost) for j in mine),
+            _median([j.mr_stft for j in mine]),
+            _median([abs(j.lufs_error) for j in mine]),
+            _median([abs(j.centroid_error_hz) for j in mine]),
+            _median([abs(j.ms_error) for j in mine]),
+        )
+    return table
+
+
+def format_row(row: Row) -> str:
+    j = row.judgement
+    line = (
+        f"{row.excerpt:34} {row.method:14} balance {j.error_db:5.2f} dB  worst {j.worst_db:5.1f} dB  "
+        f"lost {len(j.lost)}  MR-STFT {j.mr_stft:.3f}  moved most {j.moved[0]} {j.moved[1]:+.1f} dB"
+    )
+    if not math.isnan(j.lufs_error):
+        line += (
+            f"  errors {j.lufs_error:+.2f} LU {j.centroid_error_hz:+5.0f} Hz M/S {j.ms_error:+.3f}"
+            f"  {row.seconds:5.1f} s"
+        )
+    if j.lost:
+        line += f"  lost: {', '.join(j.lost)}"
+    return line
+
+
+def format_summary(table: dict[str, Summary]) -> str:
+    lines = [
+        f"{'method':14} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
+        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6}"
+    ]
+    for method, s in table.items():
+        lines.append(
+            f"{method:14} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
+            f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
+            f"{s.median_abs_ms_error:6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(path: Path, rows: Sequence[Row]) -> None:
+    """Balance error per method: a dot per excerpt, a bar at the median."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarize(rows)
+    figure, axes = plt.subplots(figsize=(1.2 * len(table) + 2, 4))
+    for x, method in enumerate(table):
+        values = [row.judgement.error_db for row in rows if row.method == method]
+        axes.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values, s=18)
+        axes.hlines(table[method].median_db, x - 0.3, x + 0.3, color="black")
+    axes.set_xticks(range(len(table)), list(table), rotation=30, ha="right")
+    axes.set_ylabel("balance error (dB)")
+    axes.set_title("distance to the producer's balance (dots: excerpts, bars: medians)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+class Mixers:
+    """Automix's chains, made once: the neutral one (style and reference modes) and the shipped
+    checkpoint's (predict mode), loaded as `mix.py` loads them."""
+
+    def __init__(self, methods: Sequence[str], sample_rate: int, seed: int):
+        from automix import load_style_targets
+        from automix.cli.mix import load_chain
+        from automix.settings import load_mix_settings
+
+        targets, settings = load_style_targets(), load_mix_settings()
+        self.seed = seed
+        self.neutral = load_chain(None, targets, settings)
+        self.neutral.sample_rate = sample_rate
+        self.predictor = None
+        if "predict" in methods:
+            self.predictor = load_chain(CHECKPOINT, targets, settings)
+            self.predictor.sample_rate = sample_rate
+
+    def __call__(self, stems: torch.Tensor, method: str, reference) -> tuple[torch.Tensor, dict]:
+        torch.manual_seed(self.seed)
+        if method == "predict":
+            with torch.no_grad():
+                mix, analysis = self.predictor(stems, style=reference, mode="predict")
+        else:
+            style = reference if method == "reference" else method
+            mix, analysis = self.neutral(stems, style=style, mode="optimize")
+        return mix.detach(), analysis
+
+
+def excerpt_mixes(
+    song: Song,
+    starts: Sequence[int],
+    methods: Sequence[str],
+    args: argparse.Namespace,
+    mixers: Mixers | None,
+    bar: tqdm,
+) -> list[Row]:
+    """Every method's mix of every excerpt of `song`, judged; a line printed per mix."""
+    from automix.styles import style_from_reference
+
+    length = round(args.excerpt_s * SAMPLE_RATE)
+    n_samples = sf.info(song.folder / "mixture.wav").frames
+    names = [path.stem for path in song.tracks]
+    rows = []
+    for index, start in enumerate(starts):
+        label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
+        tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
+        producer_mix = tracks.sum(dim=0)
+        scrambled = scramble(tracks, scramble_gains_db(len(names), args.seed, song.name, index))
+        reference = None
+        if {"reference", "predict"} & set(methods):
+            ref_start, ref_stop = reference_span(starts, index, n_samples, length)
+            ref_audio = at_peak(read_wav(song.folder / "mixture.wav", ref_start, ref_stop), SAMPLE_RATE)
+            reference = style_from_reference(ref_audio, SAMPLE_RATE, name=f"{song.name}@{ref_start}")
+        for method in methods:
+            bar.set_postfix_str(f"{label} {method}")
+            started = time.perf_counter()
+            analysis = None
+            if method == "untouched":
+                mix = scrambled.sum(dim=0)
+            elif method == "equal_loudness":
+                mix = equal_loudness(scrambled, SAMPLE_RATE)
+            else:
+                mix, analysis = mixers(scrambled, method, reference)
+            seconds = time.perf_counter() - started
+            row = Row(label, method, judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis), seconds)
+            tqdm.write(format_row(row))
+            rows.append(row)
+            bar.update()
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="automix against the producers' mixes of LMMS demo songs")
+    parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: the data script's)")
+    parser.add_argument("--excerpts", type=int, default=2, help="excerpts per song (default: 2)")
+    parser.add_argument("--excerpt-s", type=float, default=EXCERPT_S, help="seconds (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="scramble gains and the optimiser")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="balance error per method")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = (args.root or lmms_data().default_out()).expanduser()
+    try:
+        validation = lmms_data().validation_songs(demo_songs())
+    except AutomixError as error:
+        print(f"skipped: the fixed split needs LMMS's demo list ({error})")
+        return 0
+    songs, missing = find_songs(root, validation) if root.is_dir() else ([], sorted(validation))
+    if not songs:
+        print(f"skipped: no validation song rendered under {root}; render them: {RENDER_HINT}")
+        return 0
+    if missing:
+        print(f"note: validation songs not rendered (left out): {', '.join(missing)}")
+    print(f"validation songs: {', '.join(song.name for song in songs)}")
+    methods = [method for method in METHODS if method in args.methods]
+    excerpts = {}
+    for song in songs:
+        producer_mix = read_wav(song.folder / "mixture.wav")
+        excerpts[song.name] = pick_excerpts(producer_mix, SAMPLE_RATE, args.excerpts, args.excerpt_s)
+        del producer_mix
+        if not excerpts[song.name]:
+            print(f"note: {song.name} is shorter than one excerpt; left out")
+    mixers = Mixers(methods, SAMPLE_RATE, args.seed) if set(methods) & set(AUTOMIX_METHODS) else None
+    started = time.perf_counter()
+    rows = []
+    with tqdm(total=sum(map(len, excerpts.values())) * len(methods), unit="mix", file=sys.stderr) as bar:
+        for song in songs:
+            rows += excerpt_mixes(song, excerpts[song.name], methods, args, mixers, bar)
+    if not rows:
+        print("skipped: no song is as long as one excerpt")
+        return 0
+    print(f"\nsummary over {len(rows) // len(methods)} excerpts ({time.perf_counter() - started:.0f} s):")
+    print(format_summary(summarize(rows)))
+    if args.plot:
+        plot(args.plot, rows)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

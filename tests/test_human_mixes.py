@@ -1,0 +1,206 @@
+"""benchmarks/human_mixes.py on a tiny multitrack written here (no LMMS, no real songs)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import scipy.signal
+import soundfile as sf
+import torch
+
+from automix.balance import balance_error_db
+from automix.errors import AutomixError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "human_mixes.py"
+SR = 44100
+SONG_S = 25.0
+SONG = "Fake-Song"
+DEMOS = ["A-One", "B-Two", "C-Three", SONG, "G-Five"]  # sorted, every 4th is validation: SONG
+
+
+@pytest.fixture(scope="module")
+def hm():
+    spec = importlib.util.spec_from_file_location("human_mixes_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def envelope(n: int) -> np.ndarray:
+    """Louder from 10 to 20 s (the loudest window), then 0-5 s, quietest 5-10 s and 20-25 s."""
+    t = np.arange(n) / SR
+    return np.select([t < 5, t < 10, t < 20], [0.5, 0.2, 1.0], 0.2)
+
+
+def fake_tracks(seed: int = 0) -> np.ndarray:
+    """`[4, 2, T]`: low noise (< 150 Hz), a 1 kHz tone, band noise 2-4 kHz, high noise (> 8 kHz)."""
+    rng = np.random.default_rng(seed)
+    n = int(SONG_S * SR)
+    noise = rng.standard_normal((3, 2, n))
+    low = scipy.signal.sosfilt(scipy.signal.butter(6, 150, "low", fs=SR, output="sos"), noise[0])
+    band = scipy.signal.sosfilt(scipy.signal.butter(4, [2000, 4000], "band", fs=SR, output="sos"), noise[1])
+    high = scipy.signal.sosfilt(scipy.signal.butter(6, 8000, "high", fs=SR, output="sos"), noise[2])
+    tone = np.broadcast_to(np.sin(2 * np.pi * 1000 * np.arange(n) / SR), (2, n))
+    tracks = np.stack([2.0 * low, 0.1 * tone, 1.0 * band, 0.5 * high]) * envelope(n)
+    return tracks.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmms")
+    folder = root / SONG
+    folder.mkdir()
+    tracks = fake_tracks()
+    for index, (name, track) in enumerate(zip(["low", "tone", "band", "high"], tracks, strict=True)):
+        sf.write(folder / f"{index + 1:03d}_{name}.wav", track.T, SR, subtype="FLOAT")
+    sf.write(folder / "mixture.wav", tracks.sum(0).T, SR, subtype="FLOAT")
+    return root
+
+
+def test_the_excerpts_are_the_loudest_windows_that_do_not_overlap(hm):
+    mix = torch.from_numpy(fake_tracks().sum(0))
+    starts = hm.pick_excerpts(mix, SR, 2)
+    assert starts == [0, 10 * SR]  # 10-20 s is loudest; 0-10 s is the only window overlapping none
+    assert starts[1] - starts[0] >= 10 * SR
+    meter = pyloudnorm.Meter(SR)
+    windows = {
+        s: meter.integrated_loudness(mix[:, s : s + 10 * SR].numpy().T) for s in range(0, 16 * SR, 5 * SR)
+    }
+    assert max(windows, key=windows.get) == 10 * SR
+    assert hm.pick_excerpts(mix, SR, 1) == [10 * SR]
+    assert hm.pick_excerpts(mix[:, : 9 * SR], SR, 2) == []  # shorter than one excerpt
+
+
+def test_the_scramble_is_seeded_and_within_9_db(hm):
+    gains = hm.scramble_gains_db(200, 0, SONG, 0)
+    assert torch.equal(gains, hm.scramble_gains_db(200, 0, SONG, 0))
+    assert not torch.equal(gains, hm.scramble_gains_db(200, 1, SONG, 0))
+    assert not torch.equal(gains, hm.scramble_gains_db(200, 0, SONG, 1))
+    assert gains.abs().max() <= 9.0 and gains.abs().max() > 8.0 and gains.std() > 4.0
+
+
+@pytest.fixture(scope="module")
+def excerpt():
+    return torch.from_numpy(fake_tracks()[..., 10 * SR : 20 * SR].copy())
+
+
+def test_the_untouched_mix_reads_the_scramble_gains_spread(hm, excerpt):
+    gains_db = hm.scramble_gains_db(4, 3, SONG, 0)
+    scrambled = hm.scramble(excerpt, gains_db)
+    # Closed form: each track's applied gain is exactly its scramble gain, so the balance error is the
+    # power-weighted RMS of the gains about their weighted mean.
+    power = (excerpt.double() ** 2).sum((1, 2)).numpy()
+    applied_db = 10 * np.log10((scrambled.double() ** 2).sum((1, 2)).numpy() / power)
+    np.testing.assert_allclose(applied_db, gains_db.numpy(), atol=1e-4)
+    weights = power / power.sum()
+    mean = (weights * gains_db.numpy()).sum()
+    expected = np.sqrt((weights * (gains_db.numpy() - mean) ** 2).sum())
+    judged = hm.judge(excerpt, excerpt.sum(0), scrambled.sum(0), SR, ["low", "tone", "band", "high"])
+    assert abs(judged.error_db - expected) < 0.3
+    assert judged.lost == []
+
+
+def test_the_producers_own_mix_reads_no_error(hm, excerpt):
+    judged = hm.judge(excerpt, excerpt.sum(0), excerpt.sum(0), SR, ["low", "tone", "band", "high"])
+    assert judged.error_db < 0.1
+    assert judged.mr_stft == pytest.approx(0.0, abs=1e-9)
+    assert balance_error_db(excerpt, excerpt.sum(0), SR).error_db < 0.1
+
+
+def test_equal_loudness_gives_each_track_the_same_loudness(hm, excerpt):
+    tracks = torch.cat(
+        [hm.scramble(excerpt, hm.scramble_gains_db(4, 0, SONG, 0)), torch.zeros(1, 2, 10 * SR)]
+    )
+    gains = hm.equal_loudness_gains(tracks, SR)
+    assert gains[-1] == 0  # the silent track is left out
+    meter = pyloudnorm.Meter(SR)
+    loudness = [
+        meter.integrated_loudness((track * gain).numpy().T)
+        for track, gain in zip(tracks[:4], gains[:4], strict=True)
+    ]
+    assert max(loudness) - min(loudness) < 0.1
+    torch.testing.assert_close(hm.equal_loudness(tracks, SR), (tracks * gains[:, None, None].float()).sum(0))
+    with pytest.raises(AutomixError):
+        hm.equal_loudness_gains(torch.zeros(2, 2, SR), SR)
+
+
+def test_the_reference_excerpt_is_another_stretch_of_the_song(hm):
+    length, n = 10 * SR, 60 * SR
+    starts = [5 * SR, 30 * SR]
+    assert hm.reference_span(starts, 0, n, length) == (30 * SR, 40 * SR)
+    assert hm.reference_span(starts, 1, n, length) == (5 * SR, 15 * SR)
+    assert hm.reference_span([5 * SR], 0, n, length) == (30 * SR, 60 * SR)
+    assert hm.reference_span([40 * SR], 0, n, length) == (0, 30 * SR)
+
+
+def test_the_reference_is_scaled_to_minus_1_dbtp(hm):
+    audio = 0.1 * torch.randn(2, SR, generator=torch.Generator().manual_seed(0))
+    peak = 20 * np.log10(
+        np.abs(scipy.signal.resample_poly(hm.at_peak(audio, SR).numpy(), 4, 1, axis=-1)).max()
+    )
+    assert peak == pytest.approx(-1.0, abs=0.1)
+
+
+def test_the_summary_takes_medians_and_worsts(hm):
+    def row(method, error_db, lost, mr_stft, lufs_error=float("nan")):
+        judged = hm.Judgement(error_db, 2 * error_db, ["x"] * lost, ("x", 0.0), mr_stft, lufs_error)
+        return hm.Row("song/0s", method, judged, 1.0)
+
+    rows = [row("a", 1.0, 0, 0.1), row("a", 5.0, 2, 0.5), row("a", 2.0, 1, 0.2)]
+    rows += [row("b", 3.0, 0, 0.4, -1.0), row("b", 4.0, 0, 0.6, 0.5)]
+    table = hm.summarize(rows)
+    assert list(table) == ["a", "b"]
+    assert table["a"].n == 3 and table["a"].median_db == 2.0 and table["a"].worst_db == 5.0
+    assert table["a"].lost == 3 and table["a"].median_mr_stft == 0.2
+    assert np.isnan(table["a"].median_abs_lufs_error)
+    assert table["b"].median_db == 3.5 and table["b"].median_abs_lufs_error == 0.75
+    assert "median dB" in hm.format_summary(table)
+
+
+def test_main_mixes_the_validation_songs_and_prints_the_summary(hm, fake_root, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    plot = tmp_path / "balance.png"
+    argv = ["--root", str(fake_root), "--methods", "untouched", "equal_loudness", "--plot", str(plot)]
+    assert hm.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: validation songs not rendered" not in out  # G-Five is a training song
+    assert out.count(f"{SONG}/") == 4  # 2 excerpts x 2 methods
+    summary = out.split("summary over 2 excerpts")[1]
+    assert "untouched" in summary and "equal_loudness" in summary
+    assert plot.stat().st_size > 0
+
+
+def test_a_missing_root_or_split_skips(hm, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    assert hm.main(["--root", str(tmp_path / "missing")]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert hm.main(["--root", str(tmp_path)]) == 0
+    assert "make_lmms_multitracks.py --split valid" in capsys.readouterr().out
+
+    def no_lmms():
+        raise AutomixError("lmms-common is not installed")
+
+    monkeypatch.setattr(hm, "demo_songs", no_lmms)
+    assert hm.main(["--root", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_automix_modes_mix_a_short_excerpt(hm, fake_root, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    argv = [
+        "--root",
+        str(fake_root),
+        "--excerpts",
+        "1",
+        "--excerpt-s",
+        "3",
+        "--methods",
+        "rock_punk",
+        "predict",
+    ]
+    assert hm.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("errors") == 2 and "rock_punk" in out.split("summary")[1]
