@@ -145,6 +145,16 @@ def scramble(tracks: torch.Tensor, gains_db: torch.Tensor) -> torch.Tensor:
     return tracks * db_to_amp(gains_db).to(tracks.dtype)[:, None, None]
 
 
+def scramble_spread_db(tracks: torch.Tensor, gains_db: torch.Tensor) -> float:
+    """The balance error the untouched (scrambled) mix has by construction: the RMS of the scramble gains
+    about their mean, both weighted by each track's power share in the producer's mix (`tracks [N, C,
+    T]`), as `balance_error_db` defines it. What the estimate of the untouched mix should read."""
+    power = tracks.double().square().sum(dim=(-2, -1))
+    weights = power / power.sum()
+    mean_db = (weights * gains_db).sum()
+    return float((weights * (gains_db - mean_db).square()).sum().sqrt())
+
+
 def equal_loudness_gains(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """`[N]` amplitude gains that bring each of `tracks [N, C, T]` to the same integrated loudness (the
     mean of the audible tracks'); 0 for a silent track (at or below −70 LUFS), left out of the mix."""
@@ -354,7 +364,12 @@ def excerpt_mixes(
         label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
         tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
         producer_mix = tracks.sum(dim=0)
-        scrambled = scramble(tracks, scramble_gains_db(len(names), args.seed, song.name, index))
+        gains_db = scramble_gains_db(len(names), args.seed, song.name, index)
+        scrambled = scramble(tracks, gains_db)
+        tqdm.write(
+            f"{label}: scrambled by {', '.join(f'{g:+.1f}' for g in gains_db.tolist())} dB; the untouched "
+            f"mix's balance error is {scramble_spread_db(tracks, gains_db):.2f} dB by construction"
+        )
         reference = None
         if {"reference", "predict"} & set(methods):
             ref_start, ref_stop = reference_span(starts, index, n_samples, length)

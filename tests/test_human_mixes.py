@@ -99,6 +99,7 @@ def test_the_untouched_mix_reads_the_scramble_gains_spread(hm, excerpt):
     expected = np.sqrt((weights * (gains_db.numpy() - mean) ** 2).sum())
     judged = hm.judge(excerpt, excerpt.sum(0), scrambled.sum(0), SR, ["low", "tone", "band", "high"])
     assert abs(judged.error_db - expected) < 0.3
+    assert hm.scramble_spread_db(excerpt, gains_db) == pytest.approx(expected, abs=1e-9)
     assert judged.lost == []
 
 
@@ -166,7 +167,8 @@ def test_main_mixes_the_validation_songs_and_prints_the_summary(hm, fake_root, m
     assert hm.main(argv) == 0
     out = capsys.readouterr().out
     assert "note: validation songs not rendered" not in out  # G-Five is a training song
-    assert out.count(f"{SONG}/") == 4  # 2 excerpts x 2 methods
+    assert out.count("  worst ") == 4  # 2 excerpts x 2 methods
+    assert out.count("by construction") == 2  # a scramble line per excerpt
     summary = out.split("summary over 2 excerpts")[1]
     assert "untouched" in summary and "equal_loudness" in summary
     assert plot.stat().st_size > 0
