@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
 from automix.balance import balance_error_db, mr_stft_distance
 from automix.errors import AutomixError
+from automix.io import audio_info, read_excerpt
 from automix.metrics import integrated_loudness, true_peak
 from automix.units import db_to_amp
 
@@ -91,10 +91,11 @@ def find_songs(root: Path, validation: Sequence[str]) -> tuple[list[Song], list[
 
 
 def read_wav(path: Path, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Samples [start, stop) of a WAV file as a float32 `[2, T]` tensor (mono doubled)."""
-    audio, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
-    audio = torch.from_numpy(audio.T.copy())
-    return audio.expand(2, -1).clone() if audio.shape[0] == 1 else audio
+    """Samples [start, stop) of a WAV file as a float32 `[2, T]` tensor (mono doubled), through
+    `automix.io.read_excerpt`."""
+    info = audio_info(path)
+    stop = info.n_frames if stop is None else stop
+    return read_excerpt(info, start / info.sample_rate, (stop - start) / info.sample_rate, info.sample_rate)
 
 
 def window_loudness(mix: torch.Tensor, sample_rate: int, excerpt_s: float, hop_s: float) -> torch.Tensor:
@@ -357,7 +358,7 @@ def excerpt_mixes(
     from automix.styles import style_from_reference
 
     length = round(args.excerpt_s * SAMPLE_RATE)
-    n_samples = sf.info(song.folder / "mixture.wav").frames
+    n_samples = audio_info(song.folder / "mixture.wav").n_frames
     names = [path.stem for path in song.tracks]
     rows = []
     for index, start in enumerate(starts):
