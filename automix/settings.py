@@ -56,8 +56,8 @@ class OptimizeSettings:
     n_excerpts: int = 3
     refine_steps: int = 6
     attempts: int = 3
-    promise: Tolerances = field(default_factory=lambda: Tolerances(0.5, 100.0, 0.05))
-    stop: Tolerances = field(default_factory=lambda: Tolerances(0.2, 40.0, 0.02))
+    promise: Tolerances = Tolerances(0.5, 100.0, 0.05)
+    stop: Tolerances = Tolerances(0.2, 40.0, 0.02)
     handover_centroid_hz: float = 100.0
     handover_width_margin: float = 0.05
     max_aim_ratio: float = 1.5
