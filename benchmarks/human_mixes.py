@@ -3,14 +3,16 @@ track by track (`data/make_lmms_multitracks.py`), their sum being the producer's
 
 Only the validation songs of the fixed split (`validation_songs` in the data script) are reported. Each
 song gives `--excerpts` non-overlapping excerpts, the loudest windows (BS.1770 integrated loudness) of the
-producer's mix on a 5-s grid. Each track of an excerpt is scrambled by a seeded gain uniform in ±9 dB (the
-"unmix" protocol of automix-toolkit and Diff-MST), and the scrambled tracks are mixed by: the plain sum
-(untouched), the tracks at equal loudness, automix's style mode for each built-in style (optimize mode,
-neutral start, as `mix.py` without --checkpoint), its reference mode (targets from the producer's mix of
-the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its predict mode (the shipped checkpoint,
-reference targets). Each mix is judged against the producer's tracks and mix: balance error and lost
-tracks (`automix.balance.balance_error_db`), MR-STFT distance (`mr_stft_distance`), and for automix's
-modes the errors to its targets.
+producer's mix on a 5-s grid. Tracks that add coherently over the song's excerpts (the pieces of a drum
+kit hit together: `automix.balance.coherent_groups`) are summed into one track first, as a stem would
+hold them; the producer's own mix then reads the estimate's floor (the "producer" row). Each track is
+scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
+the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
+style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
+(targets from the producer's mix of the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its
+predict mode (the shipped checkpoint, reference targets). Each mix is judged against the producer's
+tracks and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
+(`mr_stft_distance`), and for automix's modes the errors to its targets.
 
 Run: `python benchmarks/human_mixes.py [--root DIR] [--excerpts 2] [--seed 0] [--plot FILE.png]`.
 """
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from automix.balance import balance_error_db, mr_stft_distance
+from automix.balance import balance_error_db, coherent_groups, mr_stft_distance
 from automix.errors import AutomixError
 from automix.io import audio_info, read_excerpt
 from automix.metrics import integrated_loudness, true_peak
@@ -46,7 +48,7 @@ SCRAMBLE_DB = 9.0  # each track's level scrambled uniformly in ±this (automix-t
 REFERENCE_PEAK_DBTP = -1.0  # the reference excerpt scaled to this true peak, as a mastered file would be
 SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
 STYLES = ("rock_punk", "rnb_ballad", "country_pop")
-METHODS = ("untouched", "equal_loudness", *STYLES, "reference", "predict")
+METHODS = ("producer", "untouched", "equal_loudness", *STYLES, "reference", "predict")
 AUTOMIX_METHODS = (*STYLES, "reference", "predict")
 RENDER_HINT = "python data/make_lmms_multitracks.py --split valid"
 
@@ -317,6 +319,19 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
     plt.close(figure)
 
 
+def song_groups(song: Song, starts: Sequence[int], length: int) -> list[list[int]]:
+    """`coherent_groups` of the song's tracks over its excerpts (joined end to end)."""
+    excerpts = [
+        torch.stack([read_wav(path, start, start + length) for path in song.tracks]) for start in starts
+    ]
+    return coherent_groups(torch.cat(excerpts, dim=-1), SAMPLE_RATE)
+
+
+def group_name(names: Sequence[str], group: Sequence[int]) -> str:
+    """A group's name: its first track's, with the number of the others joined to it."""
+    return names[group[0]] + (f"+{len(group) - 1}" if len(group) > 1 else "")
+
+
 class Mixers:
     """Automix's chains, made once: the neutral one (style and reference modes) and the shipped
     checkpoint's (predict mode), loaded as `mix.py` loads them."""
@@ -359,11 +374,14 @@ def excerpt_mixes(
 
     length = round(args.excerpt_s * SAMPLE_RATE)
     n_samples = audio_info(song.folder / "mixture.wav").n_frames
-    names = [path.stem for path in song.tracks]
+    groups = song_groups(song, starts, length)
+    names = [group_name([path.stem for path in song.tracks], group) for group in groups]
+    tqdm.write(f"{song.name}: {len(song.tracks)} tracks, measured as {len(groups)}: {', '.join(names)}")
     rows = []
     for index, start in enumerate(starts):
         label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
         tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
+        tracks = torch.stack([tracks[group].sum(dim=0) for group in groups])
         producer_mix = tracks.sum(dim=0)
         gains_db = scramble_gains_db(len(names), args.seed, song.name, index)
         scrambled = scramble(tracks, gains_db)
@@ -380,7 +398,9 @@ def excerpt_mixes(
             bar.set_postfix_str(f"{label} {method}")
             started = time.perf_counter()
             analysis = None
-            if method == "untouched":
+            if method == "producer":
+                mix = producer_mix
+            elif method == "untouched":
                 mix = scrambled.sum(dim=0)
             elif method == "equal_loudness":
                 mix = equal_loudness(scrambled, SAMPLE_RATE)

@@ -289,6 +289,9 @@ def render_with_lmms(project: Path, out_dir: Path, timeout_s: float) -> None:
         AutomixError: lmms fails or runs past `timeout_s`.
     """
     command = ["lmms", *(["--allowroot"] if os.geteuid() == 0 else [])]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        # LMMS runs its mixer thread at real-time priority: held to one CPU, it cannot starve the others.
+        command = ["taskset", "-c", str(os.cpu_count() - 1), *command]
     command += ["rendertracks", str(project), "-o", f"{out_dir}/", "-f", "wav", "-a", "-s", str(SAMPLE_RATE)]
     environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}  # no display needed
     log = out_dir / "lmms.log"
