@@ -3,7 +3,8 @@
 docs/design.md, *Contracts*, *Balance error* and *MR-STFT distance*. The "tracks" are the person's
 (producer's) tracks as they sit in the person's mix, which is their sum; a track's gain is what the
 evaluated mix applied to it relative to the person's mix. These are measurements, not losses: the balance
-estimate runs without gradients on float64 CPU copies.
+estimate runs without gradients on float64 CPU copies. `stem_balance_db`, the balance automix keeps while
+it optimises (each stem against the stems together), is differentiable.
 """
 
 import math
@@ -373,6 +374,28 @@ def balance_error_db(
     error_db = float((weights[measured] * relative_db[measured].square()).sum().sqrt())
     worst_db = float(relative_db[weights > 0].abs().max())
     return BalanceReport(gains, relative_db, weights, lost, error_db, worst_db)
+
+
+def stem_balance_db(stem_lufs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each stem's loudness relative to the stems together, dB (differentiable).
+
+    Lᵢ − 10·log10(Σⱼ 10^(Lⱼ/10)) over the audible stems j (above −70 LUFS and in `mask`): a stem's share
+    of the stems' summed loudness power, 0 dB for a lone stem, −3 dB for two equally loud ones. A change
+    of every stem's level by the same dB leaves it unchanged.
+
+    Args:
+        stem_lufs: `[..., N]` the stems' integrated loudness, LUFS.
+        mask: `[..., N]` 1 for real stems, or None.
+
+    Returns:
+        `[..., N]`, NaN for silent or masked stems.
+    """
+    audible = stem_lufs > SILENCE_LUFS
+    if mask is not None:
+        audible = audible & (mask > 0)
+    power = torch.where(audible, torch.pow(10.0, stem_lufs.clamp_min(SILENCE_LUFS) / 10.0), 0.0)
+    total_db = 10.0 * torch.log10(power.sum(dim=-1, keepdim=True).clamp_min(1e-30))
+    return torch.where(audible, stem_lufs - total_db, torch.nan)
 
 
 def _at_target_loudness(x: torch.Tensor, sample_rate: int, name: str) -> torch.Tensor:

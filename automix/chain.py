@@ -13,6 +13,7 @@ from torch import nn
 
 from automix import checkpoint, loudness, metrics
 from automix.analysis import measure, report
+from automix.balance import stem_balance_db
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
     channel_strip,
@@ -146,6 +147,8 @@ class AutoMixChain(nn.Module):
         self.optimize_settings = settings_from_config(OptimizeSettings, optimize, "optimize")
         self.predict_settings = settings_from_config(PredictSettings, predict, "predict")
         self.model_config = {"hidden_dim": hidden_dim, "n_layers": n_layers}
+        # Set by `from_checkpoint`: the predictor was trained (`OptimizeSettings.balance_start`).
+        self.trained = False
 
     def checkpoint(self) -> dict:
         """Weights, the configuration to rebuild them (plain dicts) and versions: a `torch.save`-able
@@ -160,7 +163,9 @@ class AutoMixChain(nn.Module):
         Raises:
             AutomixError: naming the file, when it is missing, a folder, or not an automix checkpoint.
         """
-        return checkpoint.load_chain(cls, path, style_targets, **kwargs)
+        chain = checkpoint.load_chain(cls, path, style_targets, **kwargs)
+        chain.trained = True
+        return chain
 
     def predict(
         self,
@@ -170,6 +175,7 @@ class AutoMixChain(nn.Module):
         loudness_steps: int | None = None,
         input_gain: torch.Tensor | None = None,
         *,
+        stem_unit: torch.Tensor | None = None,
         blockwise: bool = False,
     ) -> Prediction:
         """Predict mode's settings for stems `[B, N, 2, T]`, with gradients.
@@ -181,7 +187,9 @@ class AutoMixChain(nn.Module):
         a model of the limiter's loudness, checked by up to `loudness_steps` renders, None: the
         settings'; 0 takes the model's answer unrendered): the limiter takes a part of every dB the
         trim adds, a part no feature predicts well. To the gradient the correction is a constant.
-        `blockwise`: a long song's full-length renders go a block of time at a time (without gradients).
+        `stem_unit` `[B, N, n_stem]`: strips given in normalised settings (the predictor proposes the
+        master only). `blockwise`: a long song's full-length renders go a block of time at a time
+        (without gradients).
         """
         settings = self.predict_settings
         if loudness_steps is None:
@@ -189,7 +197,8 @@ class AutoMixChain(nn.Module):
         if input_gain is None:
             input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
         features = stem_features(stems, self.sample_rate, mask, input_gain)
-        stem_unit, context = self.predictor.predict_stems(features, targets, mask)
+        predicted, context = self.predictor.predict_stems(features, targets, mask)
+        stem_unit = predicted if stem_unit is None else stem_unit
         bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain, blockwise=blockwise)
         bus_lufs = metrics.integrated_loudness(bus, self.sample_rate, blockwise=blockwise)
         trim_db = (targets.lufs - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
@@ -391,6 +400,8 @@ class AutoMixChain(nn.Module):
             mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
+        analysis["stem_balance_db"] = stem_balance_db(analysis["stem_lufs"].detach(), mask)
+        analysis.setdefault("notes", [[] for _ in range(stems.shape[0])])
         analysis |= report(analysis, targets, self.ceiling_dbtp)
         if not batched:
             mix = mix[0]
@@ -416,6 +427,8 @@ def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tenso
 def _first(value):
     if isinstance(value, torch.Tensor):
         return value[0] if value.ndim else value
+    if isinstance(value, list):  # one entry per song (the notes)
+        return value[0]
     if isinstance(value, dict):
         return {k: _first(v) for k, v in value.items()}
     return value

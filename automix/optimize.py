@@ -1,15 +1,19 @@
 """Per-song optimisation: the default way `AutoMixChain` sets its console (docs/design.md, *The per-song
 optimiser*).
 
-1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness).
+1. Start from the predictor's settings (`AutoMixChain.predict`: its bus, and its trim to the target loudness),
+   its strips' balance or every stem at the same loudness (`OptimizeSettings.balance_start`).
 2. Correct them on the full render (`SongOptimizer.refine`): a loudness trim before the master section,
    the M/S width (the ratio scales exactly with it) and a master EQ tilt for the centroid, each a small
    controller stepping on the full render's own measurements, until it is within tolerance. The trim
    stops rising where the limiter takes nearly all of a further dB.
 3. Songs the corrections cannot finish (a width or tilt at the end of its range) get Adam on the
    normalised settings (as logits) against the loss, measured on excerpts of the song
-   (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds.
-4. The user gets the closest full render made: excerpts and whole songs measure differently.
+   (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds. Each stem's loudness
+   relative to the stems together stays within `balance_budget_db` of the start (`BalanceHold`): the
+   tone, width and loudness are reached with the master and the strips' EQ, not by burying a stem.
+4. The user gets the closest full render made: excerpts and whole songs measure differently. A target
+   still missed is said so in the analysis's `notes`, with the balance kept.
 """
 
 import dataclasses
@@ -21,8 +25,9 @@ from tqdm.auto import tqdm
 
 from automix import metrics
 from automix.analysis import measure
+from automix.balance import stem_balance_db
 from automix.dsp.console import bus_detector_power
-from automix.loudness import loudness_after_gain
+from automix.loudness import SILENCE_LUFS, loudness_after_gain
 from automix.params import ParameterRange, logit
 from automix.secant import SecantStepper
 from automix.settings import OptimizeSettings, Tolerances
@@ -45,6 +50,10 @@ PINNED_TILT_DB = 0.1
 HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
 _MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
+_MEASURE_UNITS = (("loudness", "LUFS", 1), ("centroid", "Hz", 0), ("M/S ratio", "", 3))
+# A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
+# 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
+BALANCE_HOLD_SCALE_DB = 0.5
 
 
 class Console(NamedTuple):
@@ -116,13 +125,38 @@ class Refined(NamedTuple):
     rounds: list[Round]
 
 
+class BalanceHold:
+    """Each stem's loudness relative to the stems together (`automix.balance.stem_balance_db`) held within
+    ±`budget_db` of where it started.
+
+    Args:
+        start_db: `[B, N]` the start's balance (NaN for silent stems: never held).
+        budget_db: how far a stem may move, dB.
+    """
+
+    def __init__(self, start_db: torch.Tensor, budget_db: float):
+        self.start_db = start_db
+        self.budget_db = budget_db
+
+    def excess_db(self, stem_lufs: torch.Tensor, mask=None) -> torch.Tensor:
+        """`[B, N]` how far each stem has moved past the budget, signed (0 within it or when silent)."""
+        moved = stem_balance_db(stem_lufs, mask) - self.start_db
+        excess = moved - moved.clamp(-self.budget_db, self.budget_db)
+        return torch.nan_to_num(excess, nan=0.0)
+
+    def cost(self, stem_lufs: torch.Tensor, mask=None) -> torch.Tensor:
+        """`[B]` the hinge Adam's loss adds: Σ over stems of (excess / `BALANCE_HOLD_SCALE_DB`)²."""
+        return (self.excess_db(stem_lufs, mask) / BALANCE_HOLD_SCALE_DB).square().sum(dim=-1)
+
+
 class Excerpts(NamedTuple):
     """`SongOptimizer.on_excerpts`'s result: the settings Adam ended with (detached), the targets the
-    excerpts aimed at, and the Adam steps taken."""
+    excerpts aimed at, the Adam steps taken and the balance held."""
 
     console: Console
     aim: Targets
     steps: int
+    hold: BalanceHold | None = None
 
 
 @dataclass
@@ -134,12 +168,16 @@ class SongState:
         trim_db: `[B]` the master's input trim the next refinement starts from.
         best: each song's closest full render so far.
         renders: every refinement's closest render (without audio), in order.
+        start_balance_db: `[B, N]` each stem's `stem_balance_db` in the first full render.
+        hold: the balance Adam keeps, set at its first step.
     """
 
     console: Console
     trim_db: torch.Tensor
     best: FullRender | None = None
     renders: list[FullRender] = dataclasses.field(default_factory=list)
+    start_balance_db: torch.Tensor | None = None
+    hold: BalanceHold | None = None
 
 
 class TrimController:
@@ -285,9 +323,16 @@ class SongOptimizer:
             prediction = chain.predict(
                 stems, targets, mask, loudness_steps=0, input_gain=input_gain, blockwise=True
             )
+            if self.starts_at_equal_loudness():
+                start = self.equal_loudness_strips(prediction.stem_unit, prediction.stem_lufs, mask)
+                prediction = None  # its bus freed before the next
+                prediction = chain.predict(
+                    stems, targets, mask, 0, input_gain, stem_unit=start, blockwise=True
+                )
         state = self.state = SongState(
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )
+        state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
         bus = prediction.bus
         del prediction  # its bus is `bus`, freed with it before the next render
@@ -317,13 +362,54 @@ class SongOptimizer:
             bus = render = refined = None  # freed for Adam's graph: the next attempt renders again
             state.best = state.best.without_audio()
             excerpts = self.on_excerpts(
-                stems, targets, mask, state.console,
-                trim_db=state.trim_db, input_gain=input_gain, pinned=pinned, progress=progress,
+                stems, targets, mask, state.console, trim_db=state.trim_db, input_gain=input_gain,
+                pinned=pinned, hold=state.hold, progress=progress,
             )  # fmt: skip
-            state.console = excerpts.console
-        return self._finish(stems, mask, input_gain)
+            state.console, state.hold = excerpts.console, excerpts.hold
+        return self._finish(stems, targets, mask, input_gain)
 
-    def _finish(self, stems, mask, input_gain):
+    def starts_at_equal_loudness(self) -> bool:
+        """Whether the start's strips are `equal_loudness_strips` (`OptimizeSettings.balance_start`)."""
+        start = self.settings.balance_start
+        return start == "equal_loudness" or (start == "auto" and not getattr(self.chain, "trained", False))
+
+    def equal_loudness_strips(
+        self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, mask=None
+    ) -> torch.Tensor:
+        """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each audible stem's level moved so
+        that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, all play at their mean
+        loudness (within the level's range; the level is a strip's last gain, so its dB are the stem's).
+        Silent and masked stems keep their level."""
+        params = self.space.denormalize_stems(stem_unit)
+        audible = stem_lufs > SILENCE_LUFS
+        if mask is not None:
+            audible = audible & (mask > 0)
+        mean = torch.where(audible, stem_lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
+        offset = torch.where(audible, mean[:, None] - stem_lufs, 0.0)
+        low, high = _bounds(self.space.stem["level_db"], offset)
+        params["level_db"] = (params["level_db"] + offset).clamp(low, high)
+        return self.space.normalize_stems(params).clamp(0.0, 1.0)
+
+    def notes(self, render: FullRender, targets: Targets) -> list[list[str]]:
+        """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks."""
+        errors = _scaled_errors(render.measured, targets, self.settings.promise)
+        goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
+        budget = self.settings.balance_budget_db
+        notes = []
+        for song in range(errors.shape[1]):
+            lines = []
+            for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
+                if errors[k, song] > 1:
+                    measured, goal = float(render.measured[_MEASURES[k]][song]), float(goals[k][song])
+                    lines.append(
+                        f"{name} {measured:.{digits}f} {unit} for a target of {goal:.{digits}f} {unit}: not "
+                        f"reached with each stem held within {budget:g} dB of its start balance; the "
+                        "closest mix is kept"
+                    )
+            notes.append([" ".join(line.split()) for line in lines])
+        return notes
+
+    def _finish(self, stems, targets: Targets, mask, input_gain):
         """`(mix, analysis)` of the closest render, rendered again where its audio was not kept."""
         best, chain = self.state.best, self.chain
         stem_unit, stem_params, stem_lufs = best.strips
@@ -343,6 +429,9 @@ class SongOptimizer:
             "stem_params": stem_params,
             "master_params": best.master_params,
             "master_trim_db": best.trim_db,
+            "balance_start_db": self.state.start_balance_db,
+            "balance_budget_db": self.settings.balance_budget_db,
+            "notes": self.notes(best, targets),
         }
         return mix, analysis
 
@@ -414,6 +503,7 @@ class SongOptimizer:
         trim_db,
         input_gain,
         pinned=None,
+        hold: BalanceHold | None = None,
         progress=False,
     ) -> Excerpts:
         """Adam on the logits of the normalised settings against the loss on the songs' excerpts
@@ -423,6 +513,10 @@ class SongOptimizer:
         `pinned` `[B, 2]` (`pinned`): the full render's centroid and M/S where the refinement's tilt or
         width could not bring it to the target, else NaN; there the excerpts aim at the target times what
         they read against the full render at the start (`excerpt_aim`).
+
+        `hold`: the balance to keep (`BalanceHold`); None holds the balance the excerpts read at the first
+        step. The loss adds its cost, and after the last step each stem's level takes back what the last
+        render read past the budget.
         """
         settings, chain = self.settings, self.chain
         stem_logits = logit(console.stem_unit).detach().requires_grad_(True)
@@ -451,7 +545,11 @@ class SongOptimizer:
             if step == 0 and pinned is not None:
                 read = torch.stack([analysis["spectral_centroid"], analysis["stereo_ms_ratio"]], dim=-1)
                 aim = self.excerpt_aim(targets, read.detach(), pinned)
-            loss = chain.loss_fn(analysis, aim)
+            if hold is None:
+                hold = BalanceHold(
+                    stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
+                )
+            loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_lufs"], mask).mean()
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if self.refinable(analysis, aim, n_excerpts).all():
                 break
@@ -459,8 +557,14 @@ class SongOptimizer:
             loss.backward()
             optimizer.step()
             steps += 1
-        console = Console(torch.sigmoid(stem_logits).detach(), torch.sigmoid(master_logits).detach())
-        return Excerpts(console, aim, steps)
+        stem_params = self.space.denormalize_stems(torch.sigmoid(stem_logits).detach())
+        low, high = _bounds(self.space.stem["level_db"], stem_params["level_db"])
+        # A stem's level is its last gain: taking back its excess moves its loudness by as many dB.
+        excess = hold.excess_db(analysis["stem_lufs"].detach(), mask)
+        stem_params["level_db"] = (stem_params["level_db"] - excess).clamp(low, high)
+        stem_unit = self.space.normalize_stems(stem_params).clamp(0.0, 1.0)
+        console = Console(stem_unit, torch.sigmoid(master_logits).detach())
+        return Excerpts(console, aim, steps, hold)
 
     def excerpt_aim(self, targets: Targets, read: torch.Tensor, pinned: torch.Tensor) -> Targets:
         """The excerpts' targets: where the full render's centroid or M/S is pinned (`pinned` `[B, 2]`, NaN

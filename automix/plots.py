@@ -1,5 +1,6 @@
-"""Pictures of a mix: spectrum against the target centroid, loudness over time, per-stem levels."""
+"""Pictures of a mix: spectrum against the target centroid, loudness over time, the stems' balance."""
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,7 @@ from automix.io import write_atomically  # noqa: E402
 
 SPECTRUM_N_FFT = 4096
 PLOT_DPI = 110
-STEM_AXIS_FLOOR_LUFS = -60.0
+STEM_AXIS_FLOOR_DB = -40.0
 
 
 def plot_mix(
@@ -50,11 +51,27 @@ def plot_mix(
     ax_loud.set(xlabel="s", ylabel="LUFS", title="Loudness over time", ylim=(-40, 0))
     ax_loud.legend(loc="lower right", fontsize=8)
 
-    floor = STEM_AXIS_FLOOR_LUFS
-    stem_lufs = [max(float(v), floor) for v in analysis["stem_lufs"]]
-    ax_stems.barh(stem_names, [v - floor for v in stem_lufs], left=floor, color="C0")
-    ax_stems.axvline(float(analysis["lufs"]), color="C1", label="mix")
-    ax_stems.set(xlabel="LUFS", title="Stem loudness at the master's input", xlim=(floor, 0))
+    # Each stem against the stems together; a silent stem sits at the axis floor.
+    floor = STEM_AXIS_FLOOR_DB
+    balance = [
+        max(float(v), floor) if math.isfinite(float(v)) else floor for v in analysis["stem_balance_db"]
+    ]
+    ax_stems.barh(stem_names, [v - floor for v in balance], left=floor, color="C0", label="in the mix")
+    start = analysis.get("balance_start_db")
+    if start is not None:
+        shown = [(i, float(v)) for i, v in enumerate(start) if math.isfinite(float(v))]
+        budget = analysis.get("balance_budget_db")
+        ax_stems.errorbar(
+            [v for _, v in shown],
+            [i for i, _ in shown],
+            xerr=budget,
+            fmt="|",
+            color="C1",
+            capsize=4,
+            label="start" + (f" ± {budget:g} dB budget" if budget is not None else ""),
+        )
+    ax_stems.set(xlabel="dB", title="Stem balance: each stem's loudness against the stems together")
+    ax_stems.set_xlim(floor, 0)
     ax_stems.legend(fontsize=8)
     fig.tight_layout()
     try:

@@ -18,6 +18,8 @@ import yaml
 from automix.errors import AutomixError
 
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
+# Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
+BALANCE_STARTS = ("auto", "equal_loudness", "predicted")
 
 
 class Tolerances(NamedTuple):
@@ -48,6 +50,13 @@ class OptimizeSettings:
         max_aim_ratio: the excerpts' aim moves a target by at most this factor either way.
         playing_db: a stem plays in an excerpt when its mean square there is within this many dB of its
             loudest excerpt's.
+        balance_start: the stems' balance the optimisation starts from: "equal_loudness" (every
+            stem's level set so that the stems play at the same loudness), "predicted" (the
+            predictor's strips) or "auto" (predicted where the chain was loaded from a checkpoint,
+            else equal loudness).
+        balance_budget_db: each stem's loudness relative to the stems together stays within this many
+            dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
+            reach within it is reported missed.
     """
 
     steps: int = 30
@@ -62,6 +71,11 @@ class OptimizeSettings:
     handover_width_margin: float = 0.05
     max_aim_ratio: float = 1.5
     playing_db: float = 20.0
+    balance_start: str = "auto"
+    balance_budget_db: float = 3.0
+
+    def __post_init__(self):
+        _choice("balance_start", self.balance_start, BALANCE_STARTS)
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
             values[key] = _tolerances(name, value, default)
         elif dataclasses.is_dataclass(default):
             values[key] = settings_from_config(type(default), value, name)
+        elif isinstance(default, str):
+            values[key] = _choice(name, value, BALANCE_STARTS)
         else:
             values[key] = _number(name, value, integer=isinstance(default, int))
     return cls(**values)
@@ -166,6 +182,12 @@ def _number(where: str, value, integer: bool):
             raise AutomixError(f"{where}: expected a whole number, got {value!r}")
         return int(value)
     return float(value)
+
+
+def _choice(where: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise AutomixError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _tolerances(where: str, value, default: Tolerances) -> Tolerances:

@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ from automix.synth import STEM_NAMES, synth_stems
 TEST_STEM_SECONDS = 20.0
 TEST_SAMPLE_RATE = 44100
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
+# Analysis keys written to the JSON report in their own sections (parameters, balance, notes).
+NOT_DUMPED = ("stem_params", "master_params", "stem_balance_db", "balance_start_db", "notes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     mix = mix.detach().cpu()
     save_audio(args.output, mix, sample_rate, protect=inputs)
     seconds = time.perf_counter() - started
+    for note in analysis["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    notes += analysis["notes"]
     report = {
         "style": style.name,
         "mode": args.mode,
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "stems": names,
         "notes": notes,
         "seconds": seconds,
-    } | json_ready({k: v for k, v in analysis.items() if k not in ("stem_params", "master_params")})
+    } | json_ready({k: v for k, v in analysis.items() if k not in NOT_DUMPED})
+    report["balance"] = balance_report(analysis, names)
     report["parameters"] = {
         "stems": {
             name: {k: json_ready(v[i]) for k, v in analysis["stem_params"].items()}
@@ -204,6 +211,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:18} {measured:9.2f} {target:9.2f} {unit:5} {mark}")
         print(f"wrote {args.output} ({mix.shape[-1] / sample_rate:.1f} s) in {seconds:.1f} s")
     return 1 if args.validate and not all(row[3] for row in rows) else 0
+
+
+def balance_report(analysis: dict, names: list[str]) -> dict:
+    """Per stem: its loudness relative to the stems together (`automix.balance.stem_balance_db`), where
+    the optimiser started it and how far it moved, dB; null for a silent stem."""
+    start = analysis.get("balance_start_db")
+    report = {}
+    for i, name in enumerate(names):
+        relative = float(analysis["stem_balance_db"][i])
+        entry = {"relative_db": relative}
+        if start is not None:
+            entry |= {"start_db": float(start[i]), "moved_db": relative - float(start[i])}
+        report[name] = {k: (None if math.isnan(v) else round(v, 3)) for k, v in entry.items()}
+    return report
 
 
 def cli() -> int:
