@@ -4,12 +4,15 @@
 - `FolderDataModule` (data=folder): `root/<song>/<stem>.wav`, any stem names and counts.
 - `MusdbDataModule` (data=musdb): MUSDB18-HQ (wav) or MUSDB18 (.stem.mp4) through the `musdb` package,
   with its train/valid split, or a seeded split of the songs when that leaves validation empty.
+- `MultitrackDataModule` (data=multitrack): folders whose tracks sum to a person's mix; items add that mix
+  (`reference_mix`, `reference_lufs`) and each track's loudness in it (`track_lufs`).
 
 Every module streams random excerpts (partial reads), pads stem counts with a mask, augments the
 training items and samples a target per item; the items are seeded (see `automix.training.datasets`).
 """
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,15 +30,21 @@ from automix.training.datasets import (
     VAL_SPLIT,
     FileSongs,
     MixingDataset,
+    MultitrackDataset,
+    MultitrackSongs,
     Song,
     SongSource,
     StemMp4Songs,
     SyntheticSongs,
     collate_items,
 )
+from automix.training.lmms import held_out_lmms_songs
 from automix.training.targets import DEFAULT_TARGET_MIX, TargetSampler
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff")
+# The unmix of human-mix training (automix-toolkit's and Diff-MST's protocol): each track's gain uniform in
+# +-gain_db dB and a gentle EQ tilt in +-eq_tilt_db dB. Equal to conf/data/multitrack.yaml (tested).
+DEFAULT_SCRAMBLE = {"gain_db": 9.0, "eq_tilt_db": 3.0}
 
 
 def _fields(cls) -> tuple[str, ...]:
@@ -67,7 +76,8 @@ def split_songs(songs: Sequence, valid_fraction: float, seed: int) -> tuple[list
 
 
 class MixDataModule(L.LightningDataModule):
-    """What every data module shares; subclasses give the song sources (`song_sources`).
+    """What every data module shares; subclasses give the song sources (`song_sources`) and may give
+    another kind of item (`dataset`).
 
     Args:
         sample_rate: Hz of the batches.
@@ -84,6 +94,8 @@ class MixDataModule(L.LightningDataModule):
             with or without the `style_targets:` key); None for the built-in styles.
         pin_memory: DataLoader pin_memory (for GPU training).
     """
+
+    dataset: type[MixingDataset] = MixingDataset
 
     def __init__(
         self,
@@ -129,10 +141,10 @@ class MixDataModule(L.LightningDataModule):
             return
         train_songs, val_songs = self.song_sources()
         common = {"sample_rate": self.sample_rate, "seed": self.seed, "targets": self.target_sampler}
-        self.train_set = MixingDataset(
+        self.train_set = self.dataset(
             train_songs, self.train_items, split=TRAIN_SPLIT, augmentation=self.augmentation, **common
         )
-        self.val_set = MixingDataset(
+        self.val_set = self.dataset(
             val_songs,
             self.val_items,
             split=VAL_SPLIT,
@@ -187,6 +199,8 @@ class FileDataModule(MixDataModule):
         **kwargs: `MixDataModule` arguments.
     """
 
+    song_source: type[FileSongs] = FileSongs
+
     def __init__(self, *, root: str, valid_fraction: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
@@ -196,7 +210,8 @@ class FileDataModule(MixDataModule):
 
     def _sources(self, train: Sequence[Song], valid: Sequence[Song]) -> tuple[SongSource, SongSource]:
         return tuple(
-            FileSongs(songs, self.sample_rate, self.excerpt_s, self.max_stems) for songs in (train, valid)
+            self.song_source(songs, self.sample_rate, self.excerpt_s, self.max_stems)
+            for songs in (train, valid)
         )
 
 
@@ -231,6 +246,60 @@ class FolderDataModule(FileDataModule):
 
     def song_sources(self) -> tuple[SongSource, SongSource]:
         return self._sources(*split_songs(self.find_songs(), self.valid_fraction, self.seed))
+
+
+class MultitrackDataModule(FolderDataModule):
+    """Songs whose tracks sum to a person's mix (data=multitrack): `root/<song>/<track>.wav` as
+    `FolderDataModule` reads them, e.g. LMMS demo songs rendered by data/make_lmms_multitracks.py,
+    MUSDB18-HQ's `train/` folder or a user's exported sessions.
+
+        data = MultitrackDataModule(root="~/.cache/automix/lmms", excerpt_s=3.0)
+        data.setup()
+        item = data.train_set[0]  # stems (scrambled), target, reference_mix, reference_lufs, track_lufs
+
+    An item (`MultitrackDataset`) is an excerpt of a song's tracks (the loudest `max_stems`,
+    `MultitrackSongs`), each scrambled by a seeded gain and EQ tilt (the augmentation; validation items
+    too: undoing it is the task), with the person's mix of the excerpt (the sum of the same tracks before
+    the scramble) and each track's loudness in it.
+
+    A song folder holding `lmms_render.json` is an LMMS render: the fixed split's validation songs
+    (`validation_songs` in data/make_lmms_multitracks.py) and held-out projects are left out, with a
+    logged note. They serve the human-mix benchmark only: never training, nor choosing a checkpoint.
+
+    Args:
+        scramble: `{gain_db, eq_tilt_db}`: each track's gain uniform in +-gain_db dB and EQ tilt uniform
+            in +-eq_tilt_db dB (`automix.training.augment.Augmentation`); None for `DEFAULT_SCRAMBLE`.
+        lmms_demos: LMMS's `projects/demos` folder, whose projects the fixed split is drawn from; None
+            for lmms-common's (asked of dpkg). Read only when the root holds an LMMS render.
+        **kwargs: `FolderDataModule` arguments, less `augmentation` and `augment_val` (the scramble).
+    """
+
+    dataset = MultitrackDataset
+    song_source = MultitrackSongs
+
+    def __init__(self, *, scramble: Mapping | None = None, lmms_demos: str | None = None, **kwargs):
+        scramble = DEFAULT_SCRAMBLE | _known("data.scramble", scramble, DEFAULT_SCRAMBLE)
+        # Only gains and tilts: a dropped, panned or swapped track would no longer be the person's.
+        augmentation = {"pan": 0.0, "swap_probability": 0.0, "drop_probability": 0.0} | scramble
+        super().__init__(augmentation=augmentation, augment_val=True, **kwargs)
+        self.lmms_demos = lmms_demos
+
+    def find_songs(self) -> list[Song]:
+        songs = super().find_songs()
+        held_out = held_out_lmms_songs(self.root, [song.name for song in songs], self.lmms_demos)
+        if held_out:
+            logging.getLogger(__name__).warning(
+                "data.root %s: left out %s",
+                self.root,
+                "; ".join(f"{name} ({why})" for name, why in held_out.items()),
+            )
+        kept = [song for song in songs if song.name not in held_out]
+        if not kept:
+            raise AutomixError(
+                f"{self.root}: every song is an LMMS validation song or held out; render the training "
+                "songs: python data/make_lmms_multitracks.py --split train"
+            )
+        return kept
 
 
 class MusdbDataModule(FileDataModule):

@@ -4,6 +4,10 @@ A dataset is a song source (a callable `(index, generator) -> stems [N, 2, T]`),
 optional `Augmentation` and a `TargetSampler`. Item `index` of a split always draws the same excerpt,
 augmentation and target (its generator is seeded from the data seed, the split and the index), so runs
 repeat exactly whatever the worker count, and validation items never change.
+
+`MultitrackDataset` items also carry a person's mix of the excerpt: songs whose tracks sum to the person's
+mix (`MultitrackSongs`), the augmentation scrambling the tracks (the "unmix"), and the mix and each
+track's loudness taken from the tracks before it.
 """
 
 from collections.abc import Callable, Sequence
@@ -15,6 +19,7 @@ from torch.utils.data import Dataset
 
 from automix.errors import AutomixError
 from automix.io import AudioFileInfo, read_excerpt, read_stem_mp4_excerpt
+from automix.loudness import SILENCE_LUFS, integrated_loudness
 from automix.metrics import rms_db
 from automix.synth import STEM_NAMES, synth_stems
 from automix.training.augment import Augmentation
@@ -109,15 +114,54 @@ class FileSongs:
         if len(stems) > self.max_stems:
             chosen = sorted(torch.randperm(len(stems), generator=generator)[: self.max_stems].tolist())
             stems = tuple(stems[i] for i in chosen)
-        latest_start_s = max(0.0, song.duration_s - self.excerpt_s)
+        return self.read(stems, song.duration_s, generator)
+
+    def read(
+        self, stems: Sequence[AudioFileInfo], duration_s: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """An excerpt `[N, 2, T]` of `stems` at a random start, redrawn while its mix is near silence."""
+        latest_start_s = max(0.0, duration_s - self.excerpt_s)
         for _ in range(MAX_TRIES):
             start_s = _uniform(generator, latest_start_s)
-            audio = torch.stack(
-                [read_excerpt(stem, start_s, self.excerpt_s, self.sample_rate) for stem in stems]
-            )
+            audio = torch.stack([self.read_stem(stem, start_s) for stem in stems])
             if rms_db(audio.sum(dim=0)) > SILENCE_DBFS:
                 break
         return audio
+
+    def read_stem(self, stem: AudioFileInfo, start_s: float) -> torch.Tensor:
+        return read_excerpt(stem, start_s, self.excerpt_s, self.sample_rate)
+
+
+@dataclass(frozen=True)
+class MultitrackSongs(FileSongs):
+    """Excerpts of songs whose tracks sum to a person's mix (`FileSongs`' songs and reads).
+
+    Every track of the excerpt is read; a song with more than `max_stems` tracks gives the loudest
+    `max_stems` of the excerpt (BS.1770 integrated loudness), in track order, so the item's tracks are
+    the bulk of the person's mix. A track with NaN or infinite samples in the excerpt reads as silence
+    there: it is then a silent stem, as a part resting through the excerpt is.
+    """
+
+    def __call__(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        song = self.songs[index % len(self.songs)]
+        return loudest_tracks(
+            self.read(song.stems, song.duration_s, generator), self.sample_rate, self.max_stems
+        )
+
+    def read_stem(self, stem: AudioFileInfo, start_s: float) -> torch.Tensor:
+        try:
+            return super().read_stem(stem, start_s)
+        except AutomixError:  # read_excerpt's refusal of non-finite samples
+            return torch.zeros(2, round(self.excerpt_s * self.sample_rate))
+
+
+def loudest_tracks(tracks: torch.Tensor, sample_rate: int, max_tracks: int) -> torch.Tensor:
+    """The `max_tracks` loudest of `tracks` `[N, C, T]` (integrated loudness), in their order; all of them
+    when there are no more. Ties go to the earlier track."""
+    if tracks.shape[-3] <= max_tracks:
+        return tracks
+    order = torch.sort(integrated_loudness(tracks, sample_rate), descending=True, stable=True).indices
+    return tracks[order[:max_tracks].sort().values]
 
 
 @dataclass(frozen=True)
@@ -174,15 +218,41 @@ class MixingDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         generator = item_generator(self.seed, self.split, index)
-        stems = self.songs(index, generator)
-        if self.augmentation is not None:
-            stems = self.augmentation(stems, self.sample_rate, generator)
-        return {"stems": stems.float(), "target": self.targets(generator)}
+        tracks = self.songs(index, generator)
+        stems = (
+            tracks if self.augmentation is None else self.augmentation(tracks, self.sample_rate, generator)
+        )
+        return {"stems": stems.float(), "target": self.targets(generator)} | self.references(tracks)
+
+    def references(self, tracks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What an item carries besides its stems and target, from the tracks before augmentation."""
+        return {}
+
+
+class MultitrackDataset(MixingDataset):
+    """`MixingDataset` items of songs whose tracks sum to a person's mix (`MultitrackSongs`), with that mix.
+
+    An item is `stems` `[N, 2, T]` (the tracks scrambled by the augmentation), `target` `[6]`,
+    `reference_mix` `[2, T]` (the sum of the tracks before the scramble), `reference_lufs` `[]` (its
+    loudness) and `track_lufs` `[N]` (each track's loudness before the scramble; `SILENCE_LUFS` for a
+    silent one), loudness by BS.1770. The augmentation must keep every track, in order (no drops), so
+    that stem i is track i of the mix.
+    """
+
+    def references(self, tracks: torch.Tensor) -> dict[str, torch.Tensor]:
+        reference_mix = tracks.double().sum(dim=-3)
+        return {
+            "reference_mix": reference_mix.float(),
+            "reference_lufs": integrated_loudness(reference_mix, self.sample_rate).float(),
+            "track_lufs": integrated_loudness(tracks, self.sample_rate).float(),
+        }
 
 
 def collate_items(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack items, padding stem counts with silent stems: `stems [B, N, 2, T]`, `mask [B, N]` (1 for a
-    real stem), `targets [B, 6]`; N is the batch's largest stem count."""
+    real stem), `targets [B, 6]`; N is the batch's largest stem count. A person's mix, where the items
+    carry one (`MultitrackDataset`), comes as `reference_mix [B, 2, T]`, `reference_lufs [B]` and
+    `track_lufs [B, N]`, padded with `SILENCE_LUFS`."""
     n_stems = max(item["stems"].shape[0] for item in items)
     stems = torch.stack(
         [
@@ -191,4 +261,16 @@ def collate_items(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.T
         ]
     )
     mask = torch.stack([(torch.arange(n_stems) < item["stems"].shape[0]).float() for item in items])
-    return {"stems": stems, "mask": mask, "targets": torch.stack([item["target"] for item in items])}
+    batch = {"stems": stems, "mask": mask, "targets": torch.stack([item["target"] for item in items])}
+    if "reference_mix" in items[0]:
+        for key in ("reference_mix", "reference_lufs"):
+            batch[key] = torch.stack([item[key] for item in items])
+        batch["track_lufs"] = torch.stack(
+            [
+                torch.nn.functional.pad(
+                    item["track_lufs"], (0, n_stems - item["track_lufs"].shape[0]), value=SILENCE_LUFS
+                )
+                for item in items
+            ]
+        )
+    return batch

@@ -2,8 +2,9 @@
 
 A batch is stem excerpts with a target per item (`automix.training.data`); the predictor sets the
 console from the stems' features and the targets, the chain renders the mix with gradients, and
-`automix.loss.create_training_loss` compares its measurements with the targets. One network learns
-every style because every item brings its own target.
+`automix.loss.create_training_loss` compares its measurements with the targets, and with a person's mix
+of the same tracks where the batch carries one (data=multitrack). One network learns every style because
+every item brings its own target.
 """
 
 import math
@@ -18,7 +19,14 @@ from automix import __version__
 from automix.analysis import report
 from automix.chain import AutoMixChain
 from automix.errors import AutomixError
-from automix.loss import DEFAULT_WEIGHTS, TOLERANCES, create_training_loss, loss_terms
+from automix.loss import (
+    DEFAULT_WEIGHTS,
+    TOLERANCES,
+    ProducerMix,
+    create_training_loss,
+    loss_terms,
+    track_balance_error,
+)
 from automix.params import ParameterSpace
 from automix.styles import DEFAULT_STYLES, styles_from_config
 from automix.targets import Targets
@@ -128,12 +136,14 @@ class AutoMixModule(L.LightningModule):
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str):
         stems, mask = batch["stems"], batch["mask"]
         targets = Targets.from_tensor(batch["targets"])
+        producer = ProducerMix.from_batch(batch)
         mix, analysis, units = self(stems, targets, mask)
-        loss = self.loss_fn(analysis, targets)
+        loss = self.loss_fn(analysis, targets, producer, mix)
         training = stage == "train"
         options = {"batch_size": stems.shape[0], "on_step": training, "on_epoch": not training}
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=not training, **options)
-        self.log_dict(self.metrics(analysis, targets, mask, units, stage), sync_dist=not training, **options)
+        metrics = self.metrics(analysis, targets, mask, units, stage, producer, mix)
+        self.log_dict(metrics, sync_dist=not training, **options)
         return loss, mix, analysis
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
@@ -160,9 +170,12 @@ class AutoMixModule(L.LightningModule):
     # ---------------------------------------------------------------------------------------- metrics
 
     @torch.no_grad()
-    def metrics(self, analysis, targets, mask, units, stage: str) -> dict[str, torch.Tensor]:
-        """Per-target errors, the fraction within `automix.loss.TOLERANCES`, loss terms and parameter
-        statistics of a batch (means over its items)."""
+    def metrics(
+        self, analysis, targets, mask, units, stage: str, producer: ProducerMix | None = None, mix=None
+    ) -> dict[str, torch.Tensor]:
+        """Per-target errors, the fraction within `automix.loss.TOLERANCES`, loss terms (those against
+        the person's mix where `producer` is given) and parameter statistics of a batch (means over its
+        items)."""
         judged = report(analysis, targets, self.chain.ceiling_dbtp)
         values = {}
         for name, label in ERROR_NAMES.items():
@@ -172,8 +185,11 @@ class AutoMixModule(L.LightningModule):
         values[f"{stage}/within_all"] = within_all.float().mean()
         values[f"{stage}/true_peak_ok"] = judged["passed"]["true_peak"].float().mean()
         values[f"{stage}/quality_score"] = judged["quality_score"].mean()
-        for name, term in loss_terms(analysis, targets, self.chain.ceiling_dbtp).items():
+        for name, term in loss_terms(analysis, targets, self.chain.ceiling_dbtp, producer, mix).items():
             values[f"{stage}/term_{name}"] = term.mean()
+        if producer is not None:
+            balance_db2 = track_balance_error(analysis["stem_lufs"], producer.track_lufs, mask)
+            values[f"{stage}/error_track_balance_db"] = balance_db2.sqrt().mean()
         weight = mask.to(analysis["lufs"].dtype)
         for name, value in analysis["stem_params"].items():
             per_stem = value.mean(-1) if value.ndim == weight.ndim + 1 else value  # bands averaged
