@@ -26,6 +26,8 @@ __all__ = [
     "band_energies",
     "balance_error_db",
     "coherent_groups",
+    "energy_similarity",
+    "measurable_groups",
     "track_coherence",
     "estimate_track_gains",
     "mr_stft_distance",
@@ -44,6 +46,11 @@ BALANCE_HOP = 2048
 # Tracks whose coherence (`track_coherence`) reaches this add partly in amplitude, not in power: the
 # balance estimate treats them as one track (`coherent_groups`).
 COHERENCE_THRESHOLD = 0.2
+# Tracks whose band energies' cosine similarity (`energy_similarity`) reaches this are as one column to
+# the estimate's least squares: it splits their sum between them at random.
+SIMILARITY_THRESHOLD = 0.99
+# `measurable_groups`: a group is measured apart when the person's own mix reads its gain within this (dB).
+MEASURABLE_DB = 1.0
 # A lost track counts this far (dB) below the other tracks' weighted mean level (contract: −60 dB).
 LOST_DB = -60.0
 # A track more than this far (dB) below the other tracks' weighted mean is lost too (issue 18:
@@ -212,32 +219,97 @@ def track_coherence(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return coherence.where(scale.sum(dim=(0, -1)) > 0, 0.0).fill_diagonal_(1.0)
 
 
-def coherent_groups(
-    tracks: torch.Tensor, sample_rate: int, threshold: float = COHERENCE_THRESHOLD
-) -> list[list[int]]:
-    """Tracks joined where they add coherently: connected components of `track_coherence ≥ threshold`.
+@torch.no_grad()
+def energy_similarity(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Cosine similarity `[N, N]` of the tracks' `band_energies` (bands × frames, flattened): near 1 where
+    two tracks' band energies rise and fall alike (a part doubled and panned to both sides), which the
+    energy model of `estimate_track_gains` cannot tell apart; 0 for a silent track."""
+    energy = band_energies(tracks.detach().cpu().double(), sample_rate).flatten(1)
+    unit = energy / torch.linalg.vector_norm(energy, dim=1, keepdim=True).clamp_min(1e-300)
+    return (unit @ unit.T).fill_diagonal_(1.0)
 
-    The balance of a mix is measured on the groups' sums (`torch.stack([tracks[g].sum(0) for g in
-    groups])`): a drum kit whose pieces hit together is one instrument to the estimate, as it is one
-    stem in MUSDB18.
+
+def coherent_groups(
+    tracks: torch.Tensor,
+    sample_rate: int,
+    max_groups: int | None = None,
+    *,
+    coherence_threshold: float = COHERENCE_THRESHOLD,
+    similarity_threshold: float = SIMILARITY_THRESHOLD,
+) -> list[list[int]]:
+    """The tracks in groups the balance estimate can measure apart: tracks that add coherently
+    (`track_coherence` ≥ `coherence_threshold`) or whose band energies move alike (`energy_similarity`
+    ≥ `similarity_threshold`) are joined, transitively.
+
+    Each pair's affinity is the larger of its coherence and similarity, each over its threshold; pairs of
+    affinity ≥ 1 are joined. Where `max_groups` is given and more groups remain, the faintest group (by
+    power) joins the group holding the track of highest affinity to it, until that many are left (as a
+    producer bounces the small parts into related stems). The balance of a mix is then measured on the
+    groups' sums (`torch.stack([tracks[g].sum(0) for g in groups])`): a drum kit whose pieces hit
+    together is one instrument to the estimate, as it is one stem in MUSDB18.
 
     Returns:
         The groups, each a sorted list of track indices, ordered by their first index.
     """
-    linked = (track_coherence(tracks, sample_rate) >= threshold).numpy()
-    group = list(range(len(linked)))
+    affinity = torch.maximum(
+        track_coherence(tracks, sample_rate) / coherence_threshold,
+        energy_similarity(tracks, sample_rate) / similarity_threshold,
+    ).numpy()
+    n_tracks = len(affinity)
+    parent = list(range(n_tracks))
 
     def root(i: int) -> int:
-        while group[i] != i:
-            i = group[i]
+        while parent[i] != i:
+            i = parent[i]
         return i
 
-    for i, j in zip(*np.nonzero(np.triu(linked, 1)), strict=True):
-        group[root(int(j))] = root(int(i))
+    for i, j in zip(*np.nonzero(np.triu(affinity >= 1.0, 1)), strict=True):
+        parent[root(int(j))] = root(int(i))
+    power = tracks.detach().cpu().double().square().sum(dim=(-2, -1)).numpy()
+    while max_groups is not None and len({root(i) for i in range(n_tracks)}) > max_groups:
+        # The faintest group joins the group it is most related to (its highest affinity to any member).
+        roots = np.array([root(i) for i in range(n_tracks)])
+        faintest = min(set(roots.tolist()), key=lambda r: power[roots == r].sum())
+        mine = roots == faintest
+        partner = roots[~mine][affinity[mine][:, ~mine].max(axis=0).argmax()]
+        parent[faintest] = int(partner)
     members: dict[int, list[int]] = {}
-    for i in range(len(linked)):
+    for i in range(n_tracks):
         members.setdefault(root(i), []).append(i)
     return sorted(members.values())
+
+
+def measurable_groups(
+    tracks: torch.Tensor, sample_rate: int, max_groups: int | None = None
+) -> list[list[int]]:
+    """`coherent_groups`, then joined further until the estimate reads the person's own mix right: while
+    some group's gain in the tracks' own sum (`estimate_track_gains`) is more than `MEASURABLE_DB` off
+    1 (or 0: not found), the worst one joins the group whose band energies are most like its own
+    (`energy_similarity`). What is left is what this estimate can measure on these tracks: a person's
+    own mix then reads within `MEASURABLE_DB` of 0 dB for every group.
+
+    Args:
+        tracks: `[N, C, T]` the person's tracks (a song's excerpts joined end to end, say).
+        sample_rate: Hz.
+        max_groups: at most this many groups (`coherent_groups`).
+
+    Returns:
+        The groups, each a sorted list of track indices, ordered by their first index.
+    """
+    groups = coherent_groups(tracks, sample_rate, max_groups)
+    while len(groups) > 1:
+        sums = torch.stack([tracks[group].sum(dim=0) for group in groups])
+        off_db = 20.0 * torch.log10(estimate_track_gains(sums, sums.sum(dim=0), sample_rate)).abs()
+        off_db = torch.nan_to_num(off_db, nan=0.0, posinf=math.inf)  # a silent group is not measured
+        worst = int(off_db.argmax())
+        if off_db[worst] <= MEASURABLE_DB:
+            break
+        similarity = energy_similarity(sums, sample_rate)[worst]
+        similarity[worst] = -math.inf
+        partner = int(similarity.argmax())
+        joined = sorted(groups[worst] + groups[partner])
+        groups = sorted([g for k, g in enumerate(groups) if k not in (worst, partner)] + [joined])
+    return groups
 
 
 def _check_tracks_and_mix(tracks: torch.Tensor, mix: torch.Tensor) -> None:

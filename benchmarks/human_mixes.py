@@ -3,15 +3,16 @@ track by track (`data/make_lmms_multitracks.py`), their sum being the producer's
 
 Only the validation songs of the fixed split (`validation_songs` in the data script) are reported. Each
 song gives `--excerpts` non-overlapping excerpts, the loudest windows (BS.1770 integrated loudness) of the
-producer's mix on a 5-s grid. Tracks that add coherently over the song's excerpts (the pieces of a drum
-kit hit together: `automix.balance.coherent_groups`) are summed into one track first, as a stem would
-hold them; the producer's own mix then reads the estimate's floor (the "producer" row). Each track is
-scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
+producer's mix on a 5-s grid. Tracks the balance estimate cannot measure apart over the song's excerpts
+(the pieces of a drum kit hit together, a part doubled left and right, a faint one:
+`automix.balance.measurable_groups`, at most 16, automix's stem limit) are summed into one track first, as
+a producer bounces stems; the producer's own mix then reads the estimate's floor ("producer"). Each track
+is scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
 the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
 style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
 (targets from the producer's mix of the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its
-predict mode (the shipped checkpoint, reference targets). Each mix is judged against the producer's
-tracks and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
+predict mode (the shipped checkpoint, reference targets). Each mix is judged against the producer's tracks
+and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
 (`mr_stft_distance`), and for automix's modes the errors to its targets.
 
 Run: `python benchmarks/human_mixes.py [--root DIR] [--excerpts 2] [--seed 0] [--plot FILE.png]`.
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from automix.balance import balance_error_db, coherent_groups, mr_stft_distance
+from automix.balance import balance_error_db, measurable_groups, mr_stft_distance
 from automix.errors import AutomixError
 from automix.io import audio_info, read_excerpt
 from automix.metrics import integrated_loudness, true_peak
@@ -320,11 +321,14 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
 
 
 def song_groups(song: Song, starts: Sequence[int], length: int) -> list[list[int]]:
-    """`coherent_groups` of the song's tracks over its excerpts (joined end to end)."""
+    """`measurable_groups` of the song's tracks over its excerpts (joined end to end), at most as many
+    as automix takes stems."""
+    from automix.chain import MAX_STEMS
+
     excerpts = [
         torch.stack([read_wav(path, start, start + length) for path in song.tracks]) for start in starts
     ]
-    return coherent_groups(torch.cat(excerpts, dim=-1), SAMPLE_RATE)
+    return measurable_groups(torch.cat(excerpts, dim=-1), SAMPLE_RATE, MAX_STEMS)
 
 
 def group_name(names: Sequence[str], group: Sequence[int]) -> str:

@@ -14,8 +14,11 @@ from automix.balance import (
     balance_error_db,
     band_energies,
     coherent_groups,
+    energy_similarity,
     estimate_track_gains,
+    measurable_groups,
     mr_stft_distance,
+    stem_balance_db,
     third_octave_bands,
     track_coherence,
 )
@@ -241,6 +244,66 @@ def test_grouping_coherent_tracks_lets_the_persons_mix_read_zero():
     assert groups == [[0, 1], [2]]
     assert apart.error_db > 1.0
     assert grouped.error_db < OWN_MIX_TOLERANCE_DB
+
+
+def test_a_part_doubled_left_and_right_is_one_column_to_the_estimate_and_one_group():
+    """The same noise panned hard left in one track and hard right in another: no coherence (no channel
+    holds both) but the same band energies, which the least squares cannot split."""
+    part = _band_noise(300.0, 900.0, seed=9)[0]
+    left, right = np.stack([part, 0 * part]), np.stack([0 * part, part])
+    tracks = np.stack([left, right, _distinct_tracks()[2], _distinct_tracks()[0]])
+    similarity = energy_similarity(torch.from_numpy(tracks), SAMPLE_RATE)
+    assert similarity[0, 1] == pytest.approx(1.0, abs=1e-9)
+    assert track_coherence(torch.from_numpy(tracks), SAMPLE_RATE)[0, 1] < 0.01
+    assert coherent_groups(torch.from_numpy(tracks), SAMPLE_RATE) == [[0, 1], [2], [3]]
+
+
+def test_at_most_max_groups_remain_the_faintest_joined_to_its_most_related():
+    beat = np.arange(0.0, COHERENCE_S - 0.2, 0.5)
+    kick, snare, off_beat = _hits(1, beat), 0.5 * _hits(2, beat), _hits(3, beat + 0.1)
+    tracks = torch.from_numpy(np.stack([kick, _noise_s(4), snare, off_beat]))
+    assert coherent_groups(tracks, SAMPLE_RATE, coherence_threshold=1.1, similarity_threshold=1.1) == [
+        [0],
+        [1],
+        [2],
+        [3],
+    ]
+    assert coherent_groups(tracks, SAMPLE_RATE, 3, coherence_threshold=1.1, similarity_threshold=1.1) == [
+        [0, 2],
+        [1],
+        [3],
+    ]
+
+
+def test_measurable_groups_join_a_faint_track_the_estimate_cannot_find_and_keep_the_others_apart():
+    tracks = _distinct_tracks()
+    assert measurable_groups(torch.from_numpy(tracks), SAMPLE_RATE) == [[0], [1], [2], [3]]
+    # a noise 45 dB under the 300-900 Hz track, in its band: lost in its bands' fluctuations
+    faint = 10 ** (-45 / 20) * _band_noise(300.0, 900.0, seed=11) * 0.5
+    with_faint = torch.from_numpy(np.concatenate([tracks, faint[None]]))
+    own = balance_error_db(with_faint, with_faint.sum(0), SAMPLE_RATE)
+    assert abs(20 * np.log10(max(float(own.gains[4]), 1e-9))) > 1.0  # the estimate misreads it
+    groups = measurable_groups(with_faint, SAMPLE_RATE)
+    assert groups == [[0], [1, 4], [2], [3]]
+    sums = torch.stack([with_faint[g].sum(0) for g in groups])
+    assert balance_error_db(sums, sums.sum(0), SAMPLE_RATE).worst_db < OWN_MIX_TOLERANCE_DB
+
+
+# ---------------------------------------------------------------- the balance the optimiser keeps
+
+
+def test_stem_balance_is_each_stems_share_of_the_summed_loudness_power():
+    lufs = torch.tensor([[-20.0, -20.0, -80.0], [-10.0, -20.0, -30.0]], requires_grad=True)
+    balance = stem_balance_db(lufs, mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    power = 10 ** (np.array([-10.0, -20.0]) / 10)
+    expected_second = np.array([-10.0, -20.0]) - 10 * np.log10(power.sum())
+    np.testing.assert_allclose(balance[0, :2].detach().numpy(), -10 * np.log10(2), atol=1e-5)
+    np.testing.assert_allclose(balance[1, :2].detach().numpy(), expected_second, atol=1e-5)
+    assert torch.isnan(balance[0, 2]) and torch.isnan(balance[1, 2])  # silent; masked
+    shifted = stem_balance_db(lufs.detach() + 7.0, mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    torch.testing.assert_close(shifted[:, :2], balance[:, :2].detach())
+    balance[1, 0].backward()
+    assert torch.isfinite(lufs.grad).all() and lufs.grad[1, 0] > 0
 
 
 # ---------------------------------------------------------------- balance error

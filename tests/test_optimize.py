@@ -9,6 +9,7 @@ import torch
 
 from automix import AutoMixChain
 from automix.analysis import measure
+from automix.balance import stem_balance_db
 from automix.errors import AutomixError
 from automix.optimize import Console, Excerpts, FullRender, SongOptimizer, closer_render, select_excerpts
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
@@ -52,6 +53,7 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  steps: 2.5\n", r"optimize\.steps: expected a whole number"),
         ("optimize:\n  learning_rate: fast\n", r"optimize\.learning_rate: expected a finite number"),
         ("optimize:\n  stop: {lufs: 0.1}\n", r"optimize\.stop\.lufs: unknown"),
+        ("optimize:\n  balance_start: loudest\n", r"optimize\.balance_start: expected one of"),
         ("- a list\n", "expected a mapping"),
         ("optimize: [\n", "not valid YAML"),
     ],
@@ -271,3 +273,82 @@ def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
     assert best.trim_db.tolist() == [0.0, 1.0]
     assert best.mix[:, 0, 0].tolist() == [0.0, 1.0] and best.master_params["width"].tolist() == [0.0, 1.0]
     assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2])
+
+
+# ---------------------------------------------------------------- the balance the optimiser keeps
+
+SCRAMBLE_DB = (7.0, -8.0, 4.0, -5.0)  # each stem's level moved from the synthetic song's balance
+
+
+def scrambled_song(seed: int = 3, seconds: float = 6.0) -> torch.Tensor:
+    stems, _ = synth_stems(seconds, SAMPLE_RATE, seed=seed)
+    return (stems * torch.pow(10.0, torch.tensor(SCRAMBLE_DB) / 20)[:, None, None])[None]
+
+
+def start_only(**changes) -> OptimizeSettings:
+    """Settings that stop after the start's first render: no Adam, no correction rounds."""
+    return OptimizeSettings(steps=0, refine_steps=0, attempts=1, **changes)
+
+
+def test_without_a_checkpoint_every_stem_starts_at_the_same_loudness(chain):
+    stems = scrambled_song()
+    targets = resolve_targets("rock_punk", chain.style_targets, 1)
+    equal = SongOptimizer(chain, start_only())
+    equal(stems, targets)
+    # four audible stems at one loudness: each is a quarter of their loudness power, -6.02 dB
+    torch.testing.assert_close(equal.state.start_balance_db, torch.full((1, 4), -6.0206), atol=0.02, rtol=0)
+    predicted = SongOptimizer(chain, start_only(balance_start="predicted"))
+    predicted(stems, targets)
+    spread = predicted.state.start_balance_db.amax() - predicted.state.start_balance_db.amin()
+    assert spread > 6.0  # the scrambled balance, kept by the neutral strips
+
+
+def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, input_gain) -> torch.Tensor:
+    """`[B, N]` the stems' balance on the optimiser's excerpts under `console`."""
+    settings = optimizer.settings
+    excerpts = select_excerpts(
+        stems, SAMPLE_RATE, settings.excerpt_s, settings.n_excerpts, settings.playing_db
+    )
+    n_excerpts = excerpts.shape[1]
+    with torch.no_grad():
+        _, analysis = optimizer.chain.render(
+            excerpts.flatten(0, 1),
+            console.stem_unit.repeat_interleave(n_excerpts, dim=0),
+            console.master_unit.repeat_interleave(n_excerpts, dim=0),
+            trim_db=trim_db.repeat_interleave(n_excerpts, dim=0),
+            join=(excerpts.shape[0], n_excerpts),
+            input_gain=input_gain.repeat_interleave(n_excerpts, dim=0),
+        )
+    return stem_balance_db(analysis["stem_lufs"])
+
+
+@pytest.mark.parametrize("budget_db", [0.25, 1e6], ids=["budget_0.25_dB", "no_budget"])
+def test_adam_moves_no_stem_past_the_balance_budget(chain, budget_db):
+    """A centroid far above the song's: unheld, Adam reaches for it partly by turning stems up and down;
+    held, each stem's balance on the excerpts ends within the budget of its start."""
+    stems = scrambled_song()
+    targets = targets_of((-12.0, 4500.0, 0.3))
+    stem_unit, master_unit = chain.space.neutral_unit(4, stems.dtype)
+    console = Console(stem_unit.expand(1, -1, -1), master_unit.expand(1, -1))
+    trim_db, input_gain = torch.zeros(1), torch.zeros(1)
+    settings = dataclasses.replace(chain.optimize_settings, steps=12, balance_budget_db=budget_db)
+    optimizer = SongOptimizer(chain, settings)
+    result = optimizer.on_excerpts(stems, targets, None, console, trim_db=trim_db, input_gain=input_gain)
+    moved = excerpt_balance(optimizer, stems, result.console, trim_db, input_gain) - excerpt_balance(
+        optimizer, stems, console, trim_db, input_gain
+    )
+    if budget_db < 100:
+        assert moved.abs().max() <= budget_db + 0.2
+    else:
+        assert moved.abs().max() > 1.0  # what the budget prevents
+
+
+def test_a_target_out_of_reach_within_the_budget_is_noted_and_the_closest_mix_kept(chain):
+    stems = scrambled_song(seconds=4.0)
+    settings = OptimizeSettings(steps=3, refine_steps=2, attempts=2, balance_budget_db=0.5)
+    optimizer = SongOptimizer(chain, settings)
+    mix, analysis = optimizer(stems, targets_of((-12.0, 9000.0, 0.3)))
+    (notes,) = analysis["notes"]
+    assert any(note.startswith("centroid") and "9000 Hz" in note and "0.5 dB" in note for note in notes)
+    assert analysis["balance_budget_db"] == 0.5
+    assert mix.shape == (1, 2, stems.shape[-1])
