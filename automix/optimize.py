@@ -531,7 +531,7 @@ class SongOptimizer:
         flat_trim = trim_db.repeat_interleave(n_excerpts, dim=0)
         flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
         bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
-        aim, steps = targets, 0
+        aim, steps, analysis = targets, 0, None
         for step in bar:
             _, analysis = chain.render(
                 flat,
@@ -557,12 +557,14 @@ class SongOptimizer:
             loss.backward()
             optimizer.step()
             steps += 1
-        stem_params = self.space.denormalize_stems(torch.sigmoid(stem_logits).detach())
-        low, high = _bounds(self.space.stem["level_db"], stem_params["level_db"])
-        # A stem's level is its last gain: taking back its excess moves its loudness by as many dB.
-        excess = hold.excess_db(analysis["stem_lufs"].detach(), mask)
-        stem_params["level_db"] = (stem_params["level_db"] - excess).clamp(low, high)
-        stem_unit = self.space.normalize_stems(stem_params).clamp(0.0, 1.0)
+        stem_unit = torch.sigmoid(stem_logits).detach()
+        if hold is not None and analysis is not None:
+            stem_params = self.space.denormalize_stems(stem_unit)
+            low, high = _bounds(self.space.stem["level_db"], stem_params["level_db"])
+            # A stem's level is its last gain: taking back its excess moves its loudness by as many dB.
+            excess = hold.excess_db(analysis["stem_lufs"].detach(), mask)
+            stem_params["level_db"] = (stem_params["level_db"] - excess).clamp(low, high)
+            stem_unit = self.space.normalize_stems(stem_params).clamp(0.0, 1.0)
         console = Console(stem_unit, torch.sigmoid(master_logits).detach())
         return Excerpts(console, aim, steps, hold)
 

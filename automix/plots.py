@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from automix import metrics  # noqa: E402
+from automix.balance import stem_balance_db  # noqa: E402
 from automix.io import write_atomically  # noqa: E402
 
 SPECTRUM_N_FFT = 4096
@@ -53,9 +54,10 @@ def plot_mix(
 
     # Each stem against the stems together; a silent stem sits at the axis floor.
     floor = STEM_AXIS_FLOOR_DB
-    balance = [
-        max(float(v), floor) if math.isfinite(float(v)) else floor for v in analysis["stem_balance_db"]
-    ]
+    stem_balance = analysis.get("stem_balance_db")
+    if stem_balance is None:  # an analysis from the chain's parts (training media) rather than its forward
+        stem_balance = stem_balance_db(analysis["stem_lufs"].detach())
+    balance = [max(float(v), floor) if math.isfinite(float(v)) else floor for v in stem_balance]
     ax_stems.barh(stem_names, [v - floor for v in balance], left=floor, color="C0", label="in the mix")
     start = analysis.get("balance_start_db")
     if start is not None:

@@ -94,6 +94,26 @@ def test_the_reference_mix_is_the_sum_of_the_unscrambled_tracks(songs, tmp_path)
             assert not torch.allclose(item["stems"].sum(0), expected, atol=1e-3)
 
 
+def test_reference_targets_are_what_the_persons_mix_measures_by_an_independent_meter(songs, tmp_path):
+    always, never = (
+        _data(tmp_path / "songs", reference_targets=1.0),
+        _data(tmp_path / "songs", reference_targets=0.0),
+    )
+    for index in range(2):
+        item = always.train_set[index]
+        mix = item["reference_mix"].double().numpy().T
+        lufs = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(mix)
+        assert float(item["target"][0]) == pytest.approx(lufs, abs=0.05)
+        mid, side = (mix[:, 0] + mix[:, 1]) / 2, (mix[:, 0] - mix[:, 1]) / 2
+        ms_ratio = np.sqrt(np.mean(side**2) / np.mean(mid**2))
+        assert float(item["target"][2]) == pytest.approx(ms_ratio, rel=1e-3)
+        # the draw leaves the excerpt and its scramble as they were
+        torch.testing.assert_close(item["stems"], never.train_set[index]["stems"])
+        assert not torch.allclose(item["target"], never.train_set[index]["target"], equal_nan=True)
+    with pytest.raises(AutomixError, match="data.reference_targets"):
+        MultitrackDataModule(root=str(tmp_path / "songs"), reference_targets=1.5)
+
+
 def test_scramble_gains_are_seeded_within_range_and_recoverable(songs, tmp_path):
     data = _data(tmp_path / "songs", scramble=NO_TILT, train_items=8)
     gains_db = []
@@ -171,6 +191,7 @@ def test_multitrack_defaults_equal_the_data_config(songs, tmp_path):
     for key in ("excerpt_s", "batch_size", "num_workers", "train_items", "val_items", "seed", "max_stems"):
         assert getattr(data, key) == config[key], key
     assert data.valid_fraction == config["valid_fraction"]
+    assert data.reference_targets == config["reference_targets"]
     with pytest.raises(AutomixError, match="data.scramble"):
         MultitrackDataModule(root=str(tmp_path / "songs"), scramble={"pan": 0.3})
 

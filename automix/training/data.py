@@ -45,6 +45,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff")
 # The unmix of human-mix training (automix-toolkit's and Diff-MST's protocol): each track's gain uniform in
 # +-gain_db dB and a gentle EQ tilt in +-eq_tilt_db dB. Equal to conf/data/multitrack.yaml (tested).
 DEFAULT_SCRAMBLE = {"gain_db": 9.0, "eq_tilt_db": 3.0}
+# The chance that a human-mix item's target is its own reference mix's measurements (conf/data).
+DEFAULT_REFERENCE_TARGETS = 0.5
 
 
 def _fields(cls) -> tuple[str, ...]:
@@ -141,6 +143,7 @@ class MixDataModule(L.LightningDataModule):
             return
         train_songs, val_songs = self.song_sources()
         common = {"sample_rate": self.sample_rate, "seed": self.seed, "targets": self.target_sampler}
+        common |= self.dataset_options()
         self.train_set = self.dataset(
             train_songs, self.train_items, split=TRAIN_SPLIT, augmentation=self.augmentation, **common
         )
@@ -151,6 +154,10 @@ class MixDataModule(L.LightningDataModule):
             augmentation=self.augmentation if self.augment_val else None,
             **common,
         )
+
+    def dataset_options(self) -> dict:
+        """Keyword arguments of `dataset` beyond those every data module passes."""
+        return {}
 
     def _loader(self, dataset: MixingDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -271,18 +278,33 @@ class MultitrackDataModule(FolderDataModule):
             in +-eq_tilt_db dB (`automix.training.augment.Augmentation`); None for `DEFAULT_SCRAMBLE`.
         lmms_demos: LMMS's `projects/demos` folder, whose projects the fixed split is drawn from; None
             for lmms-common's (asked of dpkg). Read only when the root holds an LMMS render.
+        reference_targets: the chance that an item's target is what the person's mix of it measures
+            (`MultitrackDataset`) instead of a sampled style: the task reference mode sets.
         **kwargs: `FolderDataModule` arguments, less `augmentation` and `augment_val` (the scramble).
     """
 
     dataset = MultitrackDataset
     song_source = MultitrackSongs
 
-    def __init__(self, *, scramble: Mapping | None = None, lmms_demos: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        scramble: Mapping | None = None,
+        lmms_demos: str | None = None,
+        reference_targets: float = DEFAULT_REFERENCE_TARGETS,
+        **kwargs,
+    ):
         scramble = DEFAULT_SCRAMBLE | _known("data.scramble", scramble, DEFAULT_SCRAMBLE)
         # Only gains and tilts: a dropped, panned or swapped track would no longer be the person's.
         augmentation = {"pan": 0.0, "swap_probability": 0.0, "drop_probability": 0.0} | scramble
         super().__init__(augmentation=augmentation, augment_val=True, **kwargs)
         self.lmms_demos = lmms_demos
+        if not 0.0 <= reference_targets <= 1.0:
+            raise AutomixError(f"data.reference_targets must be a chance in [0, 1], got {reference_targets}")
+        self.reference_targets = reference_targets
+
+    def dataset_options(self) -> dict:
+        return {"reference_targets": self.reference_targets}
 
     def find_songs(self) -> list[Song]:
         songs = super().find_songs()

@@ -21,7 +21,9 @@ from automix.errors import AutomixError
 from automix.io import AudioFileInfo, read_excerpt, read_stem_mp4_excerpt
 from automix.loudness import SILENCE_LUFS, integrated_loudness
 from automix.metrics import rms_db
+from automix.styles import style_from_reference
 from automix.synth import STEM_NAMES, synth_stems
+from automix.targets import style_vector
 from automix.training.augment import Augmentation
 from automix.training.targets import TargetSampler
 
@@ -30,6 +32,7 @@ TRAIN_SPLIT, VAL_SPLIT = 0, 1
 # nothing about loudness or tone.
 SILENCE_DBFS = -50.0
 MAX_TRIES = 5
+REFERENCE_STREAM = 1_000_003  # seed offset of the draw between a sampled and a reference target
 # Streams of a MUSDB18 .stem.mp4: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals.
 MUSDB_STEM_IDS = (1, 2, 3, 4)
 
@@ -236,8 +239,22 @@ class MultitrackDataset(MixingDataset):
     `reference_mix` `[2, T]` (the sum of the tracks before the scramble), `reference_lufs` `[]` (its
     loudness) and `track_lufs` `[N]` (each track's loudness before the scramble; `SILENCE_LUFS` for a
     silent one), loudness by BS.1770. The augmentation must keep every track, in order (no drops), so
-    that stem i is track i of the mix.
+    that stem i is track i of the mix. With chance `reference_targets` an item's target is what its
+    reference mix measures (`automix.styles.style_from_reference`): mix the tracks like this mix.
     """
+
+    def __init__(self, *args, reference_targets: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reference_targets = reference_targets
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(index)
+        # Its own stream: the chance leaves the excerpt, scramble and sampled target as they were.
+        generator = item_generator(self.seed + REFERENCE_STREAM, self.split, index)
+        if torch.rand((), generator=generator, dtype=torch.float64) < self.reference_targets:
+            measured = style_from_reference(item["reference_mix"].double(), self.sample_rate)
+            item["target"] = style_vector(measured).to(item["target"].dtype)
+        return item
 
     def references(self, tracks: torch.Tensor) -> dict[str, torch.Tensor]:
         reference_mix = tracks.double().sum(dim=-3)
