@@ -50,7 +50,7 @@ PINNED_TILT_DB = 0.1
 HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
 _MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
-_MEASURE_UNITS = (("loudness", "LUFS", 1), ("centroid", "Hz", 0), ("M/S ratio", "", 3))
+_MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
 # A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
 # 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
 BALANCE_HOLD_SCALE_DB = 0.5
@@ -402,11 +402,11 @@ class SongOptimizer:
                 if errors[k, song] > 1:
                     measured, goal = float(render.measured[_MEASURES[k]][song]), float(goals[k][song])
                     lines.append(
-                        f"{name} {measured:.{digits}f} {unit} for a target of {goal:.{digits}f} {unit}: not "
+                        f"{name} {measured:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}: not "
                         f"reached with each stem held within {budget:g} dB of its start balance; the "
                         "closest mix is kept"
                     )
-            notes.append([" ".join(line.split()) for line in lines])
+            notes.append(lines)
         return notes
 
     def _finish(self, stems, targets: Targets, mask, input_gain):

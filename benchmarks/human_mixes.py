@@ -340,12 +340,12 @@ class Mixers:
     """Automix's chains, made once: the neutral one (style and reference modes) and the shipped
     checkpoint's (predict mode), loaded as `mix.py` loads them."""
 
-    def __init__(self, methods: Sequence[str], sample_rate: int, seed: int):
+    def __init__(self, methods: Sequence[str], sample_rate: int, seed: int, config: Path | None = None):
         from automix import load_style_targets
         from automix.cli.mix import load_chain
         from automix.settings import load_mix_settings
 
-        targets, settings = load_style_targets(), load_mix_settings()
+        targets, settings = load_style_targets(), load_mix_settings(config)
         self.seed = seed
         self.neutral = load_chain(None, targets, settings)
         self.neutral.sample_rate = sample_rate
@@ -426,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="scramble gains and the optimiser")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="balance error per method")
+    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="mix settings, as mix.py --config")
     return parser
 
 
@@ -452,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         del producer_mix
         if not excerpts[song.name]:
             print(f"note: {song.name} is shorter than one excerpt; left out")
-    mixers = Mixers(methods, SAMPLE_RATE, args.seed) if set(methods) & set(AUTOMIX_METHODS) else None
+    mixers = (
+        Mixers(methods, SAMPLE_RATE, args.seed, args.config) if set(methods) & set(AUTOMIX_METHODS) else None
+    )
     started = time.perf_counter()
     rows = []
     with tqdm(total=sum(map(len, excerpts.values())) * len(methods), unit="mix", file=sys.stderr) as bar:
