@@ -414,6 +414,7 @@ def test_odd_but_valid_input_is_mixed(tmp_path, monkeypatch, capsys, make):
     report = json.loads((tmp_path / "out" / "new" / "mix.json").read_text(), parse_constant=refuse)
     assert all(key in report for key in ANALYSIS_KEYS)
     assert math.isfinite(report["lufs"]) and math.isfinite(report["quality_score"])
+    assert len(report["balance"]) == len(set(names))  # a silent stem's balance reads null
 
 
 @pytest.mark.slow
@@ -454,6 +455,18 @@ def test_mix_py_optimize_validate_analysis_and_plot(tmp_path):
     report = json.loads((tmp_path / "mix.json").read_text())
     assert all(key in report for key in ANALYSIS_KEYS)
     assert set(report["parameters"]["stems"]) == {path.stem for path in stems}
+    # the balance: every stem started at one loudness (a quarter of the four's loudness power each), its
+    # share of the stems' loudness power at the end (the shares add up to 1), and the move between
+    balance = report["balance"]
+    assert set(balance) == {path.stem for path in stems}
+    assert all(
+        entry["start_db"] == pytest.approx(-10 * math.log10(4), abs=0.02) for entry in balance.values()
+    )
+    assert sum(10 ** (entry["relative_db"] / 10) for entry in balance.values()) == pytest.approx(
+        1.0, abs=2e-3
+    )
+    for entry in balance.values():
+        assert entry["moved_db"] == pytest.approx(entry["relative_db"] - entry["start_db"], abs=2e-3)
     assert (tmp_path / "mix.png").read_bytes().startswith(PNG_MAGIC)
 
 
