@@ -340,7 +340,14 @@ class Mixers:
     """Automix's chains, made once: the neutral one (style and reference modes) and the shipped
     checkpoint's (predict mode), loaded as `mix.py` loads them."""
 
-    def __init__(self, methods: Sequence[str], sample_rate: int, seed: int, config: Path | None = None):
+    def __init__(
+        self,
+        methods: Sequence[str],
+        sample_rate: int,
+        seed: int,
+        config: Path | None = None,
+        checkpoint: Path = CHECKPOINT,
+    ):
         from automix import load_style_targets
         from automix.cli.mix import load_chain
         from automix.settings import load_mix_settings
@@ -351,7 +358,7 @@ class Mixers:
         self.neutral.sample_rate = sample_rate
         self.predictor = None
         if "predict" in methods:
-            self.predictor = load_chain(CHECKPOINT, targets, settings)
+            self.predictor = load_chain(checkpoint, targets, settings)
             self.predictor.sample_rate = sample_rate
 
     def __call__(self, stems: torch.Tensor, method: str, reference) -> tuple[torch.Tensor, dict]:
@@ -427,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="balance error per method")
     parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="mix settings, as mix.py --config")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=CHECKPOINT, help="predict mode's (default: the shipped one)"
+    )
     return parser
 
 
@@ -454,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         if not excerpts[song.name]:
             print(f"note: {song.name} is shorter than one excerpt; left out")
     mixers = (
-        Mixers(methods, SAMPLE_RATE, args.seed, args.config) if set(methods) & set(AUTOMIX_METHODS) else None
+        Mixers(methods, SAMPLE_RATE, args.seed, args.config, args.checkpoint)
+        if set(methods) & set(AUTOMIX_METHODS)
+        else None
     )
     started = time.perf_counter()
     rows = []
