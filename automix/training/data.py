@@ -169,6 +169,9 @@ class MixDataModule(L.LightningDataModule):
             collate_fn=collate_items,
             worker_init_fn=_worker_init,
             persistent_workers=self.num_workers > 0,
+            # Workers start fresh, not forked: a fork after the main process ran numba's parallel
+            # loudness meter (training steps before the first validation) crashed the validation worker.
+            multiprocessing_context="spawn" if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
 
