@@ -378,16 +378,19 @@ class SongOptimizer:
     ) -> torch.Tensor:
         """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each audible stem's level moved so
         that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, all play at their mean
-        loudness (within the level's range; the level is a strip's last gain, so its dB are the stem's).
-        Silent and masked stems keep their level."""
-        params = self.space.denormalize_stems(stem_unit)
+        loudness (`moved_levels`). Silent and masked stems keep their level."""
         audible = stem_lufs > SILENCE_LUFS
         if mask is not None:
             audible = audible & (mask > 0)
         mean = torch.where(audible, stem_lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
-        offset = torch.where(audible, mean[:, None] - stem_lufs, 0.0)
-        low, high = _bounds(self.space.stem["level_db"], offset)
-        params["level_db"] = (params["level_db"] + offset).clamp(low, high)
+        return self.moved_levels(stem_unit, torch.where(audible, mean[:, None] - stem_lufs, 0.0))
+
+    def moved_levels(self, stem_unit: torch.Tensor, offset_db: torch.Tensor) -> torch.Tensor:
+        """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each stem's level moved by `offset_db`
+        `[B, N]`, within the level's range. The level is a strip's last gain: its dB are the stem's."""
+        params = self.space.denormalize_stems(stem_unit)
+        low, high = _bounds(self.space.stem["level_db"], offset_db)
+        params["level_db"] = (params["level_db"] + offset_db).clamp(low, high)
         return self.space.normalize_stems(params).clamp(0.0, 1.0)
 
     def notes(self, render: FullRender, targets: Targets) -> list[list[str]]:
@@ -558,13 +561,8 @@ class SongOptimizer:
             optimizer.step()
             steps += 1
         stem_unit = torch.sigmoid(stem_logits).detach()
-        if hold is not None and analysis is not None:
-            stem_params = self.space.denormalize_stems(stem_unit)
-            low, high = _bounds(self.space.stem["level_db"], stem_params["level_db"])
-            # A stem's level is its last gain: taking back its excess moves its loudness by as many dB.
-            excess = hold.excess_db(analysis["stem_lufs"].detach(), mask)
-            stem_params["level_db"] = (stem_params["level_db"] - excess).clamp(low, high)
-            stem_unit = self.space.normalize_stems(stem_params).clamp(0.0, 1.0)
+        if analysis is not None:  # each stem's level takes back what the last render read past the budget
+            stem_unit = self.moved_levels(stem_unit, -hold.excess_db(analysis["stem_lufs"].detach(), mask))
         console = Console(stem_unit, torch.sigmoid(master_logits).detach())
         return Excerpts(console, aim, steps, hold)
 
