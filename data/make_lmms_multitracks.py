@@ -52,6 +52,7 @@ BROKEN_PEAK_DBFS = 24.0  # a track whose peak is above this holds garbage sample
 MIXTURE = "mixture"
 STAGING = ".staging"  # inside <out>: same file system, so the final move is one atomic rename
 REPORT = "lmms_render.json"
+LMMS_ATTEMPTS = 3  # renders of a project that LMMS may crash in before it is reported failed
 TRACK_INDEX_DIGITS = 3  # LMMS's "8_name" -> "008_name", so that the files sort in track order
 AUDIO_EXTENSIONS_IN_NAMES = (".wav", ".ogg", ".flac", ".mp3", ".ds", ".sf2", ".gig")  # sample names
 UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -283,7 +284,9 @@ def write_song(raw_dir: Path, song_dir: Path, sample_rate: int = SAMPLE_RATE) ->
 def render_with_lmms(project: Path, out_dir: Path, timeout_s: float) -> None:
     """`lmms rendertracks`: one 32-bit float WAV per audible track into `out_dir` (which must exist).
 
-    LMMS's output goes to `out_dir/lmms.log`. On timeout the whole process group is killed.
+    LMMS's output goes to `out_dir/lmms.log`. On timeout the whole process group is killed. LMMS 1.2's
+    renderer crashes at times (a segfault in a few percent of renders of the same project): a render
+    ended by a signal is run again, `LMMS_ATTEMPTS` times in all, each within `timeout_s`.
 
     Raises:
         AutomixError: lmms fails or runs past `timeout_s`.
@@ -295,18 +298,21 @@ def render_with_lmms(project: Path, out_dir: Path, timeout_s: float) -> None:
     command += ["rendertracks", str(project), "-o", f"{out_dir}/", "-f", "wav", "-a", "-s", str(SAMPLE_RATE)]
     environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}  # no display needed
     log = out_dir / "lmms.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True
-        )
-        try:
-            returncode = process.wait(timeout=timeout_s)
-        except BaseException:  # a timeout or Ctrl-C: no LMMS left running
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            if sys.exc_info()[0] is subprocess.TimeoutExpired:
-                raise AutomixError(f"lmms ran past --timeout-s {timeout_s:g}") from None
-            raise
+    for _ in range(LMMS_ATTEMPTS):
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+            )
+            try:
+                returncode = process.wait(timeout=timeout_s)
+            except BaseException:  # a timeout or Ctrl-C: no LMMS left running
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                if sys.exc_info()[0] is subprocess.TimeoutExpired:
+                    raise AutomixError(f"lmms ran past --timeout-s {timeout_s:g}") from None
+                raise
+        if returncode >= 0:  # ended by itself; a signal (a crash) is tried again
+            break
     if returncode != 0:
         lines = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
         raise AutomixError(f"lmms exited with status {returncode} ({lines[-1] if lines else 'no output'})")

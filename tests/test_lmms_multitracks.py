@@ -3,6 +3,7 @@ rendered tracks, the mixture as their sum, atomic placement, resume and the held
 renders the tests write; one test renders a two-track project with LMMS itself."""
 
 import importlib.util
+import os
 import re
 import shutil
 from pathlib import Path
@@ -333,6 +334,34 @@ def _sample_track(name: str, sample: str, pan: int, note_positions: list[int]) -
     return SAMPLE_TRACK.format(
         name=name, pan=pan, sample=sample, envelopes=envelopes, pattern=pattern if notes else ""
     )
+
+
+def _fake_lmms(tmp_path, monkeypatch, crashes: int) -> Path:
+    """An `lmms` on PATH that dies by SIGSEGV on its first `crashes` runs, then exits 0; it counts its
+    runs in the returned file."""
+    bin_dir, runs = tmp_path / "bin", tmp_path / "runs"
+    bin_dir.mkdir()
+    script = bin_dir / "lmms"
+    script.write_text(
+        f"#!/bin/sh\nn=$(cat {runs} 2>/dev/null || echo 0)\necho $((n + 1)) > {runs}\n"
+        f'[ "$n" -lt {crashes} ] && kill -SEGV $$\nexit 0\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return runs
+
+
+def test_a_render_lmms_crashes_in_is_run_again(tmp_path, monkeypatch):
+    runs = _fake_lmms(tmp_path, monkeypatch, crashes=1)
+    lmms.render_with_lmms(tmp_path / "song.mmpz", tmp_path, timeout_s=30)
+    assert runs.read_text().strip() == "2"
+
+
+def test_a_project_lmms_always_crashes_in_fails_after_its_attempts(tmp_path, monkeypatch):
+    runs = _fake_lmms(tmp_path, monkeypatch, crashes=99)
+    with pytest.raises(AutomixError, match="lmms exited with status -11"):
+        lmms.render_with_lmms(tmp_path / "song.mmpz", tmp_path, timeout_s=30)
+    assert runs.read_text().strip() == str(lmms.LMMS_ATTEMPTS)
 
 
 @pytest.mark.slow
