@@ -34,7 +34,7 @@ def chain_checkpoint(chain) -> dict:
 
 def load_chain(chain_class, path, style_targets: Mapping | None = None, **kwargs):
     """A `chain_class` (an `AutoMixChain`) rebuilt from the checkpoint file `path`, its predictor's weights
-    loaded; `kwargs` go to the constructor.
+    loaded; `kwargs` go to the constructor (over the checkpoint's own sample rate, ranges and ceiling).
 
     Raises:
         AutomixError: naming the file, when it is missing, a folder, or not an automix checkpoint.
@@ -53,14 +53,13 @@ def load_chain(chain_class, path, style_targets: Mapping | None = None, **kwargs
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("automix", state)
         config = state["config"]
-        chain = chain_class(
-            style_targets=style_targets,
-            sample_rate=int(config.get("sample_rate", DEFAULT_SAMPLE_RATE)),
-            space=ParameterSpace.from_config(config["dsp"]),
-            ceiling_dbtp=float(config.get("ceiling_dbtp", DEFAULT_CEILING_DBTP)),
-            **dict(config["model"]),
-            **kwargs,
-        )
+        options = {
+            "style_targets": style_targets,
+            "sample_rate": int(config.get("sample_rate", DEFAULT_SAMPLE_RATE)),
+            "space": ParameterSpace.from_config(config["dsp"]),
+            "ceiling_dbtp": float(config.get("ceiling_dbtp", DEFAULT_CEILING_DBTP)),
+        }
+        chain = chain_class(**(options | dict(config["model"]) | kwargs))
         chain.predictor.load_state_dict(state["state_dict"])
     except AutomixError as error:
         raise AutomixError(f"{path}: {error}") from None

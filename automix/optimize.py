@@ -323,8 +323,9 @@ class SongOptimizer:
             prediction = chain.predict(
                 stems, targets, mask, loudness_steps=0, input_gain=input_gain, blockwise=True
             )
-            if self.starts_at_equal_loudness():
-                start = self.equal_loudness_strips(prediction.stem_unit, prediction.stem_lufs, mask)
+            balance_db = self.start_balance_db(stems, targets, mask, input_gain)
+            if balance_db is not None:
+                start = self.balanced_strips(prediction.stem_unit, prediction.stem_lufs, balance_db, mask)
                 prediction = None  # its bus freed before the next
                 prediction = chain.predict(
                     stems, targets, mask, 0, input_gain, stem_unit=start, blockwise=True
@@ -368,22 +369,50 @@ class SongOptimizer:
             state.console, state.hold = excerpts.console, excerpts.hold
         return self._finish(stems, targets, mask, input_gain)
 
-    def starts_at_equal_loudness(self) -> bool:
-        """Whether the start's strips are `equal_loudness_strips` (`OptimizeSettings.balance_start`)."""
+    def balance_source(self) -> str:
+        """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
+        "checkpoint" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto" resolved)."""
         start = self.settings.balance_start
-        return start == "equal_loudness" or (start == "auto" and not getattr(self.chain, "trained", False))
+        if start != "auto":
+            return start
+        if getattr(self.chain, "trained", False):
+            return "predicted"
+        return "checkpoint" if self.settings.balance_checkpoint else "equal_loudness"
 
-    def equal_loudness_strips(
-        self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, mask=None
+    def start_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
+        """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
+        the predictor's: equal shares, or what `OptimizeSettings.balance_checkpoint`'s predictor gives
+        these stems (NaN where it has no balance: that stem gets the stems' mean loudness)."""
+        source = self.balance_source()
+        if source == "predicted":
+            return None
+        if source == "equal_loudness":
+            return torch.zeros(stems.shape[:2], device=stems.device)
+        path = self.settings.balance_checkpoint_path()
+        balance_chain = (
+            type(self.chain)
+            .from_checkpoint(path, style_targets=self.chain.style_targets, sample_rate=self.sample_rate)
+            .to(stems.device)
+        )
+        prediction = balance_chain.predict(stems, targets, mask, 0, input_gain, blockwise=True)
+        return stem_balance_db(prediction.stem_lufs, mask)
+
+    def balanced_strips(
+        self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, balance_db: torch.Tensor, mask=None
     ) -> torch.Tensor:
         """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each audible stem's level moved so
-        that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, all play at their mean
-        loudness (`moved_levels`). Silent and masked stems keep their level."""
+        that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, play at the balance
+        `balance_db` `[B, N]` about their mean loudness (`moved_levels`; equal values: equal loudness).
+        Silent and masked stems keep their level."""
         audible = stem_lufs > SILENCE_LUFS
         if mask is not None:
             audible = audible & (mask > 0)
+        known = audible & balance_db.isfinite()
         mean = torch.where(audible, stem_lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
-        return self.moved_levels(stem_unit, torch.where(audible, mean[:, None] - stem_lufs, 0.0))
+        balance_db = torch.where(known, balance_db, 0.0)
+        balance_db = balance_db - balance_db.sum(-1, keepdim=True) / known.sum(-1, keepdim=True).clamp_min(1)
+        offset_db = mean[:, None] + torch.where(known, balance_db, 0.0) - stem_lufs
+        return self.moved_levels(stem_unit, torch.where(audible, offset_db, 0.0))
 
     def moved_levels(self, stem_unit: torch.Tensor, offset_db: torch.Tensor) -> torch.Tensor:
         """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each stem's level moved by `offset_db`

@@ -16,6 +16,8 @@ import torch
 from automix.dsp.console import MASTER_PARAMETERS, STEM_PARAMETERS
 from automix.errors import AutomixError
 
+RANGE_END_MARGIN = 0.02  # a normalised setting this close to an end of its range is pinned there
+
 
 @dataclass(frozen=True)
 class ParameterRange:
@@ -205,6 +207,32 @@ class ParameterSpace:
     def neutral(self, n_stems: int, dtype=torch.float32, device=None):
         """The neutral settings in units, for `n_stems` stems."""
         return self.denormalize(*self.neutral_unit(n_stems, dtype, device))
+
+    def pinned_share(
+        self, stem_unit: torch.Tensor, master_unit: torch.Tensor, mask=None, margin: float = RANGE_END_MARGIN
+    ) -> torch.Tensor:
+        """`[B]` the share of a console's settings pinned at an end of their range: within `margin`
+        (normalised) of it, where neutral is not (a makeup gain of 0 dB sits at its range's end
+        unprocessed). Over the strips of real stems and the master; each band a setting.
+
+        Args:
+            stem_unit: `[B, N, n_stem]` and master_unit `[B, n_master]`, normalised settings.
+            mask: `[B, N]` 1 for real stems, or None.
+        """
+        neutral_stem, neutral_master = self.neutral_unit(
+            stem_unit.shape[-2], stem_unit.dtype, stem_unit.device
+        )
+
+        def pinned(unit, neutral):
+            low = (unit < margin) & (neutral >= margin)
+            high = (unit > 1 - margin) & (neutral <= 1 - margin)
+            return (low | high).to(unit.dtype)
+
+        real = torch.ones(stem_unit.shape[:-1], dtype=stem_unit.dtype, device=stem_unit.device)
+        real = real if mask is None else mask.to(real)
+        count = (pinned(stem_unit, neutral_stem).sum(-1) * real).sum(-1)
+        count = count + pinned(master_unit, neutral_master).sum(-1)
+        return count / (real.sum(-1) * stem_unit.shape[-1] + master_unit.shape[-1])
 
 
 def _plain(value):

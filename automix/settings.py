@@ -19,7 +19,8 @@ from automix.errors import AutomixError
 
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
-BALANCE_STARTS = ("auto", "equal_loudness", "predicted")
+BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint")
+ROOT = MIX_CONFIG.parents[1]  # a relative `balance_checkpoint` is read from here
 
 
 class Tolerances(NamedTuple):
@@ -52,8 +53,12 @@ class OptimizeSettings:
             loudest excerpt's.
         balance_start: the stems' balance the optimisation starts from: "equal_loudness" (every
             stem's level set so that the stems play at the same loudness), "predicted" (the
-            predictor's strips) or "auto" (predicted where the chain was loaded from a checkpoint,
-            else equal loudness).
+            predictor's strips), "checkpoint" (the predictor's strips with each stem's level set to
+            the balance `balance_checkpoint`'s predictor gives the stems) or "auto" (predicted where
+            the chain was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is
+            set, else equal loudness).
+        balance_checkpoint: an automix checkpoint whose predicted balance "checkpoint" and "auto" start
+            from (a relative path is read from the repository root); None for none.
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
@@ -72,10 +77,20 @@ class OptimizeSettings:
     max_aim_ratio: float = 1.5
     playing_db: float = 20.0
     balance_start: str = "auto"
+    balance_checkpoint: str | None = None
     balance_budget_db: float = 3.0
 
     def __post_init__(self):
         _choice("balance_start", self.balance_start, BALANCE_STARTS)
+        if self.balance_start == "checkpoint" and not self.balance_checkpoint:
+            raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
+
+    def balance_checkpoint_path(self) -> Path | None:
+        """`balance_checkpoint` as a path (a relative one under the repository root), or None."""
+        if not self.balance_checkpoint:
+            return None
+        path = Path(self.balance_checkpoint).expanduser()
+        return path if path.is_absolute() else ROOT / path
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,10 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
             values[key] = _tolerances(name, value, default)
         elif dataclasses.is_dataclass(default):
             values[key] = settings_from_config(type(default), value, name)
+        elif key == "balance_checkpoint":
+            if value is not None and not isinstance(value, str | os.PathLike):
+                raise AutomixError(f"{name}: expected a checkpoint path or null, got {value!r}")
+            values[key] = None if value is None else str(value)
         elif isinstance(default, str):
             values[key] = _choice(name, value, BALANCE_STARTS)
         else:

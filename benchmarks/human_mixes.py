@@ -182,7 +182,8 @@ def at_peak(audio: torch.Tensor, sample_rate: int, peak_dbtp: float = REFERENCE_
 
 class Judgement(NamedTuple):
     """A mix against the producer's: balance error, worst track, lost tracks, MR-STFT distance and, for
-    automix's modes, its errors to its own targets (LU, Hz, M/S ratio; NaN for the other methods)."""
+    automix's modes, its errors to its own targets (LU, Hz, M/S ratio) and the share of its settings
+    pinned at an end of their range (`ParameterSpace.pinned_share`); NaN for the other methods."""
 
     error_db: float
     worst_db: float
@@ -192,6 +193,7 @@ class Judgement(NamedTuple):
     lufs_error: float = math.nan
     centroid_error_hz: float = math.nan
     ms_error: float = math.nan
+    pinned: float = math.nan
 
 
 def judge(
@@ -222,6 +224,7 @@ def judge(
         errors.get("lufs", math.nan),
         errors.get("spectral_centroid", math.nan),
         errors.get("stereo_ms_ratio", math.nan),
+        math.nan if analysis is None else analysis["pinned_share"],
     )
 
 
@@ -241,6 +244,7 @@ class Summary(NamedTuple):
     median_abs_lufs_error: float
     median_abs_centroid_error_hz: float
     median_abs_ms_error: float
+    median_pinned: float
 
 
 def _median(values: Sequence[float]) -> float:
@@ -265,6 +269,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
             _median([abs(j.lufs_error) for j in mine]),
             _median([abs(j.centroid_error_hz) for j in mine]),
             _median([abs(j.ms_error) for j in mine]),
+            _median([j.pinned for j in mine]),
         )
     return table
 
@@ -278,7 +283,7 @@ def format_row(row: Row) -> str:
     if not math.isnan(j.lufs_error):
         line += (
             f"  errors {j.lufs_error:+.2f} LU {j.centroid_error_hz:+5.0f} Hz M/S {j.ms_error:+.3f}"
-            f"  {row.seconds:5.1f} s"
+            f"  pinned {100 * j.pinned:4.1f} %  {row.seconds:5.1f} s"
         )
     if j.lost:
         line += f"  lost: {', '.join(j.lost)}"
@@ -288,13 +293,13 @@ def format_row(row: Row) -> str:
 def format_summary(table: dict[str, Summary]) -> str:
     lines = [
         f"{'method':14} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
-        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6}"
+        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6}"
     ]
     for method, s in table.items():
         lines.append(
             f"{method:14} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
             f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
-            f"{s.median_abs_ms_error:6.3f}"
+            f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}%"
         )
     return "\n".join(lines)
 
@@ -369,6 +374,9 @@ class Mixers:
         else:
             style = reference if method == "reference" else method
             mix, analysis = self.neutral(stems, style=style, mode="optimize")
+        space = (self.predictor if method == "predict" else self.neutral).space
+        stem_unit, master_unit = space.normalize(analysis["stem_params"], analysis["master_params"])
+        analysis["pinned_share"] = float(space.pinned_share(stem_unit[None], master_unit[None])[0])
         return mix.detach(), analysis
 
 

@@ -27,12 +27,17 @@ from automix.loss import (
 )
 from automix.loudness import SILENCE_LUFS, integrated_loudness
 from automix.targets import Targets
-from automix.training.data import DEFAULT_SCRAMBLE, MultitrackDataModule
+from automix.training.data import (
+    DEFAULT_SCRAMBLE,
+    CombinedDataModule,
+    MultitrackDataModule,
+    SyntheticDataModule,
+)
 from automix.training.datasets import collate_items
 from automix.training.lmms import LMMS_REPORT, lmms_script
 from automix.training.module import AutoMixModule
 from automix.training.train import train
-from tests.test_training import QUICK, compose_train, run_train_py
+from tests.test_training import NO_PROGRESS, QUICK, compose_train, run_train_py
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
@@ -312,6 +317,68 @@ def test_train_with_data_multitrack_logs_the_producers_terms(songs, tmp_path):
     result = train(compose_train(overrides, tmp_path / "run"))
     assert result["checkpoint"] == tmp_path / "run" / "checkpoints" / "automix.ckpt"
     for name in ("train/term_track_balance", "val/term_track_balance", "val/term_mr_stft"):
+        assert name in result["metrics"] and math.isfinite(result["metrics"][name]), name
+
+
+def _synthetic(**options) -> SyntheticDataModule:
+    defaults = {"excerpt_s": 0.25, "song_s": 0.5, "batch_size": 2, "train_items": 5, "val_items": 3}
+    return SyntheticDataModule(num_workers=0, **(defaults | options))
+
+
+def test_combined_batches_each_come_whole_from_one_source(songs, tmp_path):
+    people, synthetic = _data(tmp_path / "songs", train_items=4), _synthetic()
+    data = CombinedDataModule(sources={"synthetic": synthetic, "people": people}, num_workers=0)
+    data.setup()
+    # Training drops each source's short last batch (5 items in 2s: 2 batches); validation keeps it.
+    assert (len(data.train_set), len(data.val_set)) == (2 + 2, 2 + 1)
+    seen = {"synthetic": 0, "people": 0}
+    for batch in data.train_dataloader():
+        source = "people" if "reference_mix" in batch else "synthetic"
+        seen[source] += 1
+        excerpt_s = SONG_S if source == "people" else 0.25
+        assert batch["stems"].shape[0] == 2 and batch["stems"].shape[-1] == round(excerpt_s * SAMPLE_RATE)
+    assert seen == {"synthetic": 2, "people": 2}
+    # A batch is its source's items, as that source's own loader would collate them.
+    first_people = next(k for k, (dataset, _) in enumerate(data.val_set.batches) if dataset is people.val_set)
+    expected = collate_items([people.val_set[0], people.val_set[1]])
+    for key, value in data.val_set[first_people].items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, equal_nan=True)
+
+
+def test_combined_data_refuses_no_sources_and_a_source_that_is_not_a_data_module():
+    with pytest.raises(AutomixError, match="at least one"):
+        CombinedDataModule(sources={})
+    with pytest.raises(AutomixError, match="sources.bad: needs a _target_"):
+        CombinedDataModule(sources={"bad": {"root": "x"}})
+    with pytest.raises(AutomixError, match="sources.bad: not a MixDataModule"):
+        CombinedDataModule(sources={"bad": {"_target_": "collections.OrderedDict"}})
+
+
+def test_train_with_data_combined_learns_from_both_kinds_of_batch(songs, tmp_path):
+    """data=combined as configured (synthetic songs in MUSDB layout beside people's mixes)."""
+    from tests.test_training_data import _load_script
+
+    _load_script("make_synthetic_musdb").write_dataset(
+        tmp_path / "synth", n_train=3, n_test=0, duration_s=2.0
+    )
+    items = ["train_items=2", "val_items=2", "batch_size=2", f"excerpt_s={SONG_S}"]
+    overrides = [
+        *NO_PROGRESS,
+        "data=combined",
+        "data.num_workers=0",
+        f"data.sources.synthetic.root={tmp_path / 'synth'}",
+        f"data.sources.people.root={tmp_path / 'songs'}",
+        *(f"data.sources.{source}.{item}" for source in ("synthetic", "people") for item in items),
+        "model.hidden_dim=32",
+        "model.n_layers=1",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+    ]
+    result = train(compose_train(overrides, tmp_path / "run"))
+    assert result["checkpoint"].is_file()
+    # The people's terms come from their batches; the loss averages both kinds.
+    for name in ("train/term_track_balance", "val/term_mr_stft", "val/loss", "val/term_lufs"):
         assert name in result["metrics"] and math.isfinite(result["metrics"][name]), name
 
 

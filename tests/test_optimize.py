@@ -54,6 +54,8 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  learning_rate: fast\n", r"optimize\.learning_rate: expected a finite number"),
         ("optimize:\n  stop: {lufs: 0.1}\n", r"optimize\.stop\.lufs: unknown"),
         ("optimize:\n  balance_start: loudest\n", r"optimize\.balance_start: expected one of"),
+        ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
+        ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
         ("- a list\n", "expected a mapping"),
         ("optimize: [\n", "not valid YAML"),
     ],
@@ -301,6 +303,30 @@ def test_without_a_checkpoint_every_stem_starts_at_the_same_loudness(chain):
     predicted(stems, targets)
     spread = predicted.state.start_balance_db.amax() - predicted.state.start_balance_db.amin()
     assert spread > 6.0  # the scrambled balance, kept by the neutral strips
+
+
+def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chain, tmp_path):
+    """balance_start "auto" with a balance_checkpoint (mix.py's default): the stems start at the balance
+    that checkpoint's predictor gives them, measured by its own predict-mode render."""
+    trained = AutoMixChain()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in trained.predictor.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    path = tmp_path / "balance.ckpt"
+    torch.save(trained.checkpoint(), path)
+    stems = scrambled_song()
+    targets = resolve_targets("rock_punk", chain.style_targets, 1)
+    with torch.no_grad():
+        expected = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
+    assert expected.amax() - expected.amin() > 1.0  # a balance of its own, not equal loudness
+    optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
+    assert optimizer.balance_source() == "checkpoint"
+    optimizer(stems, targets)
+    torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
+    missing = SongOptimizer(chain, start_only(balance_checkpoint=str(tmp_path / "missing.ckpt")))
+    with pytest.raises(AutomixError, match="missing.ckpt: no such checkpoint"):
+        missing(stems, targets)
 
 
 def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, input_gain) -> torch.Tensor:

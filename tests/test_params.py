@@ -54,6 +54,23 @@ def test_neutral_settings_are_the_configured_ones():
     torch.testing.assert_close(master["limiter_threshold"], torch.tensor(1.0, dtype=torch.float64))
 
 
+def test_pinned_share_counts_settings_at_an_end_of_their_range_but_not_at_a_neutral_end():
+    space = ParameterSpace()
+    stem, master = space.neutral(3, dtype=torch.float64)
+    stem = {name: value.expand(2, *value.shape).clone() for name, value in stem.items()}
+    master = {name: value.expand(2, *value.shape).clone() for name, value in master.items()}
+    stem["level_db"][0, 0] = 6.0  # the top of its range: pinned
+    stem["eq_gain_db"][0, 1, 3] = -11.9  # one band within 2 % of the bottom: pinned
+    stem["comp_makeup_db"][0, 2] = 0.0  # neutral, at its range's end: not pinned
+    master["width"][0] = 0.5  # the bottom: pinned
+    stem["pan"][1, 1] = 0.99  # 0.995 normalised: pinned
+    stem["level_db"][1, 2] = 6.0  # a masked stem's: not counted
+    stem_unit, master_unit = space.normalize(stem, master)
+    share = space.pinned_share(stem_unit, master_unit, mask=torch.tensor([[1.0, 1, 1], [1, 1, 0]]))
+    expected = [3 / (3 * space.n_stem + space.n_master), 1 / (2 * space.n_stem + space.n_master)]
+    torch.testing.assert_close(share, torch.tensor(expected, dtype=torch.float64))
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SAMPLE_RATE = 44100
 EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+# The experiments that write the shipped checkpoints, and where.
+SHIPPED = {
+    "synthetic_checkpoint": ROOT / "checkpoints" / "synthetic.ckpt",
+    "default_checkpoint": ROOT / "checkpoints" / "default.ckpt",
+}
 # In-process runs: the smoke experiment without a progress bar.
 NO_PROGRESS = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
 QUICK = ["experiment=smoke", *NO_PROGRESS]
@@ -49,7 +54,8 @@ def run_train_py(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.C
 # ------------------------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# (default_checkpoint sets its combined data's sources: no other data config has them.)
+@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name != "default_checkpoint"])
 @pytest.mark.parametrize("data", ["synthetic", "folder", "musdb"])
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
 def test_every_experiment_composes_with_every_data_and_trainer(experiment, data, trainer, tmp_path):
@@ -62,9 +68,20 @@ def test_every_experiment_composes_with_every_data_and_trainer(experiment, data,
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer" and cfg.trainer.default_root_dir == str(
         tmp_path
     )
-    # The run's folder, except for the experiment that writes the shipped checkpoint.
-    exported = ROOT / "checkpoints" / "default.ckpt" if experiment == "default_checkpoint" else None
-    assert cfg.export.path == str(exported or f"{tmp_path}/checkpoints/automix.ckpt")
+    # The run's folder, except for the experiments that write the shipped checkpoints.
+    assert cfg.export.path == str(SHIPPED.get(experiment, f"{tmp_path}/checkpoints/automix.ckpt"))
+
+
+def test_the_shipped_checkpoint_is_the_synthetic_stage_trained_on_both_kinds_of_song(tmp_path):
+    cfg = compose_train(["experiment=default_checkpoint"], tmp_path)
+    assert cfg.data._target_.endswith("CombinedDataModule")
+    assert {name: source._target_.split(".")[-1] for name, source in cfg.data.sources.items()} == {
+        "synthetic": "MusdbDataModule",
+        "people": "MultitrackDataModule",
+    }
+    assert cfg.data.sources.synthetic.root == compose_train(["experiment=synthetic_checkpoint"]).data.root
+    assert cfg.model.init_checkpoint == str(SHIPPED["synthetic_checkpoint"])
+    assert SHIPPED["synthetic_checkpoint"].is_file() and cfg.export.path == str(SHIPPED["default_checkpoint"])
 
 
 @pytest.mark.parametrize("logger", ["wandb", "csv", "none"])
@@ -96,6 +113,24 @@ def test_slurm_launcher_config_composes_when_the_plugin_is_installed():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_train(["hydra/launcher=slurm"], hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_init_checkpoint_starts_training_from_its_predictor_weights(tmp_path):
+    trained = AutoMixChain(hidden_dim=32, n_layers=1)
+    torch.manual_seed(3)
+    for weight in trained.predictor.parameters():
+        torch.nn.init.normal_(weight)
+    path = tmp_path / "trained.ckpt"
+    torch.save(trained.checkpoint(), path)
+    module = AutoMixModule(hidden_dim=32, n_layers=1, init_checkpoint=str(path))
+    for name, weight in trained.predictor.state_dict().items():
+        torch.testing.assert_close(module.chain.predictor.state_dict()[name], weight, rtol=0, atol=0)
+    assert module.hparams.init_checkpoint == str(path)
+    with pytest.raises(AutomixError, match="another shape") as error:
+        AutoMixModule(hidden_dim=64, n_layers=1, init_checkpoint=str(path))
+    assert "\n" not in str(error.value)
+    with pytest.raises(AutomixError, match="no such checkpoint"):
+        AutoMixModule(init_checkpoint=str(tmp_path / "missing.ckpt"))
 
 
 def test_module_defaults_equal_the_model_config():
@@ -296,20 +331,31 @@ def test_train_py_user_error_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_default_checkpoint_experiment_trains_and_exports(tmp_path):
-    """The documented command behind checkpoints/default.ckpt, shortened, on a tiny dataset of the same
-    layout: it trains on it and exports the chain's checkpoint where `export.path` says."""
+@pytest.mark.parametrize("experiment", ["synthetic_checkpoint", "default_checkpoint"])
+def test_the_shipped_checkpoints_experiments_train_and_export(experiment, tmp_path):
+    """The documented commands behind checkpoints/*.ckpt, shortened, on tiny datasets of the same layouts:
+    each trains on them and exports the chain's checkpoint where `export.path` says."""
+    from tests.test_multitrack_data import AMPLITUDES, _noise_tracks, _write_song
     from tests.test_training_data import _load_script
 
     _load_script("make_synthetic_musdb").write_dataset(tmp_path / "data", n_train=3, n_test=0, duration_s=4.0)
-    exported = tmp_path / "default.ckpt"
+    exported = tmp_path / "exported.ckpt"
+    items = ["train_items=4", "val_items=2", "batch_size=2"]
+    if experiment == "synthetic_checkpoint":
+        data = [f"data.root={tmp_path / 'data'}", "data.num_workers=0", *(f"data.{item}" for item in items)]
+    else:
+        for seed, song in enumerate(("one", "two")):
+            _write_song(tmp_path / "songs" / song, _noise_tracks(AMPLITUDES, seed, 2 * SAMPLE_RATE))
+        data = [
+            f"data.sources.synthetic.root={tmp_path / 'data'}",
+            f"data.sources.people.root={tmp_path / 'songs'}",
+            "data.sources.people.excerpt_s=1.0",
+            "data.num_workers=0",
+            *(f"data.sources.{source}.{item}" for source in ("synthetic", "people") for item in items),
+        ]
     args = [
-        "experiment=default_checkpoint",
-        f"data.root={tmp_path / 'data'}",
-        "data.train_items=4",
-        "data.val_items=2",
-        "data.batch_size=2",
-        "data.num_workers=0",
+        f"experiment={experiment}",
+        *data,
         "trainer.max_steps=2",
         f"export.path={exported}",
         f"hydra.run.dir={tmp_path / 'run'}",

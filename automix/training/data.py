@@ -6,6 +6,7 @@
   with its train/valid split, or a seeded split of the songs when that leaves validation empty.
 - `MultitrackDataModule` (data=multitrack): folders whose tracks sum to a person's mix; items add that mix
   (`reference_mix`, `reference_lufs`) and each track's loudness in it (`track_lufs`).
+- `CombinedDataModule` (data=combined): several of these, each batch from one.
 
 Every module streams random excerpts (partial reads), pads stem counts with a mask, augments the
 training items and samples a target per item; the items are seeded (see `automix.training.datasets`).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from automix.chain import MAX_STEMS
 from automix.errors import AutomixError
@@ -28,6 +29,7 @@ from automix.training.augment import Augmentation
 from automix.training.datasets import (
     TRAIN_SPLIT,
     VAL_SPLIT,
+    BatchesDataset,
     FileSongs,
     MixingDataset,
     MultitrackDataset,
@@ -160,19 +162,13 @@ class MixDataModule(L.LightningDataModule):
         return {}
 
     def _loader(self, dataset: MixingDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=self.batch_size,
             shuffle=shuffle,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate_items,
-            worker_init_fn=_worker_init,
-            persistent_workers=self.num_workers > 0,
-            # Workers start fresh, not forked: a fork after the main process ran numba's parallel
-            # loudness meter (training steps before the first validation) crashed the validation worker.
-            multiprocessing_context="spawn" if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
+            batch_size=self.batch_size,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -180,6 +176,33 @@ class MixDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    batch_size: int | None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader of items (`batch_size` a count) or of whole batches (`batch_size=None`: the
+    dataset collates, `BatchesDataset`)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate_items if batch_size is not None else None,
+        worker_init_fn=_worker_init,
+        persistent_workers=num_workers > 0,
+        # Workers start fresh, not forked: a fork after the main process ran numba's parallel
+        # loudness meter (training steps before the first validation) crashed the validation worker.
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+        pin_memory=pin_memory,
+    )
 
 
 class SyntheticDataModule(MixDataModule):
@@ -325,6 +348,78 @@ class MultitrackDataModule(FolderDataModule):
                 "songs: python data/make_lmms_multitracks.py --split train"
             )
         return kept
+
+
+class CombinedDataModule(L.LightningDataModule):
+    """Several data modules trained on together (data=combined), e.g. synthetic songs for the style
+    targets and people's mixes for the balance: each batch comes from one source (`BatchesDataset`;
+    their items differ in kind and length), a training epoch holds every source's `train_items` and
+    validation every source's `val_items`, in one shuffled order. Each source keeps its own excerpt
+    length, batch size, augmentation and split; the workers are this module's.
+
+        data = CombinedDataModule(sources={
+            "synthetic": MusdbDataModule(root="data/synthetic_train"),
+            "people": MultitrackDataModule(root="~/.cache/automix/lmms", excerpt_s=3.0),
+        })
+
+    Args:
+        sources: `{name: data module config}` (Hydra `_target_` mappings), or built `MixDataModule`s.
+        num_workers: DataLoader worker processes (each makes whole batches).
+        pin_memory: DataLoader pin_memory (for GPU training).
+        style_targets: passed to every source built from a config (as train.py passes it to `data`).
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Mapping[str, Mapping | MixDataModule],
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        style_targets: Mapping | None = None,
+    ):
+        super().__init__()
+        from hydra.utils import instantiate
+
+        if not sources:
+            raise AutomixError("data.sources: name at least one data module")
+        if num_workers < 0:
+            raise AutomixError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.sources: dict[str, MixDataModule] = {}
+        for name, source in sources.items():
+            if isinstance(source, Mapping):
+                if "_target_" not in source:
+                    raise AutomixError(f"data.sources.{name}: needs a _target_ (a data module class)")
+                source = instantiate(source, style_targets=style_targets, _convert_="all")
+            if not isinstance(source, MixDataModule):
+                raise AutomixError(f"data.sources.{name}: not a MixDataModule: {type(source).__name__}")
+            self.sources[name] = source
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.train_set: BatchesDataset | None = None
+        self.val_set: BatchesDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        for source in self.sources.values():
+            source.setup(stage)
+        sizes = [source.batch_size for source in self.sources.values()]
+        self.train_set = BatchesDataset([s.train_set for s in self.sources.values()], sizes, drop_last=True)
+        self.val_set = BatchesDataset([s.val_set for s in self.sources.values()], sizes, drop_last=False)
+
+    def _loader(self, dataset: BatchesDataset, shuffle: bool) -> DataLoader:
+        return make_loader(
+            dataset,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            batch_size=None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
 
 
 class MusdbDataModule(FileDataModule):

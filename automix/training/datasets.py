@@ -291,3 +291,30 @@ def collate_items(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.T
             ]
         )
     return batch
+
+
+class BatchesDataset(Dataset):
+    """Whole batches of several datasets, each batch from one: item k is `collate_items` of
+    `batch_sizes[d]` consecutive items of dataset d (items are seeded draws, so neighbours are as random
+    as any). Batches of one kind carry the same keys (a person's mix or none) and excerpt length.
+
+    Args:
+        datasets: the item datasets.
+        batch_sizes: items per batch of each.
+        drop_last: leave out each dataset's last, short batch (as training does), unless it is the only one.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], batch_sizes: Sequence[int], drop_last: bool):
+        if len(datasets) != len(batch_sizes) or not datasets:
+            raise AutomixError("BatchesDataset: one batch size per dataset, and at least one dataset")
+        self.batches: list[tuple[Dataset, range]] = []
+        for dataset, size in zip(datasets, batch_sizes, strict=True):
+            full = len(dataset) - len(dataset) % size if drop_last and len(dataset) >= size else len(dataset)
+            self.batches += [(dataset, range(i, min(i + size, full))) for i in range(0, full, size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        dataset, items = self.batches[index]
+        return collate_items([dataset[i] for i in items])

@@ -66,6 +66,8 @@ class AutoMixModule(L.LightningModule):
         min_lr_ratio: the cosine schedule's final learning rate, as a fraction of `lr`.
         loss_weights: per-term weights over `automix.loss.DEFAULT_WEIGHTS`.
         log_media_every_n_epochs: validation audio and plot (wandb logger, rank 0) every n epochs; 0 never.
+        init_checkpoint: an automix checkpoint (`AutoMixChain.checkpoint()`, train.py's export) whose
+            predictor weights training starts from (fine-tuning); None starts from random weights.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class AutoMixModule(L.LightningModule):
         min_lr_ratio: float = 0.05,
         loss_weights: Mapping | None = None,
         log_media_every_n_epochs: int = 1,
+        init_checkpoint: str | None = None,
     ):
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -110,6 +113,7 @@ class AutoMixModule(L.LightningModule):
                 "min_lr_ratio": min_lr_ratio,
                 "loss_weights": plain(loss_weights or {}),
                 "log_media_every_n_epochs": log_media_every_n_epochs,
+                "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
             }
         )
         styles = styles_from_config(style_targets, "style targets") if style_targets else dict(DEFAULT_STYLES)
@@ -122,8 +126,25 @@ class AutoMixModule(L.LightningModule):
         self.chain = AutoMixChain(
             style_targets=styles, hidden_dim=hidden_dim, n_layers=n_layers, **chain_options
         )
+        if init_checkpoint:
+            self.load_predictor(init_checkpoint)
         self.loss_weights = DEFAULT_WEIGHTS | dict(loss_weights or {})
         self.loss_fn = create_training_loss(styles, self.loss_weights, self.chain.ceiling_dbtp)
+
+    def load_predictor(self, path) -> None:
+        """Start from the predictor weights of the automix checkpoint `path`.
+
+        Raises:
+            AutomixError: the file is not an automix checkpoint, or its predictor has another shape.
+        """
+        trained = AutoMixChain.from_checkpoint(path)
+        try:
+            self.chain.predictor.load_state_dict(trained.predictor.state_dict())
+        except RuntimeError:
+            raise AutomixError(
+                f"{path}: a predictor of another shape ({trained.model_config}); set model.hidden_dim and "
+                "model.n_layers to match, or model.init_checkpoint=null"
+            ) from None
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -196,7 +217,10 @@ class AutoMixModule(L.LightningModule):
             values[f"{stage}_params/stem_{name}"] = (per_stem * weight).sum() / weight.sum().clamp_min(1.0)
         for name, value in analysis["master_params"].items():
             values[f"{stage}_params/master_{name}"] = value.mean()
-        _, master_unit = units
+        stem_unit, master_unit = units
+        values[f"{stage}_params/pinned_share"] = self.chain.space.pinned_share(
+            stem_unit, master_unit, mask
+        ).mean()
         # Spread of the settings across the batch: near 0 when the predictor ignores its inputs.
         values[f"{stage}_params/master_unit_spread"] = (
             master_unit.std(0).mean() if len(master_unit) > 1 else 0.0
