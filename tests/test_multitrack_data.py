@@ -119,6 +119,18 @@ def test_reference_targets_are_what_the_persons_mix_measures_by_an_independent_m
         MultitrackDataModule(root=str(tmp_path / "songs"), reference_targets=1.5)
 
 
+def test_a_silent_excerpt_keeps_its_sampled_target_instead_of_a_reference(tmp_path):
+    """A song whose only track is silent (LMMS leaves such excerpts): no reference to measure."""
+    _write_song(tmp_path / "quiet" / "song", np.zeros((1, round(SONG_S * SAMPLE_RATE), 2), np.float32))
+    always, never = (
+        _data(tmp_path / "quiet", reference_targets=1.0),
+        _data(tmp_path / "quiet", reference_targets=0.0),
+    )
+    item = always.train_set[0]
+    assert float(item["reference_lufs"]) <= SILENCE_LUFS
+    torch.testing.assert_close(item["target"], never.train_set[0]["target"], equal_nan=True)
+
+
 def test_scramble_gains_are_seeded_within_range_and_recoverable(songs, tmp_path):
     data = _data(tmp_path / "songs", scramble=NO_TILT, train_items=8)
     gains_db = []

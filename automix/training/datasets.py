@@ -240,7 +240,8 @@ class MultitrackDataset(MixingDataset):
     loudness) and `track_lufs` `[N]` (each track's loudness before the scramble; `SILENCE_LUFS` for a
     silent one), loudness by BS.1770. The augmentation must keep every track, in order (no drops), so
     that stem i is track i of the mix. With chance `reference_targets` an item's target is what its
-    reference mix measures (`automix.styles.style_from_reference`): mix the tracks like this mix.
+    reference mix measures (`automix.styles.style_from_reference`): mix the tracks like this mix; an
+    excerpt whose mix is no reference (silent) keeps its sampled target.
     """
 
     def __init__(self, *args, reference_targets: float = 0.0, **kwargs):
@@ -252,7 +253,10 @@ class MultitrackDataset(MixingDataset):
         # Its own stream: the chance leaves the excerpt, scramble and sampled target as they were.
         generator = item_generator(self.seed + REFERENCE_STREAM, self.split, index)
         if torch.rand((), generator=generator, dtype=torch.float64) < self.reference_targets:
-            measured = style_from_reference(item["reference_mix"].double(), self.sample_rate)
+            try:
+                measured = style_from_reference(item["reference_mix"].double(), self.sample_rate)
+            except AutomixError:  # no reference (a silent excerpt): the sampled target stays
+                return item
             item["target"] = style_vector(measured).to(item["target"].dtype)
         return item
 
