@@ -5,7 +5,8 @@ seeds at random, so these are never trained on), all four stems, whole (not exce
 every style in predict mode (or optimize) and measured on the returned mix: loudness by pyloudnorm (an
 independent BS.1770-4 meter), the centroid and M/S ratio by `automix.metrics` (docs/design.md,
 *Contracts*), the true peak by `automix.metrics.true_peak`. A mix counts when all three are within the
-tolerances of the public contract (`automix.loss.TOLERANCES`: ±1 LU, ±200 Hz, ±0.2).
+tolerances of the public contract (`automix.loss.TOLERANCES`: ±1 LU, ±200 Hz, ±0.2). It also gives the
+mean share of the settings pinned at an end of their range (`ParameterSpace.pinned_share`).
 
 Run: `python -m automix.training.evaluate --checkpoint checkpoints/default.ckpt [--songs 20]`.
 """
@@ -73,8 +74,10 @@ def evaluate(
     cases = [(i, style) for i in range(n_songs) for style in styles]
     for index, style in tqdm(cases, desc=f"evaluating ({mode})", disable=not progress):
         start = time.perf_counter()
-        mix, _ = chain(songs[index], style=style, mode=mode)
+        mix, analysis = chain(songs[index], style=style, mode=mode)
         result = judge(mix, chain.sample_rate, chain.style_targets[style])
+        units = chain.space.normalize(analysis["stem_params"], analysis["master_params"])
+        result["pinned_share"] = float(chain.space.pinned_share(units[0][None], units[1][None])[0])
         results.append({"song": HELD_OUT_SEED + index, "style": style, **result})
         results[-1]["seconds"] = time.perf_counter() - start
     summary = {
@@ -85,6 +88,7 @@ def evaluate(
             f"mean_abs_error_{name}": sum(abs(r["errors"][name]) for r in results) / len(results)
             for name in TOLERANCES
         },
+        "pinned_share": sum(r["pinned_share"] for r in results) / len(results),
         "true_peak_ok": sum(r["measured"]["true_peak_dbtp"] <= chain.ceiling_dbtp + 1e-3 for r in results)
         / len(results),
         "mode": mode,
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     within, peak_ok = summary["within_all"], summary["true_peak_ok"]
     print(f"  all three within tolerance: {within:.1%}; true peak under the ceiling: {peak_ok:.1%}")
+    print(f"  settings pinned at an end of their range: {summary['pinned_share']:.1%}")
     if args.output:
         atomic_write_text(args.output, json.dumps(report, indent=2))
     return 0
