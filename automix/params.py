@@ -209,16 +209,18 @@ class ParameterSpace:
         return self.denormalize(*self.neutral_unit(n_stems, dtype, device))
 
     def pinned_share(
-        self, stem_unit: torch.Tensor, master_unit: torch.Tensor, mask=None, margin: float = RANGE_END_MARGIN
+        self, stem_params: Mapping, master_params: Mapping, mask=None, margin: float = RANGE_END_MARGIN
     ) -> torch.Tensor:
-        """`[B]` the share of a console's settings pinned at an end of their range: within `margin`
+        """`[...]` the share of a console's settings pinned at an end of their range: within `margin`
         (normalised) of it, where neutral is not (a makeup gain of 0 dB sits at its range's end
         unprocessed). Over the strips of real stems and the master; each band a setting.
 
         Args:
-            stem_unit: `[B, N, n_stem]` and master_unit `[B, n_master]`, normalised settings.
-            mask: `[B, N]` 1 for real stems, or None.
+            stem_params: stem settings in units, `[..., N]` (`[..., N, bands]`), as an analysis holds them.
+            master_params: master settings in units, `[...]` (`[..., bands]`).
+            mask: `[..., N]` 1 for real stems, or None.
         """
+        stem_unit, master_unit = self.normalize(stem_params, master_params)
         neutral_stem, neutral_master = self.neutral_unit(
             stem_unit.shape[-2], stem_unit.dtype, stem_unit.device
         )

@@ -375,8 +375,9 @@ class Mixers:
             style = reference if method == "reference" else method
             mix, analysis = self.neutral(stems, style=style, mode="optimize")
         space = (self.predictor if method == "predict" else self.neutral).space
-        stem_unit, master_unit = space.normalize(analysis["stem_params"], analysis["master_params"])
-        analysis["pinned_share"] = float(space.pinned_share(stem_unit[None], master_unit[None])[0])
+        analysis["pinned_share"] = float(
+            space.pinned_share(analysis["stem_params"], analysis["master_params"])
+        )
         return mix.detach(), analysis
 
 

@@ -65,8 +65,7 @@ def test_pinned_share_counts_settings_at_an_end_of_their_range_but_not_at_a_neut
     master["width"][0] = 0.5  # the bottom: pinned
     stem["pan"][1, 1] = 0.99  # 0.995 normalised: pinned
     stem["level_db"][1, 2] = 6.0  # a masked stem's: not counted
-    stem_unit, master_unit = space.normalize(stem, master)
-    share = space.pinned_share(stem_unit, master_unit, mask=torch.tensor([[1.0, 1, 1], [1, 1, 0]]))
+    share = space.pinned_share(stem, master, mask=torch.tensor([[1.0, 1, 1], [1, 1, 0]]))
     expected = [3 / (3 * space.n_stem + space.n_master), 1 / (2 * space.n_stem + space.n_master)]
     torch.testing.assert_close(share, torch.tensor(expected, dtype=torch.float64))
 

@@ -76,8 +76,9 @@ def evaluate(
         start = time.perf_counter()
         mix, analysis = chain(songs[index], style=style, mode=mode)
         result = judge(mix, chain.sample_rate, chain.style_targets[style])
-        units = chain.space.normalize(analysis["stem_params"], analysis["master_params"])
-        result["pinned_share"] = float(chain.space.pinned_share(units[0][None], units[1][None])[0])
+        result["pinned_share"] = float(
+            chain.space.pinned_share(analysis["stem_params"], analysis["master_params"])
+        )
         results.append({"song": HELD_OUT_SEED + index, "style": style, **result})
         results[-1]["seconds"] = time.perf_counter() - start
     summary = {

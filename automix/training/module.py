@@ -217,10 +217,10 @@ class AutoMixModule(L.LightningModule):
             values[f"{stage}_params/stem_{name}"] = (per_stem * weight).sum() / weight.sum().clamp_min(1.0)
         for name, value in analysis["master_params"].items():
             values[f"{stage}_params/master_{name}"] = value.mean()
-        stem_unit, master_unit = units
         values[f"{stage}_params/pinned_share"] = self.chain.space.pinned_share(
-            stem_unit, master_unit, mask
+            analysis["stem_params"], analysis["master_params"], mask
         ).mean()
+        _, master_unit = units
         # Spread of the settings across the batch: near 0 when the predictor ignores its inputs.
         values[f"{stage}_params/master_unit_spread"] = (
             master_unit.std(0).mean() if len(master_unit) > 1 else 0.0
