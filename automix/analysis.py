@@ -6,6 +6,7 @@ import torch
 
 from automix import metrics
 from automix.loss import TOLERANCES, target_errors
+from automix.mastering import over_budget
 from automix.targets import Targets
 
 
@@ -28,14 +29,22 @@ def measure(
     }
 
 
-def report(analysis: Mapping, targets: Targets, ceiling_dbtp: float) -> dict:
+def report(
+    analysis: Mapping, targets: Targets, ceiling_dbtp: float, max_limiting_db: float | None = None
+) -> dict:
     """Targets, errors, pass flags (`automix.loss.TOLERANCES`; true peak under the ceiling) and a quality
     score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
-    times 0 when the true peak is over the ceiling."""
+    times 0 when the true peak is over the ceiling. Where the analysis has them, the flags add
+    `reconstructed_peak` (under the ceiling) and `limiting` (the limiter's peak gain reduction within
+    `max_limiting_db`)."""
     with torch.no_grad():
         errors = target_errors(analysis, targets)
         passed = {name: errors[name].abs() <= tol for name, tol in TOLERANCES.items()}
         passed["true_peak"] = analysis["true_peak_dbtp"] <= ceiling_dbtp + 1e-3
+        if "reconstructed_peak_dbtp" in analysis:
+            passed["reconstructed_peak"] = analysis["reconstructed_peak_dbtp"] <= ceiling_dbtp + 1e-3
+        if "gain_reduction" in analysis and max_limiting_db is not None:
+            passed["limiting"] = ~over_budget(analysis["gain_reduction"], max_limiting_db)
         closeness = [(1 - errors[name].abs() / (2 * tol)).clamp_min(0) for name, tol in TOLERANCES.items()]
         score = torch.stack(closeness).mean(0) * passed["true_peak"]
         return {

@@ -16,21 +16,24 @@ from automix.analysis import measure, report
 from automix.balance import stem_balance_db
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
+    bus_detector_power,
     channel_strip,
     channel_strip_blocks,
     master_section,
 )
 from automix.dsp.filters import check_blockwise, is_long
+from automix.dsp.limiter import reconstruction_limit
 from automix.dsp.stereo import gain
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
+from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
 from automix.optimize import SongOptimizer
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
-from automix.settings import OptimizeSettings, PredictSettings, settings_from_config
+from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
 from automix.staging import input_gain_db
 from automix.styles import StyleTarget, load_style_targets
 from automix.targets import Targets, resolve_targets
@@ -40,6 +43,8 @@ MAX_STEMS = 16
 # A long song rendered block-wise (`render_bus(..., blockwise=True)`) goes through the strips this
 # many loudness hops (100 ms) of time at a time (`automix.dsp.console.channel_strip_blocks`).
 STRIP_BLOCK_HOPS = 60
+# Predict mode renders the kept master at most this many times to keep the limiter within its budget.
+BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
@@ -121,6 +126,8 @@ class AutoMixChain(nn.Module):
         optimize: the per-song optimiser's settings (`automix.settings.OptimizeSettings` or a mapping of
             some of its fields; conf/mix.yaml `optimize:`).
         predict: predict mode's loudness search (`automix.settings.PredictSettings` or a mapping).
+        mastering: the limiting budget and the last loudness step (`automix.settings.MasteringSettings`
+            or a mapping).
     """
 
     def __init__(
@@ -135,6 +142,7 @@ class AutoMixChain(nn.Module):
         ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
         optimize: OptimizeSettings | Mapping | None = None,
         predict: PredictSettings | Mapping | None = None,
+        mastering: MasteringSettings | Mapping | None = None,
     ):
         super().__init__()
         self.n_stems = n_stems
@@ -146,6 +154,7 @@ class AutoMixChain(nn.Module):
         self.loss_fn = create_training_loss(self.style_targets, ceiling_dbtp=ceiling_dbtp)
         self.optimize_settings = settings_from_config(OptimizeSettings, optimize, "optimize")
         self.predict_settings = settings_from_config(PredictSettings, predict, "predict")
+        self.mastering_settings = settings_from_config(MasteringSettings, mastering, "mastering")
         self.model_config = {"hidden_dim": hidden_dim, "n_layers": n_layers}
         # Set by `from_checkpoint`: the predictor was trained (`OptimizeSettings.balance_start`).
         self.trained = False
@@ -255,14 +264,24 @@ class AutoMixChain(nn.Module):
         return BusRender(bus, stem_params, meter.integrated_loudness().to(stems.dtype))
 
     def render_master(
-        self, bus, master_params: Mapping, trim_db=None, detector_power=None, *, blockwise: bool = False
-    ) -> torch.Tensor:
+        self,
+        bus,
+        master_params: Mapping,
+        trim_db=None,
+        detector_power=None,
+        *,
+        blockwise: bool = False,
+        reconstruct: bool = True,
+        return_gain: bool = False,
+    ):
         """Master section on a bus `[B, 2, T]` after an optional trim `[B]` dB -> mix `[B, 2, T]`.
 
         `detector_power`: `[B, T]` the bus compressor's detector power of the untrimmed bus
         (`automix.dsp.console.bus_detector_power`), when renders of one bus at different trims share it;
         None: from the bus. `blockwise`: a long bus goes through the master a block of time at a time
-        (`automix.dsp.console.master_section`), without gradients.
+        (`automix.dsp.console.master_section`), without gradients. `reconstruct`: the limiter checks its
+        16x reconstruction (renders that are not kept leave it out); `return_gain`: `(mix, limiter gain
+        [B, T])`.
         """
         if trim_db is not None:
             bus = gain(bus, gain_db=trim_db)
@@ -276,6 +295,8 @@ class AutoMixChain(nn.Module):
             ceiling_dbtp=ceiling,
             detector_power=detector_power,
             blockwise=blockwise,
+            reconstruct=reconstruct,
+            return_gain=return_gain,
         )
 
     def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None):
@@ -302,13 +323,17 @@ class AutoMixChain(nn.Module):
         mix_lufs=None,
         *,
         blockwise: bool = False,
+        reconstruct: bool = False,
     ):
         """The master section on a rendered bus (see `render`): `(mix, analysis)`. A `mix` given is the
         master's output already rendered at these settings: it is measured instead of rendered again,
-        its loudness taken from `mix_lufs` where given."""
+        its loudness taken from `mix_lufs` where given. `reconstruct`: the limiter checks its 16x
+        reconstruction (renders for a loss leave it out)."""
         master_params = self.space.denormalize_master(master_unit)
         if mix is None:
-            mix = self.render_master(bus, master_params, trim_db, blockwise=blockwise)
+            mix = self.render_master(
+                bus, master_params, trim_db, blockwise=blockwise, reconstruct=reconstruct
+            )
         processing = self.processing_cost(stem_unit, master_unit, mask)
         if trim_db is not None:
             stem_lufs = loudness_after_gain(stem_lufs, trim_db[:, None])  # as the master's input hears them
@@ -340,24 +365,70 @@ class AutoMixChain(nn.Module):
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
-    def finish_prediction(self, prediction: Prediction, mask=None, *, blockwise: bool = False):
-        """`(mix, analysis)` of a `predict` result. Where its settings carry no gradient, the loudness
-        search's last render is the mix; else the master renders again, with gradients."""
+    def finish_prediction(
+        self, prediction: Prediction, mask=None, *, blockwise: bool = False, kept: bool = True
+    ):
+        """`(mix, analysis)` of a `predict` result.
+
+        `kept`: the render a user gets: the limiter checks its 16x reconstruction
+        (`automix.dsp.limiter.reconstruction_limit`), and without gradients the master renders again at
+        the searched trim, the analysis adding `reconstructed_peak_dbtp` and `gain_reduction`
+        (`automix.mastering.gain_reduction`). Otherwise (training) the loudness search's last render is
+        the mix where no gradient is recorded, and the master renders with gradients where one is.
+        """
         p = prediction
         needs_graph = p.bus.requires_grad or p.master_unit.requires_grad
-        rendered, lufs = (None, None) if needs_graph else (p.mix, p.mix_lufs)
-        return self.finish(
+        rendered, lufs, mastered, trim_db = None, None, {}, p.trim_db
+        if not (needs_graph or kept):
+            rendered, lufs = p.mix, p.mix_lufs
+        elif not needs_graph:
+            params = self.space.denormalize_master(p.master_unit)
+            rendered, trim_db, mastered = self.kept_master(p.bus, params, p.trim_db)
+        mix, analysis = self.finish(
             p.bus,
             p.stem_params,
             p.stem_lufs,
             p.stem_unit,
             p.master_unit,
             mask,
-            p.trim_db,
+            trim_db,
             mix=rendered,
             mix_lufs=lufs,
             blockwise=blockwise,
+            reconstruct=kept,
         )
+        return mix, analysis | mastered
+
+    @torch.no_grad()
+    def kept_master(self, bus, master_params: dict, trim_db) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Predict mode's render of the master on a bus `[B, 2, T]` at a trim `[B]` dB, as a user gets it:
+        `(mix, trim, report)`. A render whose limiter reduces peaks past the limiting budget is rendered
+        again with the trim lowered by the excess (the limited peaks fall dB for dB with it): the loudness
+        is approached, not chased. The mix then goes through the limiter's reconstruction check
+        (`automix.dsp.limiter.reconstruction_limit`); the report holds `reconstructed_peak_dbtp` and
+        `gain_reduction` (`automix.mastering.gain_reduction`), and `limited_trim_db` `[B]`, what the budget
+        took off the trim."""
+        budget = self.mastering_settings.max_limiting_db
+        power = bus_detector_power(bus, self.sample_rate, blockwise=True)
+        start_db = trim_db
+        for _ in range(BUDGET_RENDERS):
+            mix, limiter_gain = self.render_master(
+                bus, master_params, trim_db, power, blockwise=True, reconstruct=False, return_gain=True
+            )
+            reduction = gain_reduction(
+                limiter_gain, trimmed_power(power, trim_db), master_params, self.sample_rate
+            )
+            excess = reduction["limiter"]["max_db"] - budget
+            if not (excess > BUDGET_SLACK_DB).any():
+                break
+            trim_db = trim_db - excess.clamp_min(0.0)
+        mix, peak = reconstruction_limit(mix, self.sample_rate, ceiling_dbtp=self.ceiling_dbtp)
+        report = {
+            "reconstructed_peak_dbtp": peak,
+            "gain_reduction": reduction,
+            "limited_trim_db": start_db - trim_db,
+        }
+        return mix, trim_db, report
 
     def forward(
         self,
@@ -402,7 +473,20 @@ class AutoMixChain(nn.Module):
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
         analysis["stem_balance_db"] = stem_balance_db(analysis["stem_lufs"].detach(), mask)
         analysis.setdefault("notes", [[] for _ in range(stems.shape[0])])
-        analysis |= report(analysis, targets, self.ceiling_dbtp)
+        budget = self.mastering_settings.max_limiting_db
+        if mode == "predict" and "gain_reduction" in analysis:
+            for song, notes in enumerate(analysis["notes"]):
+                lowered = float(analysis["limited_trim_db"][song])
+                if lowered > BUDGET_SLACK_DB:
+                    notes.append(
+                        f"loudness {float(analysis['lufs'][song]):.1f} LUFS for a target of "
+                        f"{float(targets.lufs[song]):.1f} LUFS: the trim held {lowered:.1f} dB lower to keep "
+                        f"the limiter within {budget:g} dB (--max-limiting-db)"
+                    )
+                note = limiting_note(analysis["gain_reduction"], song, budget)
+                notes.extend([note] if note else [])
+        analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
+        analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
         if not batched:
             mix = mix[0]
             analysis = {k: _first(v) for k, v in analysis.items()}

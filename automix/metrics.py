@@ -8,7 +8,13 @@ loudness meters live in `automix.loudness` and are re-exported here.
 import torch
 
 from automix.dsp.filters import rfft
-from automix.dsp.oversample import TAPS_PER_PHASE, TRUE_PEAK_OVERSAMPLING, upsample
+from automix.dsp.oversample import (
+    RECONSTRUCTION_OVERSAMPLING,
+    TAPS_PER_PHASE,
+    TRUE_PEAK_OVERSAMPLING,
+    reconstruction_envelope,
+    upsample,
+)
 from automix.loudness import (
     BLOCK_S,
     frame_powers,
@@ -32,6 +38,7 @@ __all__ = [
     "k_weighting",
     "loudness_range",
     "momentary_loudness",
+    "reconstructed_peak",
     "rms_db",
     "sample_peak",
     "short_term_loudness",
@@ -108,6 +115,25 @@ def true_peak(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         own = phases[..., (start - first) * factor : (stop - first) * factor]
         peaks.append(own.abs().amax(dim=(-2, -1)))
     return amp_to_db(torch.stack(peaks).amax(dim=0))
+
+
+def reconstructed_peak(x: torch.Tensor, sample_rate: int, oversample: int = RECONSTRUCTION_OVERSAMPLING):
+    """Peak of the band-limited reconstruction (what a DAC or a codec's decoder makes of the samples), in
+    dBTP: FFT interpolation sampled `oversample` times per sample (`automix.dsp.oversample.
+    reconstruction_envelope`). Every output's ceiling is kept on this meter; `true_peak` is the 4x
+    meter of BS.1770-4, which reads up to ~0.7 dB lower near Nyquist. Not differentiable.
+
+    Args:
+        x: `[..., C, T]` signal.
+        sample_rate: Hz (the oversampling factor does not depend on it).
+        oversample: interpolated values per sample.
+
+    Returns:
+        `[...]` dBTP, never below `AMP_FLOOR_DB`.
+    """
+    validate_audio(x)
+    peak = reconstruction_envelope(x, oversample).amax(dim=-1)
+    return amp_to_db(peak.reshape(x.shape[:-2]))
 
 
 def sample_peak(x: torch.Tensor) -> torch.Tensor:

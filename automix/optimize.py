@@ -27,13 +27,15 @@ from automix import metrics
 from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.dsp.console import bus_detector_power
+from automix.dsp.limiter import reconstruction_limit
 from automix.loudness import SILENCE_LUFS, loudness_after_gain
+from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note, over_budget
 from automix.params import ParameterRange, logit
 from automix.secant import SecantStepper
 from automix.settings import OptimizeSettings, Tolerances
 from automix.staging import input_gain_db
 from automix.targets import Targets
-from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, limiter_stalled
+from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, limiter_stalled, trimmed_power
 
 MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
 TILT_SHAPE = (-0.5, 0.0, 0.0, 0.5)  # a tilt of t dB moves the low shelf by -t/2 and the high shelf by +t/2
@@ -51,6 +53,10 @@ HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
 _MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
 _MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
+# A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
+AT_BUDGET_DB = 0.1
+# The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
+FINAL_TRIM_SLOPES = (0.2, 1.5)
 # A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
 # 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
 BALANCE_HOLD_SCALE_DB = 0.5
@@ -81,8 +87,8 @@ class FullRender:
         master_params: the master's settings in units, each `[B, ...]`.
         trim_db: `[B]` the master's input trim.
         measured: `automix.analysis.measure` of the mix.
-        miss: `[B]` the largest error over the stop tolerances (≤ 1 within them).
-        broken: `[B]` how many of the three promises it breaks.
+        miss: `[B]` the largest error over the stop tolerances (≤ 1 within them and the limiting budget).
+        broken: `[B]` how many of the three promises it breaks, 4 more past the limiting budget.
         strips: the strips behind it, once known.
     """
 
@@ -95,10 +101,24 @@ class FullRender:
     strips: Strips | None = None
 
     @classmethod
-    def of(cls, mix, master_params, trim_db, measured, targets: Targets, settings: OptimizeSettings):
+    def of(
+        cls, mix, master_params, trim_db, measured, targets: Targets, settings: OptimizeSettings, budget_db
+    ):
+        """From a render's measurements (`gain_reduction` among them); a limiter past the limiting
+        budget `budget_db` ranks after every render within it (`broken` past the three promises'
+        count), and misses by at least 1 + its excess."""
         miss = _scaled_errors(measured, targets, settings.stop).amax(dim=0)
         broken = (_scaled_errors(measured, targets, settings.promise) > 1).sum(dim=0)
-        return cls(mix, master_params, trim_db, measured, miss, broken)
+        over = over_budget(measured["gain_reduction"], budget_db)
+        excess = measured["gain_reduction"]["limiter"]["max_db"] - budget_db
+        return cls(
+            mix,
+            master_params,
+            trim_db,
+            measured,
+            torch.where(over, miss.clamp_min(1 + excess), miss),
+            broken + over * (len(_MEASURES) + 1),
+        )
 
     def without_audio(self) -> "FullRender":
         return dataclasses.replace(self, mix=None)
@@ -183,17 +203,26 @@ class SongState:
 class TrimController:
     """The master's input trim toward the target loudness: secant steps, a LU a dB until a round that
     moved the trim alone measures the slope (a step is at most 1 / `MIN_LOUDNESS_SLOPE` times the miss);
-    it stops rising where the limiter takes nearly all of a further dB (`automix.trim.limiter_stalled`).
+    it stops rising where the limiter takes nearly all of a further dB (`automix.trim.limiter_stalled`)
+    or past the limiting budget (`max_limiting_db`).
     """
 
-    def __init__(self, trim_db: torch.Tensor):
+    def __init__(self, trim_db: torch.Tensor, max_limiting_db: float):
         self.trim_db = trim_db
         self.cap = torch.full_like(trim_db, MAX_TRIM_DB)
+        self.max_limiting_db = max_limiting_db
         self.secant = SecantStepper(1.0, min_slope=MIN_LOUDNESS_SLOPE)
 
-    def update(self, lufs, target_lufs, active, held=None) -> None:
+    def update(self, lufs, target_lufs, active, held=None, limiting_db=None) -> None:
         """After a render at `self.trim_db` measured `lufs` `[B]`; `held` `[B]`: whether the round moved
-        nothing else that changes the loudness (None in the first round)."""
+        nothing else that changes the loudness (None in the first round); `limiting_db` `[B]`: the
+        limiter's deepest gain reduction. Past the limiting budget the trim is capped that many dB
+        lower: the limited peaks rise dB for dB with the trim (the bus compressor takes a little)."""
+        if limiting_db is not None:
+            excess = limiting_db - self.max_limiting_db
+            self.cap = torch.where(
+                excess > BUDGET_SLACK_DB, torch.minimum(self.cap, self.trim_db - excess), self.cap
+            )
         if self.secant.previous is not None:
             previous_trim, previous_lufs = self.secant.previous
             stalled = limiter_stalled(self.trim_db - previous_trim, lufs - previous_lufs) & held
@@ -356,7 +385,7 @@ class SongOptimizer:
             state.console, state.trim_db = Console(state.console.stem_unit, master_unit), refined.trim_db
             state.renders.append(render.without_audio())
             state.best = closer_render(state.best, render)
-            if (state.best.miss <= 1).all() or not adam_follows:
+            if self.settled(state.best, targets).all() or not adam_follows:
                 break
             # (the give-up's width was not rendered: its render reads the M/S of another width)
             pinned = None if give_up else self.pinned(render, targets)
@@ -367,7 +396,18 @@ class SongOptimizer:
                 pinned=pinned, hold=state.hold, progress=progress,
             )  # fmt: skip
             state.console, state.hold = excerpts.console, excerpts.hold
-        return self._finish(stems, targets, mask, input_gain)
+        same_strips = state.best.strips.stem_unit is strips.stem_unit
+        return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
+
+    def settled(self, render: FullRender, targets: Targets) -> torch.Tensor:
+        """`[B]` whether Adam has nothing left to do for each song: the render is within the stop
+        tolerances, or only its loudness is short, with the limiter at the limiting budget (no change
+        of the strips makes the song louder without more limiting)."""
+        errors = _scaled_errors(render.measured, targets, self.settings.stop)
+        deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
+        at_budget = deepest >= self.chain.mastering_settings.max_limiting_db - AT_BUDGET_DB
+        short = render.measured["lufs"] < targets.lufs
+        return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
     def balance_source(self) -> str:
         """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
@@ -427,33 +467,49 @@ class SongOptimizer:
         errors = _scaled_errors(render.measured, targets, self.settings.promise)
         goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
         budget = self.settings.balance_budget_db
+        limiting_db = self.chain.mastering_settings.max_limiting_db
+        deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
         notes = []
         for song in range(errors.shape[1]):
             lines = []
             for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
                 if errors[k, song] > 1:
                     measured, goal = float(render.measured[_MEASURES[k]][song]), float(goals[k][song])
+                    held = f"each stem held within {budget:g} dB of its start balance"
+                    if k == 0 and measured < goal and deepest[song] >= limiting_db - AT_BUDGET_DB:
+                        held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
                     lines.append(
                         f"{name} {measured:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}: not "
-                        f"reached with each stem held within {budget:g} dB of its start balance; the "
-                        "closest mix is kept"
+                        f"reached with {held}; the closest mix is kept"
                     )
-            notes.append(lines)
+            note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
+            notes.append(lines + ([note] if note else []))
         return notes
 
-    def _finish(self, stems, targets: Targets, mask, input_gain):
-        """`(mix, analysis)` of the closest render, rendered again where its audio was not kept."""
+    def _finish(self, stems, targets: Targets, mask, input_gain, bus=None):
+        """`(mix, analysis)` of the closest render: rendered again where its audio was not kept, given the
+        last trim step (`final_trim`) and the limiter's reconstruction check
+        (`automix.dsp.limiter.reconstruction_limit`). `bus`: the closest render's bus, where at hand."""
         best, chain = self.state.best, self.chain
         stem_unit, stem_params, stem_lufs = best.strips
         with torch.no_grad():
-            mix, measured = best.mix, dict(best.measured)
-            if mix is None:
+            if bus is None:
                 bus, stem_params, stem_lufs = chain.render_bus(
                     stems, stem_unit, mask, input_gain, blockwise=True
                 )
-                mix = chain.render_master(bus, best.master_params, best.trim_db, blockwise=True)
-                del bus
-                measured = measure(mix, self.sample_rate, blockwise=True)
+            power = bus_detector_power(bus, self.sample_rate, blockwise=True)
+            if best.mix is None:
+                best = dataclasses.replace(
+                    self.render_full(bus, power, best.master_params, best.trim_db, targets),
+                    strips=best.strips,
+                )
+            best = self.state.best = self.final_trim(bus, power, best, targets)
+            del bus, power
+            mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
+            measured = dict(best.measured)
+            if mix is not best.mix:  # the check limited some peaks: measured again
+                measured |= measure(mix, self.sample_rate, blockwise=True)
+            measured["reconstructed_peak_dbtp"] = peak
             measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate, blockwise=True)
         analysis = {
             **measured,
@@ -483,8 +539,8 @@ class SongOptimizer:
         first render on which some song's M/S needs a width out of range ends the refinement there, with
         the trim and width it asks for (not rendered): Adam on excerpts has to change the strips first.
         """
-        settings, chain = self.settings, self.chain
-        trim = TrimController(trim_db)
+        settings = self.settings
+        trim = TrimController(trim_db, self.chain.mastering_settings.max_limiting_db)
         eq_range = self.space.master["eq_gain_db"]
         tilt = TiltController(master_params["eq_gain_db"], eq_range, torch.zeros_like(trim_db))
         width = WidthController(master_params["width"], self.space.master["width"])
@@ -497,12 +553,11 @@ class SongOptimizer:
             params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
             if best is not None:
                 best = best.without_audio()  # one render's audio in memory at a time
-            mix = chain.render_master(bus, params, trim.trim_db, detector_power=power, blockwise=True)
-            measured = measure(mix, self.sample_rate, blockwise=True)
-            render = FullRender.of(mix, params, trim.trim_db, measured, targets, settings)
+            render = self.render_full(bus, power, params, trim.trim_db, targets)
+            measured = render.measured
             rounds.append(Round(trim.trim_db, tilt.tilt_db, width.width, *(measured[k] for k in _MEASURES)))
             best, done = closer_render(best, render), render.miss <= 1
-            mix = render = None
+            render = None
             if done.all():
                 break
             ms = measured["stereo_ms_ratio"]
@@ -511,7 +566,9 @@ class SongOptimizer:
             # Only a round that moved the trim alone tells the loudness's slope against it.
             held = None if previous is None else _held(previous, params)
             active = (~done).to(bus.dtype)
-            trim.update(measured["lufs"], targets.lufs, active, held)
+            trim.update(
+                measured["lufs"], targets.lufs, active, held, measured["gain_reduction"]["limiter"]["max_db"]
+            )
             tilt.update(measured["spectral_centroid"], targets.centroid_hz, active)
             width.update(ms, targets.ms_ratio, done)
             if give_up and previous is None and out_of_reach.any():
@@ -519,11 +576,60 @@ class SongOptimizer:
                 return Refined(best, params | {"width": width.width}, trim.trim_db, rounds)
             previous = params
         if best.mix is None:  # an earlier round's render was closer than the last one
-            mix = chain.render_master(
-                bus, best.master_params, best.trim_db, detector_power=power, blockwise=True
-            )
-            best = dataclasses.replace(best, mix=mix)
+            best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
         return Refined(best, best.master_params, best.trim_db, rounds)
+
+    def render_full(self, bus, power, master_params: dict, trim_db, targets: Targets) -> FullRender:
+        """The master on a bus `[B, 2, T]` at a trim `[B]` dB, measured with the limiter's and the bus
+        compressor's gain reduction (`automix.mastering.gain_reduction`); `power`: the bus compressor's
+        detector power of the bus (`bus_detector_power`). Without the limiter's reconstruction check:
+        the render kept gets it once (`_finish`)."""
+        mix, limiter_gain = self.chain.render_master(
+            bus, master_params, trim_db, power, blockwise=True, reconstruct=False, return_gain=True
+        )
+        measured = measure(mix, self.sample_rate, blockwise=True)
+        measured["gain_reduction"] = gain_reduction(
+            limiter_gain, trimmed_power(power, trim_db), master_params, self.sample_rate
+        )
+        budget = self.chain.mastering_settings.max_limiting_db
+        return FullRender.of(mix, master_params, trim_db, measured, targets, self.settings, budget)
+
+    def final_trim(self, bus, power, render: FullRender, targets: Targets) -> FullRender:
+        """The last loudness step on the render kept (`automix.settings.MasteringSettings`): the trim
+        alone moved, by secant steps, while the limiter is past the limiting budget (down to it) or the
+        loudness is more than `final_lufs_lu` but within the promise from the target (a rise never taking
+        the limiter past the budget). Before a step measures them, the loudness and the limiter's
+        deepest reduction are taken to move dB for dB with the trim. A song takes the new render where it
+        is within the budget or closer to it, and otherwise where its loudness is closer and it breaks no
+        more promises."""
+        mastering, promise = self.chain.mastering_settings, self.settings.promise.lufs_lu
+        budget = mastering.max_limiting_db
+        lufs_slope = limiting_slope = torch.ones_like(render.trim_db)
+        for _ in range(mastering.final_trim_steps):
+            error = targets.lufs - render.measured["lufs"]
+            deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
+            over = deepest > budget + BUDGET_SLACK_DB
+            room = (budget - deepest) / limiting_slope  # dB of trim the budget leaves
+            wanted = (error.abs() > mastering.final_lufs_lu) & (error.abs() <= promise)
+            wanted &= (error < 0) | (room > BUDGET_SLACK_DB)
+            active = over | wanted
+            if not active.any():
+                break
+            step = torch.where(over, room, torch.minimum(error / lufs_slope, room.clamp_min(0)))
+            candidate = self.render_full(
+                bus, power, render.master_params, render.trim_db + active * step, targets
+            )
+            moved = candidate.trim_db - render.trim_db
+            measured = candidate.measured
+            if (moved.abs() > 1e-3).any():
+                lufs_slope = _secant_slope(measured["lufs"], render.measured["lufs"], moved, lufs_slope)
+                now = measured["gain_reduction"]["limiter"]["max_db"]
+                limiting_slope = _secant_slope(now, deepest, moved, limiting_slope)
+            closer = (targets.lufs - measured["lufs"]).abs() < error.abs()
+            less = measured["gain_reduction"]["limiter"]["max_db"] < deepest
+            take = active & torch.where(over, less, closer & (candidate.broken <= render.broken))
+            render = closer_render(render, dataclasses.replace(candidate, strips=render.strips), take=take)
+        return render
 
     def on_excerpts(
         self,
@@ -683,12 +789,14 @@ def _scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> 
     )
 
 
-def closer_render(old: FullRender | None, new: FullRender) -> FullRender:
+def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | None = None) -> FullRender:
     """Each song's closer render of the two (the new one on a tie): the one that keeps more of the
-    three promises, then the one with the smaller miss. The audio follows where both have it."""
+    three promises, then the one with the smaller miss; `take` `[B]`: the songs that take the new one,
+    where the caller has chosen. The audio follows where both have it."""
     if old is None:
         return new
-    take = (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
+    if take is None:
+        take = (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
     if take.all():
         return new
     if not take.any():
@@ -713,6 +821,13 @@ def _choose(take: torch.Tensor, new, old):
         chosen = (_choose(take, a, b) for a, b in zip(new, old, strict=True))
         return type(new)(*chosen) if hasattr(new, "_fields") else tuple(chosen)
     return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+def _secant_slope(after, before, moved, previous) -> torch.Tensor:
+    """`[B]` a measurement's change per dB of trim, `(after − before) / moved`, within
+    `FINAL_TRIM_SLOPES`; `previous` where the trim did not move."""
+    slope = ((after - before) / torch.where(moved.abs() > 1e-3, moved, 1.0)).clamp(*FINAL_TRIM_SLOPES)
+    return torch.where(moved.abs() > 1e-3, slope, previous)
 
 
 def _held(before: dict, after: dict) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Pictures of a mix: spectrum against the target centroid, loudness over time, the stems' balance."""
+"""Pictures of a mix: spectrum against the target centroid, loudness over time, the stems' balance and how
+hard the master's dynamics worked."""
 
 import math
 from pathlib import Path
@@ -26,7 +27,8 @@ def plot_mix(
     stem_names: list[str],
     protect=(),
 ) -> None:
-    """Write a three-panel PNG of `mix` `[2, T]` and its analysis (one song, not a batch)."""
+    """Write a PNG of `mix` `[2, T]` and its analysis (one song, not a batch): spectrum, loudness, stem
+    balance and, where the analysis has it, the master's gain reduction against the limiting budget."""
     mid = mix.mean(dim=0)
     window = torch.hann_window(SPECTRUM_N_FFT)
     frames = torch.stft(mid, SPECTRUM_N_FFT, SPECTRUM_N_FFT // 4, window=window, return_complex=True)
@@ -35,7 +37,10 @@ def plot_mix(
     short_term = metrics.short_term_loudness(mix, sample_rate)
     seconds = torch.arange(short_term.shape[-1]) * 0.1
 
-    fig, (ax_spec, ax_loud, ax_stems) = plt.subplots(3, 1, figsize=(9, 10))
+    reduction = analysis.get("gain_reduction")
+    n_panels = 3 if reduction is None else 4
+    fig, axes = plt.subplots(n_panels, 1, figsize=(9, 10 / 3 * n_panels))
+    ax_spec, ax_loud, ax_stems = axes[:3]
     ax_spec.semilogx(freqs[1:], spectrum_db[1:], lw=0.8, label="mix (mid), long-term average")
     ax_spec.axvline(float(analysis["spectral_centroid"]), color="C1", label="measured centroid")
     ax_spec.axvline(
@@ -75,8 +80,32 @@ def plot_mix(
     ax_stems.set(xlabel="dB", title="Stem balance: each stem's loudness against the stems together")
     ax_stems.set_xlim(floor, 0)
     ax_stems.legend(fontsize=8)
+    if reduction is not None:
+        _plot_gain_reduction(axes[3], analysis, reduction)
     fig.tight_layout()
     try:
         write_atomically(Path(path), lambda file: fig.savefig(file, format="png", dpi=PLOT_DPI), protect)
     finally:
         plt.close(fig)
+
+
+def _plot_gain_reduction(ax, analysis: dict, reduction: dict) -> None:
+    """The limiter's and the bus compressor's deepest and mean gain reduction, the limiting budget, and the
+    true peak by both meters in the title."""
+    names = [("limiter", "limiter"), ("bus_compressor", "bus compressor")]
+    for offset, (stat, label) in ((-0.2, ("max_db", "deepest")), (0.2, ("mean_db", "mean"))):
+        values = [float(reduction[key][stat]) for key, _ in names]
+        ax.barh([i + offset for i in range(len(names))], values, height=0.4, label=label)
+    budget = analysis.get("max_limiting_db")
+    if budget is not None:
+        label = f"limiting budget {float(budget):g} dB"
+        ax.axvline(float(budget), ymax=0.5, color="C3", ls="--", label=label)
+    ax.set_yticks(range(len(names)), [label for _, label in names])
+    title = "Master: gain reduction (dB)"
+    if "reconstructed_peak_dbtp" in analysis:
+        title += (
+            f"; true peak {float(analysis['true_peak_dbtp']):.2f} dBTP (4x), "
+            f"{float(analysis['reconstructed_peak_dbtp']):.2f} dBTP (16x reconstruction)"
+        )
+    ax.set(xlabel="dB", title=title)
+    ax.legend(fontsize=8, loc="upper right")

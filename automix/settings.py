@@ -1,4 +1,5 @@
-"""Mix-time settings: the per-song optimiser's (`OptimizeSettings`) and predict mode's (`PredictSettings`).
+"""Mix-time settings: the per-song optimiser's (`OptimizeSettings`), predict mode's (`PredictSettings`)
+and the master's limits (`MasteringSettings`).
 
 The defaults equal `conf/mix.yaml` (a test compares them); `mix.py` reads that file, and `--config FILE`
 overrides any of its keys. `load_mix_settings` validates what it reads: an unknown key or a value of the
@@ -107,11 +108,30 @@ class PredictSettings:
 
 
 @dataclass(frozen=True)
+class MasteringSettings:
+    """The master's limits and last loudness step, in both modes (conf/mix.yaml `mastering:`).
+
+    Attributes:
+        max_limiting_db: the limiter's peak gain reduction the loudness trim may drive it to, dB; a
+            louder target is approached, not chased, and the mix carries a note (docs/design.md,
+            *Mastering*).
+        final_lufs_lu: the last trim step (`automix.optimize.SongOptimizer.final_trim`) stops this close
+            to the target loudness.
+        final_trim_steps: most renders of that step.
+    """
+
+    max_limiting_db: float = 6.0
+    final_lufs_lu: float = 0.05
+    final_trim_steps: int = 3
+
+
+@dataclass(frozen=True)
 class MixSettings:
     """Everything conf/mix.yaml holds."""
 
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     predict: PredictSettings = field(default_factory=PredictSettings)
+    mastering: MasteringSettings = field(default_factory=MasteringSettings)
 
 
 def settings_from_config(cls, config: Mapping | None, where: str = ""):

@@ -17,6 +17,7 @@ come from a YAML file shaped as in docs/design.md, *Style targets*::
 or the same without the top `style_targets:` key.
 """
 
+import dataclasses
 import difflib
 import math
 import numbers
@@ -43,6 +44,11 @@ MS_RATIO_RANGE = (0.0, 2.0)
 RANDOM_LUFS_RANGE = (-16.0, -7.0)
 RANDOM_CENTROID_RANGE_HZ = (1200.0, 4000.0)
 RANDOM_MS_RATIO_RANGE = (0.3, 1.0)
+
+# Loudness people deliver to (`with_loudness`): streaming services' normalisation level (Spotify, YouTube,
+# Tidal: −14 LUFS), Apple Music's (−16 LUFS; its Sound Check and AES TD1004 for streaming), and EBU R128
+# broadcast (−23 LUFS ±0.5 LU, at most −1 dBTP: the ceiling every mix keeps).
+LOUDNESS_PRESETS = MappingProxyType({"streaming": -14.0, "apple_music": -16.0, "ebu_r128": -23.0})
 
 TOP_KEY = "style_targets"
 BALANCE_KEYS = ("low_energy", "mid_energy", "high_energy")
@@ -329,6 +335,26 @@ def get_style(targets: Mapping[str, StyleTarget], name: "str | StyleTarget") -> 
             "(or define it in a --targets YAML file)"
         )
     return targets[name]
+
+
+def with_loudness(style: StyleTarget, target: "float | str") -> StyleTarget:
+    """`style` delivered at another loudness: `target` in LUFS, or a name of `LOUDNESS_PRESETS`; the
+    style's tone and width are kept.
+
+    Raises:
+        AutomixError: an unknown preset or a loudness outside `LUFS_RANGE`.
+    """
+    if isinstance(target, str):
+        try:
+            lufs = LOUDNESS_PRESETS[target] if target in LOUDNESS_PRESETS else float(target)
+        except ValueError:
+            raise AutomixError(
+                f"loudness target {target!r}: give LUFS (e.g. -14) or one of {', '.join(LOUDNESS_PRESETS)}"
+            ) from None
+    else:
+        lufs = float(target)
+    lufs = _number("loudness target", "lufs", lufs, LUFS_RANGE, "LUFS")
+    return dataclasses.replace(style, name=f"{style.name} at {lufs:g} LUFS", lufs=lufs)
 
 
 # ------------------------------------------------------------------------------ making new targets

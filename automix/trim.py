@@ -256,7 +256,9 @@ def loudness_search(
         blockwise=blockwise,
     )
     return search_trim(
-        lambda trim: render_master(bus, master_params, trim, detector_power=power, blockwise=blockwise),
+        lambda trim: render_master(
+            bus, master_params, trim, detector_power=power, blockwise=blockwise, reconstruct=False
+        ),
         model,
         trim_db,
         target_lufs,

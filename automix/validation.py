@@ -4,8 +4,8 @@ with independent meters, and check the loudness meter against the EBU conformanc
 Two sections:
 - mix: signal families (white and pink noise, synthetic songs of several tempi and arrangements, sparse
   and mono stems, 1 to 12 stems, 2-second and 3-minute material, 44.1 and 48 kHz) x styles x modes.
-  Each mix is measured on the full returned mix: loudness by pyloudnorm, true peak by 4x
-  `scipy.signal.resample_poly` (both independent of the mixer), centroid and M/S ratio by
+  Each mix is measured on the full returned mix: loudness by pyloudnorm, true peak on the band-limited
+  reconstruction by 16x `scipy.signal.resample` (both independent of the mixer), centroid and M/S ratio by
   `automix.metrics`; then judged with the tolerances of the public contract (`automix.loss.TOLERANCES`)
   and quality score (`automix.analysis.report`).
 - conformance: EBU Tech 3341 cases 1-5 (integrated loudness) and Tech 3342 cases 1-4 (loudness range)
@@ -37,7 +37,7 @@ from automix.conformance import (
     TECH_3342_TOLERANCE_LU,
     sine_sequence,
 )
-from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING
+from automix.dsp.oversample import RECONSTRUCTION_OVERSAMPLING
 from automix.loss import TOLERANCES
 from automix.styles import StyleTarget
 from automix.synth import STEM_NAMES, pink_noise, synth_stems, white_noise
@@ -69,7 +69,7 @@ METERS = {
     "lufs": "pyloudnorm.Meter.integrated_loudness (ITU-R BS.1770-4)",
     "spectral_centroid": "automix.metrics.spectral_centroid",
     "stereo_ms_ratio": "automix.metrics.stereo_ms_ratio",
-    "true_peak_dbtp": f"scipy.signal.resample_poly {TRUE_PEAK_OVERSAMPLING}x (ITU-R BS.1770-4 Annex 2)",
+    "true_peak_dbtp": f"scipy.signal.resample {RECONSTRUCTION_OVERSAMPLING}x (band-limited reconstruction)",
 }
 UNITS = {"lufs": "LUFS", "spectral_centroid": "Hz", "stereo_ms_ratio": "", "true_peak_dbtp": "dBTP"}
 CONFORMANCE_METERS = {
@@ -208,11 +208,26 @@ def conformance_cases() -> list[ConformanceCase]:
 # ------------------------------------------------------------------------------------------ judgement
 
 
+def reconstructed_peak(data: np.ndarray, block: int = 2**16, context: int = 2**15) -> float:
+    """The largest magnitude of the band-limited reconstruction of `data` `(T, C)`, linear: each block
+    with `context` samples each side (zeros outside the signal) FFT-interpolated
+    `RECONSTRUCTION_OVERSAMPLING` times by `scipy.signal.resample`, its own part kept."""
+    factor, n_samples = RECONSTRUCTION_OVERSAMPLING, data.shape[0]
+    padded = np.pad(data, ((context, context + block), (0, 0)))
+    peak = 0.0
+    for start in range(0, n_samples, block):
+        segment = padded[start : start + block + 2 * context]
+        dense = scipy.signal.resample(segment, segment.shape[0] * factor, axis=0)
+        kept = dense[context * factor : (context + min(block, n_samples - start)) * factor]
+        peak = max(peak, float(np.abs(kept).max()))
+    return peak
+
+
 def measure_mix(mix: torch.Tensor, sample_rate: int) -> dict[str, float]:
     """The judged measurements of a stereo mix `[2, T]`, with the meters named in `METERS`."""
     samples = mix.detach().cpu().double()
     data = samples.T.numpy()  # pyloudnorm and scipy take (T, C)
-    peak = np.abs(scipy.signal.resample_poly(data, TRUE_PEAK_OVERSAMPLING, 1, axis=0)).max()
+    peak = reconstructed_peak(data)
     return {
         "lufs": float(pyloudnorm.Meter(sample_rate).integrated_loudness(data)),
         "spectral_centroid": float(metrics.spectral_centroid(samples, sample_rate)),

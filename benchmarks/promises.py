@@ -1,7 +1,7 @@
 """The default mode's promises on synthetic songs: each 30-second song mixed to every style by
 `AutoMixChain` in optimize mode (what `mix.py` runs), judged by the validation suite's independent meters
-(`automix.validation.measure_mix`: pyloudnorm, 4x `scipy.signal.resample_poly`) against ±0.5 LU, ±100 Hz,
-±0.05 and ≤ −1 dBTP, with the wall time of each mix.
+(`automix.validation.measure_mix`: pyloudnorm, the 16x reconstruction by `scipy.signal.resample`) against
+±0.5 LU, ±100 Hz, ±0.05 and ≤ −1 dBTP, with the wall time of each mix.
 
 Run: `python benchmarks/promises.py [--seeds 0-7] [--arrangement full|no_drums|rhythm|band] [--tempo BPM]`.
 """

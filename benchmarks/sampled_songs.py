@@ -2,8 +2,11 @@
 other, vocals, as in MUSDB) played by the sampled instruments of a General MIDI SoundFont (FluidR3_GM:
 recordings of real drum kits, basses, guitars, keys, strings, voices and horns), rendered a stem at a
 time by FluidSynth, then mixed to every style by `mix.py` as a user runs it (default mode), and judged
-by the validation suite's independent meters (`automix.validation.measure_mix`: pyloudnorm,
-4x `scipy.signal.resample_poly`) against ±0.5 LU, ±100 Hz, ±0.05, ≤ −1 dBTP and the stems' length.
+by the validation suite's independent meters (`automix.validation.measure_mix`: pyloudnorm, the 16x
+reconstruction by `scipy.signal.resample`) against ±0.5 LU, ±100 Hz, ±0.05, ≤ −1 dBTP and the stems'
+length. Each line adds the limiter's deepest gain reduction (from the mix's analysis) and whether the
+loudness is within ±0.1 LU of the target by pyloudnorm as it reads (no bias made up); a mix whose
+target the limiting budget kept out of reach says so ("budget").
 
 Neither the synthetic songs of the tests nor anything tuned on them: the parts are composed here from
 the seed (tempo, key, progression, sections with and without drums and vocals, a chorus that is
@@ -14,6 +17,7 @@ Run: `python benchmarks/sampled_songs.py [--seeds 0-5] [--soundfont FILE] [--kee
 """
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -25,7 +29,7 @@ import mido
 import numpy as np
 import soundfile as sf
 import torch
-from promises import kept_promises, summary
+from promises import PYLOUDNORM_BIAS_LU, kept_promises, summary
 
 from automix import load_style_targets
 from automix.dsp.console import DEFAULT_CEILING_DBTP
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SAMPLE_RATE = 44100
 SONG_S = 30.0
+PRECISE_LU = 0.1  # the mastering promise on loudness, where the limiting budget allows it
 TICKS_PER_BEAT = 480
 # General MIDI programs (0-based) each stem draws from
 BASSES = (33, 34, 35, 38)  # finger, pick, fretless, synth bass
@@ -200,7 +205,7 @@ def main() -> None:
     if shutil.which("fluidsynth") is None or not args.soundfont.is_file():
         sys.exit("needs fluidsynth and a GM SoundFont: apt-get install fluidsynth fluid-soundfont-gm")
     targets = load_style_targets()
-    kept = total = 0
+    kept = total = within = 0
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch) if args.keep is None else args.keep / f"song{seed}"
@@ -219,13 +224,21 @@ def main() -> None:
                     torch.from_numpy(audio.T.copy()), rate, style, DEFAULT_CEILING_DBTP
                 )
                 ok = ok and len(audio) == int(SONG_S * SAMPLE_RATE)
-                kept, total = kept + ok, total + 1
+                analysis = json.loads(report.read_text())
+                limiting = analysis["gain_reduction"]["limiter"]["max_db"]
+                pyloudnorm_lufs = measured["lufs"] - PYLOUDNORM_BIAS_LU  # as pyloudnorm reads it
+                precise = abs(pyloudnorm_lufs - style.lufs) <= PRECISE_LU
+                budget = any("limiting" in note for note in analysis["notes"])
+                kept, total, within = kept + ok, total + 1, within + precise
                 print(
-                    f"song {seed} ({tempo:3.0f} BPM) {name:12} {seconds:5.1f} s {summary(measured, ok)}",
+                    f"song {seed} ({tempo:3.0f} BPM) {name:12} {seconds:5.1f} s {summary(measured, ok)}  "
+                    f"limiter {limiting:4.1f} dB  ±{PRECISE_LU} LU {'yes' if precise else 'no'}"
+                    + ("  budget" if budget else ""),
                     flush=True,
                 )
     print(
-        f"{kept} / {total} mixes within ±0.5 LU, ±100 Hz, ±0.05, under the ceiling and as long as the stems"
+        f"{kept} / {total} mixes within ±0.5 LU, ±100 Hz, ±0.05, under the ceiling and as long as the stems; "
+        f"{within} / {total} within ±{PRECISE_LU} LU"
     )
 
 

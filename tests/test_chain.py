@@ -247,7 +247,8 @@ def test_predict_mode_reaches_the_target_loudness_behind_a_boosting_master_eq():
 
 
 def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
-    """Inference reuses the loudness search's last render as the mix: it equals a fresh render."""
+    """Training without gradients reuses the loudness search's last render as the mix: it equals a fresh
+    render."""
     song, _ = synth_stems(2.0, SAMPLE_RATE, seed=8)
     stems = song[None]
     target = Targets.from_tensor(
@@ -255,9 +256,9 @@ def test_predict_without_gradients_returns_the_searchs_render_unchanged(chain):
     )
     with torch.no_grad():
         prediction = chain.predict(stems, target)
-        reused, _ = chain.finish_prediction(prediction)
+        reused, _ = chain.finish_prediction(prediction, kept=False)
     assert prediction.mix is not None
-    rendered, _ = chain.finish_prediction(prediction._replace(mix=None))
+    rendered, _ = chain.finish_prediction(prediction._replace(mix=None), kept=False)
     torch.testing.assert_close(reused, rendered.detach(), rtol=0, atol=1e-6)
 
 
@@ -335,8 +336,8 @@ def test_a_mix_does_not_depend_on_the_level_of_its_stems(chain):
 
 def test_the_default_mode_does_not_depend_on_the_level_of_its_stems(chain):
     """The default mode on a quiet export: the same start and first full render (to float rounding);
-    Adam's steps and the refinement's stops then carry the rounding on to different points, each within
-    the refinement's stop tolerances of the targets."""
+    Adam's steps and the refinement's stops then carry the rounding on to different points, each
+    settled (`SongOptimizer.settled`)."""
     from automix.optimize import SongOptimizer
 
     stems, _ = synth_stems(8.0, SAMPLE_RATE, seed=6)
@@ -350,11 +351,8 @@ def test_the_default_mode_does_not_depend_on_the_level_of_its_stems(chain):
     first_loud, first_quiet = loud.state.renders[0].measured, quiet.state.renders[0].measured
     for name, tolerance in (("lufs", 0.01), ("spectral_centroid", 1.0), ("stereo_ms_ratio", 1e-3)):
         assert float(first_quiet[name]) == pytest.approx(float(first_loud[name]), abs=tolerance)
-    stop = chain.optimize_settings.stop
-    for analysis in (loud_analysis, quiet_analysis):
-        assert abs(float(analysis["lufs"] - targets.lufs)) <= stop.lufs_lu
-        assert abs(float(analysis["spectral_centroid"] - targets.centroid_hz)) <= stop.centroid_hz
-        assert abs(float(analysis["stereo_ms_ratio"] - targets.ms_ratio)) <= stop.ms_ratio
+    for optimizer in (loud, quiet):  # within the stop tolerances, or short of loudness at the limiting budget
+        assert bool(optimizer.settled(optimizer.state.best, targets))
 
 
 def test_a_mix_leaning_to_one_side_costs_its_balance_squared():

@@ -237,44 +237,62 @@ def test_the_full_render_s_tilt_and_width_are_pinned_where_their_range_ends(chai
         "lufs": torch.tensor([-9.5]),
         "spectral_centroid": torch.tensor([3100.0]),
         "stereo_ms_ratio": torch.tensor([0.5]),
+        "gain_reduction": limiting([2.0]),
     }
     settings = optimizer.settings
     pinned = master | {"eq_gain_db": torch.tensor([[6.0, 0.0, 0.0, -6.0]]), "width": torch.tensor([1.5])}
-    render = FullRender.of(None, pinned, torch.zeros(1), measured, targets, settings)
+    render = FullRender.of(None, pinned, torch.zeros(1), measured, targets, settings, BUDGET_DB)
     torch.testing.assert_close(optimizer.pinned(render, targets), torch.tensor([[3100.0, 0.5]]))
     free = master | {"eq_gain_db": torch.tensor([[2.0, 0.0, 0.0, -2.0]]), "width": torch.tensor([1.2])}
     assert (
-        optimizer.pinned(FullRender.of(None, free, torch.zeros(1), measured, targets, settings), targets)
+        optimizer.pinned(
+            FullRender.of(None, free, torch.zeros(1), measured, targets, settings, BUDGET_DB), targets
+        )
         is None
     )
+
+
+BUDGET_DB = 6.0  # the limiting budget of the hand-made renders
+
+
+def limiting(max_db) -> dict:
+    """A `gain_reduction` whose limiter reduced peaks by `max_db` `[B]` at most."""
+    deepest = torch.tensor(max_db)
+    stats = {"max_db": deepest, "mean_db": deepest / 4, "over_1db": torch.full_like(deepest, 0.1)}
+    return {"limiter": stats, "bus_compressor": stats}
 
 
 def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
     """Item by item: a render that keeps more of the promises (0.5 LU, 100 Hz, 0.05) beats one that
     keeps fewer, whatever their largest errors; between two alike, the smaller miss wins; the audio and
     the settings follow."""
-    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
+    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
     settings = OptimizeSettings()
 
-    def render(lufs, centroid, fill):
+    def render(lufs, centroid, fill, limiter_db=(2.0, 2.0, 2.0)):
         measured = {
             "lufs": torch.tensor(lufs),
             "spectral_centroid": torch.tensor(centroid),
-            "stereo_ms_ratio": torch.tensor([0.5, 0.5]),
+            "stereo_ms_ratio": torch.tensor([0.5, 0.5, 0.5]),
+            "gain_reduction": limiting(limiter_db),
         }
-        mix = torch.full((2, 2, 8), fill)
-        params = {"width": torch.full((2,), fill)}
-        return FullRender.of(mix, params, torch.full((2,), fill), measured, targets, settings)
+        mix = torch.full((3, 2, 8), fill)
+        params = {"width": torch.full((3,), fill)}
+        return FullRender.of(mix, params, torch.full((3,), fill), measured, targets, settings, BUDGET_DB)
 
     # Item 0: the old render breaks one promise (the centroid, far off), the new one two (by a little).
     # Item 1: both break two; the new one misses less.
-    old = render([-10.1, -11.0], [2900.0, 2300.0], fill=0.0)
-    new = render([-10.6, -11.2], [2110.0, 2120.0], fill=1.0)
-    assert old.broken.tolist() == [1, 2] and new.broken.tolist() == [2, 2]
+    # Item 2: the old render keeps every promise with its limiter past the budget; the new one, within
+    # it, falls short of the loudness: a render past the budget ranks after any within it.
+    old = render([-10.1, -11.0, -10.0], [2900.0, 2300.0, 2000.0], fill=0.0, limiter_db=(2.0, 2.0, 8.0))
+    new = render([-10.6, -11.2, -11.0], [2110.0, 2120.0, 2000.0], fill=1.0)
+    assert old.broken.tolist() == [1, 2, 4] and new.broken.tolist() == [2, 2, 1]
+    assert float(old.miss[2]) == pytest.approx(1 + 8.0 - BUDGET_DB)
     best = closer_render(old, new)
-    assert best.trim_db.tolist() == [0.0, 1.0]
-    assert best.mix[:, 0, 0].tolist() == [0.0, 1.0] and best.master_params["width"].tolist() == [0.0, 1.0]
-    assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2])
+    assert best.trim_db.tolist() == [0.0, 1.0, 1.0]
+    assert best.mix[:, 0, 0].tolist() == [0.0, 1.0, 1.0]
+    assert best.master_params["width"].tolist() == [0.0, 1.0, 1.0]
+    assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2, -11.0])
 
 
 # ---------------------------------------------------------------- the balance the optimiser keeps

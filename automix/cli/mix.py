@@ -2,6 +2,7 @@
 (docs/design.md, *Public API*) and more."""
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -23,11 +24,18 @@ from automix.io import (
     save_audio,
 )
 from automix.settings import MixSettings, load_mix_settings
-from automix.styles import get_style, load_style_targets, style_from_reference_file
+from automix.styles import (
+    LOUDNESS_PRESETS,
+    get_style,
+    load_style_targets,
+    style_from_reference_file,
+    with_loudness,
+)
 from automix.synth import STEM_NAMES, synth_stems
 
 TEST_STEM_SECONDS = 20.0
 TEST_SAMPLE_RATE = 44100
+MAX_LIMITING_DB = 40.0  # the trim's own range: a larger budget limits nothing more
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
 # Analysis keys written to the JSON report in their own sections (parameters, balance, notes).
 NOT_DUMPED = ("stem_params", "master_params", "stem_balance_db", "balance_start_db", "notes")
@@ -59,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.yaml",
         help="mix settings overriding conf/mix.yaml (the optimiser's and predict mode's)",
     )
+    parser.add_argument(
+        "--loudness-target",
+        metavar="LUFS|PRESET",
+        help=f"deliver at this loudness instead of the style's: LUFS or {', '.join(LOUDNESS_PRESETS)}",
+    )
+    parser.add_argument(
+        "--max-limiting-db",
+        type=float,
+        metavar="DB",
+        help="the limiter's peak gain reduction the loudness may take (default: conf/mix.yaml, 6 dB)",
+    )
     parser.add_argument("--mode", choices=("optimize", "predict"), default="optimize")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic stems and the optimiser")
@@ -80,7 +99,12 @@ def checkpoint_for(mode: str, given: Path | None) -> Path | None:
 
 
 def load_chain(checkpoint: Path | None, targets, settings: MixSettings) -> AutoMixChain:
-    options = {"style_targets": targets, "optimize": settings.optimize, "predict": settings.predict}
+    options = {
+        "style_targets": targets,
+        "optimize": settings.optimize,
+        "predict": settings.predict,
+        "mastering": settings.mastering,
+    }
     if checkpoint is None:
         return AutoMixChain(**options)
     return AutoMixChain.from_checkpoint(checkpoint, **options)
@@ -128,9 +152,18 @@ def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
         (label, float(analysis[key]), float(analysis["targets"][key]), bool(analysis["passed"][key]), unit)
         for label, key, unit in rows
     ]
+    passed, ceiling = analysis["passed"], float(analysis.get("ceiling_dbtp", -1.0))
     table.append(
-        ("true peak", float(analysis["true_peak_dbtp"]), -1.0, bool(analysis["passed"]["true_peak"]), "dBTP")
+        ("true peak (4x)", float(analysis["true_peak_dbtp"]), ceiling, bool(passed["true_peak"]), "dBTP")
     )
+    if "reconstructed_peak_dbtp" in analysis:
+        peak = float(analysis["reconstructed_peak_dbtp"])
+        table.append(("true peak (16x)", peak, ceiling, bool(passed["reconstructed_peak"]), "dBTP"))
+    if "gain_reduction" in analysis and "limiting" in passed:
+        deepest = float(analysis["gain_reduction"]["limiter"]["max_db"])
+        table.append(
+            ("limiting (max)", deepest, float(analysis["max_limiting_db"]), bool(passed["limiting"]), "dB")
+        )
     return table
 
 
@@ -149,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     _check_outputs(args, inputs)
     targets = load_style_targets(args.targets)
     settings = load_mix_settings(args.config)
+    if args.max_limiting_db is not None:
+        if not 0 <= args.max_limiting_db <= MAX_LIMITING_DB:
+            raise AutomixError(
+                f"--max-limiting-db must be 0-{MAX_LIMITING_DB:g} dB, got {args.max_limiting_db:g}"
+            )
+        mastering = dataclasses.replace(settings.mastering, max_limiting_db=args.max_limiting_db)
+        settings = dataclasses.replace(settings, mastering=mastering)
     notes: list[str] = []
     if args.stems:
         stems, sample_rate, notes = load_stems(args.stems)
@@ -167,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
     else:
         style = get_style(targets, args.style)
+    if args.loudness_target is not None:
+        style = with_loudness(style, args.loudness_target)
     torch.manual_seed(args.seed)
     chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets, settings).to(device)
     chain.sample_rate = sample_rate

@@ -279,7 +279,9 @@ def master_section(
     limiter_release_ms: float | None = None,
     detector_power: torch.Tensor | None = None,
     blockwise: bool = False,
-) -> torch.Tensor:
+    reconstruct: bool = True,
+    return_gain: bool = False,
+):
     """Bus compressor -> master EQ -> M/S width -> true-peak limiter.
 
     Args:
@@ -291,9 +293,11 @@ def master_section(
             when already known; None: from the mix.
         blockwise: a long mix (`automix.dsp.filters.is_long`) goes through the drive and the limiter a
             block of time at a time (`master_drive`, `limiter`), in memory for one block; no gradients.
+        reconstruct, return_gain: as `limiter`'s (its 16x reconstruction check; its gain).
 
     Returns:
-        `[..., 2, T]` master, true peak <= `ceiling_dbtp`.
+        `[..., 2, T]` master, true peak <= `ceiling_dbtp`; with `return_gain`, `(master, limiter gain
+        [..., T])`.
 
     Raises:
         ValueError: `blockwise` while a gradient is being recorded for the mix or the settings.
@@ -305,6 +309,8 @@ def master_section(
         ceiling_dbtp=ceiling_dbtp,
         overwrite=True,  # the drive is this function's own
         blockwise=blockwise,
+        reconstruct=reconstruct,
+        return_gain=return_gain,
         **{k: v for k, v in timing.items() if v is not None},
     )
 

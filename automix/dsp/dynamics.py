@@ -325,6 +325,24 @@ def compressor(
     return compressor_block(x, sample_rate, settings)[0]
 
 
+def compressor_gain(
+    power: torch.Tensor, sample_rate: int, settings: tuple, *, gain_state: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The compressor's gain `[B, T]`, linear and without makeup (≤ 1), from its detector's power `[B, T]`
+    (`detector_mean_square`): the soft-knee gain computer, then the attack/release smoother from
+    `gain_state` `[B]` (None: 1). `settings`: `compressor`'s `(threshold_db, ratio, attack_ms,
+    release_ms, makeup_db, knee_db)`, each a float or `[B]`."""
+    threshold_db, ratio, attack_ms, release_ms, _, knee_db = (
+        per_item(v, power.shape[:1], power) for v in settings
+    )
+    return ballistics(
+        _GainComputer.apply(power, threshold_db[:, None], ratio[:, None], knee_db[:, None]),
+        torch.ones_like(threshold_db) if gain_state is None else gain_state,
+        ms2coef(attack_ms, sample_rate),
+        ms2coef(release_ms, sample_rate),
+    )
+
+
 def compressor_block(
     x: torch.Tensor,
     sample_rate: int,
@@ -357,14 +375,10 @@ def compressor_block(
     left, right = context
     n_samples = x.shape[-1] - left - right
     lead = x.shape[:-2]
-    threshold_db, ratio, attack_ms, release_ms, makeup_db, knee_db = (per_item(v, lead, x) for v in settings)
+    settings = tuple(per_item(v, lead, x) for v in settings)
+    makeup_db = settings[4]
     if power is None:
         power = detector_mean_square(x, sample_rate)[:, left : left + n_samples]
-    gain = ballistics(
-        _GainComputer.apply(power, threshold_db[:, None], ratio[:, None], knee_db[:, None]),
-        torch.ones_like(threshold_db) if gain_state is None else gain_state,
-        ms2coef(attack_ms, sample_rate),
-        ms2coef(release_ms, sample_rate),
-    )
+    gain = compressor_gain(power, sample_rate, settings, gain_state=gain_state)
     block = x[..., left : left + n_samples]
     return block * (gain * db_to_amp(makeup_db)[:, None]).reshape(*lead, 1, n_samples), gain[:, -1]

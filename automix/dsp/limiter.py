@@ -1,8 +1,9 @@
 """A look-ahead, true-peak brick-wall limiter, linked over channels (`limiter`).
 
 Pure, batched and differentiable on `[..., C, T]` tensors. Its peak detector oversamples 4x with two
-interpolators (BS.1770-4 Annex 2); its gain's release runs in the compressor's ballistics
-(`automix.dsp.dynamics.ballistics`).
+interpolators (BS.1770-4 Annex 2); a last pass checks the band-limited reconstruction sampled 16x and
+limits what still exceeds the ceiling there (`reconstruction_limit`). Its gain's release runs in the
+compressor's ballistics (`automix.dsp.dynamics.ballistics`).
 """
 
 import torch
@@ -12,8 +13,13 @@ from torchcomp import ms2coef
 
 from automix.dsp.dynamics import ballistics, per_item
 from automix.dsp.filters import check_blockwise, is_long
-from automix.dsp.oversample import TRUE_PEAK_OVERSAMPLING, interpolation_filter, polyphase_fir
-from automix.units import AMP_FLOOR_DB, db_to_amp
+from automix.dsp.oversample import (
+    TRUE_PEAK_OVERSAMPLING,
+    interpolation_filter,
+    polyphase_fir,
+    reconstruction_envelope,
+)
+from automix.units import AMP_FLOOR_DB, amp_to_db, db_to_amp
 
 # The output ceiling every mix honours (EBU R128 s1 / streaming practice).
 DEFAULT_CEILING_DBTP = -1.0
@@ -42,6 +48,10 @@ DETECTION_SPREAD_SAMPLES = 1
 # second pass's gain is exactly 1; if the first pass's gain is exactly 1 everywhere (nothing over the
 # ceiling), the second pass would see the same signal, so it is skipped.
 LIMITER_PASSES = 2
+# The reconstruction check (`reconstruction_limit`) limits again while the 16x reconstruction exceeds the
+# ceiling, at most this many times; what a last pass leaves over it (none on the material tried) is
+# scaled down whole.
+RECONSTRUCTION_PASSES = 3
 # Samples per row whose oversampled phases the peak detector holds at once.
 PEAK_CHUNK_SAMPLES = 2**18
 # The limiter gain of a long signal limited block-wise (`limiter(..., blockwise=True)`) is computed this
@@ -261,7 +271,9 @@ def limiter(
     release_ms=DEFAULT_LIMITER_RELEASE_MS,
     overwrite: bool = False,
     blockwise: bool = False,
-) -> torch.Tensor:
+    reconstruct: bool = True,
+    return_gain: bool = False,
+):
     """Look-ahead true-peak brick-wall limiter, linked over channels, time-aligned with its input.
 
     1. Detection: 4x band-limited oversampling (BS.1770-4 Annex 2), the larger of two interpolators,
@@ -277,6 +289,9 @@ def limiter(
     5. Steps 1-4 run again on the result (`LIMITER_PASSES`) to catch the small inter-sample peak
        changes that the first gain's variation causes; not when the first gain is exactly 1
        everywhere, as the result would be the same.
+    6. With `reconstruct`, the band-limited reconstruction of the result sampled 16x
+       (`reconstruction_limit`): where it still exceeds the ceiling (content near Nyquist, which the 4x
+       detector under-reads), steps 2-4 again on that envelope.
     Where no reduction is needed nearby (look-ahead and release) the gain is exactly 1: the signal
     passes unchanged.
 
@@ -291,9 +306,13 @@ def limiter(
         blockwise: the gain of a long signal (`automix.dsp.filters.is_long`) is computed
             `LIMITER_BLOCK_SAMPLES` at a time (`_limiter_gain_by_block`), in memory for one block; the
             same output, without gradients.
+        reconstruct: step 6, so that the reconstruction, not only the 4x meter, stays under the
+            ceiling; renders whose peaks nobody hears (a search's) leave it out.
+        return_gain: also return the gain applied.
 
     Returns:
-        `[..., C, T]` limited signal, true peak ≤ `ceiling_dbtp`.
+        `[..., C, T]` limited signal, true peak ≤ `ceiling_dbtp` (with `reconstruct`, by the 16x
+        reconstruction too); with `return_gain`, `(signal, gain [..., T])`, the gain linear, ≤ 1.
 
     Raises:
         ValueError: `blockwise` while a gradient is being recorded for x or the settings.
@@ -305,13 +324,72 @@ def limiter(
     ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
     release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
     limiter_gain = _limiter_gain_by_block if blockwise and is_long(n_samples, sample_rate) else _limiter_gain
-    y = x
+    y, total = x, None
     for _ in range(LIMITER_PASSES):
         gain = limiter_gain(y, ceiling, release_coef, window).reshape(*lead, 1, n_samples)
         # Without gradients the second pass scales the first's output in place, and the first x itself
         # where it is the caller's temporary (`overwrite`): signal-sized copies less.
         in_place = not torch.is_grad_enabled() and (y is not x or overwrite)
         y = y.mul_(gain) if in_place else y * gain
+        total = gain if total is None else total * gain
         if not (gain < 1).any():
             break  # y is unchanged (gain exactly 1), so a further pass would find the same
-    return y
+    if reconstruct:
+        y, fix, _ = _reconstruction_passes(y, ceiling, release_coef, window, in_place=y is not x or overwrite)
+        total = total if fix is None else total * fix
+    return (y, total[..., 0, :]) if return_gain else y
+
+
+def reconstruction_limit(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    ceiling_dbtp=DEFAULT_CEILING_DBTP,
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
+    release_ms=DEFAULT_LIMITER_RELEASE_MS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The limiter's last step on its own: `x` `[..., C, T]` with its band-limited reconstruction
+    (`automix.dsp.oversample.reconstruction_envelope`, 16x) brought to `ceiling_dbtp` less
+    `TRUE_PEAK_MARGIN_DB`, by the limiter's gain law (look-ahead ramp, release) on that envelope. For a
+    signal already limited without `reconstruct` (a search's renders), so that the one kept honours the
+    ceiling as a DAC reconstructs it. The gain comes from the envelope without a gradient: to autograd
+    it is a constant.
+
+    Returns:
+        `(y, peak)`: y (x itself where nothing exceeds the ceiling) and its reconstructed peak `[...]`
+        dBTP (`automix.metrics.reconstructed_peak`).
+    """
+    lead = x.shape[:-2]
+    window = max(1, round(lookahead_ms * sample_rate / 1000.0))
+    ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
+    release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
+    y, _, peak = _reconstruction_passes(x, ceiling, release_coef, window, in_place=False)
+    return y, amp_to_db(peak.reshape(lead))
+
+
+def _reconstruction_passes(y, ceiling, release_coef, window, *, in_place: bool):
+    """`(y, gain [..., 1, T] or None, peak [B])`: y limited on its 16x reconstruction
+    (`RECONSTRUCTION_PASSES`), the gain applied (None: none was needed) and the result's reconstructed
+    peak, linear. In place on y where `in_place` and no gradient is recorded."""
+    lead, n_samples = y.shape[:-2], y.shape[-1]
+    total = None
+    for attempt in range(RECONSTRUCTION_PASSES + 1):
+        with torch.no_grad():
+            envelope = reconstruction_envelope(y)  # [B, T]
+            result_peak = envelope.amax(dim=-1)
+            peak = _sliding_max(F.pad(envelope, (DETECTION_SPREAD_SAMPLES, 0)), DETECTION_SPREAD_SAMPLES + 1)
+            over = peak > ceiling
+            if not over.any():
+                break
+            if attempt < RECONSTRUCTION_PASSES:
+                gain = limiter_gain_of_peaks(peak, ceiling.detach(), release_coef.detach(), window)
+            else:  # what the passes left over the ceiling: the whole item scaled under it
+                scale = (ceiling / peak.amax(dim=-1, keepdim=True)).clamp_max(1.0)
+                gain = scale.expand(-1, n_samples)
+                result_peak = result_peak * scale[:, 0]  # a whole-item gain scales the peak exactly
+        gain = gain.reshape(*lead, 1, n_samples)
+        keep_graph = torch.is_grad_enabled() and y.requires_grad
+        y = y.mul_(gain) if in_place and not keep_graph else y * gain
+        in_place = True  # y is now this function's own
+        total = gain if total is None else total * gain
+    return y, total, result_peak

@@ -151,7 +151,7 @@ class AutoMixModule(L.LightningModule):
     def forward(self, stems: torch.Tensor, targets: Targets, mask: torch.Tensor | None = None):
         """Predict-mode mix of a batch: `(mix [B, 2, T], analysis, (stem_unit, master_unit))`."""
         prediction = self.chain.predict(stems, targets, mask)
-        mix, analysis = self.chain.finish_prediction(prediction, mask)
+        mix, analysis = self.chain.finish_prediction(prediction, mask, kept=False)
         return mix, analysis, (prediction.stem_unit, prediction.master_unit)
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str):
