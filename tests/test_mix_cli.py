@@ -240,6 +240,12 @@ BAD_INPUT = {
         ["--stems", "a.wav", "--checkpoint", "dict.ckpt"],
         ["dict.ckpt", "not an automix checkpoint"],
     ),
+    "negative limiting budget": (
+        ["--stems", "a.wav", "--max-limiting-db", "-1"],
+        ["--max-limiting-db", "-1"],
+    ),
+    "unknown loudness preset": (["--stems", "a.wav", "--loudness-target", "loud"], ["'loud'", "streaming"]),
+    "loudness out of range": (["--stems", "a.wav", "--loudness-target", "-80"], ["-80", "LUFS"]),
     "--test-stems 0": (["--test-stems", "0"], ["--test-stems", "0"]),
     "--test-stems 17": (["--test-stems", "17"], ["--test-stems", "17"]),
 }

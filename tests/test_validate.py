@@ -218,6 +218,9 @@ def test_validate_py_subprocess_bad_style(tmp_path):
 # ------------------------------------------------------------------------------------ the judgement
 
 
+FADE_S = 0.01
+
+
 def closed_form_sine(bins: int, amplitude_dbfs: float, ms_ratio: float) -> tuple[torch.Tensor, dict]:
     """A 48 kHz stereo sine `[2, T]` on FFT bin `bins`, the right channel the left times
     g = (1 - ms_ratio) / (1 + ms_ratio); and its closed-form centroid, M/S ratio, loudness and true peak."""
@@ -225,7 +228,10 @@ def closed_form_sine(bins: int, amplitude_dbfs: float, ms_ratio: float) -> tuple
     amplitude = 10.0 ** (amplitude_dbfs / 20.0)
     right_gain = (1 - ms_ratio) / (1 + ms_ratio)
     time_s = np.arange(round(SINE_S * ITU_SAMPLE_RATE)) / ITU_SAMPLE_RATE
-    left = amplitude * np.sin(2 * np.pi * freq_hz * time_s)
+    # 10-ms fades, as EBU's true-peak test signals: a sine switched on at full level overshoots its
+    # amplitude in the band-limited reconstruction (Gibbs); they lower the loudness by ~0.02 LU.
+    fade = np.minimum(1.0, np.minimum(time_s, time_s[::-1]) / FADE_S)
+    left = amplitude * np.sin(2 * np.pi * freq_hz * time_s) * fade
     mix = torch.from_numpy(np.stack([left, right_gain * left]))
     responses = [
         scipy.signal.freqz(b, a, [freq_hz], fs=ITU_SAMPLE_RATE)[1][0] for b, a in (ITU_PREFILTER, ITU_RLB)
