@@ -449,20 +449,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    root = (args.root or lmms_data().default_out()).expanduser()
+def rendered_validation_songs(root: Path | None) -> list[Song]:
+    """The validation songs rendered under `root` (None: the data script's default folder), saying which
+    are missing; empty (with the reason printed) where none is or LMMS's demo list is not installed."""
+    root = (root or lmms_data().default_out()).expanduser()
     try:
         validation = lmms_data().validation_songs(demo_songs())
     except AutomixError as error:
         print(f"skipped: the fixed split needs LMMS's demo list ({error})")
-        return 0
+        return []
     songs, missing = find_songs(root, validation) if root.is_dir() else ([], sorted(validation))
     if not songs:
         print(f"skipped: no validation song rendered under {root}; render them: {RENDER_HINT}")
-        return 0
-    if missing:
+    elif missing:
         print(f"note: validation songs not rendered (left out): {', '.join(missing)}")
+    return songs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    songs = rendered_validation_songs(args.root)
+    if not songs:
+        return 0
     print(f"validation songs: {', '.join(song.name for song in songs)}")
     methods = [method for method in METHODS if method in args.methods]
     excerpts = {}

@@ -34,25 +34,21 @@ import soundfile as sf
 import torch
 from human_mixes import (
     EXCERPT_S,
-    RENDER_HINT,
     ROOT,
     SAMPLE_RATE,
     Song,
     at_peak,
-    demo_songs,
-    find_songs,
     group_name,
-    lmms_data,
     pick_excerpts,
     read_wav,
     reference_span,
+    rendered_validation_songs,
     scramble,
     scramble_gains_db,
     song_groups,
 )
 from tqdm.auto import tqdm
 
-from automix.errors import AutomixError
 from automix.io import audio_info
 from automix.metrics import reconstructed_peak, spectral_centroid, stereo_ms_ratio
 from automix.units import amp_to_db
@@ -278,18 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("matchering") is None:
         print("skipped: matchering is not installed (pip install matchering; GPLv3, benchmark only)")
         return 0
-    root = (args.root or lmms_data().default_out()).expanduser()
-    try:
-        validation = lmms_data().validation_songs(demo_songs())
-    except AutomixError as error:
-        print(f"skipped: the fixed split needs LMMS's demo list ({error})")
-        return 0
-    songs, missing = find_songs(root, validation) if root.is_dir() else ([], sorted(validation))
+    songs = rendered_validation_songs(args.root)
     if not songs:
-        print(f"skipped: no validation song rendered under {root}; render them: {RENDER_HINT}")
         return 0
-    if missing:
-        print(f"note: validation songs not rendered (left out): {', '.join(missing)}")
     excerpts = {
         song.name: pick_excerpts(
             read_wav(song.folder / "mixture.wav"), SAMPLE_RATE, args.excerpts, args.excerpt_s

@@ -13,7 +13,7 @@ the seed (tempo, key, progression, sections with and without drums and vocals, a
 louder), and played by instruments the project never sees otherwise.
 
 Needs FluidSynth and a GM SoundFont (Debian: `apt-get install fluidsynth fluid-soundfont-gm`) and mido.
-Run: `python benchmarks/sampled_songs.py [--seeds 0-5] [--soundfont FILE] [--keep DIR]`.
+Run: `python benchmarks/sampled_songs.py [--seeds 0-5] [--soundfont FILE] [--keep DIR] [--max-limiting-db X]`.
 """
 
 import argparse
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=seeds, default=seeds("0-5"), help="e.g. 0-5 or 3")
     parser.add_argument("--soundfont", type=Path, default=SOUNDFONT)
     parser.add_argument("--keep", type=Path, default=None, help="keep each song's stems and mixes here")
+    parser.add_argument("--max-limiting-db", type=float, help="mix.py's limiting budget (default: its own)")
     args = parser.parse_args()
     if shutil.which("fluidsynth") is None or not args.soundfont.is_file():
         sys.exit("needs fluidsynth and a GM SoundFont: apt-get install fluidsynth fluid-soundfont-gm")
@@ -216,6 +217,8 @@ def main() -> None:
                 out, report = folder / f"mix_{name}.wav", folder / f"mix_{name}.json"
                 command = [sys.executable, str(ROOT / "mix.py"), "--stems", *map(str, stems)]
                 command += ["--style", name, "--output", str(out), "--analysis-output", str(report)]
+                if args.max_limiting_db is not None:
+                    command += ["--max-limiting-db", str(args.max_limiting_db)]
                 start = time.perf_counter()
                 subprocess.run(command, check=True, capture_output=True)
                 seconds = time.perf_counter() - start

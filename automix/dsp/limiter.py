@@ -320,9 +320,7 @@ def limiter(
     check_blockwise(blockwise, x, ceiling_dbtp, release_ms)
     n_samples = x.shape[-1]
     lead = x.shape[:-2]
-    window = max(1, round(lookahead_ms * sample_rate / 1000.0))
-    ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
-    release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
+    window, ceiling, release_coef = _gain_law(x, sample_rate, ceiling_dbtp, lookahead_ms, release_ms)
     limiter_gain = _limiter_gain_by_block if blockwise and is_long(n_samples, sample_rate) else _limiter_gain
     y, total = x, None
     for _ in range(LIMITER_PASSES):
@@ -359,12 +357,19 @@ def reconstruction_limit(
         `(y, peak)`: y (x itself where nothing exceeds the ceiling) and its reconstructed peak `[...]`
         dBTP (`automix.metrics.reconstructed_peak`).
     """
+    window, ceiling, release_coef = _gain_law(x, sample_rate, ceiling_dbtp, lookahead_ms, release_ms)
+    y, _, peak = _reconstruction_passes(x, ceiling, release_coef, window, in_place=False)
+    return y, amp_to_db(peak.reshape(x.shape[:-2]))
+
+
+def _gain_law(x, sample_rate: int, ceiling_dbtp, lookahead_ms: float, release_ms):
+    """`(window, ceiling [B, 1], release_coef [B])` of the limiter's gain law for x `[..., C, T]`: the
+    look-ahead in samples (at least 1), the linear ceiling less `TRUE_PEAK_MARGIN_DB`, the release's
+    one-pole coefficient."""
     lead = x.shape[:-2]
     window = max(1, round(lookahead_ms * sample_rate / 1000.0))
     ceiling = db_to_amp(per_item(ceiling_dbtp, lead, x) - TRUE_PEAK_MARGIN_DB)[:, None]
-    release_coef = ms2coef(per_item(release_ms, lead, x), sample_rate)
-    y, _, peak = _reconstruction_passes(x, ceiling, release_coef, window, in_place=False)
-    return y, amp_to_db(peak.reshape(lead))
+    return window, ceiling, ms2coef(per_item(release_ms, lead, x), sample_rate)
 
 
 def _reconstruction_passes(y, ceiling, release_coef, window, *, in_place: bool):
