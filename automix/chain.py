@@ -410,8 +410,10 @@ class AutoMixChain(nn.Module):
         took off the trim."""
         budget = self.mastering_settings.max_limiting_db
         power = bus_detector_power(bus, self.sample_rate, blockwise=True)
-        start_db = trim_db
+        start_db, excess = trim_db, None
         for _ in range(BUDGET_RENDERS):
+            if excess is not None:  # the render before was past the budget
+                trim_db = trim_db - excess.clamp_min(0.0)
             mix, limiter_gain = self.render_master(
                 bus, master_params, trim_db, power, blockwise=True, reconstruct=False, return_gain=True
             )
@@ -421,7 +423,6 @@ class AutoMixChain(nn.Module):
             excess = reduction["limiter"]["max_db"] - budget
             if not (excess > BUDGET_SLACK_DB).any():
                 break
-            trim_db = trim_db - excess.clamp_min(0.0)
         mix, peak = reconstruction_limit(mix, self.sample_rate, ceiling_dbtp=self.ceiling_dbtp)
         report = {
             "reconstructed_peak_dbtp": peak,
