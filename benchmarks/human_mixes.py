@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from automix.balance import balance_error_db, measurable_groups, mr_stft_distance
 from automix.errors import AutomixError
 from automix.io import audio_info, read_excerpt
-from automix.metrics import integrated_loudness, true_peak
+from automix.metrics import integrated_loudness, reconstructed_peak, true_peak
 from automix.units import db_to_amp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +183,8 @@ def at_peak(audio: torch.Tensor, sample_rate: int, peak_dbtp: float = REFERENCE_
 class Judgement(NamedTuple):
     """A mix against the producer's: balance error, worst track, lost tracks, MR-STFT distance and, for
     automix's modes, its errors to its own targets (LU, Hz, M/S ratio) and the share of its settings
-    pinned at an end of their range (`ParameterSpace.pinned_share`); NaN for the other methods."""
+    pinned at an end of their range (`ParameterSpace.pinned_share`) and the peak of its band-limited
+    reconstruction (`automix.metrics.reconstructed_peak`, dBTP); NaN for the other methods."""
 
     error_db: float
     worst_db: float
@@ -194,6 +195,7 @@ class Judgement(NamedTuple):
     centroid_error_hz: float = math.nan
     ms_error: float = math.nan
     pinned: float = math.nan
+    peak_dbtp: float = math.nan
 
 
 def judge(
@@ -225,6 +227,7 @@ def judge(
         errors.get("spectral_centroid", math.nan),
         errors.get("stereo_ms_ratio", math.nan),
         math.nan if analysis is None else analysis["pinned_share"],
+        math.nan if analysis is None else float(reconstructed_peak(mix, sample_rate)),
     )
 
 
@@ -245,6 +248,7 @@ class Summary(NamedTuple):
     median_abs_centroid_error_hz: float
     median_abs_ms_error: float
     median_pinned: float
+    peak_dbtp: float  # the highest reconstructed peak of the method's mixes
 
 
 def _median(values: Sequence[float]) -> float:
@@ -254,8 +258,8 @@ def _median(values: Sequence[float]) -> float:
 
 def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
     """Per method (in the order first seen): the median and the worst of the balance error over the
-    excerpts, the tracks lost in all, the median MR-STFT distance and the medians of |error| to the
-    targets."""
+    excerpts, the tracks lost in all, the median MR-STFT distance, the medians of |error| to the
+    targets and the highest reconstructed peak."""
     methods = dict.fromkeys(row.method for row in rows)
     table = {}
     for method in methods:
@@ -270,6 +274,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
             _median([abs(j.centroid_error_hz) for j in mine]),
             _median([abs(j.ms_error) for j in mine]),
             _median([j.pinned for j in mine]),
+            max((j.peak_dbtp for j in mine if not math.isnan(j.peak_dbtp)), default=math.nan),
         )
     return table
 
@@ -283,7 +288,7 @@ def format_row(row: Row) -> str:
     if not math.isnan(j.lufs_error):
         line += (
             f"  errors {j.lufs_error:+.2f} LU {j.centroid_error_hz:+5.0f} Hz M/S {j.ms_error:+.3f}"
-            f"  pinned {100 * j.pinned:4.1f} %  {row.seconds:5.1f} s"
+            f"  pinned {100 * j.pinned:4.1f} %  {j.peak_dbtp:+.2f} dBTP  {row.seconds:5.1f} s"
         )
     if j.lost:
         line += f"  lost: {', '.join(j.lost)}"
@@ -293,13 +298,13 @@ def format_row(row: Row) -> str:
 def format_summary(table: dict[str, Summary]) -> str:
     lines = [
         f"{'method':14} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
-        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6}"
+        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6} {'peak':>6}"
     ]
     for method, s in table.items():
         lines.append(
             f"{method:14} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
             f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
-            f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}%"
+            f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}% {s.peak_dbtp:+6.2f}"
         )
     return "\n".join(lines)
 
