@@ -197,7 +197,7 @@ def _read(path: Path) -> dict:
     if config is None:
         return {}
     if not isinstance(config, Mapping):
-        raise AutomixError(f"{path}: expected a mapping with sections optimize: and predict:")
+        raise AutomixError(f"{path}: expected a mapping with sections optimize:, predict: and mastering:")
     return dict(config)
 
 
