@@ -462,9 +462,11 @@ class AutoMixChain(nn.Module):
         if mode not in MODES:
             raise AutomixError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         stems, batched = prepare_stems(stems)
-        device = next(self.parameters()).device
-        stems = stems.to(device)
-        targets = resolve_targets(style, self.style_targets, stems.shape[0]).to(device, stems.dtype)
+        # The chain computes in its parameters' dtype (float32 unless cast); the mix comes back in the
+        # caller's (soundfile reads float64, a notebook may hold float16).
+        weight, caller_dtype = next(self.parameters()), stems.dtype
+        stems = stems.to(weight.device, weight.dtype)
+        targets = resolve_targets(style, self.style_targets, stems.shape[0]).to(weight.device, stems.dtype)
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
@@ -488,6 +490,7 @@ class AutoMixChain(nn.Module):
                 notes.extend([note] if note else [])
         analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
         analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
+        mix = mix.to(caller_dtype)
         if not batched:
             mix = mix[0]
             analysis = {k: _first(v) for k, v in analysis.items()}

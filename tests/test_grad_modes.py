@@ -55,3 +55,17 @@ def test_a_block_path_asked_for_while_a_gradient_is_recorded_is_refused():
     with torch.no_grad():
         integrated_loudness(x, SAMPLE_RATE, blockwise=True)
         limiter(x, SAMPLE_RATE, ceiling_dbtp=params["ceiling_dbtp"], blockwise=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_stems_of_any_floating_dtype_mix_to_the_callers_dtype(stems, dtype):
+    """float64 (soundfile's default) and half stems as one tensor: the chain computes in float32 and
+    returns the mix in the caller's dtype, equal to the float32 mix within the dtype's rounding."""
+    chain = AutoMixChain(n_stems=2)
+    with torch.no_grad():
+        reference, _ = chain(stems, style="rnb_ballad", mode="predict")
+        mix, analysis = chain(stems.to(dtype), style="rnb_ballad", mode="predict")
+    assert mix.dtype == dtype
+    tolerance = 1e-6 if dtype == torch.float64 else 2e-2  # half stems are rounded on the way in
+    torch.testing.assert_close(mix.float(), reference, rtol=0, atol=tolerance)
+    assert torch.isfinite(analysis["lufs"])
