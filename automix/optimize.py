@@ -339,11 +339,20 @@ class SongOptimizer:
         self.state: SongState | None = None
 
     def __call__(self, stems: torch.Tensor, targets: Targets, mask=None, *, progress: bool = False):
-        """Optimise the console for stems `[B, N, 2, T]`.
+        """Optimise the console for stems `[B, N, 2, T]`, in any grad mode: Adam records its own gradients
+        (under `torch.no_grad()` or `torch.inference_mode()` too), and none reaches the stems' `.grad`.
 
         Returns:
-            `(mix [B, 2, T], analysis)` of each song's closest full-length render.
+            `(mix [B, 2, T], analysis)` of each song's closest full-length render (no gradient).
         """
+        with torch.inference_mode(False):
+            # Tensors made under inference mode cannot join Adam's graph: copies of them can.
+            stems, mask = (_outside_inference(t) for t in (stems.detach(), mask))
+            targets = Targets.from_tensor(_outside_inference(targets.tensor()))
+            return self._optimise(stems, targets, mask, progress)
+
+    def _optimise(self, stems: torch.Tensor, targets: Targets, mask, progress: bool):
+        """`__call__` on stems, targets and mask made outside inference mode."""
         settings, chain = self.settings, self.chain
         with torch.no_grad():
             # No full-length render needs a gradient: a long song goes through them a block at a time.
@@ -670,31 +679,32 @@ class SongOptimizer:
         flat_gain = input_gain.repeat_interleave(n_excerpts, dim=0)
         bar = tqdm(range(settings.steps), desc="optimising mix", disable=not progress, leave=False)
         aim, steps, analysis = targets, 0, None
-        for step in bar:
-            _, analysis = chain.render(
-                flat,
-                torch.sigmoid(stem_logits).repeat_interleave(n_excerpts, dim=0),
-                torch.sigmoid(master_logits).repeat_interleave(n_excerpts, dim=0),
-                flat_mask,
-                trim_db=flat_trim,
-                join=(batch, n_excerpts),
-                input_gain=flat_gain,
-            )
-            if step == 0 and pinned is not None:
-                read = torch.stack([analysis["spectral_centroid"], analysis["stereo_ms_ratio"]], dim=-1)
-                aim = self.excerpt_aim(targets, read.detach(), pinned)
-            if hold is None:
-                hold = BalanceHold(
-                    stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
+        with torch.enable_grad():  # Adam's own gradients, whatever the caller's grad mode
+            for step in bar:
+                _, analysis = chain.render(
+                    flat,
+                    torch.sigmoid(stem_logits).repeat_interleave(n_excerpts, dim=0),
+                    torch.sigmoid(master_logits).repeat_interleave(n_excerpts, dim=0),
+                    flat_mask,
+                    trim_db=flat_trim,
+                    join=(batch, n_excerpts),
+                    input_gain=flat_gain,
                 )
-            loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_lufs"], mask).mean()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if self.refinable(analysis, aim, n_excerpts).all():
-                break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
+                if step == 0 and pinned is not None:
+                    read = torch.stack([analysis["spectral_centroid"], analysis["stereo_ms_ratio"]], dim=-1)
+                    aim = self.excerpt_aim(targets, read.detach(), pinned)
+                if hold is None:
+                    hold = BalanceHold(
+                        stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
+                    )
+                loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_lufs"], mask).mean()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if self.refinable(analysis, aim, n_excerpts).all():
+                    break
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps += 1
         stem_unit = torch.sigmoid(stem_logits).detach()
         if analysis is not None:  # each stem's level takes back what the last render read past the budget
             stem_unit = self.moved_levels(stem_unit, -hold.excess_db(analysis["stem_lufs"].detach(), mask))
@@ -821,6 +831,12 @@ def _choose(take: torch.Tensor, new, old):
         chosen = (_choose(take, a, b) for a, b in zip(new, old, strict=True))
         return type(new)(*chosen) if hasattr(new, "_fields") else tuple(chosen)
     return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+def _outside_inference(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """A tensor made under inference mode copied (called outside it) so that autograd may save it; any
+    other returned as it is."""
+    return tensor.clone() if tensor is not None and tensor.is_inference() else tensor
 
 
 def _secant_slope(after, before, moved, previous) -> torch.Tensor:

@@ -69,3 +69,27 @@ def test_stems_of_any_floating_dtype_mix_to_the_callers_dtype(stems, dtype):
     tolerance = 1e-6 if dtype == torch.float64 else 2e-2  # half stems are rounded on the way in
     torch.testing.assert_close(mix.float(), reference, rtol=0, atol=tolerance)
     assert torch.isfinite(analysis["lufs"])
+
+
+QUICK_OPTIMIZE = {"steps": 3, "attempts": 2, "refine_steps": 2, "excerpt_s": 1.0, "n_excerpts": 1}
+
+
+@pytest.mark.parametrize("no_gradients", [torch.inference_mode, torch.no_grad])
+def test_the_default_mode_runs_in_any_grad_mode_to_the_same_mix(stems, no_gradients):
+    """Adam switches its own gradients on: under no_grad or inference_mode the default mode gives the
+    mix it gives with gradients enabled (the same seed)."""
+    chain = AutoMixChain(n_stems=3, optimize=QUICK_OPTIMIZE)
+    torch.manual_seed(0)
+    expected, _ = chain(stems, style="rock_punk")
+    torch.manual_seed(0)
+    with no_gradients():
+        mix, analysis = chain(stems, style="rock_punk")
+    torch.testing.assert_close(mix, expected, rtol=0, atol=0)
+    assert torch.isfinite(analysis["lufs"])
+
+
+def test_the_default_mode_leaves_the_stems_grad_alone(stems):
+    chain = AutoMixChain(n_stems=3, optimize=QUICK_OPTIMIZE)
+    given = stems.clone().requires_grad_()
+    chain(given, style="rock_punk")
+    assert given.grad is None
