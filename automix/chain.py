@@ -5,6 +5,7 @@ Two ways to set the console, one console:
 - optimize (the default): start from the prediction, correct it on the full-length render, and run Adam on
   excerpts of the song only where those corrections cannot finish (`automix.optimize.SongOptimizer`)."""
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -440,11 +441,13 @@ class AutoMixChain(nn.Module):
         mask: torch.Tensor | None = None,
         progress: bool = False,
         blockwise: bool | None = None,
+        sample_rate: int | None = None,
     ):
         """Mix stems to a style.
 
         Args:
-            stems: a list of `[C, T]` tensors, `[N, C, T]`, or a batch `[B, N, C, T]` (C = 1 or 2).
+            stems: a list of `[C, T]` tensors, `[N, C, T]`, or a batch `[B, N, C, T]` (C = 1 or 2), at
+                `sample_rate`.
             style: a style name, a StyleTarget, one per batch item, `Targets`, or target vectors `[B, 6]`.
             mode: "optimize" (per-song optimisation, the default) or "predict" (one forward pass; keeps
                 gradients for training).
@@ -453,6 +456,8 @@ class AutoMixChain(nn.Module):
             blockwise: predict mode renders a long song a block of time at a time, recording no
                 gradient (None: where no gradient is being recorded). The default mode's full-length
                 renders always do.
+            sample_rate: the stems' rate, Hz (e.g. `torchaudio.load`'s second value); None: the chain's
+                `sample_rate`. Filters, meters and time constants follow it for this call.
 
         Returns:
             `(mix, analysis)`: mix `[2, T]` (or `[B, 2, T]` for a batch); analysis with the measured
@@ -461,6 +466,20 @@ class AutoMixChain(nn.Module):
         """
         if mode not in MODES:
             raise AutomixError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            if (
+                isinstance(sample_rate, bool)
+                or not isinstance(sample_rate, numbers.Integral)
+                or sample_rate <= 0
+            ):
+                raise AutomixError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+            chain_rate, self.sample_rate = self.sample_rate, int(sample_rate)
+            try:
+                return self(
+                    stems, style, mode, mask=mask, progress=progress, blockwise=blockwise, sample_rate=None
+                )
+            finally:
+                self.sample_rate = chain_rate
         stems, batched = prepare_stems(stems)
         # The chain computes in its parameters' dtype (float32 unless cast); the mix comes back in the
         # caller's (soundfile reads float64, a notebook may hold float16).

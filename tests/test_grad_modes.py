@@ -6,6 +6,7 @@ import torch
 
 from automix import AutoMixChain, create_training_loss
 from automix.dsp.limiter import limiter
+from automix.errors import AutomixError
 from automix.loudness import integrated_loudness
 from automix.utils import create_white_noise_stems
 
@@ -93,3 +94,22 @@ def test_the_default_mode_leaves_the_stems_grad_alone(stems):
     given = stems.clone().requires_grad_()
     chain(given, style="rock_punk")
     assert given.grad is None
+
+
+def test_forward_takes_the_stems_sample_rate():
+    """48 kHz stems through a 44.1 kHz chain with `sample_rate=48000` mix as through a 48 kHz chain (the
+    untrained predictor is the same on both), and the chain keeps its own rate afterwards."""
+    stems = create_white_noise_stems(2, duration=1.0, sample_rate=48000, seed=4)
+    with torch.no_grad():
+        expected, reference = AutoMixChain(sample_rate=48000)(stems, style="rnb_ballad", mode="predict")
+        chain = AutoMixChain(sample_rate=44100)
+        mix, analysis = chain(stems, style="rnb_ballad", mode="predict", sample_rate=48000)
+    torch.testing.assert_close(mix, expected, rtol=0, atol=1e-6)
+    assert float(analysis["spectral_centroid"]) == pytest.approx(float(reference["spectral_centroid"]))
+    assert chain.sample_rate == 44100
+
+
+@pytest.mark.parametrize("rate", [0, -44100, 44100.5, True, "48000"])
+def test_a_sample_rate_that_is_not_a_positive_whole_number_is_refused(stems, rate):
+    with pytest.raises(AutomixError, match="sample_rate"):
+        AutoMixChain()(stems, mode="predict", sample_rate=rate)
