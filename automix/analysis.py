@@ -1,5 +1,6 @@
 """What a mix is judged by: its measurements, and the report against the style's targets."""
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -34,9 +35,9 @@ def report(
 ) -> dict:
     """Targets, errors, pass flags (`automix.loss.TOLERANCES`; true peak under the ceiling) and a quality
     score in [0, 1]: the mean over the three targets of 1 - |error| / (2 tolerance), floored at 0,
-    times 0 when the true peak is over the ceiling. Where the analysis has them, the flags add
-    `reconstructed_peak` (under the ceiling) and `limiting` (the limiter's peak gain reduction within
-    `max_limiting_db`)."""
+    times 0 when the true peak is over the ceiling; an undefined measurement (NaN) fails and counts 0.
+    Where the analysis has them, the flags add `reconstructed_peak` (under the ceiling) and `limiting`
+    (the limiter's peak gain reduction within `max_limiting_db`)."""
     with torch.no_grad():
         errors = target_errors(analysis, targets)
         passed = {name: errors[name].abs() <= tol for name, tol in TOLERANCES.items()}
@@ -45,7 +46,10 @@ def report(
             passed["reconstructed_peak"] = analysis["reconstructed_peak_dbtp"] <= ceiling_dbtp + 1e-3
         if "gain_reduction" in analysis and max_limiting_db is not None:
             passed["limiting"] = ~over_budget(analysis["gain_reduction"], max_limiting_db)
-        closeness = [(1 - errors[name].abs() / (2 * tol)).clamp_min(0) for name, tol in TOLERANCES.items()]
+        closeness = [
+            (1 - errors[name].abs() / (2 * tol)).clamp_min(0).nan_to_num(0.0)
+            for name, tol in TOLERANCES.items()
+        ]
         score = torch.stack(closeness).mean(0) * passed["true_peak"]
         return {
             "targets": {
@@ -60,9 +64,14 @@ def report(
 
 
 def json_ready(value):
-    """An analysis value (tensors, and dicts of them) as JSON-ready numbers and lists."""
+    """An analysis value (tensors, and dicts and lists of them) as JSON-ready numbers and lists; a
+    non-finite number (an undefined measurement) as None: JSON has no NaN or infinities."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
+        value = value.detach().cpu().tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, Mapping):
         return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
     return value

@@ -432,6 +432,26 @@ class AutoMixChain(nn.Module):
         }
         return mix, trim_db, report
 
+    @torch.no_grad()
+    def refuse_silence(self, stems: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Refuse songs `[B, N, 2, T]` whose stems are all silent (no 400 ms block above the absolute
+        gate, -70 LUFS): no setting gives them a loudness, and the optimiser would search for a minute.
+
+        Raises:
+            AutomixError: naming the song in a batch.
+        """
+        stem_lufs = metrics.integrated_loudness(stems, self.sample_rate, blockwise=True)
+        sounding = stem_lufs > loudness.SILENCE_LUFS
+        if mask is not None:
+            sounding &= mask.to(stems.device) > 0
+        silent = (~sounding.any(-1)).nonzero().flatten().tolist()
+        if silent:
+            song = f"song {silent[0]}'s stems are" if stems.shape[0] > 1 else "the stems are"
+            raise AutomixError(
+                f"{song} silent (no 400 ms block above {loudness.SILENCE_LUFS:g} LUFS): there is nothing to "
+                "mix; check the files"
+            )
+
     def forward(
         self,
         stems,
@@ -486,6 +506,7 @@ class AutoMixChain(nn.Module):
         weight, caller_dtype = next(self.parameters()), stems.dtype
         stems = stems.to(weight.device, weight.dtype)
         targets = resolve_targets(style, self.style_targets, stems.shape[0]).to(weight.device, stems.dtype)
+        self.refuse_silence(stems, mask)
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
@@ -507,6 +528,15 @@ class AutoMixChain(nn.Module):
                     )
                 note = limiting_note(analysis["gain_reduction"], song, budget)
                 notes.extend([note] if note else [])
+        block = loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[0]
+        if mix.shape[-1] < block:  # BS.1770 measures none of a mix shorter than one gating block
+            seconds = mix.shape[-1] / self.sample_rate
+            analysis["lufs"] = torch.full_like(analysis["lufs"], float("nan"))
+            for notes in analysis["notes"]:
+                notes.append(
+                    f"integrated loudness is undefined for {seconds:.3f} s of audio, shorter than BS.1770's "
+                    "400 ms gating block; the level was set on the whole mix as one block"
+                )
         analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
         analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
         mix = mix.to(caller_dtype)

@@ -4,6 +4,7 @@ and plain values). A Lightning checkpoint written by training carries the same d
 """
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ from automix.errors import AutomixError
 from automix.params import ParameterSpace
 
 DEFAULT_SAMPLE_RATE = 44100
+MESSAGE_LIMIT = 300  # characters of a foreign error quoted in a one-line message
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def chain_checkpoint(chain) -> dict:
@@ -37,7 +40,8 @@ def load_chain(chain_class, path, style_targets: Mapping | None = None, **kwargs
     loaded; `kwargs` go to the constructor (over the checkpoint's own sample rate, ranges and ceiling).
 
     Raises:
-        AutomixError: naming the file, when it is missing, a folder, or not an automix checkpoint.
+        AutomixError: naming the file, when it is missing, a folder, not an automix checkpoint, or holds
+            weights of another shape than its config describes.
     """
     path = Path(path)
     if path.is_dir():
@@ -60,12 +64,33 @@ def load_chain(chain_class, path, style_targets: Mapping | None = None, **kwargs
             "ceiling_dbtp": float(config.get("ceiling_dbtp", DEFAULT_CEILING_DBTP)),
         }
         chain = chain_class(**(options | dict(config["model"]) | kwargs))
-        chain.predictor.load_state_dict(state["state_dict"])
+        weights = state["state_dict"]
     except AutomixError as error:
         raise AutomixError(f"{path}: {error}") from None
-    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as error:
+    except pickle.UnpicklingError:
         raise AutomixError(
-            f"{path}: not an automix checkpoint ({type(error).__name__}: {error}); give one written by "
-            "train.py or AutoMixChain.checkpoint()"
+            f"{path}: not an automix checkpoint: it holds objects other than tensors and plain values (numpy "
+            "arrays, classes), which are not loaded for safety; give one written by train.py or "
+            "AutoMixChain.checkpoint()"
+        ) from None
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
+        raise AutomixError(
+            f"{path}: not an automix checkpoint ({type(error).__name__}: {one_line(error)}); give one "
+            "written by train.py or AutoMixChain.checkpoint()"
+        ) from None
+    try:
+        chain.predictor.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise AutomixError(
+            f"{path}: its weights do not fit the predictor its config describes ({one_line(error)}); the "
+            "file is damaged or edited"
         ) from None
     return chain
+
+
+def one_line(error: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """An exception's message as one line of plain text: its lines joined, terminal colour codes removed,
+    and at most `limit` characters."""
+    text = ANSI_ESCAPE.sub("", str(error))
+    text = "; ".join(line.strip().rstrip(".:") for line in text.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -130,11 +130,12 @@ def load_stems(
     """Load stems as one stereo tensor at one sample rate and one length.
 
     Mono files become dual-mono; files at another rate are resampled to `sample_rate` (default: the
-    first file's rate); shorter stems are padded with silence at the end to the longest.
+    highest of the files' rates, so that no stem loses its top octave); shorter stems are padded with
+    silence at the end to the longest.
 
     Args:
         paths: the stem files, in order.
-        sample_rate: Hz for all stems; None takes the first file's.
+        sample_rate: Hz for all stems; None takes the highest of the files'.
 
     Returns:
         `([N, 2, T] float32, sample rate in Hz, notes)`: one human-readable note for each change made.
@@ -146,10 +147,15 @@ def load_stems(
         raise AutomixError("no stem files given; give at least one audio file")
     # Headers first, so that the stems are read straight into one tensor: no second copy of them all.
     headers = [_soundfile(path, sf.info) for path in paths]
-    sample_rate = headers[0].samplerate if sample_rate is None else sample_rate
+    notes: list[str] = []
+    rates = sorted({header.samplerate for header in headers})
+    if sample_rate is None:
+        sample_rate = rates[-1]
+        if len(rates) > 1:
+            listed = ", ".join(str(rate) for rate in rates)
+            notes.append(f"the stems' rates differ ({listed} Hz): mixed at {sample_rate} Hz, the highest")
     longest = max(math.ceil(header.frames * sample_rate / header.samplerate) for header in headers)
     stems = torch.zeros(len(paths), STEREO, longest)
-    notes: list[str] = []
     lengths = []
     for index, path in enumerate(paths):
         data, file_rate = _read(path)
@@ -169,6 +175,30 @@ def load_stems(
             missing = stems.shape[-1] - length
             notes.append(f"{path}: padded with {missing / sample_rate:.3f} s of silence to the longest stem")
     return stems, sample_rate, notes
+
+
+def stem_names(paths: Sequence[PathLike]) -> list[str]:
+    """One name per stem file, unique: the file's name without its suffix, with as many of its folders in
+    front as tell apart files of the same name (`a/drums.wav`, `b/drums.wav` -> "a/drums", "b/drums");
+    a file given twice is numbered ("drums", "drums 2")."""
+    folders = [Path(os.path.abspath(path)).parent.parts for path in paths]
+    stems = [Path(path).stem for path in paths]
+    names = list(stems)
+    for stem in set(stems):
+        group = [i for i, other in enumerate(stems) if other == stem]
+        distinct = len({folders[i] for i in group})
+        if distinct < 2:
+            continue
+        deepest = max(len(folders[i]) for i in group)
+        depth = next(d for d in range(1, deepest + 1) if len({folders[i][-d:] for i in group}) == distinct)
+        for i in group:
+            names[i] = Path(*folders[i][-depth:], stem).as_posix()
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name} {seen[name]}"
+    return names
 
 
 def save_audio(

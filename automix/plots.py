@@ -12,11 +12,28 @@ import torch  # noqa: E402
 
 from automix import metrics  # noqa: E402
 from automix.balance import stem_balance_db  # noqa: E402
+from automix.errors import AutomixError  # noqa: E402
 from automix.io import write_atomically  # noqa: E402
 
 SPECTRUM_N_FFT = 4096
 PLOT_DPI = 110
 STEM_AXIS_FLOOR_DB = -40.0
+PLOT_FORMATS = ("png", "svg", "pdf")  # the file's suffix chooses
+
+
+def plot_format(path: Path) -> str:
+    """The image format a plot path names by its suffix.
+
+    Raises:
+        AutomixError: a suffix that is not one of `PLOT_FORMATS`.
+    """
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise AutomixError(
+            f"{path}: a plot is written as {', '.join('.' + name for name in PLOT_FORMATS)}; "
+            "name the file with one of those"
+        )
+    return suffix
 
 
 def plot_mix(
@@ -27,14 +44,17 @@ def plot_mix(
     stem_names: list[str],
     protect=(),
 ) -> None:
-    """Write a PNG of `mix` `[2, T]` and its analysis (one song, not a batch): spectrum, loudness, stem
-    balance and, where the analysis has it, the master's gain reduction against the limiting budget."""
-    mid = mix.mean(dim=0)
+    """Write a picture of `mix` `[2, T]` and its analysis (one song, not a batch), as the suffix of `path`
+    says (`PLOT_FORMATS`): spectrum, loudness, stem balance and, where the analysis has it, the master's
+    gain reduction against the limiting budget. A mix shorter than the spectrum's frame is zero-padded."""
+    image_format = plot_format(path)
+    mid = mix.detach().float().cpu().mean(dim=0)
+    mid = torch.nn.functional.pad(mid, (0, max(0, SPECTRUM_N_FFT - mid.shape[-1])))
     window = torch.hann_window(SPECTRUM_N_FFT)
     frames = torch.stft(mid, SPECTRUM_N_FFT, SPECTRUM_N_FFT // 4, window=window, return_complex=True)
     spectrum_db = 20 * torch.log10(frames.abs().mean(-1).clamp_min(1e-9))
     freqs = torch.fft.rfftfreq(SPECTRUM_N_FFT, 1 / sample_rate)
-    short_term = metrics.short_term_loudness(mix, sample_rate)
+    short_term = metrics.short_term_loudness(mix.detach().float().cpu(), sample_rate)
     seconds = torch.arange(short_term.shape[-1]) * 0.1
 
     reduction = analysis.get("gain_reduction")
@@ -50,9 +70,9 @@ def plot_mix(
     ax_spec.legend(loc="lower left", fontsize=8)
 
     ax_loud.plot(seconds, short_term, lw=0.8, label="short-term loudness (3 s)")
-    ax_loud.axhline(
-        float(analysis["lufs"]), color="C1", label=f"integrated {float(analysis['lufs']):.1f} LUFS"
-    )
+    integrated = float(analysis["lufs"])
+    if math.isfinite(integrated):  # undefined under one 400 ms gating block
+        ax_loud.axhline(integrated, color="C1", label=f"integrated {integrated:.1f} LUFS")
     ax_loud.axhline(float(analysis["targets"]["lufs"]), color="C2", ls="--", label="target")
     ax_loud.set(xlabel="s", ylabel="LUFS", title="Loudness over time", ylim=(-40, 0))
     ax_loud.legend(loc="lower right", fontsize=8)
@@ -84,7 +104,9 @@ def plot_mix(
         _plot_gain_reduction(axes[3], analysis, reduction)
     fig.tight_layout()
     try:
-        write_atomically(Path(path), lambda file: fig.savefig(file, format="png", dpi=PLOT_DPI), protect)
+        write_atomically(
+            Path(path), lambda file: fig.savefig(file, format=image_format, dpi=PLOT_DPI), protect
+        )
     finally:
         plt.close(fig)
 

@@ -413,12 +413,20 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
     lufs = integrated_loudness(stereo, sample_rate, blockwise=True).item()
     if lufs <= SILENCE_LUFS:
         raise AutomixError(f"the reference is silent (below {SILENCE_LUFS:g} LUFS); give a track with music")
+    measured = {
+        "lufs": lufs,
+        "spectral_centroid_hz": spectral_centroid(stereo, sample_rate).item(),
+        "stereo_ms_ratio": stereo_ms_ratio(stereo).item(),
+    }
+    # The ranges a targets file is held to: a test tone or a track in antiphase is no mix to aim at.
+    for field, ((low, high), unit) in _RANGES.items():
+        if not low <= measured[field] <= high:
+            raise AutomixError(
+                f"the reference measures {field} {measured[field]:.6g}, outside the {low:g} to {high:g} "
+                f"{unit} a mix can be aimed at; give a mixed track"
+            )
     return StyleTarget(
-        name=name,
-        lufs=lufs,
-        spectral_centroid_hz=spectral_centroid(stereo, sample_rate).item(),
-        stereo_ms_ratio=stereo_ms_ratio(stereo).item(),
-        frequency_balance=tuple(band_energy(stereo, sample_rate).tolist()),
+        name=name, **measured, frequency_balance=tuple(band_energy(stereo, sample_rate).tolist())
     )
 
 

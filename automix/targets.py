@@ -110,6 +110,15 @@ def resolve_targets(
         vectors = vectors.expand(batch_size, -1)
     if vectors.shape[0] != batch_size:
         raise AutomixError(f"got {vectors.shape[0]} styles for a batch of {batch_size} songs")
+    # A style is checked when made; vectors come as they are (NaN bands: no band target).
+    values = vectors[:, :3].detach()
+    valid = torch.isfinite(values).all(-1) & (values[:, 1] > 0) & (values[:, 2] >= 0)
+    if not bool(valid.all()):
+        song = int((~valid).nonzero()[0])
+        raise AutomixError(
+            "target vectors need a finite lufs, spectral centroid > 0 Hz and M/S ratio >= 0 (columns 0-2); "
+            f"song {song} has {values[song].tolist()}"
+        )
     return Targets.from_tensor(vectors)
 
 

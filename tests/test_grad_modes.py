@@ -1,5 +1,6 @@
-"""One chain used under `torch.inference_mode()` or `torch.no_grad()`, then with gradients: nothing a
-call without gradients caches (filter tables, impulse responses) may break the calls after it."""
+"""The chain in a user's hands: any grad mode (a call without gradients caches nothing that breaks the
+calls after it), any floating dtype, the stems' own sample rate, and input no mix can be made of (bad
+target vectors, silence, audio too short to have a loudness) refused or reported, never mixed as if fine."""
 
 import pytest
 import torch
@@ -113,3 +114,39 @@ def test_forward_takes_the_stems_sample_rate():
 def test_a_sample_rate_that_is_not_a_positive_whole_number_is_refused(stems, rate):
     with pytest.raises(AutomixError, match="sample_rate"):
         AutoMixChain()(stems, mode="predict", sample_rate=rate)
+
+
+# ------------------------------------------------------------------------ input no mix can be made of
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_target_vector_is_refused_before_any_work(stems, bad):
+    """NaN in a target tensor reached the filters as a ValueError from deep inside."""
+    vector = torch.tensor([bad, 2000.0, 0.5, float("nan"), float("nan"), float("nan")])
+    with pytest.raises(AutomixError, match="target vectors need a finite lufs.*song 0"):
+        AutoMixChain()(stems, style=vector, mode="predict")
+
+
+@pytest.mark.parametrize("mode", ["optimize", "predict"])
+def test_silent_songs_are_refused_naming_the_song(stems, mode, monkeypatch):
+    def optimiser_ran(*args, **kwargs):
+        raise AssertionError("the optimiser ran on silence")
+
+    monkeypatch.setattr("automix.optimize.SongOptimizer.__call__", optimiser_ran)
+    with pytest.raises(AutomixError, match="^the stems are silent"):
+        AutoMixChain()(torch.zeros_like(stems), mode=mode)
+    batch = torch.stack([stems, 1e-6 * stems])  # the second song is under the -70 LUFS gate
+    with pytest.raises(AutomixError, match="^song 1's stems are silent"):
+        AutoMixChain()(batch, mode=mode)
+
+
+def test_loudness_under_one_gating_block_is_undefined_not_a_pass():
+    """A 0.2 s mix: BS.1770 has no 400 ms block to measure, so its loudness is NaN, a miss, and noted;
+    the other measurements stand."""
+    stems = create_white_noise_stems(2, duration=0.2, sample_rate=SAMPLE_RATE, seed=5)
+    with torch.no_grad():
+        mix, analysis = AutoMixChain()(stems, style="rock_punk", mode="predict")
+    assert mix.shape == (2, stems.shape[-1]) and torch.isfinite(mix).all()
+    assert torch.isnan(analysis["lufs"]) and not bool(analysis["passed"]["lufs"])
+    assert any("integrated loudness is undefined for 0.200 s" in note for note in analysis["notes"])
+    assert torch.isfinite(analysis["spectral_centroid"]) and 0 <= float(analysis["quality_score"]) <= 1

@@ -16,7 +16,15 @@ import torch
 
 from automix import io
 from automix.errors import AutomixError
-from automix.io import atomic_write_text, load_audio, load_stems, resample, save_audio, to_stereo
+from automix.io import (
+    atomic_write_text,
+    load_audio,
+    load_stems,
+    resample,
+    save_audio,
+    stem_names,
+    to_stereo,
+)
 
 SAMPLE_RATE = 44100
 
@@ -119,7 +127,7 @@ def test_load_stems_matches_rates_channels_and_lengths(tmp_path):
     sf.write(tmp_path / "drums.wav", long_stereo.T, SAMPLE_RATE, subtype="FLOAT")
     sf.write(tmp_path / "vocals.flac", short_mono, 48000, subtype="PCM_24")
     paths = [tmp_path / "drums.wav", tmp_path / "vocals.flac"]
-    stems, sample_rate, notes = load_stems(paths)
+    stems, sample_rate, notes = load_stems(paths, sample_rate=SAMPLE_RATE)
     assert stems.shape == (2, 2, SAMPLE_RATE) and sample_rate == SAMPLE_RATE
     np.testing.assert_allclose(stems[0].numpy(), long_stereo.astype(np.float32))
     assert torch.equal(stems[1, 0], stems[1, 1])  # dual-mono
@@ -129,8 +137,26 @@ def test_load_stems_matches_rates_channels_and_lengths(tmp_path):
     assert "vocals.flac" in text and "mono" in text and "48000 Hz" in text and "padded" in text
     assert "drums.wav" not in text
 
-    stems_48k, rate_48k, _ = load_stems(paths, sample_rate=48000)
+    # Without a rate, the highest of the files': no stem loses its top octave.
+    stems_48k, rate_48k, notes = load_stems(paths)
     assert rate_48k == 48000 and stems_48k.shape == (2, 2, 48000)
+    text = "\n".join(notes)
+    assert "drums.wav: resampled from 44100 Hz to 48000 Hz" in text
+    assert "the stems' rates differ (44100, 48000 Hz): mixed at 48000 Hz, the highest" in text
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        (["drums.wav", "bass.wav"], ["drums", "bass"]),
+        (["a/drums.wav", "b/drums.wav", "bass.wav"], ["a/drums", "b/drums", "bass"]),
+        (["x/a/drums.wav", "y/a/drums.flac"], ["x/a/drums", "y/a/drums"]),
+        (["drums.wav", "drums.wav"], ["drums", "drums 2"]),
+    ],
+)
+def test_stem_names_tell_files_of_the_same_name_apart(tmp_path, monkeypatch, paths, expected):
+    monkeypatch.chdir(tmp_path)
+    assert stem_names(paths) == expected
 
 
 def write_three_channels(path):

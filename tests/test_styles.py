@@ -312,6 +312,18 @@ def test_bad_references_are_refused():
         style_from_reference(torch.full((2, SAMPLE_RATE), math.nan), SAMPLE_RATE)
 
 
+def test_references_no_mix_could_aim_at_are_refused_as_a_targets_file_would_be():
+    """A test tone or a track in antiphase measures outside the ranges a targets file is held to (an
+    antiphase reference gave "M/S 1552756.88", then a run that failed after minutes)."""
+    seconds = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    hum = 0.5 * torch.sin(2 * math.pi * 50.0 * seconds)
+    with pytest.raises(AutomixError, match=r"spectral_centroid_hz 5\d\.\d+, outside the 100 to 10000 Hz"):
+        style_from_reference(torch.stack([hum, hum]), SAMPLE_RATE)
+    tone = 0.5 * torch.sin(2 * math.pi * 1000.0 * seconds)
+    with pytest.raises(AutomixError, match="stereo_ms_ratio .* outside the 0 to 2"):
+        style_from_reference(torch.stack([tone, -0.999 * tone]), SAMPLE_RATE)
+
+
 # --------------------------------------------------------------------------------------- random
 
 

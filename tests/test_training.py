@@ -256,6 +256,35 @@ def test_a_missing_data_root_is_a_user_error(tmp_path):
         train(compose_train([*QUICK, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path))
 
 
+def test_a_checkpoint_lightning_cannot_resume_is_refused_in_one_line(tmp_path):
+    """An exported automix checkpoint (weights only) or a garbage file as `ckpt_path` ended in a Hydra
+    traceback (`KeyError: 'pytorch-lightning_version'`, a 44-line unpickling error)."""
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint at all")
+    cases = {
+        SHIPPED["default_checkpoint"]: "model.init_checkpoint=",
+        tmp_path / "garbage.ckpt": "not a PyTorch checkpoint",
+    }
+    for path, expected in cases.items():
+        with pytest.raises(AutomixError, match=expected) as error:
+            train(compose_train([*QUICK, f"ckpt_path={path}"], tmp_path))
+        assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("budget", ["trainer.max_epochs=0", "trainer.max_steps=0"])
+def test_a_budget_of_no_training_is_refused_before_any_checkpoint_is_written(tmp_path, budget):
+    """`trainer.max_epochs=0` exported untrained weights as the run's checkpoint, with exit 0."""
+    with pytest.raises(AutomixError, match=budget.replace(".", r"\.") + " trains nothing"):
+        train(compose_train([*QUICK, budget], tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_run_in_which_no_step_ran_writes_no_checkpoint(tmp_path):
+    with pytest.raises(AutomixError, match="no training step ran"):
+        train(compose_train([*QUICK, "+trainer.limit_train_batches=0", "logger=none"], tmp_path))
+    assert not (tmp_path / "checkpoints" / "automix.ckpt").exists()
+
+
 @pytest.mark.slow
 def test_wandb_logger_runs_offline_with_media_under_the_run_dir(tmp_path):
     overrides = [*QUICK, "data.train_items=2", "trainer.max_steps=1", "logger=wandb"]
@@ -321,13 +350,26 @@ def test_train_py_multirun_runs_two_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_py_user_error_is_one_line_and_exit_2(tmp_path):
-    args = ["experiment=smoke", "data=folder", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}"]
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["data=folder", "data.root={tmp}/none"],
+            "{tmp}/none: no such folder; set data.root to the dataset folder",
+        ),
+        (["ckpt_path={shipped}"], "{shipped}: an automix checkpoint (weights only): start from its weights"),
+    ],
+    ids=["missing data root", "automix checkpoint as ckpt_path"],
+)
+def test_train_py_user_error_is_one_line_and_exit_2(tmp_path, overrides, expected):
+    def fill(text: str) -> str:
+        return text.format(tmp=tmp_path, shipped=SHIPPED["default_checkpoint"])
+
+    args = ["experiment=smoke", *map(fill, overrides), f"hydra.run.dir={tmp_path}"]
     result = run_train_py(args, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'none'}: no such folder; set data.root to the dataset folder"
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {fill(expected)}"), line
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from automix.io import (
     check_output_path,
     load_stems,
     save_audio,
+    stem_names,
 )
 from automix.settings import MixSettings, load_mix_settings
 from automix.styles import (
@@ -33,8 +34,11 @@ from automix.styles import (
 )
 from automix.synth import STEM_NAMES, synth_stems
 
+DEFAULT_STYLE = "rock_punk"
 TEST_STEM_SECONDS = 20.0
 TEST_SAMPLE_RATE = 44100
+MAX_SEED = 2**32 - 1
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 MAX_LIMITING_DB = 40.0  # the trim's own range: a larger budget limits nothing more
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
 # Analysis keys written to the JSON report in their own sections (parameters, balance, notes).
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--stems", nargs="+", type=Path, metavar="FILE", help="stem audio files")
     source.add_argument("--test-stems", type=int, metavar="N", help="mix N synthetic stems instead of files")
-    parser.add_argument("--style", default="rock_punk", help="style name (default: rock_punk)")
+    parser.add_argument("--style", help=f"style name (default: {DEFAULT_STYLE})")
     parser.add_argument("--output", type=Path, required=True, help="output WAV (24-bit), written atomically")
     parser.add_argument("--validate", action="store_true", help="print measured vs target; exit 1 on a miss")
     parser.add_argument(
@@ -79,8 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the limiter's peak gain reduction the loudness may take (default: conf/mix.yaml, 6 dB)",
     )
     parser.add_argument("--mode", choices=("optimize", "predict"), default="optimize")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels")
-    parser.add_argument("--seed", type=int, default=0, help="seed for synthetic stems and the optimiser")
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels (.png, .svg, .pdf)"
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        metavar="HZ",
+        help="mix at this rate (default: the highest of the stems'; others are resampled)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for synthetic stems and the optimiser (0 to 2^32 - 1)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return parser
@@ -140,6 +154,10 @@ def _check_outputs(args, inputs: list[Path]) -> None:
         for other in outputs[:index]:
             if os.path.realpath(path) == os.path.realpath(other):
                 raise AutomixError(f"{path}: named for two outputs; give each output its own file")
+    if args.plot is not None:
+        from automix.plots import plot_format
+
+        plot_format(args.plot)
 
 
 def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
@@ -167,14 +185,35 @@ def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    device = _device(args.device)
+def _check_arguments(args) -> None:
+    """Refuse values no run can use before any file is read."""
     if args.test_stems is not None and not 1 <= args.test_stems <= MAX_STEMS:
         raise AutomixError(f"--test-stems must be 1-{MAX_STEMS}, got {args.test_stems}")
     if args.stems and len(args.stems) > MAX_STEMS:
         raise AutomixError(f"--stems: at most {MAX_STEMS} stems, got {len(args.stems)}; submix some first")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise AutomixError(f"--seed must be 0 to {MAX_SEED}, got {args.seed}")
+    if args.sample_rate is not None and not MIN_SAMPLE_RATE <= args.sample_rate <= MAX_SAMPLE_RATE:
+        raise AutomixError(
+            f"--sample-rate must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, got {args.sample_rate}"
+        )
+    if args.max_limiting_db is not None and not 0 <= args.max_limiting_db <= MAX_LIMITING_DB:
+        raise AutomixError(
+            f"--max-limiting-db must be 0-{MAX_LIMITING_DB:g} dB, got {args.max_limiting_db:g}"
+        )
+    if args.reference is not None:
+        for flag, value in (("--style", args.style), ("--targets", args.targets)):
+            if value is not None:
+                raise AutomixError(
+                    f"--reference gives the targets, so {flag} would be ignored; give one of them"
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    device = _device(args.device)
+    _check_arguments(args)
     inputs = [
         *(args.stems or []),
         *(p for p in (args.targets, args.reference, args.checkpoint, args.config) if p),
@@ -183,39 +222,38 @@ def main(argv: list[str] | None = None) -> int:
     targets = load_style_targets(args.targets)
     settings = load_mix_settings(args.config)
     if args.max_limiting_db is not None:
-        if not 0 <= args.max_limiting_db <= MAX_LIMITING_DB:
-            raise AutomixError(
-                f"--max-limiting-db must be 0-{MAX_LIMITING_DB:g} dB, got {args.max_limiting_db:g}"
-            )
         mastering = dataclasses.replace(settings.mastering, max_limiting_db=args.max_limiting_db)
         settings = dataclasses.replace(settings, mastering=mastering)
     notes: list[str] = []
-    if args.stems:
-        stems, sample_rate, notes = load_stems(args.stems)
-        names = [p.stem for p in args.stems]
-    else:
-        n_songs = -(-args.test_stems // len(STEM_NAMES))
-        songs = [synth_stems(TEST_STEM_SECONDS, TEST_SAMPLE_RATE, seed=args.seed + i) for i in range(n_songs)]
-        stems = torch.cat([s for s, _ in songs])[: args.test_stems]
-        names = [f"{name}{i}" for i, (_, song_names) in enumerate(songs) for name in song_names][
-            : args.test_stems
-        ]
-        sample_rate = TEST_SAMPLE_RATE
+    # The targets before the stems: a bad style or reference is refused before a long read.
     if args.reference:
         style = style_from_reference_file(args.reference)
         notes.append(f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
                      f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
     else:
-        style = get_style(targets, args.style)
+        style = get_style(targets, args.style or DEFAULT_STYLE)
     if args.loudness_target is not None:
         style = with_loudness(style, args.loudness_target)
+    if args.stems:
+        stems, sample_rate, loaded = load_stems(args.stems, args.sample_rate)
+        notes += loaded
+        names = stem_names(args.stems)
+    else:
+        sample_rate = args.sample_rate or TEST_SAMPLE_RATE
+        n_songs = -(-args.test_stems // len(STEM_NAMES))
+        songs = [synth_stems(TEST_STEM_SECONDS, sample_rate, seed=args.seed + i) for i in range(n_songs)]
+        stems = torch.cat([s for s, _ in songs])[: args.test_stems]
+        names = [f"{name}{i}" for i, (_, song_names) in enumerate(songs) for name in song_names][
+            : args.test_stems
+        ]
     torch.manual_seed(args.seed)
     chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets, settings).to(device)
-    chain.sample_rate = sample_rate
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     with torch.no_grad() if args.mode == "predict" else torch.enable_grad():
-        mix, analysis = chain(stems.to(device), style=style, mode=args.mode, progress=not args.quiet)
+        mix, analysis = chain(
+            stems.to(device), style=style, mode=args.mode, progress=not args.quiet, sample_rate=sample_rate
+        )
     stems = None  # freed before the output is written: a 4-minute song's 8 stems are 0.7 GB
     mix = mix.detach().cpu()
     save_audio(args.output, mix, sample_rate, protect=inputs)
@@ -240,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         "master": json_ready(analysis["master_params"]),
     }
     if args.analysis_output:
-        atomic_write_text(args.analysis_output, json.dumps(report, indent=2) + "\n", protect=inputs)
+        atomic_write_text(
+            args.analysis_output, json.dumps(report, indent=2, allow_nan=False) + "\n", protect=inputs
+        )
     if args.plot:
         from automix.plots import plot_mix
 
@@ -250,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':18} {'measured':>9} {'target':>9}")
         for label, measured, target, passed, unit in rows:
             mark = ("PASS" if passed else "FAIL") if args.validate else ""
-            print(f"{label:18} {measured:9.2f} {target:9.2f} {unit:5} {mark}")
+            shown = f"{measured:9.2f}" if math.isfinite(measured) else f"{'undefined':>9}"
+            print(f"{label:18} {shown} {target:9.2f} {unit:5} {mark}")
         print(f"wrote {args.output} ({mix.shape[-1] / sample_rate:.1f} s) in {seconds:.1f} s")
     return 1 if args.validate and not all(row[3] for row in rows) else 0
 

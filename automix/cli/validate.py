@@ -6,13 +6,13 @@ Exit status 0 when every check passes, 1 when any fails, 2 (one line on stderr) 
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from automix.analysis import json_ready
 from automix.chain import MODES
 from automix.cli import run_cli
 from automix.cli.mix import checkpoint_for, load_chain
@@ -50,17 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _select(cases: list, test_filter: str | None) -> list:
     return [case for case in cases if test_filter is None or test_filter in case.name]
-
-
-def _json_ready(value):
-    """Non-finite floats (the loudness of silence is -inf) as None: JSON has no infinities."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
 
 
 def _cell(metric: dict, digits: int) -> str:
@@ -168,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {summary['wall_s']:.0f} s"
     )
     if args.output is not None:
-        text = json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n"
         atomic_write_text(args.output, text, protect=inputs)
         print(f"wrote {args.output}")
     return 0 if summary["failed"] == 0 else 1

@@ -5,6 +5,8 @@ fits (resuming from `ckpt_path` when set), and on rank 0 writes the chain's own 
 (`AutoMixChain.from_checkpoint` reads it; `mix.py --checkpoint` uses it) to `export.path`.
 """
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +23,7 @@ from automix.io import write_atomically
 from automix.training.module import AutoMixModule, plain
 
 ROOT_RESOLVER = "automix_root"
+LIGHTNING_VERSION_KEY = "pytorch-lightning_version"  # in every checkpoint Lightning writes
 EXPORT_WEIGHTS = ("best", "last")
 
 
@@ -61,8 +64,9 @@ def train(cfg: DictConfig) -> dict:
         (None on ranks other than 0).
 
     Raises:
-        AutomixError: a mandatory value left unset (e.g. `data.root`), a missing `ckpt_path`, or any
-            user error of the data or model configs.
+        AutomixError: a mandatory value left unset (e.g. `data.root`), a `ckpt_path` that is not a
+            Lightning checkpoint, a budget of 0 epochs or steps, a run in which no step ran, or any user
+            error of the data or model configs.
     """
     register_resolvers()
     cache_compiled_kernels()
@@ -73,9 +77,15 @@ def train(cfg: DictConfig) -> dict:
         raise AutomixError(
             f"export.weights must be one of {', '.join(EXPORT_WEIGHTS)}, got {cfg.export.weights!r}"
         )
+    for budget in ("max_epochs", "max_steps"):
+        if cfg.trainer.get(budget) == 0:
+            raise AutomixError(
+                f"trainer.{budget}=0 trains nothing, and the run's checkpoint would hold untrained weights; "
+                "give at least 1 (or -1: no limit)"
+            )
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise AutomixError(f"{ckpt_path}: no such checkpoint to resume from; check ckpt_path")
+    if ckpt_path:
+        check_resume_checkpoint(Path(ckpt_path))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -91,6 +101,11 @@ def train(cfg: DictConfig) -> dict:
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": plain(cfg)})
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.global_step == 0:
+            raise AutomixError(
+                "no training step ran (no training batch came: check the data and the trainer's batch "
+                "limits); no checkpoint was written"
+            )
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         checkpoint = export_checkpoint(trainer, model, cfg) if trainer.is_global_zero else None
     finally:
@@ -99,6 +114,28 @@ def train(cfg: DictConfig) -> dict:
 
             wandb.finish()
     return {"metrics": metrics, "checkpoint": checkpoint}
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """Refuse a `ckpt_path` that Lightning cannot resume from, in one line: a missing file, not a PyTorch
+    file, or one without Lightning's training state (an exported automix checkpoint holds weights only:
+    `model.init_checkpoint` starts from those)."""
+    if not path.is_file():
+        raise AutomixError(f"{path}: no such checkpoint to resume from; check ckpt_path")
+    # torch.save writes a zip archive; anything else would reach the unpickler and fail in many ways.
+    if not zipfile.is_zipfile(path):
+        raise AutomixError(f"{path}: not a PyTorch checkpoint; ckpt_path resumes from a run's last.ckpt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError) as error:
+        raise AutomixError(f"{path}: not a checkpoint this project wrote ({type(error).__name__})") from None
+    if not isinstance(state, dict) or LIGHTNING_VERSION_KEY not in state:
+        hint = (
+            f"an automix checkpoint (weights only): start from its weights with model.init_checkpoint={path}"
+            if isinstance(state, dict) and "config" in state.get("automix", state)
+            else "not a Lightning checkpoint"
+        )
+        raise AutomixError(f"{path}: {hint}; ckpt_path resumes a run from its checkpoints/last.ckpt")
 
 
 def export_checkpoint(trainer: L.Trainer, model: AutoMixModule, cfg: DictConfig) -> Path:
