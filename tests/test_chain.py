@@ -9,6 +9,7 @@ import torch
 
 from automix import AutoMixChain, create_training_loss, load_style_targets
 from automix import chain as chain_module
+from automix.analysis import report
 from automix.dsp import filters
 from automix.errors import AutomixError
 from automix.synth import synth_stems, white_noise
@@ -114,9 +115,14 @@ def test_list_of_mono_and_stereo_stems_of_different_lengths(chain):
     torch.testing.assert_close(mix, expected, rtol=0, atol=1e-6)
 
 
-def test_silent_stems_give_finite_output_and_analysis(chain):
+def test_silent_stems_render_finite_output_and_analysis(chain):
+    """`forward` refuses a silent song (tests/test_grad_modes.py); training renders one (a silent excerpt)
+    through the same predictor and master, and nothing may turn NaN."""
+    targets = resolve_targets("rnb_ballad", chain.style_targets, 1)
     with torch.no_grad():
-        mix, analysis = chain(torch.zeros(3, 2, SAMPLE_RATE), style="rnb_ballad", mode="predict")
+        prediction = chain.predict(torch.zeros(1, 3, 2, SAMPLE_RATE), targets)
+        mix, analysis = chain.finish_prediction(prediction, kept=False)
+        analysis |= report(analysis, targets, chain.ceiling_dbtp)
     assert torch.isfinite(mix).all()
     for key in ("lufs", "spectral_centroid", "stereo_ms_ratio", "true_peak_dbtp", "quality_score"):
         assert torch.isfinite(torch.as_tensor(analysis[key])).all(), key

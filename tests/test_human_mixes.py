@@ -43,7 +43,7 @@ def fake_tracks(seed: int = 0) -> np.ndarray:
     band = scipy.signal.sosfilt(scipy.signal.butter(4, [2000, 4000], "band", fs=SR, output="sos"), noise[1])
     high = scipy.signal.sosfilt(scipy.signal.butter(6, 8000, "high", fs=SR, output="sos"), noise[2])
     tone = np.broadcast_to(np.sin(2 * np.pi * 1000 * np.arange(n) / SR), (2, n))
-    tracks = np.stack([2.0 * low, 0.1 * tone, 1.0 * band, 0.5 * high]) * envelope(n)
+    tracks = np.stack([2.0 * low, 0.1 * tone, 1.0 * band, 0.1 * high]) * envelope(n)
     return tracks.astype(np.float32)
 
 

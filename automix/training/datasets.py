@@ -241,7 +241,8 @@ class MultitrackDataset(MixingDataset):
     silent one), loudness by BS.1770. The augmentation must keep every track, in order (no drops), so
     that stem i is track i of the mix. With chance `reference_targets` an item's target is what its
     reference mix measures (`automix.styles.style_from_reference`): mix the tracks like this mix; an
-    excerpt whose mix is no reference (silent) keeps its sampled target.
+    excerpt whose mix is no reference (silent, or measuring outside the targets' ranges) keeps its sampled
+    target.
     """
 
     def __init__(self, *args, reference_targets: float = 0.0, **kwargs):
@@ -255,7 +256,7 @@ class MultitrackDataset(MixingDataset):
         if torch.rand((), generator=generator, dtype=torch.float64) < self.reference_targets:
             try:
                 measured = style_from_reference(item["reference_mix"].double(), self.sample_rate)
-            except AutomixError:  # no reference (a silent excerpt): the sampled target stays
+            except AutomixError:  # no reference (a silent or odd excerpt): the sampled target stays
                 return item
             item["target"] = style_vector(measured).to(item["target"].dtype)
         return item
