@@ -167,6 +167,7 @@ def test_table_row_and_verbose_detail(tiny_result, capsys):
         (["--checkpoint", "missing.ckpt"], ["missing.ckpt"]),
         (["--checkpoint", "plain_file", "--output", "plain_file"], ["plain_file", "input"]),
         (["--targets", "missing.yaml"], ["missing.yaml"]),
+        (["--seed", "99999999999999999999"], ["--seed", "4294967295"]),
     ],
     ids=[
         "unknown style",
@@ -176,6 +177,7 @@ def test_table_row_and_verbose_detail(tiny_result, capsys):
         "checkpoint",
         "output over the checkpoint",
         "targets file",
+        "seed overflow",
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, mentions):

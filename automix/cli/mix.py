@@ -14,7 +14,7 @@ import torch
 
 from automix.analysis import json_ready
 from automix.chain import MAX_STEMS, AutoMixChain
-from automix.cli import run_cli
+from automix.cli import check_seed, run_cli
 from automix.errors import AutomixError
 from automix.io import (
     atomic_write_text,
@@ -37,7 +37,6 @@ from automix.synth import STEM_NAMES, synth_stems
 DEFAULT_STYLE = "rock_punk"
 TEST_STEM_SECONDS = 20.0
 TEST_SAMPLE_RATE = 44100
-MAX_SEED = 2**32 - 1
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 MAX_LIMITING_DB = 40.0  # the trim's own range: a larger budget limits nothing more
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
@@ -191,8 +190,7 @@ def _check_arguments(args) -> None:
         raise AutomixError(f"--test-stems must be 1-{MAX_STEMS}, got {args.test_stems}")
     if args.stems and len(args.stems) > MAX_STEMS:
         raise AutomixError(f"--stems: at most {MAX_STEMS} stems, got {len(args.stems)}; submix some first")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise AutomixError(f"--seed must be 0 to {MAX_SEED}, got {args.seed}")
+    check_seed(args.seed)
     if args.sample_rate is not None and not MIN_SAMPLE_RATE <= args.sample_rate <= MAX_SAMPLE_RATE:
         raise AutomixError(
             f"--sample-rate must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, got {args.sample_rate}"

@@ -14,7 +14,7 @@ import torch
 
 from automix.analysis import json_ready
 from automix.chain import MODES
-from automix.cli import run_cli
+from automix.cli import check_seed, run_cli
 from automix.cli.mix import checkpoint_for, load_chain
 from automix.errors import AutomixError
 from automix.io import atomic_write_text, check_output_path
@@ -114,6 +114,7 @@ def _print_detail(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_seed(args.seed)
     started = time.perf_counter()
     modes = list(dict.fromkeys(args.mode))
     checkpoints = {mode: checkpoint_for(mode, args.checkpoint) for mode in modes}
