@@ -6,6 +6,7 @@ Two ways to set the console, one console:
   excerpts of the song only where those corrections cannot finish (`automix.optimize.SongOptimizer`)."""
 
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -15,6 +16,7 @@ from torch import nn
 from automix import checkpoint, loudness, metrics
 from automix.analysis import measure, report
 from automix.balance import stem_balance_db
+from automix.console_settings import ConsoleSettings, parse_settings, read_settings
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
     bus_detector_power,
@@ -246,6 +248,11 @@ class AutoMixChain(nn.Module):
         stem_params = self.space.denormalize_stems(stem_unit)
         if input_gain is not None:
             stem_params["input_gain_db"] = input_gain[:, None].expand_as(stem_params["level_db"])
+        return self.render_strips(stems, stem_params, mask, blockwise=blockwise)
+
+    def render_strips(self, stems, stem_params: Mapping, mask=None, *, blockwise: bool = False) -> BusRender:
+        """`render_bus` from the strips' settings in units (`STEM_PARAMETERS` `[B, N]`, and
+        `input_gain_db`)."""
         if not (blockwise and is_long(stems.shape[-1], self.sample_rate)):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
@@ -263,6 +270,19 @@ class AutoMixChain(nn.Module):
             bus[..., start : start + processed.shape[-1]] = processed.sum(dim=1)
             meter.add(processed)
         return BusRender(bus, stem_params, meter.integrated_loudness().to(stems.dtype))
+
+    @torch.no_grad()
+    def strip_outputs(self, stems, stem_params: Mapping, mask=None) -> torch.Tensor:
+        """Each stem after its channel strip `[B, N, 2, T]`, rendered as the kept bus is (a long song a
+        block of time at a time): their sum is `render_strips(..., blockwise=True)`'s bus."""
+        if not is_long(stems.shape[-1], self.sample_rate):
+            processed = channel_strip(stems, self.sample_rate, stem_params)
+        else:
+            block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
+            processed = torch.empty_like(stems)
+            for start, block in channel_strip_blocks(stems, self.sample_rate, stem_params, block_samples):
+                processed[..., start : start + block.shape[-1]] = block
+        return processed if mask is None else processed * mask[..., None, None].to(processed.dtype)
 
     def render_master(
         self,
@@ -401,18 +421,20 @@ class AutoMixChain(nn.Module):
         return mix, analysis | mastered
 
     @torch.no_grad()
-    def kept_master(self, bus, master_params: dict, trim_db) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def kept_master(
+        self, bus, master_params: dict, trim_db, *, within_budget: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Predict mode's render of the master on a bus `[B, 2, T]` at a trim `[B]` dB, as a user gets it:
         `(mix, trim, report)`. A render whose limiter reduces peaks past the limiting budget is rendered
         again with the trim lowered by the excess (the limited peaks fall dB for dB with it): the loudness
         is approached, not chased. The mix then goes through the limiter's reconstruction check
         (`automix.dsp.limiter.reconstruction_limit`); the report holds `reconstructed_peak_dbtp` and
         `gain_reduction` (`automix.mastering.gain_reduction`), and `limited_trim_db` `[B]`, what the budget
-        took off the trim."""
+        took off the trim. `within_budget=False`: one render at the trim given (a settings file's)."""
         budget = self.mastering_settings.max_limiting_db
         power = bus_detector_power(bus, self.sample_rate, blockwise=True)
         start_db, excess = trim_db, None
-        for _ in range(BUDGET_RENDERS):
+        for _ in range(BUDGET_RENDERS if within_budget else 1):
             if excess is not None:  # the render before was past the budget
                 trim_db = trim_db - excess.clamp_min(0.0)
             mix, limiter_gain = self.render_master(
@@ -452,6 +474,81 @@ class AutoMixChain(nn.Module):
                 "mix; check the files"
             )
 
+    @torch.no_grad()
+    def render_settings(
+        self,
+        stems,
+        settings: "ConsoleSettings | Mapping | str | os.PathLike",
+        *,
+        names: Sequence[str] | None = None,
+        style: str | StyleTarget | None = None,
+        sample_rate: int | None = None,
+    ):
+        """Mix stems with a console given in units (a settings file, `automix.console_settings`), with no
+        optimisation: the stems a mix was made from and its settings give that mix again.
+
+        Args:
+            stems: `[N, C, T]` or a list of `[C, T]`, in the order of `names`; or a mapping name -> `[C, T]`.
+            settings: a `ConsoleSettings`, the dict of a settings file, or its path.
+            names: the stems' names (default: the settings' order); each must have settings.
+            style: what to judge the mix against (default: the settings' targets).
+            sample_rate: the stems' rate, Hz (default: the chain's).
+
+        Returns:
+            `(mix [2, T], analysis)`, the analysis as `forward` gives it.
+
+        Raises:
+            AutomixError: a settings file that does not parse, stems it does not name, no targets.
+        """
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            chain_rate, self.sample_rate = self.sample_rate, checked_rate(sample_rate)
+            try:
+                return self.render_settings(stems, settings, names=names, style=style)
+            finally:
+                self.sample_rate = chain_rate
+        if not isinstance(settings, ConsoleSettings):
+            settings = (
+                parse_settings(settings, self.space)
+                if isinstance(settings, Mapping)
+                else read_settings(settings, self.space)
+            )
+        if isinstance(stems, Mapping):
+            names, stems = list(stems), list(stems.values())
+        settings = settings.ordered(list(settings.names if names is None else names))
+        stems, _ = prepare_stems(stems)
+        weight, caller_dtype = next(self.parameters()), stems.dtype
+        stems = stems.to(weight.device, weight.dtype)
+        if style is None and settings.targets is None:
+            raise AutomixError("the settings hold no targets to judge the mix by; pass style=")
+        targets = resolve_targets(settings.targets if style is None else style, self.style_targets, 1)
+        targets = targets.to(weight.device, stems.dtype)
+        self.refuse_silence(stems)
+
+        def batch(params: Mapping) -> dict:
+            return {key: value.to(weight.device, weight.dtype)[None] for key, value in params.items()}
+
+        stem_params = batch(settings.stem_params)
+        stem_params["input_gain_db"] = torch.full_like(stem_params["level_db"], settings.input_gain_db)
+        master_params = batch(settings.master_params)
+        trim_db = torch.full((1,), settings.master_trim_db, device=weight.device, dtype=weight.dtype)
+        bus, stem_params, stem_lufs = self.render_strips(stems, stem_params, blockwise=True)
+        mix, trim_db, mastered = self.kept_master(bus, master_params, trim_db, within_budget=False)
+        analysis = measure(mix, self.sample_rate, blockwise=True) | mastered
+        analysis |= {
+            "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
+            "stem_params": stem_params,
+            "master_params": master_params,
+            "master_trim_db": trim_db,
+            "loudness_range": metrics.loudness_range(mix, self.sample_rate, blockwise=True),
+            "notes": [[]],
+        }
+        if settings.sample_rate != self.sample_rate:
+            analysis["notes"][0].append(
+                f"settings made at {settings.sample_rate} Hz, rendered at {self.sample_rate} Hz"
+            )
+        mix, analysis = self.judged(mix, analysis, targets, mode=None)
+        return mix.to(caller_dtype)[0], {k: _first(v) for k, v in analysis.items()}
+
     def forward(
         self,
         stems,
@@ -487,13 +584,7 @@ class AutoMixChain(nn.Module):
         if mode not in MODES:
             raise AutomixError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if sample_rate is not None and sample_rate != self.sample_rate:
-            if (
-                isinstance(sample_rate, bool)
-                or not isinstance(sample_rate, numbers.Integral)
-                or sample_rate <= 0
-            ):
-                raise AutomixError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
-            chain_rate, self.sample_rate = self.sample_rate, int(sample_rate)
+            chain_rate, self.sample_rate = self.sample_rate, checked_rate(sample_rate)
             try:
                 return self(
                     stems, style, mode, mask=mask, progress=progress, blockwise=blockwise, sample_rate=None
@@ -514,8 +605,18 @@ class AutoMixChain(nn.Module):
             mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
+        mix, analysis = self.judged(mix, analysis, targets, mode, mask)
+        mix = mix.to(caller_dtype)
+        if not batched:
+            mix = mix[0]
+            analysis = {k: _first(v) for k, v in analysis.items()}
+        return mix, analysis
+
+    def judged(self, mix, analysis: dict, targets: Targets, mode: str | None, mask=None):
+        """`(mix, analysis)` with the report against `targets` (`automix.analysis.report`), the stems'
+        balance, and the notes a user reads: the limiting budget in predict mode, undefined loudness."""
         analysis["stem_balance_db"] = stem_balance_db(analysis["stem_lufs"].detach(), mask)
-        analysis.setdefault("notes", [[] for _ in range(stems.shape[0])])
+        analysis.setdefault("notes", [[] for _ in range(mix.shape[0])])
         budget = self.mastering_settings.max_limiting_db
         if mode == "predict" and "gain_reduction" in analysis:
             for song, notes in enumerate(analysis["notes"]):
@@ -539,11 +640,18 @@ class AutoMixChain(nn.Module):
                 )
         analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
         analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
-        mix = mix.to(caller_dtype)
-        if not batched:
-            mix = mix[0]
-            analysis = {k: _first(v) for k, v in analysis.items()}
         return mix, analysis
+
+
+def checked_rate(sample_rate) -> int:
+    """A sample rate given to the chain, as an int.
+
+    Raises:
+        AutomixError: not a positive whole number of Hz.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate <= 0:
+        raise AutomixError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    return int(sample_rate)
 
 
 def neutral_divergence(unit: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,10 @@ from automix.loudness import all_finite
 PathLike = str | os.PathLike
 STEREO = 2
 DEFAULT_SUBTYPE = "PCM_24"
+# What a mix is delivered as: `--format` and `--bit-depth` (soundfile's subtypes).
+OUTPUT_FORMATS = ("wav", "flac")
+BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+DITHERED_SUBTYPES = {"PCM_16": 16}  # bits; 24-bit's quantisation (-144 dBFS) is left undithered
 WRITE_BLOCK_FRAMES = 2**16  # `save_audio` writes this many frames at a time
 
 
@@ -43,7 +47,7 @@ def _soundfile(path: PathLike, call: Callable):
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as error:
         reason = (getattr(error, "error_string", None) or str(error) or type(error).__name__).rstrip(".")
         raise AutomixError(
-            f"{path}: not a readable audio file ({reason}); give a WAV, FLAC, AIFF or OGG file"
+            f"{path}: not a readable audio file ({reason}); give a WAV, FLAC, AIFF, OGG or MP3 file"
         ) from error
 
 
@@ -208,11 +212,13 @@ def save_audio(
     *,
     subtype: str = DEFAULT_SUBTYPE,
     protect: Iterable[PathLike] = (),
+    dither_seed: int = 0,
 ) -> Path:
     """Write `[C, T]` audio atomically; the format follows the file extension (.wav, .flac, .aiff, ...).
 
     Samples are written as they are: integer subtypes clip at +-1 (keep peaks below the ceiling before).
-    Missing parent folders are created.
+    16-bit PCM gets TPDF dither first (`tpdf_dither`), so that its quantisation error is noise
+    independent of the signal rather than distortion. Missing parent folders are created.
 
     Args:
         path: the destination.
@@ -220,6 +226,7 @@ def save_audio(
         sample_rate: Hz.
         subtype: soundfile subtype, e.g. "PCM_16", "PCM_24", "FLOAT".
         protect: paths that must not be overwritten (the inputs): writing onto one of them is refused.
+        dither_seed: seed of the dither's noise (a file written twice is the same file).
 
     Returns:
         The path written.
@@ -235,7 +242,10 @@ def save_audio(
     if not all_finite(audio):
         raise AutomixError(f"{path}: refusing to write NaN or infinite samples")
     file_format = check_audio_output(path, subtype=subtype, protect=protect)
-    frames = audio.numpy().T  # [T, C], a view
+    if subtype in DITHERED_SUBTYPES:  # quantised here: libsndfile's own conversion truncates
+        frames = dithered_pcm(audio, DITHERED_SUBTYPES[subtype], seed=dither_seed).T
+    else:
+        frames = audio.numpy().T  # [T, C], a view
 
     def write(file: IO[bytes]) -> None:
         # A block of frames at a time: soundfile copies what it writes into frame order, and a whole
@@ -248,6 +258,28 @@ def save_audio(
 
     write_atomically(path, write, protect)
     return path
+
+
+def dithered_pcm(x: torch.Tensor, bits: int, *, seed: int = 0) -> np.ndarray:
+    """`x` as integer PCM of `bits` bits (16: int16), after triangular (TPDF) dither of +-1 LSB: the
+    difference of two independent uniform noises of 1 LSB, which makes the quantisation error's mean and
+    variance independent of the signal (Lipshitz, Wannamaker & Vanderkooy, "Quantization and Dither: A
+    Theoretical Survey", JAES 1992). Rounded to the nearest step, LSB = 2^-(bits - 1) of full scale; the
+    total error has a power of LSB^2 / 4 (dither LSB^2 / 6, rounding LSB^2 / 12): -96.3 dBFS at 16 bits.
+
+    Args:
+        x: `[..., T]` float audio in [-1, 1] (clipped to the format's range).
+        bits: 16 (int16) here; the array's integer type follows.
+        seed: the noise's seed (the same audio gives the same file).
+
+    Returns:
+        `[..., T]` integers, as soundfile writes them verbatim to a PCM subtype of `bits` bits.
+    """
+    steps = 2.0 ** (bits - 1)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand((2, *x.shape), generator=generator, dtype=torch.float64)
+    scaled = (x.double() * steps + noise[0] - noise[1]).round().clamp(-steps, steps - 1)
+    return scaled.numpy().astype(np.dtype(f"int{bits}"))
 
 
 def atomic_write_text(path: PathLike, text: str, *, protect: Iterable[PathLike] = ()) -> Path:
