@@ -181,12 +181,12 @@ def load_stems(
     return stems, sample_rate, notes
 
 
-def stem_names(paths: Sequence[PathLike]) -> list[str]:
+def stem_names(paths: Sequence[PathLike], *, suffixes: bool = True) -> list[str]:
     """One name per stem file, unique: the file's name without its suffix, with as many of its folders in
     front as tell apart files of the same name (`a/drums.wav`, `b/drums.wav` -> "a/drums", "b/drums");
-    a file given twice is numbered ("drums", "drums 2")."""
+    a file given twice is numbered ("drums", "drums 2"). `suffixes=False`: names kept whole (folders)."""
     folders = [Path(os.path.abspath(path)).parent.parts for path in paths]
-    stems = [Path(path).stem for path in paths]
+    stems = [Path(path).stem if suffixes else Path(os.path.abspath(path)).name for path in paths]
     names = list(stems)
     for stem in set(stems):
         group = [i for i, other in enumerate(stems) if other == stem]

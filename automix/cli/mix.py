@@ -3,7 +3,6 @@
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -12,21 +11,16 @@ from pathlib import Path
 
 import torch
 
-from automix.analysis import json_ready
 from automix.chain import MAX_STEMS, AutoMixChain
 from automix.cli import check_seed, run_cli
+from automix.console_settings import read_settings
+from automix.delivery import MASTER_FILE, MixJob, SongRequest, mix_song, output_subtype
 from automix.errors import AutomixError
-from automix.io import (
-    atomic_write_text,
-    check_audio_output,
-    check_output_path,
-    load_stems,
-    save_audio,
-    stem_names,
-)
+from automix.io import BIT_DEPTHS, OUTPUT_FORMATS, check_audio_output, check_output_path
 from automix.settings import MixSettings, load_mix_settings
 from automix.styles import (
     LOUDNESS_PRESETS,
+    StyleTarget,
     get_style,
     load_style_targets,
     style_from_reference_file,
@@ -40,8 +34,6 @@ TEST_SAMPLE_RATE = 44100
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 MAX_LIMITING_DB = 40.0  # the trim's own range: a larger budget limits nothing more
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default.ckpt"
-# Analysis keys written to the JSON report in their own sections (parameters, balance, notes).
-NOT_DUMPED = ("stem_params", "master_params", "stem_balance_db", "balance_start_db", "notes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--stems", nargs="+", type=Path, metavar="FILE", help="stem audio files")
     source.add_argument("--test-stems", type=int, metavar="N", help="mix N synthetic stems instead of files")
+    source.add_argument(
+        "--songs", nargs="+", type=Path, metavar="DIR", help="a catalogue: each folder one song's stems"
+    )
     parser.add_argument("--style", help=f"style name (default: {DEFAULT_STYLE})")
-    parser.add_argument("--output", type=Path, required=True, help="output WAV (24-bit), written atomically")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="the master (.wav or .flac; 24-bit unless --bit-depth), written atomically",
+    )
     parser.add_argument("--validate", action="store_true", help="print measured vs target; exit 1 on a miss")
     parser.add_argument(
         "--analysis-output", type=Path, metavar="FILE.json", help="write the analysis as JSON"
@@ -81,7 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DB",
         help="the limiter's peak gain reduction the loudness may take (default: conf/mix.yaml, 6 dB)",
     )
-    parser.add_argument("--mode", choices=("optimize", "predict"), default="optimize")
+    parser.add_argument("--mode", choices=("optimize", "predict"), help="default: optimize")
+    delivery = parser.add_argument_group("delivery")
+    delivery.add_argument(
+        "--format", choices=OUTPUT_FORMATS, help="the master's format (default: --output's)"
+    )
+    delivery.add_argument(
+        "--bit-depth", choices=tuple(BIT_DEPTHS), default="24", help="16 (TPDF-dithered), 24 or 32f (float)"
+    )
+    delivery.add_argument(
+        "--stems-output", type=Path, metavar="DIR", help="each stem after its strip, and master.json"
+    )
+    delivery.add_argument(
+        "--save-settings",
+        type=Path,
+        metavar="FILE.json",
+        help="every setting in units, to edit and render again",
+    )
+    delivery.add_argument(
+        "--settings", type=Path, metavar="FILE.json", help="render with these settings, no optimisation"
+    )
+    catalogue = parser.add_argument_group("catalogues (--songs)")
+    catalogue.add_argument(
+        "--output-dir", type=Path, metavar="OUT", help="<song>.wav, <song>.json, results.jsonl"
+    )
+    catalogue.add_argument(
+        "--devices", type=int, default=1, help="processes (CPU) or GPUs per node (default 1)"
+    )
+    catalogue.add_argument("--num-nodes", type=int, default=1, help="machines (Lightning DDP; default 1)")
     parser.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels (.png, .svg, .pdf)"
     )
@@ -146,8 +172,10 @@ def _device(name: str) -> torch.device:
 
 def _check_outputs(args, inputs: list[Path]) -> None:
     """Refuse bad output paths before any work, so that no run ends by failing to write."""
-    outputs = [path for path in (args.output, args.analysis_output, args.plot) if path is not None]
-    check_audio_output(args.output, protect=inputs)
+    outputs = [path for path in (args.output, args.analysis_output, args.plot, args.save_settings) if path]
+    check_audio_output(args.output, subtype=BIT_DEPTHS[args.bit_depth], protect=inputs)
+    if args.stems_output is not None:
+        check_output_path(args.stems_output / MASTER_FILE, protect=inputs)
     for index, path in enumerate(outputs):
         check_output_path(path, protect=inputs)
         for other in outputs[:index]:
@@ -184,7 +212,7 @@ def summary_rows(analysis: dict) -> list[tuple[str, float, float, bool, str]]:
     return table
 
 
-def _check_arguments(args) -> None:
+def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
     """Refuse values no run can use before any file is read."""
     if args.test_stems is not None and not 1 <= args.test_stems <= MAX_STEMS:
         raise AutomixError(f"--test-stems must be 1-{MAX_STEMS}, got {args.test_stems}")
@@ -205,107 +233,156 @@ def _check_arguments(args) -> None:
                 raise AutomixError(
                     f"--reference gives the targets, so {flag} would be ignored; give one of them"
                 )
+    if args.settings is not None:
+        # A settings file is the console: nothing is optimised or predicted, no loudness is sought.
+        ignored = {
+            "--mode": args.mode,
+            "--checkpoint": args.checkpoint,
+            "--config": args.config,
+            "--loudness-target": args.loudness_target,
+            "--max-limiting-db": args.max_limiting_db,
+        }
+        for flag, value in ignored.items():
+            if value is not None:
+                raise AutomixError(
+                    f"--settings renders without optimisation, so {flag} would be ignored; drop it"
+                )
+    if args.songs:
+        single = {
+            "--output": args.output,
+            "--analysis-output": args.analysis_output,
+            "--plot": args.plot,
+            "--stems-output": args.stems_output,
+            "--save-settings": args.save_settings,
+            "--settings": args.settings,
+        }
+        for flag, value in single.items():
+            if value is not None:
+                raise AutomixError(
+                    f"{flag} names one song's file; with --songs, every song goes to --output-dir"
+                )
+        if args.output_dir is None:
+            parser.error("--songs needs --output-dir OUT")
+    else:
+        if args.output is None:
+            parser.error("the following arguments are required: --output")
+        for flag, value in (("--output-dir", args.output_dir), ("--devices", args.devices != 1 or None)):
+            if value is not None:
+                raise AutomixError(f"{flag} is for catalogues (--songs DIR ...); give --output for one song")
+    if args.devices < 1 or args.num_nodes < 1:
+        raise AutomixError(
+            f"--devices and --num-nodes must be at least 1, got {args.devices} and {args.num_nodes}"
+        )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    device = _device(args.device)
-    _check_arguments(args)
-    inputs = [
-        *(args.stems or []),
-        *(p for p in (args.targets, args.reference, args.checkpoint, args.config) if p),
-    ]
-    _check_outputs(args, inputs)
+def master_format(args) -> str:
+    """The master's format: `--format`, else `--output`'s suffix (catalogues: wav).
+
+    Raises:
+        AutomixError: `--format` and `--output`'s suffix disagree, or 32-bit float in FLAC.
+    """
+    suffix = args.output.suffix.lower().lstrip(".") if args.output is not None else None
+    file_format = args.format or (suffix if suffix in OUTPUT_FORMATS else None) or "wav"
+    if suffix is not None and suffix != file_format:
+        raise AutomixError(f"{args.output}: --format {file_format} writes .{file_format}; name the output so")
+    output_subtype(args.bit_depth, file_format)
+    return file_format
+
+
+def targets_of(args, targets) -> tuple[StyleTarget | None, list[str]]:
+    """The style to aim at (`--reference`, `--style`, `--loudness-target`) and notes on where it came from;
+    None with `--settings` and no style given (the file's targets judge the mix)."""
+    if args.reference:
+        style = style_from_reference_file(args.reference)
+        note = (
+            f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
+            f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}"
+        )
+        return style, [note]
+    if args.settings is not None and args.style is None:
+        return None, []
+    style = get_style(targets, args.style or DEFAULT_STYLE)
+    if args.loudness_target is not None:
+        style = with_loudness(style, args.loudness_target)
+    return style, []
+
+
+def build_job(args, device: torch.device, inputs: list[Path], *, progress: bool) -> MixJob:
+    """What every song of this run shares: the chain on its device, the targets, the settings file."""
     targets = load_style_targets(args.targets)
     settings = load_mix_settings(args.config)
     if args.max_limiting_db is not None:
         mastering = dataclasses.replace(settings.mastering, max_limiting_db=args.max_limiting_db)
         settings = dataclasses.replace(settings, mastering=mastering)
-    notes: list[str] = []
-    # The targets before the stems: a bad style or reference is refused before a long read.
-    if args.reference:
-        style = style_from_reference_file(args.reference)
-        notes.append(f"targets from {args.reference}: {style.lufs:.1f} LUFS, "
-                     f"{style.spectral_centroid_hz:.0f} Hz, M/S {style.stereo_ms_ratio:.2f}")  # fmt: skip
-    else:
-        style = get_style(targets, args.style or DEFAULT_STYLE)
-    if args.loudness_target is not None:
-        style = with_loudness(style, args.loudness_target)
-    if args.stems:
-        stems, sample_rate, loaded = load_stems(args.stems, args.sample_rate)
-        notes += loaded
-        names = stem_names(args.stems)
-    else:
-        sample_rate = args.sample_rate or TEST_SAMPLE_RATE
-        n_songs = -(-args.test_stems // len(STEM_NAMES))
-        songs = [synth_stems(TEST_STEM_SECONDS, sample_rate, seed=args.seed + i) for i in range(n_songs)]
-        stems = torch.cat([s for s, _ in songs])[: args.test_stems]
-        names = [f"{name}{i}" for i, (_, song_names) in enumerate(songs) for name in song_names][
-            : args.test_stems
-        ]
+    style, notes = targets_of(args, targets)  # before the stems: a bad style or reference is refused first
+    mode = args.mode or "optimize"
     torch.manual_seed(args.seed)
-    chain = load_chain(checkpoint_for(args.mode, args.checkpoint), targets, settings).to(device)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    with torch.no_grad() if args.mode == "predict" else torch.enable_grad():
-        mix, analysis = chain(
-            stems.to(device), style=style, mode=args.mode, progress=not args.quiet, sample_rate=sample_rate
-        )
-    stems = None  # freed before the output is written: a 4-minute song's 8 stems are 0.7 GB
-    mix = mix.detach().cpu()
-    save_audio(args.output, mix, sample_rate, protect=inputs)
-    seconds = time.perf_counter() - started
-    for note in analysis["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    notes += analysis["notes"]
-    report = {
-        "style": style.name,
-        "mode": args.mode,
-        "sample_rate": sample_rate,
-        "stems": names,
-        "notes": notes,
-        "seconds": seconds,
-    } | json_ready({k: v for k, v in analysis.items() if k not in NOT_DUMPED})
-    report["balance"] = balance_report(analysis, names)
-    report["parameters"] = {
-        "stems": {
-            name: {k: json_ready(v[i]) for k, v in analysis["stem_params"].items()}
-            for i, name in enumerate(names)
-        },
-        "master": json_ready(analysis["master_params"]),
-    }
-    if args.analysis_output:
-        atomic_write_text(
-            args.analysis_output, json.dumps(report, indent=2, allow_nan=False) + "\n", protect=inputs
-        )
-    if args.plot:
-        from automix.plots import plot_mix
+    checkpoint = None if args.settings else checkpoint_for(mode, args.checkpoint)
+    chain = load_chain(checkpoint, targets, settings).to(device)
+    console = read_settings(args.settings, chain.space) if args.settings else None
+    return MixJob(
+        chain=chain,
+        style=style,
+        mode=mode,
+        console=console,
+        sample_rate=args.sample_rate,
+        subtype=output_subtype(args.bit_depth, master_format(args)),
+        progress=progress,
+        protect=tuple(inputs),
+        notes=tuple(notes),
+    )
 
-        plot_mix(args.plot, mix, sample_rate, analysis, names, protect=inputs)
-    rows = summary_rows(analysis)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    device = _device(args.device)
+    _check_arguments(parser, args)
+    master_format(args)
+    inputs = [
+        *(args.stems or []),
+        *(p for p in (args.targets, args.reference, args.checkpoint, args.config, args.settings) if p),
+    ]
+    if args.songs:
+        from automix.catalogue import run_catalogue  # Lightning: only for catalogues
+
+        job = build_job(args, device, inputs, progress=False)
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        return run_catalogue(args, job, args.songs, master_format(args), accelerator)
+    _check_outputs(args, inputs)
+    job = build_job(args, device, inputs, progress=not args.quiet)
+    request = SongRequest(
+        stems=args.stems or [],
+        output=args.output,
+        analysis_output=args.analysis_output,
+        plot=args.plot,
+        stems_output=args.stems_output,
+        save_settings=args.save_settings,
+        audio=None if args.stems else synthetic_stems(args.test_stems, args.seed, args.sample_rate),
+    )
+    result = mix_song(job, request)
+    seconds = time.perf_counter() - started
+    rows = summary_rows(result.analysis)
     if not args.quiet or args.validate:
         print(f"{'':18} {'measured':>9} {'target':>9}")
         for label, measured, target, passed, unit in rows:
             mark = ("PASS" if passed else "FAIL") if args.validate else ""
             shown = f"{measured:9.2f}" if math.isfinite(measured) else f"{'undefined':>9}"
             print(f"{label:18} {shown} {target:9.2f} {unit:5} {mark}")
-        print(f"wrote {args.output} ({mix.shape[-1] / sample_rate:.1f} s) in {seconds:.1f} s")
+        length = result.mix.shape[-1] / result.sample_rate
+        print(f"wrote {args.output} ({length:.1f} s) in {seconds:.1f} s")
     return 1 if args.validate and not all(row[3] for row in rows) else 0
 
 
-def balance_report(analysis: dict, names: list[str]) -> dict:
-    """Per stem: its loudness relative to the stems together (`automix.balance.stem_balance_db`), where
-    the optimiser started it and how far it moved, dB; null for a silent stem."""
-    start = analysis.get("balance_start_db")
-    report = {}
-    for i, name in enumerate(names):
-        relative = float(analysis["stem_balance_db"][i])
-        entry = {"relative_db": relative}
-        if start is not None:
-            entry |= {"start_db": float(start[i]), "moved_db": relative - float(start[i])}
-        report[name] = {k: (None if math.isnan(v) else round(v, 3)) for k, v in entry.items()}
-    return report
+def synthetic_stems(count: int, seed: int, sample_rate: int | None) -> tuple[torch.Tensor, int, list[str]]:
+    """`--test-stems N`: N synthetic stems (songs of `automix.synth` in turn), their rate and names."""
+    sample_rate = sample_rate or TEST_SAMPLE_RATE
+    n_songs = -(-count // len(STEM_NAMES))
+    songs = [synth_stems(TEST_STEM_SECONDS, sample_rate, seed=seed + i) for i in range(n_songs)]
+    stems = torch.cat([s for s, _ in songs])[:count]
+    names = [f"{name}{i}" for i, (_, song_names) in enumerate(songs) for name in song_names][:count]
+    return stems, sample_rate, names
 
 
 def cli() -> int:
