@@ -11,6 +11,7 @@ The JSON shape (schema version 1; docs/design.md, *Settings files*):
 `AutoMixChain.render_settings` renders it without optimisation: the same stems give the same mix.
 """
 
+import dataclasses
 import json
 import math
 import numbers
@@ -47,6 +48,7 @@ class ConsoleSettings:
         sample_rate: Hz the settings were made at (time constants and filters are in units: any rate works).
         ceiling_dbtp: the limiter's ceiling.
         targets: what the mix was aimed at, for the report; None where the file gives none.
+        source: the file, for messages.
     """
 
     names: tuple[str, ...]
@@ -57,13 +59,15 @@ class ConsoleSettings:
     sample_rate: int
     ceiling_dbtp: float
     targets: StyleTarget | None = None
+    source: str = "settings"
 
-    def ordered(self, names: Sequence[str], source: str = "settings") -> "ConsoleSettings":
+    def ordered(self, names: Sequence[str]) -> "ConsoleSettings":
         """The same settings with the stems in the order of `names` (the stems given).
 
         Raises:
             AutomixError: a stem given that the settings do not name, or one they name that is not given.
         """
+        source = self.source
         unknown = [name for name in self.names if name not in names]
         if unknown:
             raise AutomixError(
@@ -75,18 +79,7 @@ class ConsoleSettings:
             raise AutomixError(f"{source}: no settings for the stem {missing[0]!r}; add an entry under stems")
         order = torch.tensor([self.names.index(name) for name in names])
         params = {key: value[order] for key, value in self.stem_params.items()}
-        return ConsoleSettings(tuple(names), params, *_tail(self))
-
-
-def _tail(settings: ConsoleSettings) -> tuple:
-    return (
-        settings.master_params,
-        settings.master_trim_db,
-        settings.input_gain_db,
-        settings.sample_rate,
-        settings.ceiling_dbtp,
-        settings.targets,
-    )
+        return dataclasses.replace(self, names=tuple(names), stem_params=params)
 
 
 def settings_from_analysis(
@@ -183,6 +176,7 @@ def parse_settings(data, space: ParameterSpace, source: str = "settings") -> Con
         int(rate),
         ceiling,
         _targets(source, data.get("targets")),
+        source,
     )
 
 
