@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -168,7 +169,8 @@ def run_catalogue(args, job: MixJob, folders: Sequence[Path], file_format: str, 
     `args`: mix.py's (`output_dir`, `devices`, `num_nodes`, `quiet`); `accelerator`: "cpu" or "gpu".
 
     Returns:
-        0 when every song of the catalogue is mixed, 1 when some failed (their errors are in the results).
+        0 when every song of the catalogue is mixed, 1 when some failed (their errors are in the results)
+        or, with `--validate`, missed a target.
     """
     output_dir = args.output_dir
     check_output_path(output_dir / RESULTS_FILE, protect=job.protect)
@@ -178,6 +180,8 @@ def run_catalogue(args, job: MixJob, folders: Sequence[Path], file_format: str, 
         (name, folder) for name, folder in zip(names, folders, strict=True) if not song_done(output_dir, name)
     ]
     songs = SongFolders(todo)
+    if accelerator == "cpu" and args.devices > 1:
+        share_cores(args.devices)
     for logger in ("lightning.pytorch", "lightning.fabric"):  # no banner lines around the bar
         logging.getLogger(logger).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning 2.6
@@ -200,12 +204,23 @@ def run_catalogue(args, job: MixJob, folders: Sequence[Path], file_format: str, 
         return 0
     results = compact_results(output_dir / RESULTS_FILE)
     failed = [name for name in names if results.get(name, {}).get("status") != "ok"]
+    missed = [name for name in names if name not in failed and not results[name]["passed_all"]]
     if not args.quiet:
         print(
-            f"{len(names) - len(failed)} of {len(names)} songs mixed ({len(names) - len(todo)} done before); "
-            f"{len(failed)} failed; results in {output_dir / RESULTS_FILE}"
+            f"{len(names) - len(failed)} of {len(names)} songs mixed ({len(names) - len(todo)} done before), "
+            f"{len(missed)} missing a target; {len(failed)} failed; results in {output_dir / RESULTS_FILE}"
         )
-    return 1 if failed else 0
+    return 1 if failed or (args.validate and missed) else 0
+
+
+def share_cores(processes: int) -> None:
+    """Give each of a node's CPU processes its share of the cores: torch and numba each start a thread
+    a core in every process, and N processes on N cores' threads run slower than one process."""
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    torch.set_num_threads(threads)
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def song_done(output_dir: Path, name: str) -> bool:

@@ -4,6 +4,7 @@ them), as `mix.py` users run them."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +24,12 @@ from tests.test_mix_cli import (
     assert_one_line_error,
     run_in_process,
     run_mix_py,
+    run_script,
     snapshot,
     write_stems,
 )
 
+CATALOGUE_PY = Path(__file__).resolve().parents[1] / "catalogue.py"
 SECONDS = 2.0
 LEVEL_EDIT_DB = 2.0
 
@@ -305,3 +308,25 @@ def test_read_settings_checks_against_the_chains_ranges(tmp_path):
     (tmp_path / "s.json").write_text("[1, 2]")
     with pytest.raises(AutomixError, match="expected a JSON object"):
         read_settings(tmp_path / "s.json")
+
+
+@pytest.mark.slow
+def test_catalogue_py_runs_a_catalogue_through_hydra(tmp_path):
+    """`catalogue.py` (Hydra, conf/catalogue.yaml, for its launchers): the song folders under `songs`."""
+    (tmp_path / "songs").mkdir()
+    _catalogue(tmp_path / "songs")
+    result = run_script(
+        CATALOGUE_PY,
+        tmp_path,
+        f"songs={tmp_path / 'songs'}",
+        f"output_dir={tmp_path / 'out'}",
+        "mode=predict",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    results = _results(tmp_path / "out" / "results.jsonl")
+    assert {name: record["status"] for name, record in results.items()} == {
+        "alpha": "ok",
+        "beta": "ok",
+        "broken": "error",
+    }
