@@ -180,16 +180,17 @@ def run_catalogue(args, job: MixJob, folders: Sequence[Path], file_format: str, 
         (name, folder) for name, folder in zip(names, folders, strict=True) if not song_done(output_dir, name)
     ]
     songs = SongFolders(todo)
-    if accelerator == "cpu" and args.devices > 1:
-        share_cores(args.devices)
+    devices, num_nodes = args.devices or 1, args.num_nodes or 1
+    if accelerator == "cpu" and devices > 1:
+        share_cores(devices)
     for logger in ("lightning.pytorch", "lightning.fabric"):  # no banner lines around the bar
         logging.getLogger(logger).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning 2.6
     trainer = L.Trainer(
         accelerator=accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy="ddp" if args.devices * args.num_nodes > 1 else "auto",
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy="ddp" if devices * num_nodes > 1 else "auto",
         use_distributed_sampler=False,
         callbacks=[SongBar()] if not args.quiet else [],
         enable_progress_bar=not args.quiet,

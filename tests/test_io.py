@@ -43,7 +43,7 @@ def files_in(folder) -> list[str]:
     ("suffix", "subtype", "tolerance"),
     [
         (".wav", "PCM_24", 2.0**-23),
-        (".wav", "PCM_16", 2.0**-15),
+        (".wav", "PCM_16", 1.5 * 2.0**-15),  # TPDF dither of +-1 LSB, then rounding: +-1.5 LSB
         (".flac", "PCM_24", 2.0**-23),
         (".wav", "FLOAT", 0),
     ],

@@ -104,10 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     catalogue.add_argument(
         "--output-dir", type=Path, metavar="OUT", help="<song>.wav, <song>.json, results.jsonl"
     )
-    catalogue.add_argument(
-        "--devices", type=int, default=1, help="processes (CPU) or GPUs per node (default 1)"
-    )
-    catalogue.add_argument("--num-nodes", type=int, default=1, help="machines (Lightning DDP; default 1)")
+    catalogue.add_argument("--devices", type=int, help="processes (CPU) or GPUs per node (default 1)")
+    catalogue.add_argument("--num-nodes", type=int, help="machines (Lightning DDP; default 1)")
     parser.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="spectrum, loudness and stem levels (.png, .svg, .pdf)"
     )
@@ -228,11 +226,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
             f"--max-limiting-db must be 0-{MAX_LIMITING_DB:g} dB, got {args.max_limiting_db:g}"
         )
     if args.reference is not None:
-        for flag, value in (("--style", args.style), ("--targets", args.targets)):
-            if value is not None:
-                raise AutomixError(
-                    f"--reference gives the targets, so {flag} would be ignored; give one of them"
-                )
+        beside = {"--style": args.style, "--targets": args.targets}
+        _refuse_given(beside, "--reference gives the targets, so {flag} would be ignored; give one of them")
     if args.settings is not None:
         # A settings file is the console: nothing is optimised or predicted, no loudness is sought.
         ignored = {
@@ -242,11 +237,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
             "--loudness-target": args.loudness_target,
             "--max-limiting-db": args.max_limiting_db,
         }
-        for flag, value in ignored.items():
-            if value is not None:
-                raise AutomixError(
-                    f"--settings renders without optimisation, so {flag} would be ignored; drop it"
-                )
+        _refuse_given(ignored, "--settings renders without optimisation, so {flag} would be ignored; drop it")
     if args.songs:
         single = {
             "--output": args.output,
@@ -256,23 +247,28 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
             "--save-settings": args.save_settings,
             "--settings": args.settings,
         }
-        for flag, value in single.items():
-            if value is not None:
-                raise AutomixError(
-                    f"{flag} names one song's file; with --songs, every song goes to --output-dir"
-                )
+        _refuse_given(single, "{flag} names one song's file; with --songs, every song goes to --output-dir")
         if args.output_dir is None:
             parser.error("--songs needs --output-dir OUT")
     else:
         if args.output is None:
             parser.error("the following arguments are required: --output")
-        for flag, value in (("--output-dir", args.output_dir), ("--devices", args.devices != 1 or None)):
-            if value is not None:
-                raise AutomixError(f"{flag} is for catalogues (--songs DIR ...); give --output for one song")
-    if args.devices < 1 or args.num_nodes < 1:
-        raise AutomixError(
-            f"--devices and --num-nodes must be at least 1, got {args.devices} and {args.num_nodes}"
-        )
+        catalogue = {
+            "--output-dir": args.output_dir,
+            "--devices": args.devices,
+            "--num-nodes": args.num_nodes,
+        }
+        _refuse_given(catalogue, "{flag} is for catalogues (--songs DIR ...); give --output for one song")
+    for flag, count in (("--devices", args.devices), ("--num-nodes", args.num_nodes)):
+        if count is not None and count < 1:
+            raise AutomixError(f"{flag} must be at least 1, got {count}")
+
+
+def _refuse_given(flags: dict, message: str) -> None:
+    """Refuse the first of `flags` (flag -> value) that was given: `message` with its `{flag}`."""
+    for flag, value in flags.items():
+        if value is not None:
+            raise AutomixError(message.format(flag=flag))
 
 
 def master_format(args) -> str:
