@@ -5,6 +5,7 @@ Two ways to set the console, one console:
 - optimize (the default): start from the prediction, correct it on the full-length render, and run Adam on
   excerpts of the song only where those corrections cannot finish (`automix.optimize.SongOptimizer`)."""
 
+import contextlib
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -454,6 +455,19 @@ class AutoMixChain(nn.Module):
         }
         return mix, trim_db, report
 
+    @contextlib.contextmanager
+    def at_rate(self, sample_rate):
+        """The chain at the stems' `sample_rate` for one call; its own rate is back after.
+
+        Raises:
+            AutomixError: not a positive whole number of Hz.
+        """
+        chain_rate, self.sample_rate = self.sample_rate, checked_rate(sample_rate)
+        try:
+            yield
+        finally:
+            self.sample_rate = chain_rate
+
     @torch.no_grad()
     def refuse_silence(self, stems: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Refuse songs `[B, N, 2, T]` whose stems are all silent (no 400 ms block above the absolute
@@ -501,11 +515,8 @@ class AutoMixChain(nn.Module):
             AutomixError: a settings file that does not parse, stems it does not name, no targets.
         """
         if sample_rate is not None and sample_rate != self.sample_rate:
-            chain_rate, self.sample_rate = self.sample_rate, checked_rate(sample_rate)
-            try:
+            with self.at_rate(sample_rate):
                 return self.render_settings(stems, settings, names=names, style=style)
-            finally:
-                self.sample_rate = chain_rate
         if not isinstance(settings, ConsoleSettings):
             settings = (
                 parse_settings(settings, self.space)
@@ -584,13 +595,8 @@ class AutoMixChain(nn.Module):
         if mode not in MODES:
             raise AutomixError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if sample_rate is not None and sample_rate != self.sample_rate:
-            chain_rate, self.sample_rate = self.sample_rate, checked_rate(sample_rate)
-            try:
-                return self(
-                    stems, style, mode, mask=mask, progress=progress, blockwise=blockwise, sample_rate=None
-                )
-            finally:
-                self.sample_rate = chain_rate
+            with self.at_rate(sample_rate):
+                return self(stems, style, mode, mask=mask, progress=progress, blockwise=blockwise)
         stems, batched = prepare_stems(stems)
         # The chain computes in its parameters' dtype (float32 unless cast); the mix comes back in the
         # caller's (soundfile reads float64, a notebook may hold float16).
