@@ -90,10 +90,11 @@ class CatalogueMixer(L.LightningModule):
         name, folder = batch
         if not name:  # an idle step (`RankShare`)
             return None
-        job = dataclasses.replace(self.job, chain=self.chain)  # on this process's device
         record = {"song": name, "folder": folder}
         try:
             paths = song_stems(Path(folder))
+            # The chain on this process's device; the song's own stems never overwritten.
+            job = dataclasses.replace(self.job, chain=self.chain, protect=(*self.job.protect, *paths))
             request = SongRequest(
                 stems=paths,
                 output=self.output_dir / f"{name}.{self.file_format}",
