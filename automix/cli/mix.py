@@ -278,7 +278,10 @@ def master_format(args) -> str:
         AutomixError: `--format` and `--output`'s suffix disagree, or 32-bit float in FLAC.
     """
     suffix = args.output.suffix.lower().lstrip(".") if args.output is not None else None
-    file_format = args.format or (suffix if suffix in OUTPUT_FORMATS else None) or "wav"
+    if suffix is not None and suffix not in OUTPUT_FORMATS:
+        listed = " or ".join(f".{name}" for name in OUTPUT_FORMATS)
+        raise AutomixError(f"{args.output}: the master is written as {listed}; name the output so")
+    file_format = args.format or suffix or "wav"
     if suffix is not None and suffix != file_format:
         raise AutomixError(f"{args.output}: --format {file_format} writes .{file_format}; name the output so")
     output_subtype(args.bit_depth, file_format)
