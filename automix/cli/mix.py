@@ -306,8 +306,9 @@ def targets_of(args, targets) -> tuple[StyleTarget | None, list[str]]:
     return style, []
 
 
-def build_job(args, device: torch.device, inputs: list[Path], *, progress: bool) -> MixJob:
-    """What every song of this run shares: the chain on its device, the targets, the settings file."""
+def build_job(args, device: torch.device, inputs: list[Path], file_format: str, *, progress: bool) -> MixJob:
+    """What every song of this run shares: the chain on its device, the targets, the settings file, the
+    master's format (`master_format`)."""
     targets = load_style_targets(args.targets)
     settings = load_mix_settings(args.config)
     if args.max_limiting_db is not None:
@@ -325,7 +326,7 @@ def build_job(args, device: torch.device, inputs: list[Path], *, progress: bool)
         mode=mode,
         console=console,
         sample_rate=args.sample_rate,
-        subtype=output_subtype(args.bit_depth, master_format(args)),
+        subtype=output_subtype(args.bit_depth, file_format),
         progress=progress,
         protect=tuple(inputs),
         notes=tuple(notes),
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     device = _device(args.device)
     _check_arguments(parser, args)
-    master_format(args)
+    file_format = master_format(args)
     inputs = [
         *(args.stems or []),
         *(p for p in (args.targets, args.reference, args.checkpoint, args.config, args.settings) if p),
@@ -346,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.songs:
         from automix.catalogue import run_catalogue  # Lightning: only for catalogues
 
-        job = build_job(args, device, inputs, progress=False)
+        job = build_job(args, device, inputs, file_format, progress=False)
         accelerator = "gpu" if device.type == "cuda" else "cpu"
-        return run_catalogue(args, job, args.songs, master_format(args), accelerator)
+        return run_catalogue(args, job, args.songs, file_format, accelerator)
     _check_outputs(args, inputs)
-    job = build_job(args, device, inputs, progress=not args.quiet)
+    job = build_job(args, device, inputs, file_format, progress=not args.quiet)
     request = SongRequest(
         stems=args.stems or [],
         output=args.output,
