@@ -1,7 +1,8 @@
 """How far automix lands from a producer's mix (project issue 18, part 1): LMMS demo songs rendered
 track by track (`data/make_lmms_multitracks.py`), their sum being the producer's mix.
 
-Only the validation songs of the fixed split (`validation_songs` in the data script) are reported. Each
+Only the validation songs of the fixed split (`validation_songs` in the data script) are reported;
+`--split train` runs the same on the training songs, for developing a method without looking at them. Each
 song gives `--excerpts` non-overlapping excerpts, the loudest windows (BS.1770 integrated loudness) of the
 producer's mix on a 5-s grid. Tracks the balance estimate cannot measure apart over the song's excerpts
 (the pieces of a drum kit hit together, a part doubled left and right, a faint one:
@@ -15,7 +16,8 @@ predict mode (the shipped checkpoint, reference targets). Each mix is judged aga
 and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
 (`mr_stft_distance`), and for automix's modes the errors to its targets.
 
-Run: `python benchmarks/human_mixes.py [--root DIR] [--excerpts 2] [--seed 0] [--plot FILE.png]`.
+Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid] [--excerpts 2] [--seed 0]
+[--plot FILE.png]`.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import statistics
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,7 +53,7 @@ SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
 STYLES = ("rock_punk", "rnb_ballad", "country_pop")
 METHODS = ("producer", "untouched", "equal_loudness", *STYLES, "reference", "predict")
 AUTOMIX_METHODS = (*STYLES, "reference", "predict")
-RENDER_HINT = "python data/make_lmms_multitracks.py --split valid"
+RENDER_HINT = "python data/make_lmms_multitracks.py --split {split}"
 
 
 def lmms_data():
@@ -79,10 +81,10 @@ class Song(NamedTuple):
     tracks: list[Path]  # the track files in track order (mixture.wav left out)
 
 
-def find_songs(root: Path, validation: Sequence[str]) -> tuple[list[Song], list[str]]:
-    """The rendered validation songs under `root` and the names of those not rendered (yet)."""
+def find_songs(root: Path, names: Iterable[str]) -> tuple[list[Song], list[str]]:
+    """The songs `names` rendered under `root` and the names of those not rendered (yet)."""
     found, missing = [], []
-    for name in sorted(validation):
+    for name in sorted(names):
         folder = root / name
         mixture = folder / "mixture.wav"
         tracks = sorted(path for path in folder.glob("*.wav") if path != mixture)
@@ -442,6 +444,12 @@ def excerpt_mixes(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="automix against the producers' mixes of LMMS demo songs")
     parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: the data script's)")
+    parser.add_argument(
+        "--split",
+        choices=("valid", "train"),
+        default="valid",
+        help="the songs (default: the validation songs)",
+    )
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per song (default: 2)")
     parser.add_argument("--excerpt-s", type=float, default=EXCERPT_S, help="seconds (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="scramble gains and the optimiser")
@@ -454,29 +462,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def rendered_validation_songs(root: Path | None) -> list[Song]:
-    """The validation songs rendered under `root` (None: the data script's default folder), saying which
-    are missing; empty (with the reason printed) where none is or LMMS's demo list is not installed."""
+def rendered_songs(root: Path | None, split: str = "valid") -> list[Song]:
+    """The songs of the fixed split's `split` ("valid" or "train") rendered under `root` (None: the data
+    script's default folder), saying which are missing; empty (with the reason printed) where none is or
+    LMMS's demo list is not installed."""
     root = (root or lmms_data().default_out()).expanduser()
     try:
-        validation = lmms_data().validation_songs(demo_songs())
+        demos = demo_songs()
     except AutomixError as error:
         print(f"skipped: the fixed split needs LMMS's demo list ({error})")
         return []
-    songs, missing = find_songs(root, validation) if root.is_dir() else ([], sorted(validation))
+    validation = lmms_data().validation_songs(demos)
+    wanted = validation if split == "valid" else set(demos) - validation
+    songs, missing = find_songs(root, wanted) if root.is_dir() else ([], sorted(wanted))
     if not songs:
-        print(f"skipped: no validation song rendered under {root}; render them: {RENDER_HINT}")
+        print(
+            f"skipped: no {split} song rendered under {root}; render them: {RENDER_HINT.format(split=split)}"
+        )
     elif missing:
-        print(f"note: validation songs not rendered (left out): {', '.join(missing)}")
+        print(f"note: {split} songs not rendered (left out): {', '.join(missing)}")
     return songs
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    songs = rendered_validation_songs(args.root)
+    songs = rendered_songs(args.root, args.split)
     if not songs:
         return 0
-    print(f"validation songs: {', '.join(song.name for song in songs)}")
+    print(f"{args.split} songs: {', '.join(song.name for song in songs)}")
     methods = [method for method in METHODS if method in args.methods]
     excerpts = {}
     for song in songs:

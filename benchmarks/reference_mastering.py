@@ -42,7 +42,7 @@ from human_mixes import (
     pick_excerpts,
     read_wav,
     reference_span,
-    rendered_validation_songs,
+    rendered_songs,
     scramble,
     scramble_gains_db,
     song_groups,
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("matchering") is None:
         print("skipped: matchering is not installed (pip install matchering; GPLv3, benchmark only)")
         return 0
-    songs = rendered_validation_songs(args.root)
+    songs = rendered_songs(args.root)
     if not songs:
         return 0
     excerpts = {
