@@ -174,12 +174,21 @@ def test_main_mixes_the_validation_songs_and_prints_the_summary(hm, fake_root, m
     assert plot.stat().st_size > 0
 
 
+def test_the_split_picks_the_songs(hm, fake_root, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    assert [song.name for song in hm.rendered_songs(fake_root, "valid")] == [SONG]
+    assert hm.rendered_songs(fake_root, "train") == []  # the training songs are A-One, B-Two, C-Three, G-Five
+    assert "no train song rendered" in capsys.readouterr().out
+
+
 def test_a_missing_root_or_split_skips(hm, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
     assert hm.main(["--root", str(tmp_path / "missing")]) == 0
     assert "skipped" in capsys.readouterr().out
     assert hm.main(["--root", str(tmp_path)]) == 0
     assert "make_lmms_multitracks.py --split valid" in capsys.readouterr().out
+    assert hm.main(["--root", str(tmp_path), "--split", "train"]) == 0
+    assert "make_lmms_multitracks.py --split train" in capsys.readouterr().out
 
     def no_lmms():
         raise AutomixError("lmms-common is not installed")
