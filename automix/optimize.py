@@ -28,9 +28,10 @@ from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.dsp.console import bus_detector_power
 from automix.dsp.limiter import reconstruction_limit
-from automix.loudness import SILENCE_LUFS, loudness_after_gain
+from automix.loudness import SILENCE_LUFS, integrated_loudness, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note, over_budget
 from automix.params import ParameterRange, logit
+from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
 from automix.secant import SecantStepper
 from automix.settings import OptimizeSettings, Tolerances
 from automix.staging import input_gain_db
@@ -348,7 +349,7 @@ class SongOptimizer:
         with torch.inference_mode(False):
             # Tensors made under inference mode cannot join Adam's graph: copies of them can.
             stems, mask = (_outside_inference(t) for t in (stems.detach(), mask))
-            targets = Targets.from_tensor(_outside_inference(targets.tensor()))
+            targets = targets.map(_outside_inference)
             return self._optimise(stems, targets, mask, progress)
 
     def _optimise(self, stems: torch.Tensor, targets: Targets, mask, progress: bool):
@@ -418,25 +419,31 @@ class SongOptimizer:
         short = render.measured["lufs"] < targets.lufs
         return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
-    def balance_source(self) -> str:
+    def balance_source(self, targets: Targets) -> str:
         """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
-        "checkpoint" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto" resolved)."""
+        "checkpoint", "reference" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto"
+        resolved)."""
         start = self.settings.balance_start
         if start != "auto":
             return start
         if getattr(self.chain, "trained", False):
             return "predicted"
-        return "checkpoint" if self.settings.balance_checkpoint else "equal_loudness"
+        if self.settings.balance_checkpoint:
+            return "checkpoint"
+        return "equal_loudness" if targets.spectrum_db is None else "reference"
 
     def start_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
-        the predictor's: equal shares, or what `OptimizeSettings.balance_checkpoint`'s predictor gives
-        these stems (NaN where it has no balance: that stem gets the stems' mean loudness)."""
-        source = self.balance_source()
+        the predictor's: equal shares, the moves from them that match each song's reference spectrum
+        (equal shares for a song without one), or what `OptimizeSettings.balance_checkpoint`'s predictor
+        gives these stems (NaN where it has no balance: that stem gets the stems' mean loudness)."""
+        source = self.balance_source(targets)
         if source == "predicted":
             return None
-        if source == "equal_loudness":
+        if source == "equal_loudness" or (source == "reference" and targets.spectrum_db is None):
             return torch.zeros(stems.shape[:2], device=stems.device)
+        if source == "reference":
+            return self.reference_balance_db(stems, targets.spectrum_db, mask)
         path = self.settings.balance_checkpoint_path()
         balance_chain = (
             type(self.chain)
@@ -445,6 +452,24 @@ class SongOptimizer:
         )
         prediction = balance_chain.predict(stems, targets, mask, 0, input_gain, blockwise=True)
         return stem_balance_db(prediction.stem_lufs, mask)
+
+    def reference_balance_db(self, stems, spectrum_db: torch.Tensor, mask) -> torch.Tensor:
+        """`[B, N]` dB: each stem's move from equal loudness that brings the stems' summed long-term
+        spectrum closest to the song's reference `spectrum_db` `[B, K]` (`fit_reference_balance`; 0 for
+        a song whose row is NaN; a band that holds no FFT bin reads −inf and counts at the floor)."""
+        lufs = integrated_loudness(stems, self.sample_rate, blockwise=True)  # [B, N]
+        audible = lufs > SILENCE_LUFS
+        if mask is not None:
+            audible = audible & (mask > 0)
+        audible = audible & ~spectrum_db.isnan().all(dim=-1, keepdim=True)  # a NaN row: no reference
+        mean = torch.where(audible, lufs, 0.0).sum(-1, keepdim=True) / audible.sum(
+            -1, keepdim=True
+        ).clamp_min(1)
+        at_equal_loudness = (
+            long_term_spectrum_db(stems, self.sample_rate) + torch.where(audible, mean - lufs, 0.0)[..., None]
+        )
+        strength = self.settings.reference_balance_strength
+        return fit_reference_balance(at_equal_loudness, spectrum_db, strength, audible).to(stems.device)
 
     def balanced_strips(
         self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, balance_db: torch.Tensor, mask=None

@@ -20,7 +20,7 @@ from automix.errors import AutomixError
 
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
-BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint")
+BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint", "reference")
 ROOT = MIX_CONFIG.parents[1]  # a relative `balance_checkpoint` is read from here
 
 
@@ -55,14 +55,18 @@ class OptimizeSettings:
         balance_start: the stems' balance the optimisation starts from: "equal_loudness" (every
             stem's level set so that the stems play at the same loudness), "predicted" (the
             predictor's strips), "checkpoint" (the predictor's strips with each stem's level set to
-            the balance `balance_checkpoint`'s predictor gives the stems) or "auto" (predicted where
-            the chain was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is
-            set, else equal loudness).
+            the balance `balance_checkpoint`'s predictor gives the stems), "reference" (from equal
+            loudness, the stem levels whose sum has the reference's long-term spectrum, for songs
+            mixed to a reference; `automix.reference_balance`) or "auto" (predicted where the chain
+            was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is set, else
+            the reference's where the song has one, else equal loudness).
         balance_checkpoint: an automix checkpoint whose predicted balance "checkpoint" and "auto" start
             from (a relative path is read from the repository root); None for none.
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
+        reference_balance_strength: how strongly the "reference" start keeps equal loudness (the
+            weight of the mean squared move, dB², against the mean squared spectrum difference, dB²).
     """
 
     steps: int = 30
@@ -80,11 +84,16 @@ class OptimizeSettings:
     balance_start: str = "auto"
     balance_checkpoint: str | None = None
     balance_budget_db: float = 3.0
+    reference_balance_strength: float = 0.1
 
     def __post_init__(self):
         _choice("balance_start", self.balance_start, BALANCE_STARTS)
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
+        if not self.reference_balance_strength > 0:
+            raise AutomixError(
+                f"reference_balance_strength must be > 0, got {self.reference_balance_strength!r}"
+            )
 
     def balance_checkpoint_path(self) -> Path | None:
         """`balance_checkpoint` as a path (a relative one under the repository root), or None."""

@@ -34,6 +34,7 @@ from automix.errors import AutomixError
 from automix.io import load_audio, to_stereo
 from automix.loudness import SILENCE_LUFS, all_finite
 from automix.metrics import band_energy, integrated_loudness, spectral_centroid, stereo_ms_ratio
+from automix.reference_balance import long_term_spectrum_db
 
 # Plausible ranges of a target, checked when targets are read from a file.
 LUFS_RANGE = (-40.0, 0.0)
@@ -72,6 +73,9 @@ class StyleTarget:
         stereo_ms_ratio: RMS(side) / RMS(mid) (>= 0).
         frequency_balance: relative energies (low, mid, high), any scale, or None for no target; see
             `balance_fractions()` for the fractions that `automix.metrics.band_energy` is compared with.
+        spectrum_db: a reference's long-term 1/3-octave spectrum (`automix.reference_balance`), dB, from
+            25 Hz up; the per-song optimiser starts from the stem balance that matches it. None for a
+            style (not saved with it).
     """
 
     name: str
@@ -79,6 +83,7 @@ class StyleTarget:
     spectral_centroid_hz: float
     stereo_ms_ratio: float
     frequency_balance: tuple[float, float, float] | None = None
+    spectrum_db: tuple[float, ...] | None = None
 
     def __post_init__(self):
         values = [self.lufs, self.spectral_centroid_hz, self.stereo_ms_ratio, *(self.frequency_balance or ())]
@@ -426,7 +431,10 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
                 f"{unit} a mix can be aimed at; give a mixed track"
             )
     return StyleTarget(
-        name=name, **measured, frequency_balance=tuple(band_energy(stereo, sample_rate).tolist())
+        name=name,
+        **measured,
+        frequency_balance=tuple(band_energy(stereo, sample_rate).tolist()),
+        spectrum_db=tuple(long_term_spectrum_db(stereo, sample_rate).tolist()),
     )
 
 

@@ -27,12 +27,15 @@ class Targets:
         centroid_hz: `[B]` spectral centroid of the mid signal, Hz.
         ms_ratio: `[B]` RMS(side) / RMS(mid).
         bands: `[B, 3]` energy fractions below 250 Hz, 250-4000 Hz and above (NaN: no target).
+        spectrum_db: `[B, K]` references' long-term spectra (`StyleTarget.spectrum_db`; a row of NaN for a
+            song without one), or None where no song has one. Not part of `tensor()`.
     """
 
     lufs: torch.Tensor
     centroid_hz: torch.Tensor
     ms_ratio: torch.Tensor
     bands: torch.Tensor
+    spectrum_db: torch.Tensor | None = None
 
     @classmethod
     def from_tensor(cls, vectors: torch.Tensor) -> "Targets":
@@ -45,8 +48,9 @@ class Targets:
 
     @classmethod
     def of_styles(cls, styles: Sequence[StyleTarget]) -> "Targets":
-        """The targets of one style per song (float32)."""
-        return cls.from_tensor(torch.stack([style_vector(style) for style in styles]))
+        """The targets of one style per song (float32), with the references' spectra."""
+        targets = cls.from_tensor(torch.stack([style_vector(style) for style in styles]))
+        return targets.replace(spectrum_db=_spectra(styles))
 
     def tensor(self) -> torch.Tensor:
         """`[..., 6]`: lufs, centroid Hz, M/S ratio, bands."""
@@ -63,8 +67,9 @@ class Targets:
         return torch.isfinite(self.bands).all(dim=-1)
 
     def map(self, fn) -> "Targets":
-        """`fn` applied to every field (indexing, devices, repeats)."""
-        return Targets(*(fn(getattr(self, field.name)) for field in dataclasses.fields(self)))
+        """`fn` applied to every field (indexing, devices, repeats); None stays None."""
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return Targets(*(None if value is None else fn(value) for value in values))
 
     def to(self, device=None, dtype=None) -> "Targets":
         return self.map(lambda value: value.to(device=device, dtype=dtype))
@@ -87,6 +92,16 @@ def style_vector(style: StyleTarget) -> torch.Tensor:
     return torch.tensor([style.lufs, style.spectral_centroid_hz, style.stereo_ms_ratio, *bands])
 
 
+def _spectra(styles: Sequence[StyleTarget]) -> torch.Tensor | None:
+    """`[B, K]` the styles' `spectrum_db` (NaN rows for those without, cut to the shortest), or None."""
+    spectra = [style.spectrum_db for style in styles]
+    if all(spectrum is None for spectrum in spectra):
+        return None
+    n_bands = min(len(spectrum) for spectrum in spectra if spectrum is not None)
+    rows = [spectrum[:n_bands] if spectrum is not None else (float("nan"),) * n_bands for spectrum in spectra]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
 def resolve_targets(
     style: "str | StyleTarget | Sequence | torch.Tensor | Targets",
     styles: Mapping[str, StyleTarget],
@@ -98,16 +113,18 @@ def resolve_targets(
     Raises:
         AutomixError: an unknown style name, or a count of styles that is not 1 or the batch's.
     """
+    spectra = None
     if isinstance(style, Targets):
-        vectors = style.tensor().reshape(-1, TARGET_SIZE)
+        vectors, spectra = style.tensor().reshape(-1, TARGET_SIZE), style.spectrum_db
     elif isinstance(style, torch.Tensor):
         vectors = style.reshape(-1, TARGET_SIZE).float()
-    elif isinstance(style, str | StyleTarget):
-        vectors = style_vector(_as_style(style, styles))[None]
     else:
-        vectors = torch.stack([style_vector(_as_style(s, styles)) for s in style])
+        chosen = [style] if isinstance(style, str | StyleTarget) else list(style)
+        chosen = [_as_style(s, styles) for s in chosen]
+        vectors, spectra = torch.stack([style_vector(s) for s in chosen]), _spectra(chosen)
     if vectors.shape[0] == 1:
         vectors = vectors.expand(batch_size, -1)
+        spectra = None if spectra is None else spectra.expand(batch_size, -1)
     if vectors.shape[0] != batch_size:
         raise AutomixError(f"got {vectors.shape[0]} styles for a batch of {batch_size} songs")
     # A style is checked when made; vectors come as they are (NaN bands: no band target).
@@ -119,7 +136,7 @@ def resolve_targets(
             "target vectors need a finite lufs, spectral centroid > 0 Hz and M/S ratio >= 0 (columns 0-2); "
             f"song {song} has {values[song].tolist()}"
         )
-    return Targets.from_tensor(vectors)
+    return Targets.from_tensor(vectors).replace(spectrum_db=spectra)
 
 
 def _as_style(style: "str | StyleTarget", styles: Mapping[str, StyleTarget]) -> StyleTarget:

@@ -339,7 +339,7 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
         expected = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
     assert expected.amax() - expected.amin() > 1.0  # a balance of its own, not equal loudness
     optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
-    assert optimizer.balance_source() == "checkpoint"
+    assert optimizer.balance_source(targets) == "checkpoint"
     optimizer(stems, targets)
     torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
     missing = SongOptimizer(chain, start_only(balance_checkpoint=str(tmp_path / "missing.ckpt")))

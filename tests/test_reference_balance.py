@@ -1,0 +1,97 @@
+"""The reference start: the stem balance whose summed spectrum is a reference's
+(automix.reference_balance)."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from automix import AutoMixChain
+from automix.loudness import integrated_loudness
+from automix.optimize import SongOptimizer
+from automix.reference_balance import SPECTRUM_BANDS, fit_reference_balance, long_term_spectrum_db
+from automix.settings import OptimizeSettings
+from automix.styles import get_style, style_from_reference
+from automix.targets import resolve_targets
+
+SR = 44100
+SECONDS = 4.0
+# Stems in bands apart (low, mid, high) and the gains (dB from equal loudness) the reference mixes them at.
+BANDS = ((40, 150), (800, 2000), (5000, 12000))
+REFERENCE_GAINS_DB = torch.tensor([4.0, 0.0, -5.0])
+
+
+def band_noise(seed: int) -> torch.Tensor:
+    """`[3, 2, T]` stereo band-limited noise, one stem per band of `BANDS`, each at -23 LUFS."""
+    rng = np.random.default_rng(seed)
+    stems = []
+    for low, high in BANDS:
+        sos = scipy.signal.butter(6, (low, high), "bandpass", fs=SR, output="sos")
+        stems.append(scipy.signal.sosfilt(sos, rng.standard_normal((2, int(SECONDS * SR)))))
+    stems = torch.from_numpy(np.stack(stems)).float()
+    lufs = integrated_loudness(stems, SR)
+    return stems * torch.pow(10.0, (-23.0 - lufs) / 20)[:, None, None]
+
+
+def reference_mix() -> torch.Tensor:
+    """Another draw of the same kinds of stems, mixed at `REFERENCE_GAINS_DB`."""
+    return (band_noise(seed=1) * torch.pow(10.0, REFERENCE_GAINS_DB / 20)[:, None, None]).sum(0)
+
+
+def centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def test_the_spectrum_has_the_bands_from_25_hz_to_16_khz_and_follows_the_level():
+    noise = band_noise(seed=0)
+    spectrum = long_term_spectrum_db(noise, SR)
+    assert spectrum.shape == (3, SPECTRUM_BANDS)
+    torch.testing.assert_close(
+        long_term_spectrum_db(noise * 2, SR), spectrum + 20 * np.log10(2), atol=1e-3, rtol=0
+    )
+    assert long_term_spectrum_db(noise, 22050).shape[-1] < SPECTRUM_BANDS  # no 16 kHz band under 11 kHz
+
+
+def test_the_fit_finds_the_gains_the_reference_was_mixed_at():
+    stems_db = long_term_spectrum_db(band_noise(seed=0), SR)[None]
+    reference_db = long_term_spectrum_db(reference_mix(), SR)[None]
+    audible = torch.ones(1, 3, dtype=torch.bool)
+    moves = fit_reference_balance(stems_db, reference_db, 1e-4, audible)[0]
+    # stems that share no band: the fit is the mixing gains (up to the overall level) within noise
+    torch.testing.assert_close(centred(moves), centred(REFERENCE_GAINS_DB), atol=0.3, rtol=0)
+    held = fit_reference_balance(stems_db, reference_db, 1.0, audible)[0]
+    assert (centred(held).abs() < centred(moves).abs()).all()  # a stronger pull stays nearer the start
+    assert held[0] > held[1] > held[2]  # in the reference's order
+
+
+def test_a_silent_or_masked_stem_is_not_moved():
+    stems_db = long_term_spectrum_db(band_noise(seed=0), SR)[None]
+    reference_db = long_term_spectrum_db(reference_mix(), SR)[None]
+    moves = fit_reference_balance(stems_db, reference_db, 0.1, torch.tensor([[True, False, True]]))
+    assert moves[0, 1] == 0 and moves[0, 0] > moves[0, 2]
+
+
+@pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.no_grad, torch.inference_mode])
+def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
+    chain = AutoMixChain(n_stems=3, sample_rate=SR)
+    reference = style_from_reference(reference_mix(), SR)
+    assert len(reference.spectrum_db) == SPECTRUM_BANDS
+    targets = resolve_targets(reference, chain.style_targets, 1)
+    optimizer = SongOptimizer(chain, OptimizeSettings(steps=0, refine_steps=0, attempts=1))
+    assert optimizer.balance_source(targets) == "reference"
+    with grad_mode():
+        optimizer(band_noise(seed=0)[None], targets)
+    start = optimizer.state.start_balance_db[0]
+    # the low stem up, the high one down, as the reference has them; within what the penalty keeps
+    assert start[0] > start[1] > start[2]
+    assert float(start[0] - start[2]) > 0.5 * float(REFERENCE_GAINS_DB[0] - REFERENCE_GAINS_DB[2])
+    # a style has no spectrum: equal loudness, as before
+    style = resolve_targets(get_style(chain.style_targets, "rock_punk"), chain.style_targets, 1)
+    assert style.spectrum_db is None and optimizer.balance_source(style) == "equal_loudness"
+
+
+def test_the_strength_must_be_positive():
+    from automix.errors import AutomixError
+
+    with pytest.raises(AutomixError, match="reference_balance_strength"):
+        OptimizeSettings(reference_balance_strength=0.0)
