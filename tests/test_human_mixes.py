@@ -215,3 +215,19 @@ def test_automix_modes_mix_a_short_excerpt(hm, fake_root, monkeypatch, capsys):
     assert hm.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("errors") == 2 and "rock_punk" in out.split("summary")[1]
+
+
+@pytest.mark.slow
+def test_float64_mixes_the_reference_mode_in_float64(hm, fake_root, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    dtypes = []
+    judge = hm.judge
+
+    def judge_and_note(tracks, producer_mix, mix, *args):
+        dtypes.append(mix.dtype)
+        return judge(tracks, producer_mix, mix, *args)
+
+    monkeypatch.setattr(hm, "judge", judge_and_note)
+    argv = ["--root", str(fake_root), "--excerpts", "1", "--excerpt-s", "3", "--methods", "reference"]
+    assert hm.main([*argv, "--float64"]) == 0
+    assert dtypes == [torch.float64] and "reference" in capsys.readouterr().out.split("summary")[1]
