@@ -62,7 +62,8 @@ def fit_reference_balance(
     Args:
         stem_spectra_db: `[B, N, K]` each stem's long-term spectrum (`long_term_spectrum_db`) as the
             stems play at the start's balance.
-        reference_db: `[B, K']` the reference's; the first min(K, K') bands are compared.
+        reference_db: `[B, K']` the reference's; the first min(K, K') bands are compared, less those
+            that are −inf in the reference or in every stem.
         strength: the penalty's weight; larger keeps the start.
         audible: `[B, N]` bool, the stems that play (the others get 0 and do not count).
 
@@ -74,10 +75,12 @@ def fit_reference_balance(
     with torch.inference_mode(False), torch.enable_grad():
         for item in range(audible.shape[0]):
             playing = audible[item].cpu()
-            if int(playing.sum()) >= 2:
-                spectra = stem_spectra_db[item, playing, :n_bands].detach().cpu().double().clone()
-                target = reference_db[item, :n_bands].detach().cpu().double().clone()
-                moves[item, playing] = _fit(spectra, _floored(target), strength)
+            spectra = stem_spectra_db[item, playing, :n_bands].detach().cpu().double().clone()
+            target = reference_db[item, :n_bands].detach().cpu().double().clone()
+            # A band with no FFT bin (25 Hz at 44.1 kHz) or no energy on either side says nothing.
+            bands = target.isfinite() & spectra.isfinite().any(dim=0)
+            if int(playing.sum()) >= 2 and int(bands.sum()) >= 2:
+                moves[item, playing] = _fit(spectra[:, bands], _floored(target[bands]), strength)
     return moves.to(dtype=torch.float32, device=audible.device)
 
 
