@@ -432,6 +432,16 @@ class SongOptimizer:
             return "checkpoint"
         return "equal_loudness" if targets.spectrum_db is None else "reference"
 
+    def song_balance_sources(self, targets: Targets) -> list[str]:
+        """Per song, where its start's balance came from (`balance_source`; "equal_loudness" for a song
+        without a reference spectrum where the source is "reference")."""
+        source = self.balance_source(targets)
+        if source != "reference":
+            return [source] * targets.batch_size
+        spectra = targets.spectrum_db
+        known = [False] * targets.batch_size if spectra is None else (~spectra.isnan().all(dim=-1)).tolist()
+        return ["reference" if has_spectrum else "equal_loudness" for has_spectrum in known]
+
     def start_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
         the predictor's: equal shares, the moves from them that match each song's reference spectrum
@@ -552,6 +562,7 @@ class SongOptimizer:
             "master_params": best.master_params,
             "master_trim_db": best.trim_db,
             "balance_start_db": self.state.start_balance_db,
+            "balance_start": self.song_balance_sources(targets),
             "balance_budget_db": self.settings.balance_budget_db,
             "notes": self.notes(best, targets),
         }

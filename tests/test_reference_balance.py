@@ -81,6 +81,7 @@ def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
     assert optimizer.balance_source(targets) == "reference"
     with grad_mode():
         optimizer(band_noise(seed=0)[None], targets)
+    assert optimizer.song_balance_sources(targets) == ["reference"]
     start = optimizer.state.start_balance_db[0]
     # the low stem up, the high one down, as the reference has them; within what the penalty keeps
     assert start[0] > start[1] > start[2]
@@ -88,6 +89,8 @@ def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
     # a style has no spectrum: equal loudness, as before
     style = resolve_targets(get_style(chain.style_targets, "rock_punk"), chain.style_targets, 1)
     assert style.spectrum_db is None and optimizer.balance_source(style) == "equal_loudness"
+    both = resolve_targets([reference, "rock_punk"], chain.style_targets, 2)
+    assert optimizer.song_balance_sources(both) == ["reference", "equal_loudness"]
 
 
 def test_the_strength_must_be_positive():
