@@ -466,18 +466,12 @@ class SongOptimizer:
     def reference_balance_db(self, stems, spectrum_db: torch.Tensor, mask) -> torch.Tensor:
         """`[B, N]` dB: each stem's move from equal loudness that brings the stems' summed long-term
         spectrum closest to the song's reference `spectrum_db` `[B, K]` (`fit_reference_balance`; 0 for
-        a song whose row is NaN; a band that holds no FFT bin reads −inf and counts at the floor)."""
+        a song whose row is NaN)."""
         lufs = integrated_loudness(stems, self.sample_rate, blockwise=True)  # [B, N]
-        audible = lufs > SILENCE_LUFS
-        if mask is not None:
-            audible = audible & (mask > 0)
+        audible, mean = _audible_mean(lufs, mask)
         audible = audible & ~spectrum_db.isnan().all(dim=-1, keepdim=True)  # a NaN row: no reference
-        mean = torch.where(audible, lufs, 0.0).sum(-1, keepdim=True) / audible.sum(
-            -1, keepdim=True
-        ).clamp_min(1)
-        at_equal_loudness = (
-            long_term_spectrum_db(stems, self.sample_rate) + torch.where(audible, mean - lufs, 0.0)[..., None]
-        )
+        shift_db = torch.where(audible, mean[:, None] - lufs, 0.0)
+        at_equal_loudness = long_term_spectrum_db(stems, self.sample_rate) + shift_db[..., None]
         strength = self.settings.reference_balance_strength
         return fit_reference_balance(at_equal_loudness, spectrum_db, strength, audible).to(stems.device)
 
@@ -488,11 +482,8 @@ class SongOptimizer:
         that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, play at the balance
         `balance_db` `[B, N]` about their mean loudness (`moved_levels`; equal values: equal loudness).
         Silent and masked stems keep their level."""
-        audible = stem_lufs > SILENCE_LUFS
-        if mask is not None:
-            audible = audible & (mask > 0)
+        audible, mean = _audible_mean(stem_lufs, mask)
         known = audible & balance_db.isfinite()
-        mean = torch.where(audible, stem_lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
         balance_db = torch.where(known, balance_db, 0.0)
         balance_db = balance_db - balance_db.sum(-1, keepdim=True) / known.sum(-1, keepdim=True).clamp_min(1)
         offset_db = mean[:, None] + torch.where(known, balance_db, 0.0) - stem_lufs
@@ -809,6 +800,14 @@ class SongOptimizer:
         room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
         octaves = torch.log2(targets.centroid_hz / centroid_hz.clamp_min(MIN_CENTROID_HZ))
         return torch.where(octaves > 0, room_up, room_down), octaves
+
+
+def _audible_mean(lufs: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The audible stems of `lufs` `[B, N]` (above −70 LUFS, in `mask`) and their mean loudness `[B]`."""
+    audible = lufs > SILENCE_LUFS
+    if mask is not None:
+        audible = audible & (mask > 0)
+    return audible, torch.where(audible, lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
 
 
 def _bounds(value_range: ParameterRange, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
