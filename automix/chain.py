@@ -25,9 +25,10 @@ from automix.dsp.console import (
     channel_strip_blocks,
     master_section,
 )
+from automix.dsp.eq import four_band_eq
 from automix.dsp.filters import check_blockwise, is_long
 from automix.dsp.limiter import reconstruction_limit
-from automix.dsp.stereo import gain
+from automix.dsp.stereo import gain, stereo_width
 from automix.errors import AutomixError
 from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
@@ -87,12 +88,13 @@ def prepare_stems(stems) -> tuple[torch.Tensor, bool]:
 
 
 class BusRender(NamedTuple):
-    """The strips and their sum: the bus `[B, 2, T]`, the strips' settings in units and the stems'
-    loudness `[B, N]` LUFS at the bus."""
+    """The strips and their sum: the bus `[B, 2, T]`, the strips' settings in units, the stems'
+    loudness `[B, N]` LUFS at the bus and, where asked for, each stem after its strip `[B, N, 2, T]`."""
 
     bus: torch.Tensor
     stem_params: dict
     stem_lufs: torch.Tensor
+    stems: torch.Tensor | None = None
 
 
 class Prediction(NamedTuple):
@@ -212,7 +214,9 @@ class AutoMixChain(nn.Module):
         features = stem_features(stems, self.sample_rate, mask, input_gain)
         predicted, context = self.predictor.predict_stems(features, targets, mask)
         stem_unit = predicted if stem_unit is None else stem_unit
-        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain, blockwise=blockwise)
+        bus, stem_params, stem_lufs, _ = self.render_bus(
+            stems, stem_unit, mask, input_gain, blockwise=blockwise
+        )
         bus_lufs = metrics.integrated_loudness(bus, self.sample_rate, blockwise=blockwise)
         trim_db = (targets.lufs - bus_lufs).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
         master_unit = self.predictor.predict_master(
@@ -236,10 +240,11 @@ class AutoMixChain(nn.Module):
         return Prediction(stem_unit, master_unit, trim_db, bus, stem_params, stem_lufs, mix, mix_lufs)
 
     def render_bus(
-        self, stems, stem_unit, mask=None, input_gain=None, *, blockwise: bool = False
+        self, stems, stem_unit, mask=None, input_gain=None, *, blockwise: bool = False, keep_stems=False
     ) -> BusRender:
         """Channel strips and their sum (`BusRender`); the strips' input gain is `input_gain` `[B]` dB
-        (`input_gain_db`), where given.
+        (`input_gain_db`), where given. `keep_stems`: the result holds each stem after its strip (not
+        with `blockwise`).
 
         `blockwise`: a long song (`automix.dsp.filters.is_long`) goes through the strips
         `STRIP_BLOCK_HOPS` of time at a time, without gradients (ValueError while one is being recorded):
@@ -249,17 +254,24 @@ class AutoMixChain(nn.Module):
         stem_params = self.space.denormalize_stems(stem_unit)
         if input_gain is not None:
             stem_params["input_gain_db"] = input_gain[:, None].expand_as(stem_params["level_db"])
-        return self.render_strips(stems, stem_params, mask, blockwise=blockwise)
+        return self.render_strips(stems, stem_params, mask, blockwise=blockwise, keep_stems=keep_stems)
 
-    def render_strips(self, stems, stem_params: Mapping, mask=None, *, blockwise: bool = False) -> BusRender:
+    def render_strips(
+        self, stems, stem_params: Mapping, mask=None, *, blockwise: bool = False, keep_stems: bool = False
+    ) -> BusRender:
         """`render_bus` from the strips' settings in units (`STEM_PARAMETERS` `[B, N]`, and
         `input_gain_db`)."""
+        if keep_stems and blockwise:
+            raise ValueError("keep_stems renders the strips whole: not with blockwise")
         if not (blockwise and is_long(stems.shape[-1], self.sample_rate)):
             processed = channel_strip(stems, self.sample_rate, stem_params)
             if mask is not None:
                 processed = processed * mask[..., None, None].to(processed.dtype)
             return BusRender(
-                processed.sum(dim=1), stem_params, metrics.integrated_loudness(processed, self.sample_rate)
+                processed.sum(dim=1),
+                stem_params,
+                metrics.integrated_loudness(processed, self.sample_rate),
+                processed if keep_stems else None,
             )
         block_samples = STRIP_BLOCK_HOPS * loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[1]
         batch, n_stems, _, n_samples = stems.shape
@@ -321,15 +333,40 @@ class AutoMixChain(nn.Module):
             return_gain=return_gain,
         )
 
-    def render(self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None):
+    def render(
+        self, stems, stem_unit, master_unit, mask=None, trim_db=None, join=None, input_gain=None, in_mix=False
+    ):
         """Strips (after the input gain `input_gain` `[B]` dB, where given), sum and master:
         `(mix [B, 2, T], analysis with gradients)`.
 
         `join=(B, K)` treats the batch as K excerpts of each of B songs, rendered separately and joined
-        in time for the measurements (mix `[B, 2, K * L]`).
+        in time for the measurements (mix `[B, 2, K * L]`). `in_mix`: the analysis also holds
+        `stem_mix_lufs` (`stem_loudness_in_mix`).
         """
-        bus, stem_params, stem_lufs = self.render_bus(stems, stem_unit, mask, input_gain)
-        return self.finish(bus, stem_params, stem_lufs, stem_unit, master_unit, mask, trim_db, join)
+        strips = self.render_bus(stems, stem_unit, mask, input_gain, keep_stems=in_mix)
+        return self.finish(
+            strips.bus,
+            strips.stem_params,
+            strips.stem_lufs,
+            stem_unit,
+            master_unit,
+            mask,
+            trim_db,
+            join,
+            processed=strips.stems,
+        )
+
+    def stem_loudness_in_mix(self, processed: torch.Tensor, master_params: Mapping) -> torch.Tensor:
+        """Each stem's loudness as it plays in the mix: `processed` `[B, N, 2, T]` (after the strips)
+        through the master's EQ and M/S width, `[B, N]` LUFS before the trim. The bus compressor and the
+        limiter act on the sum and move every stem alike; the EQ and the width do not (a bright or a
+        wide stem comes up with a tilt or a wider image), and the mix's balance moves with them."""
+        eq = {name: master_params[name][:, None] for name in ("eq_gain_db", "eq_freq_hz", "eq_q")}
+        x = four_band_eq(
+            processed, self.sample_rate, gain_db=eq["eq_gain_db"], freq_hz=eq["eq_freq_hz"], q=eq["eq_q"]
+        )
+        x = stereo_width(x, width=master_params["width"][:, None])
+        return metrics.integrated_loudness(x, self.sample_rate)
 
     def finish(
         self,
@@ -346,11 +383,13 @@ class AutoMixChain(nn.Module):
         *,
         blockwise: bool = False,
         reconstruct: bool = False,
+        processed=None,
     ):
         """The master section on a rendered bus (see `render`): `(mix, analysis)`. A `mix` given is the
         master's output already rendered at these settings: it is measured instead of rendered again,
         its loudness taken from `mix_lufs` where given. `reconstruct`: the limiter checks its 16x
-        reconstruction (renders for a loss leave it out)."""
+        reconstruction (renders for a loss leave it out). `processed`: each stem after its strip
+        `[B, N, 2, T]`, for the analysis's `stem_mix_lufs` (`stem_loudness_in_mix`)."""
         master_params = self.space.denormalize_master(master_unit)
         if mix is None:
             mix = self.render_master(
@@ -359,18 +398,29 @@ class AutoMixChain(nn.Module):
         processing = self.processing_cost(stem_unit, master_unit, mask)
         if trim_db is not None:
             stem_lufs = loudness_after_gain(stem_lufs, trim_db[:, None])  # as the master's input hears them
+        in_mix = {}
+        if processed is not None:
+            in_mix["stem_mix_lufs"] = self.stem_loudness_in_mix(processed, master_params)
         if join is not None:
             n_songs, n_excerpts = join
             mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)
             stem_lufs = loudness.joined_loudness(stem_lufs.reshape(n_songs, n_excerpts, -1), dim=1)
+            in_mix = {
+                name: loudness.joined_loudness(value.reshape(n_songs, n_excerpts, -1), dim=1)
+                for name, value in in_mix.items()
+            }
             processing = processing.reshape(n_songs, n_excerpts).mean(1)
             mask = None if mask is None else mask[::n_excerpts]
-        analysis = measure(mix, self.sample_rate, lufs=mix_lufs, blockwise=blockwise) | {
-            "stem_lufs": stem_lufs,
-            "stem_params": stem_params,
-            "master_params": master_params,
-            "processing": processing,
-        }
+        analysis = (
+            measure(mix, self.sample_rate, lufs=mix_lufs, blockwise=blockwise)
+            | {
+                "stem_lufs": stem_lufs,
+                "stem_params": stem_params,
+                "master_params": master_params,
+                "processing": processing,
+            }
+            | in_mix
+        )
         if trim_db is not None:
             analysis["master_trim_db"] = trim_db if join is None else trim_db[:: join[1]]
         if mask is not None:
@@ -542,7 +592,7 @@ class AutoMixChain(nn.Module):
         stem_params["input_gain_db"] = torch.full_like(stem_params["level_db"], settings.input_gain_db)
         master_params = batch(settings.master_params)
         trim_db = torch.full((1,), settings.master_trim_db, device=weight.device, dtype=weight.dtype)
-        bus, stem_params, stem_lufs = self.render_strips(stems, stem_params, blockwise=True)
+        bus, stem_params, stem_lufs, _ = self.render_strips(stems, stem_params, blockwise=True)
         mix, trim_db, mastered = self.kept_master(bus, master_params, trim_db, within_budget=False)
         analysis = measure(mix, self.sample_rate, blockwise=True) | mastered
         analysis |= {

@@ -10,7 +10,8 @@ optimiser*).
 3. Songs the corrections cannot finish (a width or tilt at the end of its range) get Adam on the
    normalised settings (as logits) against the loss, measured on excerpts of the song
    (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds. Each stem's loudness
-   relative to the stems together stays within `balance_budget_db` of the start (`BalanceHold`): the
+   in the mix (through the master's EQ and width) relative to the stems together stays within
+   `balance_budget_db` of the start (`BalanceHold`): the
    tone, width and loudness are reached with the master and the strips' EQ, not by burying a stem.
 4. The user gets the closest full render made: excerpts and whole songs measure differently. A target
    still missed is said so in the analysis's `notes`, with the balance kept.
@@ -160,7 +161,8 @@ class BalanceHold:
         self.budget_db = budget_db
 
     def excess_db(self, stem_lufs: torch.Tensor, mask=None) -> torch.Tensor:
-        """`[B, N]` how far each stem has moved past the budget, signed (0 within it or when silent)."""
+        """`[B, N]` how far each stem, at loudness `stem_lufs` `[B, N]` (in the mix: `stem_mix_lufs`), has
+        moved past the budget, signed (0 within it or when silent)."""
         moved = stem_balance_db(stem_lufs, mask) - self.start_db
         excess = moved - moved.clamp(-self.budget_db, self.budget_db)
         return torch.nan_to_num(excess, nan=0.0)
@@ -382,7 +384,7 @@ class SongOptimizer:
             give_up = adam_follows and attempt == 0
             with torch.no_grad():
                 if attempt > 0:
-                    bus, stem_params, stem_lufs = chain.render_bus(
+                    bus, stem_params, stem_lufs, _ = chain.render_bus(
                         stems, state.console.stem_unit, mask, input_gain, blockwise=True
                     )
                     strips = Strips(state.console.stem_unit, stem_params, stem_lufs)
@@ -529,7 +531,7 @@ class SongOptimizer:
         stem_unit, stem_params, stem_lufs = best.strips
         with torch.no_grad():
             if bus is None:
-                bus, stem_params, stem_lufs = chain.render_bus(
+                bus, stem_params, stem_lufs, _ = chain.render_bus(
                     stems, stem_unit, mask, input_gain, blockwise=True
                 )
             power = bus_detector_power(bus, self.sample_rate, blockwise=True)
@@ -688,9 +690,9 @@ class SongOptimizer:
         width could not bring it to the target, else NaN; there the excerpts aim at the target times what
         they read against the full render at the start (`excerpt_aim`).
 
-        `hold`: the balance to keep (`BalanceHold`); None holds the balance the excerpts read at the first
-        step. The loss adds its cost, and after the last step each stem's level takes back what the last
-        render read past the budget.
+        `hold`: the balance to keep (`BalanceHold`); None holds the balance the excerpts read after the
+        strips at the first step. The loss adds its cost on the balance in the mix (`stem_mix_lufs`), and
+        after the last step each stem's level takes back what the last render read past the budget.
         """
         settings, chain = self.settings, self.chain
         stem_logits = logit(console.stem_unit).detach().requires_grad_(True)
@@ -716,6 +718,7 @@ class SongOptimizer:
                     trim_db=flat_trim,
                     join=(batch, n_excerpts),
                     input_gain=flat_gain,
+                    in_mix=True,
                 )
                 if step == 0 and pinned is not None:
                     read = torch.stack([analysis["spectral_centroid"], analysis["stereo_ms_ratio"]], dim=-1)
@@ -724,7 +727,7 @@ class SongOptimizer:
                     hold = BalanceHold(
                         stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
                     )
-                loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_lufs"], mask).mean()
+                loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_mix_lufs"], mask).mean()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.refinable(analysis, aim, n_excerpts).all():
                     break
@@ -734,7 +737,8 @@ class SongOptimizer:
                 steps += 1
         stem_unit = torch.sigmoid(stem_logits).detach()
         if analysis is not None:  # each stem's level takes back what the last render read past the budget
-            stem_unit = self.moved_levels(stem_unit, -hold.excess_db(analysis["stem_lufs"].detach(), mask))
+            excess_db = hold.excess_db(analysis["stem_mix_lufs"].detach(), mask)
+            stem_unit = self.moved_levels(stem_unit, -excess_db)
         console = Console(stem_unit, torch.sigmoid(master_logits).detach())
         return Excerpts(console, aim, steps, hold)
 

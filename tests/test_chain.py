@@ -11,6 +11,7 @@ from automix import AutoMixChain, create_training_loss, load_style_targets
 from automix import chain as chain_module
 from automix.analysis import report
 from automix.dsp import filters
+from automix.dsp.eq import four_band_sections
 from automix.errors import AutomixError
 from automix.synth import synth_stems, white_noise
 from automix.targets import Targets, resolve_targets
@@ -279,8 +280,8 @@ def test_a_render_without_gradients_goes_block_by_block_to_the_same_bus(monkeypa
     unit = torch.rand(1, 4, chain.space.n_stem, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
     with torch.no_grad():
-        bus, _, stem_lufs = chain.render_bus(stems, unit, mask, blockwise=True)
-    whole_bus, _, whole_lufs = chain.render_bus(stems, unit, mask)
+        bus, _, stem_lufs, _ = chain.render_bus(stems, unit, mask, blockwise=True)
+    whole_bus, _, whole_lufs, _ = chain.render_bus(stems, unit, mask)
     error_db = 10 * torch.log10((bus - whole_bus.detach()).square().sum() / whole_bus.detach().square().sum())
     assert error_db < -60
     torch.testing.assert_close(stem_lufs, whole_lufs.detach(), atol=0.01, rtol=0)
@@ -375,3 +376,50 @@ def test_a_mix_leaning_to_one_side_costs_its_balance_squared():
     balance_db = 10 * np.log10((mix[0, 0] ** 2).mean().item() / (mix[0, 1] ** 2).mean().item())
     expected = (balance_db / CHANNEL_BALANCE_SCALE_DB) ** 2
     assert loss_terms(analysis, target)["channel_balance"].item() == pytest.approx(expected, rel=1e-4)
+
+
+# ---------------------------------------------------------------- each stem's loudness in the mix
+
+
+def neutral_master(chain, dtype=torch.float64) -> dict:
+    _, master_unit = chain.space.neutral_unit(1, dtype)
+    return chain.space.denormalize_master(master_unit[None])
+
+
+def test_a_neutral_master_leaves_each_stems_loudness_in_the_mix_as_it_left_its_strip(chain):
+    stems = white_noise(3, 2.0, SAMPLE_RATE, seed=1).double() * torch.tensor([1.0, 0.5, 0.1])[:, None, None]
+    in_mix = chain.stem_loudness_in_mix(stems[None], neutral_master(chain))
+    torch.testing.assert_close(in_mix, chain_module.metrics.integrated_loudness(stems[None], SAMPLE_RATE))
+
+
+def test_the_master_width_and_eq_move_each_stem_by_its_own_closed_form(chain):
+    """A side-only stem (L = −R) comes up by 20·log10(width), a mono one not at all; a 10 kHz tone by the
+    high shelf's gain at 10 kHz (scipy's response of the same RBJ section), a 60 Hz tone by its own."""
+    t = torch.arange(2 * SAMPLE_RATE, dtype=torch.float64) / SAMPLE_RATE
+    noise = white_noise(1, 2.0, SAMPLE_RATE, seed=3).double()[0, 0]
+    tone_hi, tone_lo = (0.1 * torch.sin(2 * torch.pi * f * t) for f in (10_000.0, 60.0))
+    stems = torch.stack(
+        [torch.stack([noise, -noise]), torch.stack([tone_hi, tone_hi]), torch.stack([tone_lo, tone_lo])]
+    )[None]
+    before = chain.stem_loudness_in_mix(stems, neutral_master(chain))
+    params = neutral_master(chain)
+    params["width"] = torch.tensor([1.4], dtype=torch.float64)
+    params["eq_gain_db"] = torch.tensor([[0.0, 0.0, 0.0, 5.0]], dtype=torch.float64)
+    moved = chain.stem_loudness_in_mix(stems, params) - before
+    b, a = four_band_sections(
+        SAMPLE_RATE, gain_db=params["eq_gain_db"][0], freq_hz=params["eq_freq_hz"][0], q=params["eq_q"][0]
+    )
+    expected = []
+    for f in (10_000.0, 60.0):
+        response = np.prod(
+            [scipy.signal.freqz(b[k].numpy(), a[k].numpy(), worN=[f], fs=SAMPLE_RATE)[1][0] for k in range(4)]
+        )
+        expected.append(20 * np.log10(abs(response)))
+    # The side stem's noise is white: the shelf lifts its top octaves too, so it is checked with the EQ flat.
+    params["eq_gain_db"] = torch.zeros(1, 4, dtype=torch.float64)
+    width_only = chain.stem_loudness_in_mix(stems, params) - before
+    assert float(width_only[0, 0]) == pytest.approx(20 * np.log10(1.4), abs=0.01)
+    assert float(width_only[0, 1]) == pytest.approx(0.0, abs=0.01)
+    assert float(moved[0, 1]) == pytest.approx(expected[0], abs=0.05)
+    assert float(moved[0, 2]) == pytest.approx(expected[1], abs=0.05)
+    assert expected[0] > 3.0  # the shelf (at 8 kHz) does act at 10 kHz

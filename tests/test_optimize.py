@@ -348,7 +348,8 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
 
 
 def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, input_gain) -> torch.Tensor:
-    """`[B, N]` the stems' balance on the optimiser's excerpts under `console`."""
+    """`[B, N]` the stems' balance in the mix (after the master's EQ and width) on the optimiser's
+    excerpts under `console`."""
     settings = optimizer.settings
     excerpts = select_excerpts(
         stems, SAMPLE_RATE, settings.excerpt_s, settings.n_excerpts, settings.playing_db
@@ -362,8 +363,9 @@ def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, 
             trim_db=trim_db.repeat_interleave(n_excerpts, dim=0),
             join=(excerpts.shape[0], n_excerpts),
             input_gain=input_gain.repeat_interleave(n_excerpts, dim=0),
+            in_mix=True,
         )
-    return stem_balance_db(analysis["stem_lufs"])
+    return stem_balance_db(analysis["stem_mix_lufs"])
 
 
 @pytest.mark.parametrize("budget_db", [0.25, 1e6], ids=["budget_0.25_dB", "no_budget"])
