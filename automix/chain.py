@@ -398,29 +398,25 @@ class AutoMixChain(nn.Module):
         processing = self.processing_cost(stem_unit, master_unit, mask)
         if trim_db is not None:
             stem_lufs = loudness_after_gain(stem_lufs, trim_db[:, None])  # as the master's input hears them
-        in_mix = {}
-        if processed is not None:
-            in_mix["stem_mix_lufs"] = self.stem_loudness_in_mix(processed, master_params)
+        stem_mix_lufs = None if processed is None else self.stem_loudness_in_mix(processed, master_params)
         if join is not None:
             n_songs, n_excerpts = join
             mix = mix.reshape(n_songs, n_excerpts, 2, -1).transpose(1, 2).reshape(n_songs, 2, -1)
             stem_lufs = loudness.joined_loudness(stem_lufs.reshape(n_songs, n_excerpts, -1), dim=1)
-            in_mix = {
-                name: loudness.joined_loudness(value.reshape(n_songs, n_excerpts, -1), dim=1)
-                for name, value in in_mix.items()
-            }
+            if stem_mix_lufs is not None:
+                stem_mix_lufs = loudness.joined_loudness(
+                    stem_mix_lufs.reshape(n_songs, n_excerpts, -1), dim=1
+                )
             processing = processing.reshape(n_songs, n_excerpts).mean(1)
             mask = None if mask is None else mask[::n_excerpts]
-        analysis = (
-            measure(mix, self.sample_rate, lufs=mix_lufs, blockwise=blockwise)
-            | {
-                "stem_lufs": stem_lufs,
-                "stem_params": stem_params,
-                "master_params": master_params,
-                "processing": processing,
-            }
-            | in_mix
-        )
+        analysis = measure(mix, self.sample_rate, lufs=mix_lufs, blockwise=blockwise) | {
+            "stem_lufs": stem_lufs,
+            "stem_params": stem_params,
+            "master_params": master_params,
+            "processing": processing,
+        }
+        if stem_mix_lufs is not None:
+            analysis["stem_mix_lufs"] = stem_mix_lufs
         if trim_db is not None:
             analysis["master_trim_db"] = trim_db if join is None else trim_db[:: join[1]]
         if mask is not None:
