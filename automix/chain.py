@@ -433,6 +433,23 @@ class AutoMixChain(nn.Module):
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
+    def predict_balanced(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
+        """`predict`, with the songs mixed to a reference set to the reference's balance where
+        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`; the master predicted again on
+        the bus those strips make): `(prediction, where each song's balance came from)`, "reference" or
+        "predicted"."""
+        prediction = self.predict(stems, targets, mask, blockwise=blockwise)
+        balanced = None
+        if self.predict_settings.balance == "auto":
+            balanced = SongOptimizer(self).reference_strips(
+                stems, targets, mask, prediction.stem_unit, prediction.stem_lufs
+            )
+        if balanced is None:
+            return prediction, ["predicted"] * targets.batch_size
+        prediction = None  # its bus freed before the next
+        prediction = self.predict(stems, targets, mask, stem_unit=balanced, blockwise=blockwise)
+        return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
+
     def finish_prediction(
         self, prediction: Prediction, mask=None, *, blockwise: bool = False, kept: bool = True
     ):
@@ -653,8 +670,9 @@ class AutoMixChain(nn.Module):
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
-            prediction = self.predict(stems, targets, mask, blockwise=blockwise)
+            prediction, sources = self.predict_balanced(stems, targets, mask, blockwise=blockwise)
             mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
+            analysis["balance_start"] = sources
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
         mix, analysis = self.judged(mix, analysis, targets, mode, mask)

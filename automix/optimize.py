@@ -440,9 +440,7 @@ class SongOptimizer:
         source = self.balance_source(targets)
         if source != "reference":
             return [source] * targets.batch_size
-        spectra = targets.spectrum_db
-        known = [False] * targets.batch_size if spectra is None else (~spectra.isnan().all(dim=-1)).tolist()
-        return ["reference" if has_spectrum else "equal_loudness" for has_spectrum in known]
+        return ["reference" if known else "equal_loudness" for known in targets.has_reference.tolist()]
 
     def start_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
@@ -476,6 +474,17 @@ class SongOptimizer:
         at_equal_loudness = long_term_spectrum_db(stems, self.sample_rate) + shift_db[..., None]
         strength = self.settings.reference_balance_strength
         return fit_reference_balance(at_equal_loudness, spectrum_db, strength, audible).to(stems.device)
+
+    def reference_strips(self, stems, targets: Targets, mask, stem_unit, stem_lufs) -> torch.Tensor | None:
+        """The strips `stem_unit` `[B, N, n_stem]` with each song mixed to a reference set to the reference
+        balance (`reference_balance_db`, `balanced_strips`; `stem_lufs` `[B, N]`: what these strips
+        bring the stems to), the others' as they are; None where no song has a reference."""
+        has_reference = targets.has_reference
+        if not has_reference.any():
+            return None
+        balance_db = self.reference_balance_db(stems, targets.spectrum_db, mask)
+        moved = self.balanced_strips(stem_unit, stem_lufs, balance_db, mask)
+        return torch.where(has_reference.to(moved.device)[:, None, None], moved, stem_unit)
 
     def balanced_strips(
         self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, balance_db: torch.Tensor, mask=None

@@ -71,8 +71,8 @@ def fit_reference_balance(
         `[B, N]` moves in dB (0 for stems not audible), float32 on the stems' device.
     """
     n_bands = min(stem_spectra_db.shape[-1], reference_db.shape[-1])
-    moves = torch.zeros(audible.shape, dtype=torch.float64)
     with torch.inference_mode(False), torch.enable_grad():
+        moves = torch.zeros(audible.shape, dtype=torch.float64)  # written in place: not an inference tensor
         for item in range(audible.shape[0]):
             playing = audible[item].cpu()
             spectra = stem_spectra_db[item, playing, :n_bands].detach().cpu().double().clone()

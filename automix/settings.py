@@ -21,6 +21,7 @@ from automix.errors import AutomixError
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
 BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint", "reference")
+PREDICT_BALANCES = ("auto", "predicted")  # where predict mode takes the stems' balance from
 ROOT = MIX_CONFIG.parents[1]  # a relative `balance_checkpoint` is read from here
 
 
@@ -110,10 +111,17 @@ class PredictSettings:
     Attributes:
         loudness_steps: most master renders that check the trim model's answer (0: take it unrendered).
         loudness_stop_lu: the search stops once a render is this close to the target loudness.
+        balance: the stems' balance: "predicted" (the predictor's strips as they are) or "auto" (for a
+            song mixed to a reference, each stem's level set as the default mode's "reference" start
+            sets it, `automix.reference_balance`; the predictor's elsewhere).
     """
 
     loudness_steps: int = 4
     loudness_stop_lu: float = 0.25
+    balance: str = "auto"
+
+    def __post_init__(self):
+        _choice("balance", self.balance, PREDICT_BALANCES)
 
 
 @dataclass(frozen=True)
@@ -173,7 +181,7 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
                 raise AutomixError(f"{name}: expected a checkpoint path or null, got {value!r}")
             values[key] = None if value is None else str(value)
         elif isinstance(default, str):
-            values[key] = _choice(name, value, BALANCE_STARTS)
+            values[key] = _choice(name, value, PREDICT_BALANCES if key == "balance" else BALANCE_STARTS)
         else:
             values[key] = _number(name, value, integer=isinstance(default, int))
     return cls(**values)

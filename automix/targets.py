@@ -66,6 +66,13 @@ class Targets:
         """`[B]` bool: whether a frequency balance is targeted."""
         return torch.isfinite(self.bands).all(dim=-1)
 
+    @property
+    def has_reference(self) -> torch.Tensor:
+        """`[B]` bool: whether a song is mixed to a reference (its `spectrum_db` row is known)."""
+        if self.spectrum_db is None:
+            return torch.zeros(self.batch_size, dtype=torch.bool, device=self.lufs.device)
+        return ~self.spectrum_db.isnan().all(dim=-1)
+
     def map(self, fn) -> "Targets":
         """`fn` applied to every field (indexing, devices, repeats); None stays None."""
         values = (getattr(self, field.name) for field in dataclasses.fields(self))

@@ -10,7 +10,7 @@ from automix import AutoMixChain
 from automix.loudness import integrated_loudness
 from automix.optimize import SongOptimizer
 from automix.reference_balance import SPECTRUM_BANDS, fit_reference_balance, long_term_spectrum_db
-from automix.settings import OptimizeSettings
+from automix.settings import OptimizeSettings, PredictSettings
 from automix.styles import get_style, style_from_reference
 from automix.targets import resolve_targets
 
@@ -98,3 +98,31 @@ def test_the_strength_must_be_positive():
 
     with pytest.raises(AutomixError, match="reference_balance_strength"):
         OptimizeSettings(reference_balance_strength=0.0)
+
+
+@pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.inference_mode])
+def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewhere(grad_mode):
+    chain = AutoMixChain(n_stems=3, sample_rate=SR)
+    targets = resolve_targets(
+        [style_from_reference(reference_mix(), SR), "rock_punk"], chain.style_targets, 2
+    )
+    stems = band_noise(seed=0)[None].repeat(2, 1, 1, 1)
+    with grad_mode():
+        _, analysis = chain(stems, targets, mode="predict")
+    assert analysis["balance_start"] == ["reference", "predicted"]
+    # the reference song plays at the default mode's reference start (the strips' last gain is exact)
+    with torch.no_grad():
+        prediction = chain.predict(stems, targets, blockwise=True)
+        optimizer = SongOptimizer(chain)
+        wanted = optimizer.reference_balance_db(stems, targets.spectrum_db, None)[0]
+    balance = analysis["stem_balance_db"].detach()
+    torch.testing.assert_close(centred(balance[0]), centred(wanted), atol=0.05, rtol=0)
+    assert balance[0, 0] > balance[0, 1] > balance[0, 2]  # the reference's order (low up, high down)
+    # the style song keeps the predictor's strips: the balance of predict mode without the reference step
+    torch.testing.assert_close(analysis["stem_params"]["level_db"][1], prediction.stem_params["level_db"][1])
+    predicted = AutoMixChain(n_stems=3, sample_rate=SR, predict=PredictSettings(balance="predicted"))
+    predicted.load_state_dict(chain.state_dict())
+    with torch.no_grad():
+        _, kept = predicted(stems, targets, mode="predict")
+    assert kept["balance_start"] == ["predicted", "predicted"]
+    torch.testing.assert_close(kept["stem_params"]["level_db"], prediction.stem_params["level_db"])
