@@ -438,7 +438,8 @@ class AutoMixChain(nn.Module):
         `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`; the master predicted again on
         the bus those strips make): `(prediction, where each song's balance came from)`, "reference" or
         "predicted"."""
-        prediction = self.predict(stems, targets, mask, blockwise=blockwise)
+        input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
+        prediction = self.predict(stems, targets, mask, input_gain=input_gain, blockwise=blockwise)
         balanced = None
         if self.predict_settings.balance == "auto":
             balanced = SongOptimizer(self).reference_strips(
@@ -447,7 +448,9 @@ class AutoMixChain(nn.Module):
         if balanced is None:
             return prediction, ["predicted"] * targets.batch_size
         prediction = None  # its bus freed before the next
-        prediction = self.predict(stems, targets, mask, stem_unit=balanced, blockwise=blockwise)
+        prediction = self.predict(
+            stems, targets, mask, input_gain=input_gain, stem_unit=balanced, blockwise=blockwise
+        )
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
 
     def finish_prediction(
