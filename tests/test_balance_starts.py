@@ -1,0 +1,79 @@
+"""benchmarks/balance_starts.py: its partial-loudness model on band noise written here (no LMMS)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from automix.balance import band_energies
+from automix.loudness import integrated_loudness
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "balance_starts.py"
+SR = 44100
+SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def bs():
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports human_mixes beside it
+    spec = importlib.util.spec_from_file_location("balance_starts_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def band_noise(low_hz: float, high_hz: float, seed: int) -> torch.Tensor:
+    """`[2, T]` stereo noise band-passed to `low_hz`–`high_hz`, at −23 LUFS, float64."""
+    rng = np.random.default_rng(seed)
+    sos = scipy.signal.butter(8, (low_hz, high_hz), "bandpass", fs=SR, output="sos")
+    noise = torch.from_numpy(scipy.signal.sosfilt(sos, rng.standard_normal((2, int(SECONDS * SR)))))
+    return noise * 10.0 ** ((-23.0 - integrated_loudness(noise, SR)) / 20)
+
+
+def moves(bs, tracks: torch.Tensor) -> torch.Tensor:
+    """The script's moves from equal loudness to equal partial loudness of `tracks [N, 2, T]`."""
+    lufs = integrated_loudness(tracks, SR)
+    return bs.equal_partial_loudness_db(tracks, torch.ones(len(tracks), dtype=torch.bool), lufs.mean() - lufs)
+
+
+def test_loudness_grows_as_power_to_the_exponent(bs):
+    power = band_energies(band_noise(200, 2000, seed=0)[None], SR)
+    quiet, loud = (bs.partial_loudness(power, torch.tensor([gain])) for gain in (0.0, 10.0))
+    # Stevens's law with α = 0.3: 10 dB more power is 10^0.3 (about twice) the loudness
+    torch.testing.assert_close(loud / quiet, torch.tensor([10.0**bs.EXPONENT], dtype=loud.dtype))
+
+
+def test_tracks_in_separate_bands_meet_the_closed_form(bs):
+    # No overlap, no masking: a track's loudness is Σ_b E_b^α, and equal loudness needs
+    # g_a − g_b = 10/α · log10(L_b / L_a).
+    tracks = torch.stack([band_noise(80, 120, seed=1), band_noise(1500, 8000, seed=2)])
+    lufs = integrated_loudness(tracks, SR)
+    power = band_energies(tracks * 10.0 ** ((lufs.mean() - lufs) / 20)[:, None, None], SR)
+    alone = torch.stack([power[i].pow(bs.EXPONENT).sum(0).mean() for i in range(2)])
+    wanted = 10.0 / bs.EXPONENT * torch.log10(alone[1] / alone[0])
+    got = moves(bs, tracks)
+    assert abs(float(got[0] - got[1]) - float(wanted)) < 0.3
+    assert float(got[0] - got[1]) > 1.0  # the narrow low band is quieter at one LUFS: it comes up
+
+
+def test_alike_tracks_stay_at_equal_loudness_and_a_masker_lowers_partial_loudness(bs):
+    alike = torch.stack([band_noise(200, 4000, seed=3), band_noise(200, 4000, seed=4)])
+    assert float(moves(bs, alike).abs().max()) < 0.2
+    # a narrow band heard under a broad one is quieter than alone
+    narrow = band_energies(band_noise(900, 1100, seed=5)[None], SR)
+    together = torch.cat([narrow, band_energies(band_noise(200, 4000, seed=6)[None], SR)])
+    alone = bs.partial_loudness(narrow, torch.zeros(1))[0]
+    heard = bs.partial_loudness(together, torch.zeros(2))[0]
+    assert float(heard) < 0.8 * float(alone)
+
+
+def test_a_silent_track_keeps_its_place_and_the_starts_are_named(bs):
+    tracks = torch.stack([band_noise(200, 4000, seed=7), torch.zeros(2, int(SECONDS * SR)).double()])
+    starts = bs.starts(tracks)
+    assert list(starts) == ["equal loudness", "partial", "partial, half the move", "partial, within ±3 dB"]
+    for gains in starts.values():
+        assert float(gains[1]) == -200.0 and float(gains[0]) == 0.0  # one audible track: nothing to move
