@@ -66,9 +66,10 @@ def equal_partial_loudness_db(
     """Each track's move (dB) from equal loudness to equal partial loudness.
 
     Fixed-point steps on the gains, each a track's partial-loudness error in dB (at most `MAX_STEP_DB`),
-    `STEPS` of them, in float64. A track's partial loudness rises 0.3 dB (alone in its bands) to about
-    1.3 dB (masked by an equal track) per dB of gain, so each step shrinks the difference between two
-    tracks by a factor between 0.7 and −0.3 and the steps converge (a step of error / α would not).
+    `STEPS` of them, in float64. Two tracks' partial loudness ratio moves 0.3 dB (apart in their bands)
+    to about 1.3 dB (two equal tracks in the same bands) per dB of gain between them, so each step
+    shrinks their difference by a factor between 0.7 and −0.3 and the steps converge (a step of
+    error / α would not: two alike tracks would swing about each other).
 
     Args:
         tracks: `[N, C, T]`.

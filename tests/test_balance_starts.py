@@ -77,3 +77,8 @@ def test_a_silent_track_keeps_its_place_and_the_starts_are_named(bs):
     assert list(starts) == ["equal loudness", "partial", "partial, half the move", "partial, within ±3 dB"]
     for gains in starts.values():
         assert float(gains[1]) == -200.0 and float(gains[0]) == 0.0  # one audible track: nothing to move
+
+
+def test_without_rendered_songs_it_skips(bs, tmp_path, capsys):
+    assert bs.main(["--root", str(tmp_path / "none")]) == 0
+    assert "skipped" in capsys.readouterr().out
