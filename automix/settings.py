@@ -22,6 +22,8 @@ MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
 BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint", "reference")
 PREDICT_BALANCES = ("auto", "predicted")  # where predict mode takes the stems' balance from
+# The settings that take one of a few names, and those names.
+CHOICES = {"balance_start": BALANCE_STARTS, "balance": PREDICT_BALANCES}
 ROOT = MIX_CONFIG.parents[1]  # a relative `balance_checkpoint` is read from here
 
 
@@ -88,7 +90,7 @@ class OptimizeSettings:
     reference_balance_strength: float = 0.1
 
     def __post_init__(self):
-        _choice("balance_start", self.balance_start, BALANCE_STARTS)
+        _choice("balance_start", self.balance_start, CHOICES["balance_start"])
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
         if not self.reference_balance_strength > 0:
@@ -121,7 +123,7 @@ class PredictSettings:
     balance: str = "auto"
 
     def __post_init__(self):
-        _choice("balance", self.balance, PREDICT_BALANCES)
+        _choice("balance", self.balance, CHOICES["balance"])
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,8 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
             if value is not None and not isinstance(value, str | os.PathLike):
                 raise AutomixError(f"{name}: expected a checkpoint path or null, got {value!r}")
             values[key] = None if value is None else str(value)
-        elif isinstance(default, str):
-            values[key] = _choice(name, value, PREDICT_BALANCES if key == "balance" else BALANCE_STARTS)
+        elif key in CHOICES:
+            values[key] = _choice(name, value, CHOICES[key])
         else:
             values[key] = _number(name, value, integer=isinstance(default, int))
     return cls(**values)
