@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import human_mixes  # noqa: E402  (the benchmark's songs, excerpts and groups)
 
 from automix.balance import balance_error_db, band_energies  # noqa: E402
-from automix.metrics import integrated_loudness  # noqa: E402
 
 SR = human_mixes.SAMPLE_RATE
 CAP_DB = 3.0  # the capped start: each track within this of equal loudness (the style modes' budget)
@@ -96,9 +95,9 @@ def equal_partial_loudness_db(
 
 def starts(tracks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each start's gains (dB) for `tracks [N, C, T]` (silent tracks at −200 dB)."""
-    lufs = integrated_loudness(tracks, SR)
-    audible = lufs > human_mixes.SILENCE_LUFS
-    equal = torch.where(audible, lufs[audible].mean() - lufs, 0.0)
+    amplitude = human_mixes.equal_loudness_gains(tracks, SR)  # the benchmark's equal loudness; 0: silent
+    audible = amplitude > 0
+    equal = torch.where(audible, 20.0 * torch.log10(amplitude.clamp_min(1e-30)), 0.0)
     move = equal_partial_loudness_db(tracks, audible, equal).to(equal)
     gains = {
         "equal loudness": equal,
