@@ -51,6 +51,15 @@ STRIP_BLOCK_HOPS = 60
 # Predict mode renders the kept master at most this many times to keep the limiter within its budget.
 BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
+# A strip's compressor settings, set neutral in predict mode where a song takes a reference's balance.
+COMPRESSOR_SETTINGS = (
+    "comp_threshold_db",
+    "comp_ratio",
+    "comp_attack_ms",
+    "comp_release_ms",
+    "comp_makeup_db",
+    "comp_knee_db",
+)
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
@@ -435,18 +444,21 @@ class AutoMixChain(nn.Module):
 
     def predict_balanced(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
-        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`; the master predicted again on
-        the bus those strips make): `(prediction, where each song's balance came from)`, "reference" or
-        "predicted"."""
+        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on the predicted strips with
+        their compressors neutral; the master predicted again on the bus those strips make):
+        `(prediction, where each song's balance came from)`, "reference" or "predicted"."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
         prediction = self.predict(stems, targets, mask, input_gain=input_gain, blockwise=blockwise)
-        balanced = None
-        if self.predict_settings.balance == "auto":
-            balanced = SongOptimizer(self).reference_strips(
-                stems, targets, mask, prediction.stem_unit, prediction.stem_lufs
-            )
-        if balanced is None:
+        if self.predict_settings.balance != "auto" or not targets.has_reference.any():
             return prediction, ["predicted"] * targets.batch_size
+        # The predicted compressors were set for the input's balance: at the reference's they leave the bus
+        # peaky, and the limiting budget holds the loudness short (docs/benchmarks.md, *Predict mode with
+        # a reference*). Those songs' strips keep their EQ, drive and pan with the compressors neutral.
+        with_reference = targets.has_reference.to(stems.device)[:, None, None]
+        gentle = self.space.with_neutral_stems(prediction.stem_unit, COMPRESSOR_SETTINGS)
+        strips = torch.where(with_reference, gentle, prediction.stem_unit)
+        _, _, stem_lufs, _ = self.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
+        balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
         prediction = None  # its bus freed before the next
         prediction = self.predict(
             stems, targets, mask, input_gain=input_gain, stem_unit=balanced, blockwise=blockwise

@@ -7,6 +7,7 @@ import scipy.signal
 import torch
 
 from automix import AutoMixChain
+from automix.chain import COMPRESSOR_SETTINGS
 from automix.loudness import integrated_loudness
 from automix.optimize import SongOptimizer
 from automix.reference_balance import SPECTRUM_BANDS, fit_reference_balance, long_term_spectrum_db
@@ -103,6 +104,10 @@ def test_the_strength_must_be_positive():
 @pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.inference_mode])
 def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewhere(grad_mode):
     chain = AutoMixChain(n_stems=3, sample_rate=SR)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a predictor that proposes more than the neutral console, as a trained one does
+        for weight in chain.predictor.parameters():
+            weight.add_(0.3 * torch.randn_like(weight))
     targets = resolve_targets(
         [style_from_reference(reference_mix(), SR), "rock_punk"], chain.style_targets, 2
     )
@@ -120,6 +125,17 @@ def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewh
     assert balance[0, 0] > balance[0, 1] > balance[0, 2]  # the reference's order (low up, high down)
     # the style song keeps the predictor's strips: the balance of predict mode without the reference step
     torch.testing.assert_close(analysis["stem_params"]["level_db"][1], prediction.stem_params["level_db"][1])
+    # the reference song's compressors are neutral, its EQ as predicted; the style song's all as predicted
+    neutral = chain.space.neutral(3)[0]
+    for name in COMPRESSOR_SETTINGS:
+        torch.testing.assert_close(analysis["stem_params"][name][0], neutral[name], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            analysis["stem_params"][name][1], prediction.stem_params[name][1], atol=1e-3, rtol=1e-4
+        )
+    for name in ("eq_gain_db", "eq_freq_hz", "pan"):
+        torch.testing.assert_close(
+            analysis["stem_params"][name], prediction.stem_params[name], atol=1e-3, rtol=1e-4
+        )
     predicted = AutoMixChain(n_stems=3, sample_rate=SR, predict=PredictSettings(balance="predicted"))
     predicted.load_state_dict(chain.state_dict())
     with torch.no_grad():
