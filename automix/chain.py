@@ -20,6 +20,7 @@ from automix.balance import stem_balance_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
+    STEM_PARAMETERS,
     bus_detector_power,
     channel_strip,
     channel_strip_blocks,
@@ -52,14 +53,7 @@ STRIP_BLOCK_HOPS = 60
 BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
 # A strip's compressor settings, set neutral in predict mode where a song takes a reference's balance.
-COMPRESSOR_SETTINGS = (
-    "comp_threshold_db",
-    "comp_ratio",
-    "comp_attack_ms",
-    "comp_release_ms",
-    "comp_makeup_db",
-    "comp_knee_db",
-)
+COMPRESSOR_SETTINGS = tuple(name for name in STEM_PARAMETERS if name.startswith("comp_"))
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
