@@ -442,8 +442,11 @@ class AutoMixChain(nn.Module):
         their compressors neutral; the master predicted again on the bus those strips make):
         `(prediction, where each song's balance came from)`, "reference" or "predicted"."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
-        prediction = self.predict(stems, targets, mask, input_gain=input_gain, blockwise=blockwise)
-        if self.predict_settings.balance != "auto" or not targets.has_reference.any():
+        to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
+        # A second pass predicts the master again: the first one's loudness search would be thrown away.
+        steps = 0 if to_reference else None
+        prediction = self.predict(stems, targets, mask, steps, input_gain, blockwise=blockwise)
+        if not to_reference:
             return prediction, ["predicted"] * targets.batch_size
         # The predicted compressors were set for the input's balance: at the reference's they leave the bus
         # peaky, and the limiting budget holds the loudness short (docs/benchmarks.md, *Predict mode with
