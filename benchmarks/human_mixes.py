@@ -16,8 +16,12 @@ predict mode (the shipped checkpoint, reference targets). Each mix is judged aga
 and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
 (`mr_stft_distance`), and for automix's modes the errors to its targets.
 
+`--reference-from other` takes each song's reference from the next song's first excerpt instead (other
+music, as a user's reference usually is): how much of reference mode's balance comes from a reference of
+the same song.
+
 Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid] [--excerpts 2] [--seed 0]
-[--plot FILE.png]`.
+[--reference-from same] [--plot FILE.png]`.
 """
 
 import argparse
@@ -138,6 +142,16 @@ def reference_span(starts: Sequence[int], index: int, n_samples: int, length: in
         return start, start + length
     half = n_samples // 2
     return (half, n_samples) if starts[index] + length // 2 < half else (0, half)
+
+
+def other_song_references(songs: Sequence[Song], excerpts: dict) -> dict:
+    """For `--reference-from other`: each song's reference, `(the producer's mix file, start sample)` of
+    the first excerpt of the next song with excerpts (in the run's order, the last one's the first's)."""
+    kept = [song for song in songs if excerpts[song.name]]
+    return {
+        song.name: (other.folder / "mixture.wav", excerpts[other.name][0])
+        for song, other in zip(kept, kept[1:] + kept[:1], strict=True)
+    }
 
 
 def scramble_gains_db(n_tracks: int, seed: int, song: str, excerpt: int) -> torch.Tensor:
@@ -397,8 +411,11 @@ def excerpt_mixes(
     args: argparse.Namespace,
     mixers: Mixers | None,
     bar: tqdm,
+    other_reference: tuple[Path, int] | None = None,
 ) -> list[Row]:
-    """Every method's mix of every excerpt of `song`, judged; a line printed per mix."""
+    """Every method's mix of every excerpt of `song`, judged; a line printed per mix. `other_reference`:
+    the reference modes' targets from this file's excerpt at this start (`other_song_references`), not
+    from the song's own next excerpt."""
     from automix.styles import style_from_reference
 
     length = round(args.excerpt_s * SAMPLE_RATE)
@@ -420,9 +437,16 @@ def excerpt_mixes(
         )
         reference = None
         if {"reference", "predict"} & set(methods):
-            ref_start, ref_stop = reference_span(starts, index, n_samples, length)
-            ref_audio = at_peak(read_wav(song.folder / "mixture.wav", ref_start, ref_stop), SAMPLE_RATE)
-            reference = style_from_reference(ref_audio, SAMPLE_RATE, name=f"{song.name}@{ref_start}")
+            ref_path, ref_start = song.folder / "mixture.wav", None
+            if other_reference is None:
+                ref_start, ref_stop = reference_span(starts, index, n_samples, length)
+            else:
+                ref_path, ref_start = other_reference
+                ref_stop = ref_start + length
+            ref_audio = at_peak(read_wav(ref_path, ref_start, ref_stop), SAMPLE_RATE)
+            reference = style_from_reference(
+                ref_audio, SAMPLE_RATE, name=f"{ref_path.parent.name}@{ref_start}"
+            )
         for method in methods:
             bar.set_postfix_str(f"{label} {method}")
             started = time.perf_counter()
@@ -456,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--excerpt-s", type=float, default=EXCERPT_S, help="seconds (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="scramble gains and the optimiser")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--reference-from",
+        choices=("same", "other"),
+        default="same",
+        help="the reference and predict modes' reference: another excerpt of the same song (default, "
+        "issue 18's protocol) or the next song's first excerpt (other music, as a user's reference "
+        "usually is)",
+    )
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="balance error per method")
     parser.add_argument(
         "--float64",
@@ -518,11 +550,13 @@ def main(argv: list[str] | None = None) -> int:
         if set(methods) & set(AUTOMIX_METHODS)
         else None
     )
+    others = other_song_references(songs, excerpts) if args.reference_from == "other" else {}
     started = time.perf_counter()
     rows = []
     with tqdm(total=sum(map(len, excerpts.values())) * len(methods), unit="mix", file=sys.stderr) as bar:
         for song in songs:
-            rows += excerpt_mixes(song, excerpts[song.name], methods, args, mixers, bar)
+            other = others.get(song.name)
+            rows += excerpt_mixes(song, excerpts[song.name], methods, args, mixers, bar, other)
     if not rows:
         print("skipped: no song is as long as one excerpt")
         return 0

@@ -10,6 +10,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
+import automix.styles
 from automix.balance import balance_error_db
 from automix.errors import AutomixError
 
@@ -136,6 +137,16 @@ def test_the_reference_excerpt_is_another_stretch_of_the_song(hm):
     assert hm.reference_span([40 * SR], 0, n, length) == (0, 30 * SR)
 
 
+def test_an_other_song_reference_is_the_next_songs_first_excerpt(hm, tmp_path):
+    songs = [hm.Song(name, tmp_path / name, []) for name in ("A", "B", "C", "D")]
+    excerpts = {"A": [5 * SR, 30 * SR], "B": [], "C": [10 * SR], "D": [0]}  # B is too short: left out
+    assert hm.other_song_references(songs, excerpts) == {
+        "A": (tmp_path / "C" / "mixture.wav", 10 * SR),
+        "C": (tmp_path / "D" / "mixture.wav", 0),
+        "D": (tmp_path / "A" / "mixture.wav", 5 * SR),
+    }
+
+
 def test_the_reference_is_scaled_to_minus_1_dbtp(hm):
     audio = 0.1 * torch.randn(2, SR, generator=torch.Generator().manual_seed(0))
     peak = 20 * np.log10(
@@ -231,3 +242,23 @@ def test_float64_mixes_the_reference_mode_in_float64(hm, fake_root, monkeypatch,
     argv = ["--root", str(fake_root), "--excerpts", "1", "--excerpt-s", "3", "--methods", "reference"]
     assert hm.main([*argv, "--float64"]) == 0
     assert dtypes == [torch.float64] and "reference" in capsys.readouterr().out.split("summary")[1]
+
+
+@pytest.mark.slow
+def test_an_other_song_reference_sets_the_targets(hm, fake_root, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    names, original = [], automix.styles.style_from_reference
+
+    def noted(audio, sample_rate, name=None):
+        names.append(name)
+        return original(audio, sample_rate, name=name)
+
+    monkeypatch.setattr(automix.styles, "style_from_reference", noted)
+    argv = ["--root", str(fake_root), "--excerpts", "1", "--excerpt-s", "3", "--methods", "reference"]
+    assert hm.main([*argv, "--reference-from", "other"]) == 0
+    # One validation song: the next song is itself, the reference its own (loudest) excerpt, not another
+    # stretch of it as with `same`.
+    mixture = hm.read_wav(fake_root / SONG / "mixture.wav")
+    (start,) = hm.pick_excerpts(mixture, SR, 1, 3.0)
+    assert 10 * SR <= start <= 17 * SR
+    assert names == [f"{SONG}@{start}"] and "reference" in capsys.readouterr().out.split("summary")[1]
