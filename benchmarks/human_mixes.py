@@ -437,8 +437,8 @@ def excerpt_mixes(
         )
         reference = None
         if {"reference", "predict"} & set(methods):
-            ref_path, ref_start = song.folder / "mixture.wav", None
             if other_reference is None:
+                ref_path = song.folder / "mixture.wav"
                 ref_start, ref_stop = reference_span(starts, index, n_samples, length)
             else:
                 ref_path, ref_start = other_reference
