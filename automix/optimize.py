@@ -11,9 +11,11 @@ optimiser*).
    normalised settings (as logits) against the loss, measured on excerpts of the song
    (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds. Each stem's loudness
    in the mix (through the master's EQ and width) relative to the stems together stays within
-   `balance_budget_db` of the start (`BalanceHold`): the
-   tone, width and loudness are reached with the master and the strips' EQ, not by burying a stem.
-4. The user gets the closest full render made: excerpts and whole songs measure differently. A target
+   `balance_budget_db` of the start (`BalanceHold`), and each strip's EQ band within `eq_budget_db` of
+   its start (`EqBudget`): the tone, width and loudness are reached with the master and moderate strip
+   EQ, not by burying a stem or carving it away.
+4. The user gets the closest full render made: excerpts and whole songs measure differently; Adam's
+   strips replace the start's only by keeping more promises (`SongOptimizer.kept_render`). A target
    still missed is said so in the analysis's `notes`, with the balance kept.
 """
 
@@ -139,12 +141,14 @@ class Round(NamedTuple):
 
 class Refined(NamedTuple):
     """`SongOptimizer.refine`'s result: the closest render (with its audio, unless the refinement gave up
-    early), the master settings and trim to go on from, and the rounds rendered."""
+    early), the master settings and trim to go on from, the rounds rendered and whether it gave up
+    after the first."""
 
     render: FullRender
     master_params: dict
     trim_db: torch.Tensor
     rounds: list[Round]
+    gave_up: bool = False
 
 
 class BalanceHold:
@@ -172,6 +176,32 @@ class BalanceHold:
         return (self.excess_db(stem_lufs, mask) / BALANCE_HOLD_SCALE_DB).square().sum(dim=-1)
 
 
+class EqBudget:
+    """Each strip's EQ band gains held within ±`budget_db` of where they started (and within their range):
+    Adam's steps are projected back onto it.
+
+    Args:
+        space: the chain's parameter space.
+        start_unit: `[B, N, n_stem]` the start's strips (normalised).
+        budget_db: how far a band's gain may move, dB.
+    """
+
+    def __init__(self, space, start_unit: torch.Tensor, budget_db: float):
+        self.space = space
+        start_db = space.denormalize_stems(start_unit)["eq_gain_db"]
+        low, high = _bounds(space.stem["eq_gain_db"], start_db)
+        self.low = torch.maximum(start_db - budget_db, low)
+        self.high = torch.minimum(start_db + budget_db, high)
+
+    def project(self, stem_logits: torch.Tensor) -> None:
+        """Clamp the EQ gains of the strips `stem_logits` `[B, N, n_stem]` (logits of the normalised
+        settings) into the budget, in place."""
+        with torch.no_grad():
+            params = self.space.denormalize_stems(torch.sigmoid(stem_logits))
+            params["eq_gain_db"] = torch.minimum(torch.maximum(params["eq_gain_db"], self.low), self.high)
+            stem_logits.copy_(logit(self.space.normalize_stems(params).clamp(0.0, 1.0)))
+
+
 class Excerpts(NamedTuple):
     """`SongOptimizer.on_excerpts`'s result: the settings Adam ended with (detached), the targets the
     excerpts aimed at, the Adam steps taken and the balance held."""
@@ -193,6 +223,8 @@ class SongState:
         renders: every refinement's closest render (without audio), in order.
         start_balance_db: `[B, N]` each stem's `stem_balance_db` in the first full render.
         hold: the balance Adam keeps, set at its first step.
+        eq_budget: the strips' EQ Adam keeps near the start's.
+        best_from_start: `[B]` whether `best` has the start's strips.
     """
 
     console: Console
@@ -201,6 +233,8 @@ class SongState:
     renders: list[FullRender] = dataclasses.field(default_factory=list)
     start_balance_db: torch.Tensor | None = None
     hold: BalanceHold | None = None
+    eq_budget: EqBudget | None = None
+    best_from_start: torch.Tensor | None = None
 
 
 class TrimController:
@@ -375,6 +409,7 @@ class SongOptimizer:
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )
         state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
+        state.eq_budget = EqBudget(self.space, prediction.stem_unit, settings.eq_budget_db)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
         bus = prediction.bus
         del prediction  # its bus is `bus`, freed with it before the next render
@@ -396,7 +431,7 @@ class SongOptimizer:
             master_unit = self.space.normalize_master(refined.master_params).clamp(0, 1)
             state.console, state.trim_db = Console(state.console.stem_unit, master_unit), refined.trim_db
             state.renders.append(render.without_audio())
-            state.best = closer_render(state.best, render)
+            state.best = self.kept_render(state, render, refined.gave_up)
             if self.settled(state.best, targets).all() or not adam_follows:
                 break
             # (the give-up's width was not rendered: its render reads the M/S of another width)
@@ -405,11 +440,26 @@ class SongOptimizer:
             state.best = state.best.without_audio()
             excerpts = self.on_excerpts(
                 stems, targets, mask, state.console, trim_db=state.trim_db, input_gain=input_gain,
-                pinned=pinned, hold=state.hold, progress=progress,
+                pinned=pinned, hold=state.hold, eq_budget=state.eq_budget, progress=progress,
             )  # fmt: skip
             state.console, state.hold = excerpts.console, excerpts.hold
         same_strips = state.best.strips.stem_unit is strips.stem_unit
         return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
+
+    def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
+        """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam
+        moved replace the start's only by keeping more promises: moves that miss the same targets
+        anyway change the balance and the stems' tone for nothing, and the miss is reported either
+        way. A start whose refinement gave up after its first render (`refine`) is not the master's
+        best and gets no such preference. Updates `state.best_from_start`."""
+        if state.best is None:  # the first attempt: the start's strips
+            state.best_from_start = torch.full_like(render.broken, not gave_up, dtype=torch.bool)
+            return render
+        best = state.best
+        fewer = render.broken < best.broken
+        take = fewer | (~state.best_from_start & (render.broken == best.broken) & (render.miss <= best.miss))
+        state.best_from_start = state.best_from_start & ~take
+        return closer_render(best, render, take)
 
     def settled(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[B]` whether Adam has nothing left to do for each song: the render is within the stop
@@ -472,8 +522,8 @@ class SongOptimizer:
         audible = audible & ~spectrum_db.isnan().all(dim=-1, keepdim=True)  # a NaN row: no reference
         shift_db = torch.where(audible, mean[:, None] - lufs, 0.0)
         at_equal_loudness = long_term_spectrum_db(stems, self.sample_rate) + shift_db[..., None]
-        strength = self.settings.reference_balance_strength
-        return fit_reference_balance(at_equal_loudness, spectrum_db, strength, audible).to(stems.device)
+        spread_db = self.settings.reference_balance_spread_db
+        return fit_reference_balance(at_equal_loudness, spectrum_db, spread_db, audible).to(stems.device)
 
     def reference_strips(self, stems, targets: Targets, mask, stem_unit, stem_lufs) -> torch.Tensor | None:
         """The strips `stem_unit` `[B, N, n_stem]` with each song mixed to a reference set to the reference
@@ -512,7 +562,7 @@ class SongOptimizer:
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks."""
         errors = _scaled_errors(render.measured, targets, self.settings.promise)
         goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
-        budget = self.settings.balance_budget_db
+        budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         limiting_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
         notes = []
@@ -521,7 +571,7 @@ class SongOptimizer:
             for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
                 if errors[k, song] > 1:
                     measured, goal = float(render.measured[_MEASURES[k]][song]), float(goals[k][song])
-                    held = f"each stem held within {budget:g} dB of its start balance"
+                    held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
                     if k == 0 and measured < goal and deepest[song] >= limiting_db - AT_BUDGET_DB:
                         held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
                     lines.append(
@@ -620,7 +670,7 @@ class SongOptimizer:
             width.update(ms, targets.ms_ratio, done)
             if give_up and previous is None and out_of_reach.any():
                 # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
-                return Refined(best, params | {"width": width.width}, trim.trim_db, rounds)
+                return Refined(best, params | {"width": width.width}, trim.trim_db, rounds, gave_up=True)
             previous = params
         if best.mix is None:  # an earlier round's render was closer than the last one
             best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
@@ -689,6 +739,7 @@ class SongOptimizer:
         input_gain,
         pinned=None,
         hold: BalanceHold | None = None,
+        eq_budget: EqBudget | None = None,
         progress=False,
     ) -> Excerpts:
         """Adam on the logits of the normalised settings against the loss on the songs' excerpts
@@ -702,6 +753,7 @@ class SongOptimizer:
         `hold`: the balance to keep (`BalanceHold`); None holds the balance the excerpts read after the
         strips at the first step. The loss adds its cost on the balance in the mix (`stem_mix_lufs`), and
         after the last step each stem's level takes back what the last render read past the budget.
+        `eq_budget`: where the strips' EQ gains may go (`EqBudget`); None: anywhere in their range.
         """
         settings, chain = self.settings, self.chain
         stem_logits = logit(console.stem_unit).detach().requires_grad_(True)
@@ -743,6 +795,8 @@ class SongOptimizer:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                if eq_budget is not None:
+                    eq_budget.project(stem_logits)
                 steps += 1
         stem_unit = torch.sigmoid(stem_logits).detach()
         if analysis is not None:  # each stem's level takes back what the last render read past the budget

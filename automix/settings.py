@@ -68,8 +68,11 @@ class OptimizeSettings:
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
-        reference_balance_strength: how strongly the "reference" start keeps equal loudness (the
-            weight of the mean squared move, dB², against the mean squared spectrum difference, dB²).
+        eq_budget_db: each strip's EQ band gain stays within this many dB of the start's while Adam
+            reaches the targets (moderate strip EQ; a target that needs more is reported missed).
+        reference_balance_spread_db: how far (dB, RMS) the "reference" start expects a stem to sit
+            from equal loudness: the smaller, the nearer the start stays to it, above all where the
+            reference's spectrum is not the stems' (other music; `fit_reference_balance`).
     """
 
     steps: int = 30
@@ -87,15 +90,18 @@ class OptimizeSettings:
     balance_start: str = "auto"
     balance_checkpoint: str | None = None
     balance_budget_db: float = 3.0
-    reference_balance_strength: float = 0.1
+    eq_budget_db: float = 6.0
+    reference_balance_spread_db: float = 5.0
 
     def __post_init__(self):
         _choice("balance_start", self.balance_start, CHOICES["balance_start"])
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
-        if not self.reference_balance_strength > 0:
+        if not self.eq_budget_db >= 0:
+            raise AutomixError(f"eq_budget_db must be >= 0, got {self.eq_budget_db!r}")
+        if not self.reference_balance_spread_db > 0:
             raise AutomixError(
-                f"reference_balance_strength must be > 0, got {self.reference_balance_strength!r}"
+                f"reference_balance_spread_db must be > 0, got {self.reference_balance_spread_db!r}"
             )
 
     def balance_checkpoint_path(self) -> Path | None:

@@ -11,7 +11,16 @@ from automix import AutoMixChain
 from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.errors import AutomixError
-from automix.optimize import Console, Excerpts, FullRender, SongOptimizer, closer_render, select_excerpts
+from automix.optimize import (
+    Console,
+    EqBudget,
+    Excerpts,
+    FullRender,
+    SongOptimizer,
+    SongState,
+    closer_render,
+    select_excerpts,
+)
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
 from automix.synth import synth_stems
 from automix.targets import Targets, resolve_targets
@@ -295,6 +304,42 @@ def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
     assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2, -11.0])
 
 
+def test_strips_adam_moved_replace_the_starts_only_by_keeping_more_promises(chain):
+    """Item 0: Adam's strips bring the centroid closer but still miss it: the start's render stays. Item
+    1: they reach it: taken; a second attempt's strips that also reach it but miss more do not replace
+    them (between Adam's renders, the usual rule). Item 2: the second attempt reaches it: taken."""
+    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
+    settings = OptimizeSettings()
+
+    def render(centroid, fill):
+        measured = {
+            "lufs": torch.tensor([-10.0, -10.0, -10.0]),
+            "spectral_centroid": torch.tensor(centroid),
+            "stereo_ms_ratio": torch.tensor([0.5, 0.5, 0.5]),
+            "gain_reduction": limiting((2.0, 2.0, 2.0)),
+        }
+        params = {"width": torch.full((3,), fill)}
+        return FullRender.of(None, params, torch.full((3,), fill), measured, targets, settings, BUDGET_DB)
+
+    optimizer = SongOptimizer(chain, settings)
+    stem_unit, master_unit = chain.space.neutral_unit(4, torch.float32)
+    state = SongState(Console(stem_unit.expand(3, -1, -1), master_unit.expand(3, -1)), torch.zeros(3))
+    state.best = optimizer.kept_render(state, render([3000.0, 3000.0, 3000.0], fill=0.0))
+    assert state.best_from_start.tolist() == [True, True, True]
+    state.best = optimizer.kept_render(state, render([2300.0, 2050.0, 2600.0], fill=1.0))
+    assert state.best.trim_db.tolist() == [0.0, 1.0, 0.0]
+    assert state.best_from_start.tolist() == [True, False, True]
+    state.best = optimizer.kept_render(state, render([2900.0, 2080.0, 2100.0], fill=2.0))
+    assert state.best.trim_db.tolist() == [0.0, 1.0, 2.0]
+    assert state.best_from_start.tolist() == [True, False, False]
+    # a start whose refinement gave up after one render is not the master's best: the smaller miss wins
+    state.best = None
+    state.best = optimizer.kept_render(state, render([3000.0, 3000.0, 3000.0], fill=0.0), gave_up=True)
+    assert state.best_from_start.tolist() == [False, False, False]
+    state.best = optimizer.kept_render(state, render([2300.0, 2050.0, 2600.0], fill=1.0))
+    assert state.best.trim_db.tolist() == [1.0, 1.0, 1.0]
+
+
 # ---------------------------------------------------------------- the balance the optimiser keeps
 
 SCRAMBLE_DB = (7.0, -8.0, 4.0, -5.0)  # each stem's level moved from the synthetic song's balance
@@ -387,6 +432,29 @@ def test_adam_moves_no_stem_past_the_balance_budget(chain, budget_db):
         assert moved.abs().max() <= budget_db + 0.2
     else:
         assert moved.abs().max() > 1.0  # what the budget prevents
+
+
+@pytest.mark.parametrize("budget_db", [0.2, 1e6], ids=["eq_budget_0.2_dB", "no_eq_budget"])
+def test_adam_moves_no_strip_eq_band_past_the_eq_budget(chain, budget_db):
+    """A centroid far above the song's: Adam lifts the strips' highs; within the EQ budget, no band's gain
+    ends more than the budget from its start, and the other settings still move."""
+    stems = scrambled_song()
+    targets = targets_of((-12.0, 4500.0, 0.3))
+    stem_unit, master_unit = chain.space.neutral_unit(4, stems.dtype)
+    console = Console(stem_unit.expand(1, -1, -1), master_unit.expand(1, -1))
+    optimizer = SongOptimizer(chain, dataclasses.replace(chain.optimize_settings, steps=12))
+    result = optimizer.on_excerpts(
+        stems, targets, None, console, trim_db=torch.zeros(1), input_gain=torch.zeros(1),
+        eq_budget=EqBudget(chain.space, console.stem_unit, budget_db),
+    )  # fmt: skip
+    before = chain.space.denormalize_stems(console.stem_unit)
+    after = chain.space.denormalize_stems(result.console.stem_unit)
+    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().max()
+    if budget_db < 100:
+        assert eq_moved <= budget_db + 1e-3
+        assert (after["eq_freq_hz"] - before["eq_freq_hz"]).abs().max() > 1.0  # not held: the bands' Hz
+    else:
+        assert eq_moved > 0.4  # what the budget prevents
 
 
 def test_a_target_out_of_reach_within_the_budget_is_noted_and_the_closest_mix_kept(chain):

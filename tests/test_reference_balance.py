@@ -57,18 +57,62 @@ def test_the_fit_finds_the_gains_the_reference_was_mixed_at():
     stems_db = long_term_spectrum_db(band_noise(seed=0), SR)[None]
     reference_db = long_term_spectrum_db(reference_mix(), SR)[None]
     audible = torch.ones(1, 3, dtype=torch.bool)
-    moves = fit_reference_balance(stems_db, reference_db, 1e-4, audible)[0]
-    # stems that share no band: the fit is the mixing gains (up to the overall level) within noise
+    # stems that share no band, a reference of the same kinds of stems: the fit leaves little, so the
+    # default spread follows the reference's gains (up to the overall level) within noise
+    moves = fit_reference_balance(stems_db, reference_db, 5.0, audible)[0]
     torch.testing.assert_close(centred(moves), centred(REFERENCE_GAINS_DB), atol=0.3, rtol=0)
-    held = fit_reference_balance(stems_db, reference_db, 1.0, audible)[0]
-    assert (centred(held).abs() < centred(moves).abs()).all()  # a stronger pull stays nearer the start
+    held = fit_reference_balance(stems_db, reference_db, 0.1, audible)[0]
+    assert (centred(held).abs() < centred(moves).abs()).all()  # a smaller spread stays nearer the start
     assert held[0] > held[1] > held[2]  # in the reference's order
+
+
+def other_music() -> torch.Tensor:
+    """`[2, T]` a reference the stems cannot make: noise in two bands between the stems' bands."""
+    rng = np.random.default_rng(2)
+    mix = 0.0
+    for low, high in ((250, 500), (2500, 4000)):
+        sos = scipy.signal.butter(6, (low, high), "bandpass", fs=SR, output="sos")
+        mix = mix + scipy.signal.sosfilt(sos, rng.standard_normal((2, int(SECONDS * SR))))
+    return torch.from_numpy(mix).float()
+
+
+def test_a_reference_the_stems_cannot_make_keeps_them_near_the_start():
+    stems_db = long_term_spectrum_db(band_noise(seed=0), SR)[None]
+    audible = torch.ones(1, 3, dtype=torch.bool)
+    same = fit_reference_balance(stems_db, long_term_spectrum_db(reference_mix(), SR)[None], 5.0, audible)
+    other = fit_reference_balance(stems_db, long_term_spectrum_db(other_music(), SR)[None], 5.0, audible)
+    assert centred(other).abs().max() < 0.5 * centred(same).abs().max()
+
+
+def test_the_moves_minimise_the_misfit_with_the_penalty_the_misfit_gives():
+    # the fixed point, checked from its definition: at the moves g, the gradient of
+    # mean_b (M(b) − R(b) − c)² + λ · mean_i gᵢ² is zero for λ = (that first term at g) / spread²
+    spread = 5.0
+    stems_db = long_term_spectrum_db(band_noise(seed=0), SR).double()
+    reference_db = long_term_spectrum_db(other_music(), SR).double()
+    moves = fit_reference_balance(stems_db[None], reference_db[None], spread, torch.ones(1, 3, dtype=bool))
+    bands = reference_db.isfinite() & stems_db.isfinite().any(dim=0)  # bands with energy on both sides
+    stems_db, reference_db = stems_db[:, bands], reference_db[bands]
+    stems_db = torch.maximum(stems_db, stems_db.max() - 120.0)
+    gain = moves[0].double().requires_grad_()
+    summed = 10 * torch.log10(torch.pow(10.0, (stems_db + gain[:, None]) / 10).sum(0))
+
+    def floored(db):
+        return torch.maximum(db, db.max() - 60.0)
+
+    difference = floored(summed) - floored(reference_db)
+    misfit = (difference - difference.mean()).square().mean().detach()
+    strength = float(misfit) / spread**2
+    penalty_grad = 2 * strength * gain.detach().abs().max() / len(gain)  # the penalty's pull alone
+    difference = floored(summed) - floored(reference_db)
+    ((difference - difference.mean()).square().mean() + strength * gain.square().mean()).backward()
+    assert float(gain.grad.abs().max()) < 0.01 * float(penalty_grad)
 
 
 def test_a_silent_or_masked_stem_is_not_moved():
     stems_db = long_term_spectrum_db(band_noise(seed=0), SR)[None]
     reference_db = long_term_spectrum_db(reference_mix(), SR)[None]
-    moves = fit_reference_balance(stems_db, reference_db, 0.1, torch.tensor([[True, False, True]]))
+    moves = fit_reference_balance(stems_db, reference_db, 5.0, torch.tensor([[True, False, True]]))
     assert moves[0, 1] == 0 and moves[0, 0] > moves[0, 2]
 
 
@@ -94,11 +138,11 @@ def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
     assert optimizer.song_balance_sources(both) == ["reference", "equal_loudness"]
 
 
-def test_the_strength_must_be_positive():
+def test_the_spread_must_be_positive():
     from automix.errors import AutomixError
 
-    with pytest.raises(AutomixError, match="reference_balance_strength"):
-        OptimizeSettings(reference_balance_strength=0.0)
+    with pytest.raises(AutomixError, match="reference_balance_spread_db"):
+        OptimizeSettings(reference_balance_spread_db=0.0)
 
 
 @pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.inference_mode])
