@@ -104,7 +104,6 @@ def _fit(spectra_db: torch.Tensor, target_db: torch.Tensor, spread_db: float) ->
     """`fit_reference_balance` for one song: spectra `[n, K]` of the audible stems, the floored target
     `[K]`, float64; the moves `[n]`."""
     spectra_db = torch.maximum(spectra_db, spectra_db.amax() - 2 * SPECTRUM_RANGE_DB)  # no −inf bands
-    gain = torch.zeros(spectra_db.shape[0], dtype=torch.float64)
     strength = 0.0
     for _ in range(FIT_ROUNDS):
         gain = _fit_at(spectra_db, target_db, strength)
