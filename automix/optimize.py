@@ -33,7 +33,7 @@ from automix.dsp.console import bus_detector_power
 from automix.dsp.limiter import reconstruction_limit
 from automix.loudness import SILENCE_LUFS, integrated_loudness, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note, over_budget
-from automix.params import ParameterRange, logit
+from automix.params import ParameterRange, ParameterSpace, logit
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
 from automix.secant import SecantStepper
 from automix.settings import OptimizeSettings, Tolerances
@@ -186,7 +186,7 @@ class EqBudget:
         budget_db: how far a band's gain may move, dB.
     """
 
-    def __init__(self, space, start_unit: torch.Tensor, budget_db: float):
+    def __init__(self, space: ParameterSpace, start_unit: torch.Tensor, budget_db: float):
         self.space = space
         start_db = space.denormalize_stems(start_unit)["eq_gain_db"]
         low, high = _bounds(space.stem["eq_gain_db"], start_db)
@@ -198,7 +198,7 @@ class EqBudget:
         settings) into the budget, in place."""
         with torch.no_grad():
             params = self.space.denormalize_stems(torch.sigmoid(stem_logits))
-            params["eq_gain_db"] = torch.minimum(torch.maximum(params["eq_gain_db"], self.low), self.high)
+            params["eq_gain_db"] = params["eq_gain_db"].clamp(self.low, self.high)
             stem_logits.copy_(logit(self.space.normalize_stems(params).clamp(0.0, 1.0)))
 
 

@@ -101,11 +101,10 @@ def test_the_moves_minimise_the_misfit_with_the_penalty_the_misfit_gives():
         return torch.maximum(db, db.max() - 60.0)
 
     difference = floored(summed) - floored(reference_db)
-    misfit = (difference - difference.mean()).square().mean().detach()
-    strength = float(misfit) / spread**2
+    misfit = (difference - difference.mean()).square().mean()
+    strength = float(misfit.detach()) / spread**2
     penalty_grad = 2 * strength * gain.detach().abs().max() / len(gain)  # the penalty's pull alone
-    difference = floored(summed) - floored(reference_db)
-    ((difference - difference.mean()).square().mean() + strength * gain.square().mean()).backward()
+    (misfit + strength * gain.square().mean()).backward()
     assert float(gain.grad.abs().max()) < 0.01 * float(penalty_grad)
 
 
