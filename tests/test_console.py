@@ -198,3 +198,40 @@ def test_renders_at_other_gains_may_share_the_bus_detectors_power(monkeypatch, b
         shared = master_section(louder, SAMPLE_RATE, master_params, detector_power=power, blockwise=blockwise)
         own = master_section(louder, SAMPLE_RATE, master_params, blockwise=blockwise)
     torch.testing.assert_close(shared, own, rtol=1e-9, atol=1e-12)
+
+
+def test_sounding_mask_holds_a_sound_for_its_decay():
+    stems = torch.zeros(1, 2, 2, 4000)
+    stems[0, 1, 0, 1000] = 0.5
+    mask = console.sounding_mask(stems, decay=300)[0]
+    block = console.SILENCE_BLOCK_SAMPLES
+    assert mask[1000 : 1000 + 300 + 1].all()  # the sound and its decay
+    assert not mask[: 1000 // block * block].any()  # before the block the sound is in
+    assert not mask[1000 + 300 + 2 * block :].any()  # at most a block of grain each side past the decay
+
+
+def test_digital_silence_stays_silent_and_the_rest_is_untouched():
+    """A burst, then silence: in float32 the FFT filters leave rounding (~1e-7 of the peak) in the
+    silence, where the float64 render, the reference, is below the filters' cut-off. The kept mix is
+    exactly 0 there and the same render elsewhere."""
+    torch.manual_seed(0)
+    n = SAMPLE_RATE * 2
+    stems = torch.zeros(1, 2, 2, n, dtype=torch.float64)
+    stems[..., : SAMPLE_RATE // 4] = 0.3 * torch.randn(1, 2, 2, SAMPLE_RATE // 4, dtype=torch.float64)
+    stem, master = active_params(2)
+    renders = {
+        dtype: render_mix(
+            stems.to(dtype), SAMPLE_RATE, {k: v.to(dtype) for k, v in stem.items()},
+            {k: v.to(dtype) for k, v in master.items()},
+        )[0]
+        for dtype in (torch.float32, torch.float64)
+    }  # fmt: skip
+    decay = console.decay_samples(SAMPLE_RATE, stem, master)
+    kept = console.keep_digital_silence(renders[torch.float32], stems, decay)
+    silent = ~console.sounding_mask(stems, decay)[0]
+    assert silent[SAMPLE_RATE // 4 + decay + 2 * console.SILENCE_BLOCK_SAMPLES :].all()
+    peak = renders[torch.float64].abs().max()
+    assert renders[torch.float64][..., silent].abs().max() < 1e-7 * peak  # the exact output there
+    assert renders[torch.float32][..., silent].abs().max() > 0  # float32 rounding, which is removed
+    assert (kept[..., silent] == 0).all()
+    torch.testing.assert_close(kept[..., ~silent], renders[torch.float32][..., ~silent], rtol=0, atol=0)

@@ -315,6 +315,48 @@ def master_section(
     )
 
 
+SILENCE_BLOCK_SAMPLES = 64  # the grain of `keep_digital_silence`'s test for sounding stems
+
+
+def decay_samples(sample_rate: int, stem_params: dict, master_params: dict) -> int:
+    """Samples after which the console's filters (the longest strip EQ with its DC block, then the master
+    EQ) have decayed below `automix.dsp.filters.IR_DECAY_DB`, where they are cut off: an upper bound."""
+    _, strip_a = _strip_eq_sections(sample_rate, stem_params)
+    _, master_a = four_band_sections(
+        sample_rate,
+        gain_db=master_params["eq_gain_db"],
+        freq_hz=master_params["eq_freq_hz"],
+        q=master_params["eq_q"],
+    )
+    return impulse_response_length(strip_a, sample_rate) + impulse_response_length(master_a, sample_rate)
+
+
+@torch.no_grad()
+def sounding_mask(stems: torch.Tensor, decay: int) -> torch.Tensor:
+    """`[B, T]` bool: False where every stem of `stems` `[B, N, C, T]` has been exactly 0 for more than
+    `decay` samples. Tested `SILENCE_BLOCK_SAMPLES` at a time, which keeps up to that many more True."""
+    batch, n_stems, _, n_samples = stems.shape
+    block = SILENCE_BLOCK_SAMPLES
+    n_blocks = -(-n_samples // block)
+    sounding = stems.new_zeros(batch, n_blocks * block, dtype=torch.bool)
+    for stem in range(n_stems):  # one stem's test at a time: memory for a bool signal, not N of them
+        sounding[:, :n_samples] |= (stems[:, stem] != 0).any(dim=-2)
+    sounding = sounding.reshape(batch, n_blocks, block).any(dim=-1)
+    count = sounding.cumsum(dim=-1)
+    reach = -(-decay // block) + 1  # blocks a sound's decay can reach past its own
+    before = torch.nn.functional.pad(count, (reach, 0))[..., :n_blocks]
+    return (count > before).repeat_interleave(block, dim=-1)[..., :n_samples]
+
+
+def keep_digital_silence(mix: torch.Tensor, stems: torch.Tensor, decay: int) -> torch.Tensor:
+    """`mix` `[B, 2, T]` at exactly 0 where the stems `[B, N, C, T]` have been digital silence for longer
+    than the console's filters' `decay` (`decay_samples`): there the console's output is below the
+    filters' cut-off, and what the mix holds is the rounding of its FFT filters (~1e−7 of the signal in
+    float32), which a log-magnitude measure reads. The strips and the master's dynamics only multiply,
+    so silence stays silence through them."""
+    return mix * sounding_mask(stems, decay)[:, None, :].to(mix.dtype)
+
+
 def render_mix(
     stems: torch.Tensor,
     sample_rate: int,
