@@ -27,8 +27,8 @@ def saturate(
 
 
 class _Saturation(torch.autograd.Function):
-    """`(x + (drive − 1) · tanh(drive · x) / drive) / drive · gain`, one node that keeps only its inputs: autograd's three steps kept
-    two signal-sized results besides x. The backward recomputes the tanh."""
+    """`(x + (drive − 1) · tanh(drive · x) / drive) / drive · gain`, one node that keeps only its
+    inputs: autograd's steps kept signal-sized results besides x. The backward recomputes the tanh."""
 
     @staticmethod
     def forward(ctx, x, drive, gain):
