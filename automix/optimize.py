@@ -408,6 +408,7 @@ class SongOptimizer:
         state = self.state = SongState(
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )
+        given_up = None  # the start's strips and refinement, where it gave up for Adam
         state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
         state.eq_budget = EqBudget(self.space, prediction.stem_unit, settings.eq_budget_db)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
@@ -428,6 +429,8 @@ class SongOptimizer:
                     bus, master_params, targets, state.trim_db, give_up=give_up, progress=progress
                 )
             render = dataclasses.replace(refined.render, strips=strips)
+            if attempt == 0 and refined.gave_up:
+                given_up = (strips, refined)
             master_unit = self.space.normalize_master(refined.master_params).clamp(0, 1)
             state.console, state.trim_db = Console(state.console.stem_unit, master_unit), refined.trim_db
             state.renders.append(render.without_audio())
@@ -443,8 +446,37 @@ class SongOptimizer:
                 pinned=pinned, hold=state.hold, eq_budget=state.eq_budget, progress=progress,
             )  # fmt: skip
             state.console, state.hold = excerpts.console, excerpts.hold
+        if given_up is not None and (~state.best_from_start & (state.best.broken > 0)).any():
+            bus = render = refined = None  # the start's bus takes its place
+            bus, strips = self.revisit_start(stems, targets, mask, input_gain, *given_up, progress=progress)
         same_strips = state.best.strips.stem_unit is strips.stem_unit
         return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
+
+    @torch.no_grad()
+    def revisit_start(
+        self, stems, targets: Targets, mask, input_gain, strips: Strips, start: Refined, *, progress=False
+    ) -> tuple[torch.Tensor, Strips]:
+        """Where the start's refinement gave up for Adam and Adam's strips still break a promise: the
+        start's strips refined to the end (trim, width, tilt), kept where they break no more promises
+        than Adam's (`kept_render`'s rule: moves that miss anyway cost the balance for nothing), and
+        against the start's own first render by the usual rule (`closer_render`).
+        Returns the start's bus `[B, 2, T]` and strips."""
+        state = self.state
+        needed = ~state.best_from_start & (state.best.broken > 0)
+        bus, stem_params, stem_lufs, _ = self.chain.render_bus(
+            stems, strips.stem_unit, mask, input_gain, blockwise=True
+        )
+        refined = self.refine(bus, start.master_params, targets, start.trim_db, progress=progress)
+        strips = Strips(strips.stem_unit, stem_params, stem_lufs)
+        render = dataclasses.replace(refined.render, strips=strips)
+        state.renders.append(render.without_audio())
+        best = state.best
+        ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
+        tie = (render.broken == best.broken) & (~ours | (render.miss <= best.miss))
+        take = needed & ((render.broken < best.broken) | tie)
+        state.best_from_start = state.best_from_start | take
+        state.best = closer_render(state.best, render, take)
+        return bus, strips
 
     def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
         """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam

@@ -107,9 +107,9 @@ def test_the_closest_full_render_is_returned_when_a_later_attempt_misses_more(ch
     targets = resolve_targets("rnb_ballad", chain.style_targets, 1)
     mix, analysis = optimizer(stems[None], targets)
     renders = optimizer.state.renders
-    misses = [float(render.miss) for render in renders]
-    closest = renders[misses.index(min(misses))]
-    assert len(renders) > 1 and misses[-1] > min(misses)  # a later attempt missed more
+    ranks = [(int(render.broken), float(render.miss)) for render in renders]  # `closer_render`'s order
+    closest = renders[ranks.index(min(ranks))]
+    assert len(renders) > 1 and max(ranks) > min(ranks)  # a later attempt missed more
     again = measure(mix, SAMPLE_RATE)  # the returned audio is the closest render's
     for name in ("lufs", "spectral_centroid", "stereo_ms_ratio"):
         assert float(analysis[name]) == pytest.approx(float(closest.measured[name]), rel=1e-4)
@@ -466,3 +466,20 @@ def test_a_target_out_of_reach_within_the_budget_is_noted_and_the_closest_mix_ke
     assert any(note.startswith("centroid") and "9000 Hz" in note and "0.5 dB" in note for note in notes)
     assert analysis["balance_budget_db"] == 0.5
     assert mix.shape == (1, 2, stems.shape[-1])
+
+
+def test_a_start_that_gave_up_for_adam_is_refined_again_and_kept_where_adam_misses_as_much(chain):
+    """A centroid and an M/S out of reach: the start's first render gives up for Adam (no width reaches
+    the M/S), whose strips miss both too. The start's strips, refined to the end, break no more
+    promises: they are the mix's, and the balance is the start's."""
+    stems = scrambled_song(seconds=4.0)
+    settings = OptimizeSettings(steps=3, refine_steps=2, attempts=2)
+    optimizer = SongOptimizer(chain, settings)
+    _, analysis = optimizer(stems, targets_of((-12.0, 9000.0, 3.0)))
+    state = optimizer.state
+    start, adam, revisited = state.renders
+    assert revisited.strips.stem_unit is start.strips.stem_unit
+    assert revisited.broken.item() <= adam.broken.item()
+    assert state.best_from_start.tolist() == [True]
+    torch.testing.assert_close(analysis["stem_params"]["level_db"], start.strips.stem_params["level_db"])
+    assert any(note.startswith("centroid") for note in analysis["notes"][0])
