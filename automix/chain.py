@@ -621,7 +621,7 @@ class AutoMixChain(nn.Module):
         trim_db = torch.full((1,), settings.master_trim_db, device=weight.device, dtype=weight.dtype)
         bus, stem_params, stem_lufs, _ = self.render_strips(stems, stem_params, blockwise=True)
         mix, trim_db, mastered = self.kept_master(bus, master_params, trim_db, within_budget=False)
-        mix = keep_digital_silence(mix, stems, decay_samples(self.sample_rate, stem_params, master_params))
+        mix = self.silence_kept(mix, stems, stem_params, master_params)
         analysis = measure(mix, self.sample_rate, blockwise=True) | mastered
         analysis |= {
             "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
@@ -690,7 +690,7 @@ class AutoMixChain(nn.Module):
             analysis["balance_start"] = sources
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
-        mix = self.silence_kept(mix, stems, analysis)
+        mix = self.silence_kept(mix, stems, analysis["stem_params"], analysis["master_params"])
         mix, analysis = self.judged(mix, analysis, targets, mode, mask)
         mix = mix.to(caller_dtype)
         if not batched:
@@ -698,11 +698,11 @@ class AutoMixChain(nn.Module):
             analysis = {k: _first(v) for k, v in analysis.items()}
         return mix, analysis
 
-    def silence_kept(self, mix, stems, analysis: dict):
-        """The mix at exact 0 where the stems have been digital silence for longer than the console's
-        filters ring (`automix.dsp.console.keep_digital_silence`)."""
+    def silence_kept(self, mix, stems, stem_params: Mapping, master_params: Mapping):
+        """The mix `[B, 2, T]` at exact 0 where the stems have been digital silence for longer than the
+        filters of this console (settings in units) ring (`automix.dsp.console.keep_digital_silence`)."""
         with torch.no_grad():
-            decay = decay_samples(self.sample_rate, analysis["stem_params"], analysis["master_params"])
+            decay = decay_samples(self.sample_rate, stem_params, master_params)
         return keep_digital_silence(mix, stems, decay)
 
     def judged(self, mix, analysis: dict, targets: Targets, mode: str | None, mask=None):

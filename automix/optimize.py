@@ -446,28 +446,35 @@ class SongOptimizer:
                 pinned=pinned, hold=state.hold, eq_budget=state.eq_budget, progress=progress,
             )  # fmt: skip
             state.console, state.hold = excerpts.console, excerpts.hold
-        if given_up is not None and (~state.best_from_start & (state.best.broken > 0)).any():
+        needed = ~state.best_from_start & (state.best.broken > 0)
+        if given_up is not None and needed.any():
             bus = render = refined = None  # the start's bus takes its place
-            bus, strips = self.revisit_start(stems, targets, mask, input_gain, *given_up, progress=progress)
+            strips = given_up[0]
+            bus = self.revisit_start(stems, targets, mask, input_gain, *given_up, needed, progress=progress)
         same_strips = state.best.strips.stem_unit is strips.stem_unit
         return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
 
     @torch.no_grad()
     def revisit_start(
-        self, stems, targets: Targets, mask, input_gain, strips: Strips, start: Refined, *, progress=False
-    ) -> tuple[torch.Tensor, Strips]:
-        """Where the start's refinement gave up for Adam and Adam's strips still break a promise: the
-        start's strips refined to the end (trim, width, tilt), kept where they break no more promises
-        than Adam's (`kept_render`'s rule: moves that miss anyway cost the balance for nothing), and
-        against the start's own first render by the usual rule (`closer_render`).
-        Returns the start's bus `[B, 2, T]` and strips."""
+        self,
+        stems,
+        targets: Targets,
+        mask,
+        input_gain,
+        strips: Strips,
+        start: Refined,
+        needed,
+        *,
+        progress=False,
+    ) -> torch.Tensor:
+        """For the songs `needed` `[B]`, whose start's refinement gave up for Adam and whose Adam's strips
+        still break a promise: the start's `strips` refined to the end (trim, width, tilt) from where
+        `start` left them, kept where they break no more promises than Adam's (`kept_render`'s rule:
+        moves that miss anyway cost the balance for nothing), and against the start's own first render
+        by the usual rule (`closer_render`). Returns the start's bus `[B, 2, T]`."""
         state = self.state
-        needed = ~state.best_from_start & (state.best.broken > 0)
-        bus, stem_params, stem_lufs, _ = self.chain.render_bus(
-            stems, strips.stem_unit, mask, input_gain, blockwise=True
-        )
+        bus = self.chain.render_bus(stems, strips.stem_unit, mask, input_gain, blockwise=True).bus
         refined = self.refine(bus, start.master_params, targets, start.trim_db, progress=progress)
-        strips = Strips(strips.stem_unit, stem_params, stem_lufs)
         render = dataclasses.replace(refined.render, strips=strips)
         state.renders.append(render.without_audio())
         best = state.best
@@ -476,7 +483,7 @@ class SongOptimizer:
         take = needed & ((render.broken < best.broken) | tie)
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
-        return bus, strips
+        return bus
 
     def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
         """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam
