@@ -352,8 +352,8 @@ def keep_digital_silence(mix: torch.Tensor, stems: torch.Tensor, decay: int) -> 
     """`mix` `[B, 2, T]` at exactly 0 where the stems `[B, N, C, T]` have been digital silence for longer
     than the console's filters' `decay` (`decay_samples`): there the console's output is below the
     filters' cut-off, and what the mix holds is the rounding of its FFT filters (~1e−7 of the signal in
-    float32), which a log-magnitude measure reads. The strips and the master's dynamics only multiply,
-    so silence stays silence through them."""
+    float32), which a log-magnitude measure reads. The compressors, the saturation and the limiter
+    leave 0 at 0: nothing else sounds there."""
     return mix * sounding_mask(stems, decay)[:, None, :].to(mix.dtype)
 
 
