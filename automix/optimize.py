@@ -469,9 +469,9 @@ class SongOptimizer:
     ) -> torch.Tensor:
         """For the songs `needed` `[B]`, whose start's refinement gave up for Adam and whose Adam's strips
         still break a promise: the start's `strips` refined to the end (trim, width, tilt) from where
-        `start` left them, kept where they break no more promises than Adam's (`kept_render`'s rule:
-        moves that miss anyway cost the balance for nothing), and against the start's own first render
-        by the usual rule (`closer_render`). Returns the start's bus `[B, 2, T]`."""
+        `start` left them, kept where they break none of the promises Adam's keep (`kept_render`'s
+        rule: moves that miss the same targets anyway cost the balance for nothing), else by the usual
+        rule (`closer_render`). Returns the start's bus `[B, 2, T]`."""
         state = self.state
         bus = self.chain.render_bus(stems, strips.stem_unit, mask, input_gain, blockwise=True).bus
         refined = self.refine(bus, start.master_params, targets, start.trim_db, progress=progress)
@@ -479,11 +479,17 @@ class SongOptimizer:
         state.renders.append(render.without_audio())
         best = state.best
         ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
-        tie = (render.broken == best.broken) & (~ours | (render.miss <= best.miss))
-        take = needed & ((render.broken < best.broken) | tie)
+        within = ~ours & (self.broken_promises(render, targets) <= self.broken_promises(best, targets)).all(0)
+        closer = (render.broken < best.broken) | ((render.broken == best.broken) & (render.miss <= best.miss))
+        take = needed & (within | closer)
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
         return bus
+
+    def broken_promises(self, render: FullRender, targets: Targets) -> torch.Tensor:
+        """`[4, B]` which promises a render breaks: LUFS, centroid, M/S, and the limiting budget."""
+        broken = _scaled_errors(render.measured, targets, self.settings.promise) > 1
+        return torch.cat([broken, (render.broken > len(_MEASURES))[None]])
 
     def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
         """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam
