@@ -480,8 +480,7 @@ class SongOptimizer:
         best = state.best
         ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
         within = ~ours & (self.broken_promises(render, targets) <= self.broken_promises(best, targets)).all(0)
-        closer = (render.broken < best.broken) | ((render.broken == best.broken) & (render.miss <= best.miss))
-        take = needed & (within | closer)
+        take = needed & (within | _is_closer(render, best))
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
         return bus
@@ -953,7 +952,7 @@ def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | 
     if old is None:
         return new
     if take is None:
-        take = (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
+        take = _is_closer(new, old)
     if take.all():
         return new
     if not take.any():
@@ -965,6 +964,11 @@ def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | 
         if f.name != "mix"
     }
     return FullRender(mix=_choose(take, new.mix, old.mix) if both else None, **chosen)
+
+
+def _is_closer(new: FullRender, old: FullRender) -> torch.Tensor:
+    """`[B]` whether `new` is the closer render (`closer_render`'s order; `new` on a tie)."""
+    return (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
 
 
 def _choose(take: torch.Tensor, new, old):
