@@ -268,6 +268,33 @@ def test_biquads_with_quadrature_give_sosfilt_and_scipy_hilbert_of_the_whole_out
     np.testing.assert_allclose(quadrature.numpy(), expected_quadrature, atol=1e-7)
 
 
+def test_a_float32_render_without_gradients_keeps_a_quiet_passage_to_its_own_precision():
+    """A loud burst, then a passage 80 dB quieter: the whole-signal filter's float32 output there is off
+    sosfilt's float64 output by about float32's rounding of the passage itself, not by the FFT's rounding
+    of the whole signal (white, at ~1e-7 of the burst), which is what a float32 FFT leaves; with a
+    gradient recorded, the FFTs stay in float32."""
+    sample_rate = 44100
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 2, sample_rate, dtype=torch.float64, generator=gen)
+    x[..., sample_rate // 8 :] *= 1e-4
+    b, a = filters.high_shelf(3.0, 4000.0, 0.7071, sample_rate)
+    b, a = b[None], a[None]
+    expected = scipy.signal.sosfilt(torch.cat([b, a], dim=-1).numpy(), x.numpy(), axis=-1)
+    quiet = slice(sample_rate // 4, None)  # past the shelf's decay
+
+    def quiet_error_db(y: torch.Tensor) -> float:
+        error = y.detach().double().numpy()[..., quiet] - expected[..., quiet]
+        return 10 * np.log10(np.sum(error**2) / np.sum(expected[..., quiet] ** 2))
+
+    with torch.no_grad():
+        y, _ = filters.biquads_with_quadrature(x.float(), b.float(), a.float(), sample_rate, 500)
+    assert y.dtype == torch.float32
+    assert quiet_error_db(y) < -130  # float32's own rounding: about -150 dB
+    recorded = x.float().requires_grad_(True)
+    y, _ = filters.biquads_with_quadrature(recorded, b.float(), a.float(), sample_rate, 500)
+    assert quiet_error_db(y) > -100  # the float32 FFT's noise floor, 80 dB up on the passage
+
+
 def test_filter_with_quadrature_gradients_match_autograd_through_torch_fft():
     """Both outputs' gradients, in the signal and a broadcast response, as autograd through torch.fft."""
     gen = torch.Generator().manual_seed(5)
