@@ -17,6 +17,9 @@ optimiser*).
 4. The user gets the closest full render made: excerpts and whole songs measure differently; Adam's
    strips replace the start's only by keeping more promises (`SongOptimizer.kept_render`). A target
    still missed is said so in the analysis's `notes`, with the balance kept.
+5. A song still short of its loudness with the limiter at the limiting budget gets its strips driven
+   into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`): harmonics only
+   where the loudness needs them.
 """
 
 import dataclasses
@@ -61,6 +64,10 @@ _MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio"
 AT_BUDGET_DB = 0.1
 # The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
 FINAL_TRIM_SLOPES = (0.2, 1.5)
+# The strips' drives tried in turn where the loudness is short at the limiting budget
+# (`SongOptimizer.louder_by_drive`): the saturation's blend halfway, then whole.
+DRIVE_STEPS = (2.0, 3.0)
+NEAR_BUDGET_DB = 1.0
 # A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
 # 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
 BALANCE_HOLD_SCALE_DB = 0.5
@@ -429,11 +436,17 @@ class SongOptimizer:
                     bus, master_params, targets, state.trim_db, give_up=give_up, progress=progress
                 )
             render = dataclasses.replace(refined.render, strips=strips)
+            state.renders.append(render.without_audio())
             if attempt == 0 and refined.gave_up:
                 given_up = (strips, refined)
-            master_unit = self.space.normalize_master(refined.master_params).clamp(0, 1)
-            state.console, state.trim_db = Console(state.console.stem_unit, master_unit), refined.trim_db
-            state.renders.append(render.without_audio())
+            master_params, trim_db = refined.master_params, refined.trim_db
+            if not refined.gave_up:
+                render, bus = self.louder_by_drive(stems, targets, mask, input_gain, render, bus, progress)
+                driven = (render.strips.stem_unit != strips.stem_unit).flatten(1).any(dim=1)
+                master_params = _choose(driven, render.master_params, master_params)
+                trim_db, strips = torch.where(driven, render.trim_db, trim_db), render.strips
+            master_unit = self.space.normalize_master(master_params).clamp(0, 1)
+            state.console, state.trim_db = Console(strips.stem_unit, master_unit), trim_db
             state.best = self.kept_render(state, render, refined.gave_up)
             if self.settled(state.best, targets).all() or not adam_follows:
                 break
@@ -449,10 +462,56 @@ class SongOptimizer:
         needed = ~state.best_from_start & (state.best.broken > 0)
         if given_up is not None and needed.any():
             bus = render = refined = None  # the start's bus takes its place
-            strips = given_up[0]
-            bus = self.revisit_start(stems, targets, mask, input_gain, *given_up, needed, progress=progress)
+            bus, strips = self.revisit_start(
+                stems, targets, mask, input_gain, *given_up, needed, progress=progress
+            )
         same_strips = state.best.strips.stem_unit is strips.stem_unit
         return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
+
+    def short_at_budget(self, render: FullRender, targets: Targets) -> torch.Tensor:
+        """`[B]` whether a render breaks its loudness promise short of the target with the limiter near
+        the limiting budget (within `NEAR_BUDGET_DB`; the trim stops rising where the limiter takes
+        nearly all of a further dB): only less crest factor lets the loudness rise."""
+        deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
+        at_budget = deepest >= self.chain.mastering_settings.max_limiting_db - NEAR_BUDGET_DB
+        short = targets.lufs - render.measured["lufs"] > self.settings.promise.lufs_lu
+        return at_budget & short
+
+    @torch.no_grad()
+    def louder_by_drive(
+        self, stems, targets: Targets, mask, input_gain, render: FullRender, bus, progress=False
+    ) -> tuple[FullRender, torch.Tensor]:
+        """Where a refined `render` (its `bus` `[B, 2, T]`) is short of the loudness at the limiting
+        budget (`short_at_budget`): its strips' saturation driven to each of `DRIVE_STEPS` in turn, as an
+        engineer clips before the limiter, each stem's level moved back to its loudness before, and
+        refined from the render's master settings; taken where closer (`closer_render`'s order). The
+        neutral drive is clean (`automix.dsp.saturation`): harmonics only where the loudness needs
+        them. Returns the closer render and its bus."""
+        short = self.short_at_budget(render, targets)
+        for drive in DRIVE_STEPS:
+            if not short.any():
+                break
+            params = self.space.denormalize_stems(render.strips.stem_unit)
+            params["drive"] = torch.where(short[:, None], params["drive"].clamp_min(drive), params["drive"])
+            stem_unit = self.space.normalize_stems(params).clamp(0.0, 1.0)
+            driven = self.chain.render_bus(stems, stem_unit, mask, input_gain, blockwise=True)
+            kept = render.strips.stem_lufs
+            audible = (driven.stem_lufs > SILENCE_LUFS) & (kept > SILENCE_LUFS)
+            stem_unit = self.moved_levels(stem_unit, torch.where(audible, kept - driven.stem_lufs, 0.0))
+            driven = None  # one driven bus in memory at a time
+            driven = self.chain.render_bus(stems, stem_unit, mask, input_gain, blockwise=True)
+            strips = Strips(stem_unit, driven.stem_params, driven.stem_lufs)
+            refined = self.refine(
+                driven.bus, render.master_params, targets, render.trim_db, progress=progress
+            )
+            candidate = dataclasses.replace(refined.render, strips=strips)
+            self.state.renders.append(candidate.without_audio())
+            take = short & _is_closer(candidate, render)
+            if take.any():
+                render = closer_render(render, candidate, take)
+                bus = driven.bus if take.all() else _choose(take, driven.bus, bus)
+            short = short & self.short_at_budget(render, targets)
+        return render, bus
 
     @torch.no_grad()
     def revisit_start(
@@ -466,24 +525,26 @@ class SongOptimizer:
         needed,
         *,
         progress=False,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, Strips]:
         """For the songs `needed` `[B]`, whose start's refinement gave up for Adam and whose Adam's strips
         still break a promise: the start's `strips` refined to the end (trim, width, tilt) from where
         `start` left them, kept where they break none of the promises Adam's keep (`kept_render`'s
         rule: moves that miss the same targets anyway cost the balance for nothing), else by the usual
-        rule (`closer_render`). Returns the start's bus `[B, 2, T]`."""
+        rule (`closer_render`); driven where short of the loudness (`louder_by_drive`). Returns the
+        start's bus `[B, 2, T]` and strips."""
         state = self.state
         bus = self.chain.render_bus(stems, strips.stem_unit, mask, input_gain, blockwise=True).bus
         refined = self.refine(bus, start.master_params, targets, start.trim_db, progress=progress)
         render = dataclasses.replace(refined.render, strips=strips)
         state.renders.append(render.without_audio())
+        render, bus = self.louder_by_drive(stems, targets, mask, input_gain, render, bus, progress)
         best = state.best
         ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
         within = ~ours & (self.broken_promises(render, targets) <= self.broken_promises(best, targets)).all(0)
         take = needed & (within | _is_closer(render, best))
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
-        return bus
+        return bus, render.strips
 
     def broken_promises(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[4, B]` which promises a render breaks: LUFS, centroid, M/S, and the limiting budget."""

@@ -4,6 +4,7 @@ controllers on full renders, Adam's handover and aim, the closest render kept, a
 import dataclasses
 import itertools
 
+import pyloudnorm
 import pytest
 import torch
 
@@ -483,3 +484,27 @@ def test_a_start_that_gave_up_for_adam_is_refined_again_and_kept_where_adam_miss
     assert state.best_from_start.tolist() == [True]
     torch.testing.assert_close(analysis["stem_params"]["level_db"], start.strips.stem_params["level_db"])
     assert any(note.startswith("centroid") for note in analysis["notes"][0])
+
+
+def test_a_song_short_of_loudness_at_the_limiting_budget_is_driven_with_its_balance_kept(chain):
+    """−8 LUFS for a song that clean strips bring to about −9.8 with the limiter at the budget: the
+    strips' saturation is driven (harmonics only where the loudness needs them) and each stem's level
+    takes back what the drive took, so the mix is within the loudness promise by pyloudnorm, within
+    the limiting budget, at the start's balance. A target the clean strips reach keeps them clean."""
+    stems = scrambled_song(seconds=4.0)
+    settings = OptimizeSettings(steps=0, refine_steps=4, attempts=1)
+    optimizer = SongOptimizer(chain, settings)
+    mix, analysis = optimizer(stems, targets_of((-8.0, 3500.0, 0.2)))
+    start = optimizer.state.renders[0]
+    assert start.measured["lufs"].item() < -8.5 and start.strips.stem_params["drive"].max() < 1.01
+    assert (analysis["stem_params"]["drive"] >= 2.0).all()
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    assert abs(meter.integrated_loudness(mix[0].T.double().numpy()) + 8.0) <= 0.5
+    limiting_db = analysis["gain_reduction"]["limiter"]["max_db"].item()
+    assert limiting_db <= chain.mastering_settings.max_limiting_db + 0.1
+    kept = stem_balance_db(analysis["stem_lufs"])
+    torch.testing.assert_close(kept, stem_balance_db(start.strips.stem_lufs), atol=0.1, rtol=0)
+
+    clean = SongOptimizer(chain, settings)
+    _, analysis = clean(stems, targets_of((-12.0, 3500.0, 0.2)))
+    assert analysis["stem_params"]["drive"].max() < 1.01 and len(clean.state.renders) == 1

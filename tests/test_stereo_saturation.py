@@ -48,23 +48,28 @@ def test_width_scales_side_and_keeps_mid(width):
     torch.testing.assert_close((out[0] - out[1]) / 2, side * width)
 
 
-def test_saturation_is_level_compensated_tanh():
+def test_saturation_is_clean_at_drive_1_and_blends_in_level_compensated_tanh():
     x = torch.linspace(-2, 2, 101, dtype=torch.float64).expand(2, -1)
-    for drive in (1.0, 2.0, 3.0):
-        torch.testing.assert_close(saturate(x, drive=drive), torch.tanh(drive * x) / drive)
+    torch.testing.assert_close(saturate(x, drive=1.0), x, rtol=0, atol=0)
+    torch.testing.assert_close(saturate(x, drive=3.0), torch.tanh(3 * x) / 3)
+    half = (x + torch.tanh(2 * x) / 2) / 2  # drive 2: halfway from 1 to 3, half of each
+    torch.testing.assert_close(saturate(x, drive=2.0), half)
     quiet = 1e-5 * torch.randn(2, 100, dtype=torch.float64)
     torch.testing.assert_close(saturate(quiet, drive=3.0), quiet, rtol=1e-7, atol=0)  # small-signal gain 1
 
 
 def test_saturation_with_a_gain_after_it_differentiates_as_autograd_does_its_steps():
     """A mono stem spread by a stereo gain (level and pan, as in the strips): values and gradients of
-    the fused node against autograd of tanh(drive · x) / drive · gain, and gradcheck."""
+    the fused node against autograd of its formula's steps, and gradcheck (drives inside the blend's
+    range, where its share has a slope)."""
     torch.manual_seed(1)
     x = torch.randn(3, 1, 64, dtype=torch.float64, requires_grad=True)
-    drive = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    drive = torch.tensor([1.3, 2.0, 2.7], dtype=torch.float64, requires_grad=True)
     after = torch.rand(3, 2, 1, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, 2, 64, dtype=torch.float64)
-    steps = torch.tanh(drive[:, None, None] * x) / drive[:, None, None] * after
+    d = drive[:, None, None]
+    share = (d - 1) / 2
+    steps = ((1 - share) * x + share * torch.tanh(d * x) / d) * after
     fused = saturate(x, drive=drive, gain=after)
     torch.testing.assert_close(fused, steps)
     expected = torch.autograd.grad((steps * weights).sum(), (x, drive, after))
@@ -72,6 +77,18 @@ def test_saturation_with_a_gain_after_it_differentiates_as_autograd_does_its_ste
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda x, d, g: saturate(x, drive=d, gain=g), (x, drive, after))
+
+
+def test_saturation_at_the_neutral_drive_has_the_gradient_toward_more_drive():
+    """At drive 1 the shaper is clean but its drive gradient is the right derivative (a one-sided
+    difference), so an optimiser can start there."""
+    x = torch.linspace(0, 2, 101, dtype=torch.float64).expand(2, -1)
+    drive = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    (got,) = torch.autograd.grad(saturate(x, drive=drive).sum(), drive)
+    step = 1e-6
+    expected = (saturate(x, drive=1.0 + step).sum() - saturate(x, drive=1.0).sum()) / step
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=0)
+    assert got < 0  # more drive takes the loud samples down
 
 
 def test_finite_difference_gradients_of_stereo_and_saturation():
