@@ -17,9 +17,9 @@ optimiser*).
 4. The user gets the closest full render made: excerpts and whole songs measure differently; Adam's
    strips replace the start's only by keeping more promises (`SongOptimizer.kept_render`). A target
    still missed is said so in the analysis's `notes`, with the balance kept.
-5. A song still short of its loudness with the limiter at the limiting budget gets its strips driven
-   into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`): harmonics only
-   where the loudness needs them.
+5. A render short of its loudness with the limiter at the limiting budget, or past the budget, gets its
+   strips driven into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`):
+   harmonics only where the loudness needs them.
 """
 
 import dataclasses
@@ -468,31 +468,34 @@ class SongOptimizer:
         same_strips = state.best.strips.stem_unit is strips.stem_unit
         return self._finish(stems, targets, mask, input_gain, bus if same_strips else None)
 
-    def short_at_budget(self, render: FullRender, targets: Targets) -> torch.Tensor:
-        """`[B]` whether a render breaks its loudness promise short of the target with the limiter near
-        the limiting budget (within `NEAR_BUDGET_DB`; the trim stops rising where the limiter takes
-        nearly all of a further dB): only less crest factor lets the loudness rise."""
+    def crest_bound(self, render: FullRender, targets: Targets) -> torch.Tensor:
+        """`[B]` whether the crest factor is what keeps a render from its loudness within the limiting
+        budget: it is past the budget, or short of its loudness promise with the limiter near the budget
+        (within `NEAR_BUDGET_DB`; the trim stops rising where the limiter takes nearly all of a further
+        dB)."""
+        budget_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
-        at_budget = deepest >= self.chain.mastering_settings.max_limiting_db - NEAR_BUDGET_DB
         short = targets.lufs - render.measured["lufs"] > self.settings.promise.lufs_lu
-        return at_budget & short
+        return over_budget(render.measured["gain_reduction"], budget_db) | (
+            short & (deepest >= budget_db - NEAR_BUDGET_DB)
+        )
 
     @torch.no_grad()
     def louder_by_drive(
         self, stems, targets: Targets, mask, input_gain, render: FullRender, bus, progress=False
     ) -> tuple[FullRender, torch.Tensor]:
-        """Where a refined `render` (its `bus` `[B, 2, T]`) is short of the loudness at the limiting
-        budget (`short_at_budget`): its strips' saturation driven to each of `DRIVE_STEPS` in turn, as an
-        engineer clips before the limiter, each stem's level moved back to its loudness before, and
-        refined from the render's master settings; taken where closer (`closer_render`'s order). The
-        neutral drive is clean (`automix.dsp.saturation`): harmonics only where the loudness needs
-        them. Returns the closer render and its bus."""
-        short = self.short_at_budget(render, targets)
+        """Where the crest factor keeps a refined `render` (its `bus` `[B, 2, T]`) from its loudness within
+        the limiting budget (`crest_bound`): its strips' saturation driven to each of `DRIVE_STEPS` in
+        turn, as an engineer clips before the limiter, each stem's level moved back to its loudness
+        before, and refined from the render's master settings; taken where closer (`closer_render`'s
+        order). The neutral drive is clean (`automix.dsp.saturation`): harmonics only where the
+        loudness needs them. Returns the closer render and its bus."""
+        bound = self.crest_bound(render, targets)
         for drive in DRIVE_STEPS:
-            if not short.any():
+            if not bound.any():
                 break
             params = self.space.denormalize_stems(render.strips.stem_unit)
-            params["drive"] = torch.where(short[:, None], params["drive"].clamp_min(drive), params["drive"])
+            params["drive"] = torch.where(bound[:, None], params["drive"].clamp_min(drive), params["drive"])
             stem_unit = self.space.normalize_stems(params).clamp(0.0, 1.0)
             driven = self.chain.render_bus(stems, stem_unit, mask, input_gain, blockwise=True)
             kept = render.strips.stem_lufs
@@ -506,11 +509,11 @@ class SongOptimizer:
             )
             candidate = dataclasses.replace(refined.render, strips=strips)
             self.state.renders.append(candidate.without_audio())
-            take = short & _is_closer(candidate, render)
+            take = bound & _is_closer(candidate, render)
             if take.any():
                 render = closer_render(render, candidate, take)
                 bus = driven.bus if take.all() else _choose(take, driven.bus, bus)
-            short = short & self.short_at_budget(render, targets)
+            bound = bound & self.crest_bound(render, targets)
         return render, bus
 
     @torch.no_grad()
@@ -530,7 +533,7 @@ class SongOptimizer:
         still break a promise: the start's `strips` refined to the end (trim, width, tilt) from where
         `start` left them, kept where they break none of the promises Adam's keep (`kept_render`'s
         rule: moves that miss the same targets anyway cost the balance for nothing), else by the usual
-        rule (`closer_render`); driven where short of the loudness (`louder_by_drive`). Returns the
+        rule (`closer_render`); driven where the crest factor bounds it (`louder_by_drive`). Returns the
         start's bus `[B, 2, T]` and strips."""
         state = self.state
         bus = self.chain.render_bus(stems, strips.stem_unit, mask, input_gain, blockwise=True).bus

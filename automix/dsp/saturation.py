@@ -44,7 +44,7 @@ class _Saturation(torch.autograd.Function):
     def forward(ctx, x, drive, gain):
         ctx.save_for_backward(x, drive, gain)
         share, _ = _wet_share(drive)
-        shaped = (drive * x).tanh_().mul_(share / drive).add_(x * (1 - share))
+        shaped = (drive * x).tanh_().mul_(share / drive).addcmul_(x, 1 - share)
         if torch.broadcast_shapes(shaped.shape, gain.shape) == shaped.shape:
             return shaped.mul_(gain)  # in place on its own temporary
         return shaped * gain  # a mono input spread to two channels
