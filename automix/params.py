@@ -72,7 +72,7 @@ DEFAULT_STEM_RANGES: dict[str, ParameterRange] = {
         _bands(0.5, 0.5, 0.5, 0.5), _bands(1.0, 4.0, 4.0, 1.0), _bands(0.7071, 1.0, 1.0, 0.7071), log=True
     ),
     "comp_threshold_db": ParameterRange(-40.0, -6.0, -20.0),
-    "comp_ratio": ParameterRange(1.0, 10.0, 1.5, log=True),
+    "comp_ratio": ParameterRange(1.0, 10.0, 1.0, log=True),
     "comp_attack_ms": ParameterRange(1.0, 100.0, 10.0, log=True),
     "comp_release_ms": ParameterRange(10.0, 1000.0, 100.0, log=True),
     "comp_makeup_db": ParameterRange(0.0, 12.0, 0.0),
@@ -83,7 +83,7 @@ DEFAULT_STEM_RANGES: dict[str, ParameterRange] = {
 }
 DEFAULT_MASTER_RANGES: dict[str, ParameterRange] = {
     "bus_threshold_db": ParameterRange(-30.0, -6.0, -18.0),
-    "bus_ratio": ParameterRange(1.0, 4.0, 1.5, log=True),
+    "bus_ratio": ParameterRange(1.0, 4.0, 1.0, log=True),
     "bus_attack_ms": ParameterRange(5.0, 100.0, 30.0, log=True),
     "bus_release_ms": ParameterRange(50.0, 1000.0, 200.0, log=True),
     "bus_makeup_db": ParameterRange(0.0, 6.0, 0.0),

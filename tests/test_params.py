@@ -50,7 +50,7 @@ def test_normalize_inverts_denormalize_and_shapes_match_the_console():
 
 def test_neutral_settings_are_the_configured_ones():
     stem, master = ParameterSpace().neutral(3, dtype=torch.float64)
-    torch.testing.assert_close(stem["comp_ratio"], torch.full((3,), 1.5, dtype=torch.float64))
+    torch.testing.assert_close(stem["comp_ratio"], torch.full((3,), 1.0, dtype=torch.float64))
     torch.testing.assert_close(master["limiter_threshold"], torch.tensor(1.0, dtype=torch.float64))
 
 
