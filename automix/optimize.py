@@ -64,9 +64,11 @@ _MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio"
 AT_BUDGET_DB = 0.1
 # The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
 FINAL_TRIM_SLOPES = (0.2, 1.5)
-# The strips' drives tried in turn where the loudness is short at the limiting budget
+# The strips' drives tried in turn where the crest factor bounds the loudness
 # (`SongOptimizer.louder_by_drive`): the saturation's blend halfway, then whole.
 DRIVE_STEPS = (2.0, 3.0)
+# A limiter this close to the limiting budget (dB) is at it for the drive: the refinement's trim stops
+# rising a little short of the budget, where the limiter takes nearly all of a further dB.
 NEAR_BUDGET_DB = 1.0
 # A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
 # 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
