@@ -58,6 +58,10 @@ PINNED_TILT_DB = 0.1
 # width): the loudness it measured then answers to the trim alone.
 HELD_EQ_DB = 0.2
 HELD_WIDTH = 0.005
+# A refinement round would render what the last one rendered when its trim and master EQ move by no
+# more than this (dB) and its width by no more than this fraction: the rounds stop there.
+STILL_DB = 0.01
+STILL_WIDTH = 1e-3
 _MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
 _MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
 # A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
@@ -67,6 +71,7 @@ FINAL_TRIM_SLOPES = (0.2, 1.5)
 # The strips' drives tried in turn where the crest factor bounds the loudness
 # (`SongOptimizer.louder_by_drive`): the saturation's blend halfway, then whole.
 DRIVE_STEPS = (2.0, 3.0)
+DRIVE_STILL = 0.05  # a step that raises no strip's drive by more than this is not rendered
 # A limiter this close to the limiting budget (dB) is at it for the drive: the refinement's trim stops
 # rising a little short of the budget, where the limiter takes nearly all of a further dB.
 NEAR_BUDGET_DB = 1.0
@@ -497,7 +502,11 @@ class SongOptimizer:
             if not bound.any():
                 break
             params = self.space.denormalize_stems(render.strips.stem_unit)
-            params["drive"] = torch.where(bound[:, None], params["drive"].clamp_min(drive), params["drive"])
+            before = params["drive"]
+            params["drive"] = torch.where(bound[:, None], before.clamp_min(drive), before)
+            raised = bound & (params["drive"] - before > DRIVE_STILL).any(dim=1)
+            if not raised.any():
+                continue  # the strips are driven this far already (Adam's, or an earlier attempt's)
             stem_unit = self.space.normalize_stems(params).clamp(0.0, 1.0)
             driven = self.chain.render_bus(stems, stem_unit, mask, input_gain, blockwise=True)
             kept = render.strips.stem_lufs
@@ -511,7 +520,7 @@ class SongOptimizer:
             )
             candidate = dataclasses.replace(refined.render, strips=strips)
             self.state.renders.append(candidate.without_audio())
-            take = bound & _is_closer(candidate, render)
+            take = raised & _is_closer(candidate, render)
             if take.any():
                 render = closer_render(render, candidate, take)
                 bus = driven.bus if take.all() else _choose(take, driven.bus, bus)
@@ -776,11 +785,16 @@ class SongOptimizer:
             trim.update(
                 measured["lufs"], targets.lufs, active, held, measured["gain_reduction"]["limiter"]["max_db"]
             )
-            tilt.update(measured["spectral_centroid"], targets.centroid_hz, active)
+            # A centroid within its stop tolerance holds the tilt: a probe would only move it away.
+            errors = _scaled_errors(measured, targets, settings.stop)
+            tilt.update(measured["spectral_centroid"], targets.centroid_hz, active * (errors[1] > 1))
             width.update(ms, targets.ms_ratio, done)
             if give_up and previous is None and out_of_reach.any():
                 # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
                 return Refined(best, params | {"width": width.width}, trim.trim_db, rounds, gave_up=True)
+            following = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
+            if not _moves(params, rounds[-1].trim_db, following, trim.trim_db).any():
+                break  # the controllers are at their caps or converged: the same render again
             previous = params
         if best.mix is None:  # an earlier round's render was closer than the last one
             best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
@@ -1061,6 +1075,15 @@ def _secant_slope(after, before, moved, previous) -> torch.Tensor:
     `FINAL_TRIM_SLOPES`; `previous` where the trim did not move."""
     slope = ((after - before) / torch.where(moved.abs() > 1e-3, moved, 1.0)).clamp(*FINAL_TRIM_SLOPES)
     return torch.where(moved.abs() > 1e-3, slope, previous)
+
+
+def _moves(before: dict, trim_before, after: dict, trim_after) -> torch.Tensor:
+    """`[B]` whether a round's master settings and trim (dB) move from the last round's by more than
+    `STILL_DB` (trim, master EQ) or `STILL_WIDTH` (a fraction of the width)."""
+    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
+    width_moved = (after["width"] / before["width"] - 1).abs()
+    trim_moved = (trim_after - trim_before).abs()
+    return (torch.maximum(eq_moved, trim_moved) > STILL_DB) | (width_moved > STILL_WIDTH)
 
 
 def _held(before: dict, after: dict) -> torch.Tensor:
