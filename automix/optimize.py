@@ -36,6 +36,7 @@ from automix.dsp.console import bus_detector_power
 from automix.dsp.limiter import reconstruction_limit
 from automix.loudness import SILENCE_LUFS, integrated_loudness, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note, over_budget
+from automix.memory import release_freed_memory
 from automix.params import ParameterRange, ParameterSpace, logit
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
 from automix.secant import SecantStepper
@@ -707,6 +708,7 @@ class SongOptimizer:
         (`automix.dsp.limiter.reconstruction_limit`). `bus`: the closest render's bus, where at hand."""
         best, chain = self.state.best, self.chain
         stem_unit, stem_params, stem_lufs = best.strips
+        release_freed_memory()  # as before a refinement (`refine`)
         with torch.no_grad():
             if bus is None:
                 bus, stem_params, stem_lufs, _ = chain.render_bus(
@@ -756,6 +758,8 @@ class SongOptimizer:
         the trim and width it asks for (not rendered): Adam on excerpts has to change the strips first.
         """
         settings = self.settings
+        # The heap's free pages handed back: the last stage's temporaries fit this one's rounds badly.
+        release_freed_memory()
         trim = TrimController(trim_db, self.chain.mastering_settings.max_limiting_db)
         eq_range = self.space.master["eq_gain_db"]
         tilt = TiltController(master_params["eq_gain_db"], eq_range, torch.zeros_like(trim_db))

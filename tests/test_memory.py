@@ -18,7 +18,7 @@ BLOCK_BYTES = 128 * 2**20
 PROBE = """
 import ctypes, ctypes.util, json, os, sys
 from automix import memory
-retained = memory.retain_freed_memory() if sys.argv[1] == "retain" else None
+retained = memory.retain_freed_memory() if sys.argv[1] != "default" else None
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -30,11 +30,15 @@ before = rss()
 block = libc.malloc(n)
 ctypes.memset(block, 1, n)
 held = rss()
+pin = libc.malloc(2**20)  # above the block: the heap's top cannot simply shrink past it
+ctypes.memset(pin, 1, 2**20)
 libc.free(block)
 after = rss()
+released = memory.release_freed_memory() if sys.argv[1] == "release" else None
+after_release = rss()
 again = libc.malloc(n)
 print(json.dumps({"retained": retained, "before": before, "held": held, "after": after,
-                  "reused": again == block}))
+                  "released": released, "after_release": after_release, "reused": again == block}))
 """
 
 
@@ -58,6 +62,17 @@ def test_retain_freed_memory_takes_effect_on_glibc():
     assert retained["reused"]
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_freed_memory_hands_retained_pages_back():
+    """A block freed under `retain_freed_memory`, below a block still held, stays resident until
+    `release_freed_memory`, which hands its pages back."""
+    released = _probe("release")
+    assert released["released"] is True
+    assert released["held"] - released["after"] < 0.1 * BLOCK_BYTES
+    assert released["after"] - released["after_release"] > 0.9 * BLOCK_BYTES
+
+
 def test_retain_freed_memory_is_a_no_op_without_a_c_library(monkeypatch):
     monkeypatch.setattr(memory.ctypes.util, "find_library", lambda name: "/nonexistent/libc.so")
     assert memory.retain_freed_memory() is False
+    assert memory.release_freed_memory() is False
