@@ -13,6 +13,8 @@ from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.errors import AutomixError
 from automix.optimize import (
+    STILL_DB,
+    STILL_WIDTH,
     Console,
     EqBudget,
     Excerpts,
@@ -135,6 +137,29 @@ def test_the_refinement_stops_raising_the_trim_where_the_limiter_takes_it(chain)
     rendered = [float(round_.trim_db) for round_ in refined.rounds]
     assert len(rendered) > 3 and max(rendered) <= float(knee) + 6.0 < MAX_TRIM_DB
     assert float(refined.render.measured["lufs"]) >= float(lufs.max()) - 0.1
+
+
+def test_the_refinement_ends_where_no_round_would_render_anything_new(chain):
+    """Dense noise to an unreachable −3 LUFS at its own centroid and M/S: once the trim stops at the
+    limiter's knee, nothing is left to move (the centroid, within its stop tolerance, holds the tilt).
+    The rounds end there instead of rendering the same settings again up to `refine_steps`: no two
+    rounds in a row render the same trim, tilt and width."""
+    noise = dense_noise(0, 0.05)
+    params = chain.space.neutral(1)[1]
+    optimizer = SongOptimizer(chain)
+    with torch.no_grad():
+        start = measure(chain.render_master(noise, params, torch.zeros(1)), SAMPLE_RATE)
+        targets = targets_of((-3.0, float(start["spectral_centroid"]), float(start["stereo_ms_ratio"])))
+        refined = optimizer.refine(noise, params, targets, torch.zeros(1))
+    rendered = [(float(r.trim_db), float(r.tilt_db), float(r.width)) for r in refined.rounds]
+    assert 1 < len(rendered) < optimizer.settings.refine_steps + 1
+    for (trim, tilt, width), (next_trim, next_tilt, next_width) in itertools.pairwise(rendered):
+        moved = max(abs(next_trim - trim), abs(next_tilt - tilt)) > STILL_DB
+        assert moved or abs(next_width / width - 1) > STILL_WIDTH
+    for before, after in itertools.pairwise(refined.rounds):
+        if abs(float(before.centroid_hz - targets.centroid_hz)) <= optimizer.settings.stop.centroid_hz:
+            assert float(after.tilt_db) == float(before.tilt_db)
+    assert float(refined.render.measured["lufs"]) > float(start["lufs"])
 
 
 def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain):
