@@ -13,6 +13,7 @@ from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.errors import AutomixError
 from automix.optimize import (
+    DRIVE_STEPS,
     STILL_DB,
     STILL_WIDTH,
     Console,
@@ -21,6 +22,7 @@ from automix.optimize import (
     FullRender,
     SongOptimizer,
     SongState,
+    Strips,
     closer_render,
     select_excerpts,
 )
@@ -533,3 +535,26 @@ def test_a_song_short_of_loudness_at_the_limiting_budget_is_driven_with_its_bala
     clean = SongOptimizer(chain, settings)
     _, analysis = clean(stems, targets_of((-12.0, 3500.0, 0.2)))
     assert analysis["stem_params"]["drive"].max() < 1.01 and len(clean.state.renders) == 1
+
+
+def test_strips_driven_as_far_as_a_drive_step_goes_are_not_rendered_again(chain):
+    """The song above to −6 LUFS, its strips already at the last drive step and refined: still short at
+    the budget (`crest_bound`), but no drive step would raise a strip's drive, so `louder_by_drive`
+    renders nothing and returns the render it was given."""
+    stems = scrambled_song(seconds=4.0)
+    targets = targets_of((-6.0, 3500.0, 0.2))
+    optimizer = SongOptimizer(chain, OptimizeSettings(steps=0, refine_steps=4, attempts=1))
+    optimizer(stems, targets)
+    stem_unit = optimizer.state.renders[0].strips.stem_unit
+    params = chain.space.denormalize_stems(stem_unit)
+    params["drive"] = torch.full_like(params["drive"], max(DRIVE_STEPS))
+    stem_unit = chain.space.normalize_stems(params)
+    with torch.no_grad():
+        bus, stem_params, stem_lufs, _ = chain.render_bus(stems, stem_unit)
+        master_params = chain.space.denormalize_master(optimizer.state.console.master_unit)
+        refined = optimizer.refine(bus, master_params, targets, optimizer.state.trim_db)
+    render = dataclasses.replace(refined.render, strips=Strips(stem_unit, stem_params, stem_lufs))
+    assert optimizer.crest_bound(render, targets).all()
+    rendered = len(optimizer.state.renders)
+    driven, driven_bus = optimizer.louder_by_drive(stems, targets, None, None, render, bus)
+    assert driven is render and driven_bus is bus and len(optimizer.state.renders) == rendered
