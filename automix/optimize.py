@@ -1081,11 +1081,17 @@ def _secant_slope(after, before, moved, previous) -> torch.Tensor:
     return torch.where(moved.abs() > 1e-3, slope, previous)
 
 
+def _master_moves(before: dict, after: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[B]` each: how far the master EQ (its largest gain's move, dB) and the width (a fraction of it)
+    move from one round's settings to the next."""
+    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
+    return eq_moved, (after["width"] / before["width"] - 1).abs()
+
+
 def _moves(before: dict, trim_before, after: dict, trim_after) -> torch.Tensor:
     """`[B]` whether a round's master settings and trim (dB) move from the last round's by more than
     `STILL_DB` (trim, master EQ) or `STILL_WIDTH` (a fraction of the width)."""
-    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
-    width_moved = (after["width"] / before["width"] - 1).abs()
+    eq_moved, width_moved = _master_moves(before, after)
     trim_moved = (trim_after - trim_before).abs()
     return (torch.maximum(eq_moved, trim_moved) > STILL_DB) | (width_moved > STILL_WIDTH)
 
@@ -1093,6 +1099,5 @@ def _moves(before: dict, trim_before, after: dict, trim_after) -> torch.Tensor:
 def _held(before: dict, after: dict) -> torch.Tensor:
     """`[B]` whether the master EQ and width stayed (within `HELD_EQ_DB`, `HELD_WIDTH`) from one
     round's settings to the next."""
-    eq_moved = (after["eq_gain_db"] - before["eq_gain_db"]).abs().amax(dim=-1)
-    width_moved = (after["width"] / before["width"] - 1).abs()
+    eq_moved, width_moved = _master_moves(before, after)
     return (eq_moved <= HELD_EQ_DB) & (width_moved <= HELD_WIDTH)
