@@ -768,9 +768,9 @@ class SongOptimizer:
             bus, self.sample_rate, blockwise=True
         )  # every round's bus compressor hears the same bus
         best, previous, rounds = None, None, []
+        params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
         bar = tqdm(range(settings.refine_steps + 1), desc="refining", disable=not progress, leave=False)
         for _ in bar:
-            params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
             if best is not None:
                 best = best.without_audio()  # one render's audio in memory at a time
             render = self.render_full(bus, power, params, trim.trim_db, targets)
@@ -780,9 +780,11 @@ class SongOptimizer:
             render = None
             if done.all():
                 break
+            errors = _scaled_errors(
+                measured, targets, settings.stop
+            )  # `[3, B]`, ≤ 1 within the stop tolerances
             ms = measured["stereo_ms_ratio"]
-            ms_done = (ms - targets.ms_ratio).abs() <= settings.stop.ms_ratio
-            out_of_reach = ~done & ~ms_done & ~self._width_reaches(width.width, ms, targets)
+            out_of_reach = ~done & (errors[2] > 1) & ~self._width_reaches(width.width, ms, targets)
             # Only a round that moved the trim alone tells the loudness's slope against it.
             held = None if previous is None else _held(previous, params)
             active = (~done).to(bus.dtype)
@@ -790,7 +792,6 @@ class SongOptimizer:
                 measured["lufs"], targets.lufs, active, held, measured["gain_reduction"]["limiter"]["max_db"]
             )
             # A centroid within its stop tolerance holds the tilt: a probe would only move it away.
-            errors = _scaled_errors(measured, targets, settings.stop)
             tilt.update(measured["spectral_centroid"], targets.centroid_hz, active * (errors[1] > 1))
             width.update(ms, targets.ms_ratio, done)
             if give_up and previous is None and out_of_reach.any():
@@ -799,7 +800,7 @@ class SongOptimizer:
             following = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
             if not _moves(params, rounds[-1].trim_db, following, trim.trim_db).any():
                 break  # the controllers are at their caps or converged: the same render again
-            previous = params
+            previous, params = params, following
         if best.mix is None:  # an earlier round's render was closer than the last one
             best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
         return Refined(best, best.master_params, best.trim_db, rounds)
