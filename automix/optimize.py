@@ -918,8 +918,7 @@ class SongOptimizer:
                         stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
                     )
                 width = analysis["master_params"]["width"][::n_excerpts].detach()
-                room_aim = self.width_room_aim(aim, width, analysis["stereo_ms_ratio"].detach())
-                loss = chain.loss_fn(analysis, room_aim)
+                loss = chain.loss_fn(analysis, self.width_room_aim(aim, width))
                 loss = loss + hold.cost(analysis["stem_mix_lufs"], mask).mean()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.refinable(analysis, aim, n_excerpts).all():
@@ -937,15 +936,14 @@ class SongOptimizer:
         console = Console(stem_unit, torch.sigmoid(master_logits).detach())
         return Excerpts(console, aim, steps, hold)
 
-    def width_room_aim(self, aim: Targets, width: torch.Tensor, ms_ratio: torch.Tensor) -> Targets:
-        """Adam's aim: `aim` with the M/S target scaled where the M/S ratio `[B]` read at the master
-        width `[B]` needs a width past `handover_width_margin` inside its range (`_width_reaches`): to
-        the M/S from which the width moved twice that margin inside reaches the target. Aimed at the
-        target itself, such an M/S hovers short of the handover, which then comes only by chance."""
+    def width_room_aim(self, aim: Targets, width: torch.Tensor) -> Targets:
+        """Adam's aim: `aim` with each M/S target scaled where the master width `[B]` sits within twice
+        `handover_width_margin` of an end of its range, to the M/S ratio that this width moved that far
+        inside reaches the target from. Aimed at the target itself, the M/S hovers where the width
+        cannot finish it (`_width_reaches`) and the handover comes only by chance."""
         width_range, margin = self.space.master["width"], 2 * self.settings.handover_width_margin
         room = width.clamp(width_range.low + margin, width_range.high - margin)
-        short = ~self._width_reaches(width, ms_ratio, aim)
-        return aim.replace(ms_ratio=torch.where(short, aim.ms_ratio * width / room, aim.ms_ratio))
+        return aim.replace(ms_ratio=aim.ms_ratio * width / room)
 
     def excerpt_aim(self, targets: Targets, read: torch.Tensor, pinned: torch.Tensor) -> Targets:
         """The excerpts' targets: where the full render's centroid or M/S is pinned (`pinned` `[B, 2]`, NaN

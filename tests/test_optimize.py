@@ -226,19 +226,19 @@ def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain)
 
 
 def test_adam_aims_the_ms_where_a_width_at_its_end_can_hand_over(chain):
-    """At the widest width (1.5), an M/S on the target (0.6) leaves the width no room to finish it
-    (`_width_reaches`), so Adam's aim there is the M/S that the width moved 2 margins inside (1.4)
-    scales to the target (closed form: 0.6 x 1.5 / 1.4), which hands over; likewise at the narrowest
-    (0.5: 0.6 x 0.5 / 0.6). An M/S the width can finish (0.7 at 1.5, 0.6 at 1.0) keeps the target."""
+    """At the widest width (1.5), an M/S on the target leaves the width no room to finish it
+    (`_width_reaches`), so Adam's aim there is an M/S that the width, moved 2 margins inside (1.4),
+    scales to the target (closed form: 0.6 x 1.5 / 1.4), which hands over; at a width of 1.0 or 0.6
+    (the low end's 2 margins) the aim is the target itself, and at 0.5 the M/S that 0.6 scales up."""
     optimizer = SongOptimizer(chain)
     targets = targets_of(*[(-10.0, 2500.0, 0.6)] * 4)
-    width, ms = torch.tensor([1.5, 0.5, 1.5, 1.0]), torch.tensor([0.6, 0.6, 0.7, 0.6])
-    assert optimizer._width_reaches(width, ms, targets).tolist() == [False, False, True, True]
-    aim = optimizer.width_room_aim(targets, width, ms)
-    assert aim.ms_ratio.tolist() == pytest.approx([0.6 * 1.5 / 1.4, 0.6 * 0.5 / 0.6, 0.6, 0.6])
+    width = torch.tensor([1.5, 1.0, 0.6, 0.5])
+    aim = optimizer.width_room_aim(targets, width)
+    assert aim.ms_ratio.tolist() == pytest.approx([0.6 * 1.5 / 1.4, 0.6, 0.6, 0.6 * 0.5 / 0.6])
     torch.testing.assert_close(aim.lufs, targets.lufs)
     torch.testing.assert_close(aim.centroid_hz, targets.centroid_hz)
-    assert optimizer._width_reaches(width, aim.ms_ratio, targets)[:2].all()  # an M/S at the aim hands over
+    assert optimizer._width_reaches(width, targets.ms_ratio, targets).tolist() == [False, True, True, False]
+    assert optimizer._width_reaches(width, aim.ms_ratio, targets).all()
 
 
 def test_the_excerpts_aim_scales_only_what_is_pinned(chain):
