@@ -917,9 +917,7 @@ class SongOptimizer:
                     hold = BalanceHold(
                         stem_balance_db(analysis["stem_lufs"].detach(), mask), settings.balance_budget_db
                     )
-                width = analysis["master_params"]["width"][::n_excerpts].detach()
-                loss = chain.loss_fn(analysis, self.width_room_aim(aim, width))
-                loss = loss + hold.cost(analysis["stem_mix_lufs"], mask).mean()
+                loss = chain.loss_fn(analysis, aim) + hold.cost(analysis["stem_mix_lufs"], mask).mean()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.refinable(analysis, aim, n_excerpts).all():
                     break
@@ -935,15 +933,6 @@ class SongOptimizer:
             stem_unit = self.moved_levels(stem_unit, -excess_db)
         console = Console(stem_unit, torch.sigmoid(master_logits).detach())
         return Excerpts(console, aim, steps, hold)
-
-    def width_room_aim(self, aim: Targets, width: torch.Tensor) -> Targets:
-        """Adam's aim: `aim` with each M/S target scaled where the master width `[B]` sits within twice
-        `handover_width_margin` of an end of its range, to the M/S ratio that this width moved that far
-        inside reaches the target from. Aimed at the target itself, the M/S hovers where the width
-        cannot finish it (`_width_reaches`) and the handover comes only by chance."""
-        width_range, margin = self.space.master["width"], 2 * self.settings.handover_width_margin
-        room = width.clamp(width_range.low + margin, width_range.high - margin)
-        return aim.replace(ms_ratio=aim.ms_ratio * width / room)
 
     def excerpt_aim(self, targets: Targets, read: torch.Tensor, pinned: torch.Tensor) -> Targets:
         """The excerpts' targets: where the full render's centroid or M/S is pinned (`pinned` `[B, 2]`, NaN

@@ -225,22 +225,6 @@ def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain)
     assert not bool(optimizer.tilt_reaches(far, flat, targets))
 
 
-def test_adam_aims_the_ms_where_a_width_at_its_end_can_hand_over(chain):
-    """At the widest width (1.5), an M/S on the target leaves the width no room to finish it
-    (`_width_reaches`), so Adam's aim there is an M/S that the width, moved 2 margins inside (1.4),
-    scales to the target (closed form: 0.6 x 1.5 / 1.4), which hands over; at a width of 1.0 or 0.6
-    (the low end's 2 margins) the aim is the target itself, and at 0.5 the M/S that 0.6 scales up."""
-    optimizer = SongOptimizer(chain)
-    targets = targets_of(*[(-10.0, 2500.0, 0.6)] * 4)
-    width = torch.tensor([1.5, 1.0, 0.6, 0.5])
-    aim = optimizer.width_room_aim(targets, width)
-    assert aim.ms_ratio.tolist() == pytest.approx([0.6 * 1.5 / 1.4, 0.6, 0.6, 0.6 * 0.5 / 0.6])
-    torch.testing.assert_close(aim.lufs, targets.lufs)
-    torch.testing.assert_close(aim.centroid_hz, targets.centroid_hz)
-    assert optimizer._width_reaches(width, targets.ms_ratio, targets).tolist() == [False, True, True, False]
-    assert optimizer._width_reaches(width, aim.ms_ratio, targets).all()
-
-
 def test_the_excerpts_aim_scales_only_what_is_pinned(chain):
     """Closed form: a pinned M/S aims at the target times excerpts / full (within `max_aim_ratio`), a
     pinned centroid likewise; NaN (not pinned) aims at the target; loudness and bands stay."""
