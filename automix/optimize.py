@@ -780,9 +780,8 @@ class SongOptimizer:
             render = None
             if done.all():
                 break
-            errors = _scaled_errors(
-                measured, targets, settings.stop
-            )  # `[3, B]`, ≤ 1 within the stop tolerances
+            # `[3, B]`: each error over its stop tolerance (≤ 1 within it)
+            errors = _scaled_errors(measured, targets, settings.stop)
             ms = measured["stereo_ms_ratio"]
             out_of_reach = ~done & (errors[2] > 1) & ~self._width_reaches(width.width, ms, targets)
             # Only a round that moved the trim alone tells the loudness's slope against it.
