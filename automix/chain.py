@@ -54,8 +54,9 @@ STRIP_BLOCK_HOPS = 60
 # Predict mode renders the kept master at most this many times to keep the limiter within its budget.
 BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
-# A strip's compressor settings, set neutral in predict mode where a song takes a reference's balance.
-COMPRESSOR_SETTINGS = tuple(name for name in STEM_PARAMETERS if name.startswith("comp_"))
+# A strip's settings set neutral in predict mode where a song takes a reference's balance
+# (`AutoMixChain.predict_balanced`): its compressor and its EQ gains (a flat EQ: frequencies and Q idle).
+REFERENCE_NEUTRAL_SETTINGS = (*(name for name in STEM_PARAMETERS if name.startswith("comp_")), "eq_gain_db")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
@@ -441,7 +442,7 @@ class AutoMixChain(nn.Module):
     def predict_balanced(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
         `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on the predicted strips with
-        their compressors neutral; the master predicted again on the bus those strips make):
+        their compressors and EQ neutral; the master predicted again on the bus those strips make):
         `(prediction, where each song's balance came from)`, "reference" or "predicted"."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
         to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
@@ -451,10 +452,12 @@ class AutoMixChain(nn.Module):
         if not to_reference:
             return prediction, ["predicted"] * targets.batch_size
         # The predicted compressors were set for the input's balance: at the reference's they leave the bus
-        # peaky, and the limiting budget holds the loudness short (docs/benchmarks.md, *Predict mode with
-        # a reference*). Those songs' strips keep their EQ, drive and pan with the compressors neutral.
+        # peaky, and the limiting budget holds the loudness short. The predicted strip EQ reshapes tracks
+        # until a gain-per-track reading of the mix loses them; the master EQ, predicted again, sets the
+        # reference's tone (docs/benchmarks.md, *Predict mode with a reference*). Those songs' strips keep
+        # their drive and pan with the compressors and EQ neutral.
         with_reference = targets.has_reference.to(stems.device)[:, None, None]
-        gentle = self.space.with_neutral_stems(prediction.stem_unit, COMPRESSOR_SETTINGS)
+        gentle = self.space.with_neutral_stems(prediction.stem_unit, REFERENCE_NEUTRAL_SETTINGS)
         strips = torch.where(with_reference, gentle, prediction.stem_unit)
         _, _, stem_lufs, _ = self.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
         balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
