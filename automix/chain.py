@@ -38,7 +38,7 @@ from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
-from automix.optimize import SongOptimizer
+from automix.optimize import AT_BUDGET_DB, SongOptimizer, missed_targets
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
@@ -439,15 +439,24 @@ class AutoMixChain(nn.Module):
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
-    def predict_balanced(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
+    def predict_balanced(
+        self,
+        stems,
+        targets: Targets,
+        mask=None,
+        loudness_steps: int | None = None,
+        *,
+        blockwise: bool = False,
+    ):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
         `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on the predicted strips with
         their compressors and EQ neutral; the master predicted again on the bus those strips make):
-        `(prediction, where each song's balance came from)`, "reference" or "predicted"."""
+        `(prediction, where each song's balance came from)`, "reference" or "predicted".
+        `loudness_steps`: the last pass's loudness search (`predict`'s)."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
         to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
         # A second pass predicts the master again: the first one's loudness search would be thrown away.
-        steps = 0 if to_reference else None
+        steps = 0 if to_reference else loudness_steps
         prediction = self.predict(stems, targets, mask, steps, input_gain, blockwise=blockwise)
         if not to_reference:
             return prediction, ["predicted"] * targets.batch_size
@@ -463,9 +472,29 @@ class AutoMixChain(nn.Module):
         balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
         prediction = None  # its bus freed before the next
         prediction = self.predict(
-            stems, targets, mask, input_gain=input_gain, stem_unit=balanced, blockwise=blockwise
+            stems, targets, mask, loudness_steps, input_gain, stem_unit=balanced, blockwise=blockwise
         )
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
+
+    def refine_master(self, prediction: Prediction, targets: Targets) -> Prediction:
+        """Predict mode's master corrected toward the targets on full renders of the predicted bus, as
+        the default mode corrects its own (`SongOptimizer.refine`: the trim, the master EQ's tilt and the
+        width, then `SongOptimizer.final_trim`); the strips stay as predicted. To the gradient the
+        correction is a constant, as the loudness search's is: the mix is the same in any grad mode."""
+        optimizer, bus = SongOptimizer(self), prediction.bus.detach()
+        with torch.no_grad():
+            params = self.space.denormalize_master(prediction.master_unit)
+            refined = optimizer.refine(bus, params, targets, prediction.trim_db.detach())
+            power = bus_detector_power(bus, self.sample_rate, blockwise=True)
+            kept = optimizer.final_trim(bus, power, refined.render, targets)  # as the default mode's
+            unit = self.space.normalize_master(kept.master_params).clamp(0, 1)
+        p = prediction
+        return p._replace(
+            master_unit=p.master_unit + (unit - p.master_unit.detach()),
+            trim_db=p.trim_db + (kept.trim_db - p.trim_db.detach()),
+            mix=None,  # the render kept is the master's again (`finish_prediction`)
+            mix_lufs=None,
+        )
 
     def finish_prediction(
         self, prediction: Prediction, mask=None, *, blockwise: bool = False, kept: bool = True
@@ -688,7 +717,12 @@ class AutoMixChain(nn.Module):
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
-            prediction, sources = self.predict_balanced(stems, targets, mask, blockwise=blockwise)
+            refine = self.predict_settings.refine  # the refinement corrects the loudness: no search first
+            prediction, sources = self.predict_balanced(
+                stems, targets, mask, 0 if refine else None, blockwise=blockwise
+            )
+            if refine:
+                prediction = self.refine_master(prediction, targets)
             mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
             analysis["balance_start"] = sources
         else:
@@ -710,21 +744,13 @@ class AutoMixChain(nn.Module):
 
     def judged(self, mix, analysis: dict, targets: Targets, mode: str | None, mask=None):
         """`(mix, analysis)` with the report against `targets` (`automix.analysis.report`), the stems'
-        balance, and the notes a user reads: the limiting budget in predict mode, undefined loudness."""
+        balance, and the notes a user reads: predict mode's (`predict_notes`), undefined loudness."""
         analysis["stem_balance_db"] = stem_balance_db(analysis["stem_lufs"].detach(), mask)
         analysis.setdefault("notes", [[] for _ in range(mix.shape[0])])
         budget = self.mastering_settings.max_limiting_db
         if mode == "predict" and "gain_reduction" in analysis:
             for song, notes in enumerate(analysis["notes"]):
-                lowered = float(analysis["limited_trim_db"][song])
-                if lowered > BUDGET_SLACK_DB:
-                    notes.append(
-                        f"loudness {float(analysis['lufs'][song]):.1f} LUFS for a target of "
-                        f"{float(targets.lufs[song]):.1f} LUFS: the trim held {lowered:.1f} dB lower to keep "
-                        f"the limiter within {budget:g} dB (--max-limiting-db)"
-                    )
-                note = limiting_note(analysis["gain_reduction"], song, budget)
-                notes.extend([note] if note else [])
+                notes.extend(self.predict_notes(analysis, targets, song))
         block = loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[0]
         if mix.shape[-1] < block:  # BS.1770 measures none of a mix shorter than one gating block
             seconds = mix.shape[-1] / self.sample_rate
@@ -737,6 +763,38 @@ class AutoMixChain(nn.Module):
         analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
         analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
         return mix, analysis
+
+    def predict_notes(self, analysis: dict, targets: Targets, song: int) -> list[str]:
+        """Predict mode's notes for one song of a batch: the trim held by the limiting budget, each
+        promise (`OptimizeSettings.promise`) the mix breaks, and heavy limiting."""
+        budget = self.mastering_settings.max_limiting_db
+        lowered = float(analysis["limited_trim_db"][song])
+        deepest = float(analysis["gain_reduction"]["limiter"]["max_db"][song])
+        reach = "the master's trim, tilt and width corrected"
+        if not self.predict_settings.refine:
+            reach = "the master as predicted"
+        notes = []
+        if lowered > BUDGET_SLACK_DB:
+            notes.append(
+                f"loudness {float(analysis['lufs'][song]):.1f} LUFS for a target of "
+                f"{float(targets.lufs[song]):.1f} LUFS: the trim held {lowered:.1f} dB lower to keep "
+                f"the limiter within {budget:g} dB (--max-limiting-db)"
+            )
+        for k, missed, value, goal in missed_targets(analysis, targets, self.optimize_settings.promise, song):
+            quiet = k == 0 and value < goal
+            if quiet and lowered > BUDGET_SLACK_DB:
+                continue  # noted above
+            if quiet and deepest >= budget - AT_BUDGET_DB:
+                notes.append(
+                    f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
+                )
+            else:
+                notes.append(
+                    f"{missed}: not reached in predict mode (the strips as predicted, {reach}); "
+                    "the default mode (--mode optimize) also moves the strips"
+                )
+        note = limiting_note(analysis["gain_reduction"], song, budget)
+        return notes + ([note] if note else [])
 
 
 def checked_rate(sample_rate) -> int:

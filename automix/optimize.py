@@ -680,24 +680,18 @@ class SongOptimizer:
 
     def notes(self, render: FullRender, targets: Targets) -> list[list[str]]:
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks."""
-        errors = _scaled_errors(render.measured, targets, self.settings.promise)
-        goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
+        promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
         notes = []
-        for song in range(errors.shape[1]):
+        for song in range(targets.batch_size):
             lines = []
-            for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
-                if errors[k, song] > 1:
-                    measured, goal = float(render.measured[_MEASURES[k]][song]), float(goals[k][song])
-                    held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
-                    if k == 0 and measured < goal and deepest[song] >= limiting_db - AT_BUDGET_DB:
-                        held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
-                    lines.append(
-                        f"{name} {measured:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}: not "
-                        f"reached with {held}; the closest mix is kept"
-                    )
+            for k, missed, measured, goal in missed_targets(render.measured, targets, promise, song):
+                held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
+                if k == 0 and measured < goal and deepest[song] >= limiting_db - AT_BUDGET_DB:
+                    held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
+                lines.append(f"{missed}: not reached with {held}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
             notes.append(lines + ([note] if note else []))
         return notes
@@ -768,6 +762,7 @@ class SongOptimizer:
             bus, self.sample_rate, blockwise=True
         )  # every round's bus compressor hears the same bus
         best, previous, rounds = None, None, []
+        still = torch.zeros_like(trim_db, dtype=torch.bool)
         params = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
         bar = tqdm(range(settings.refine_steps + 1), desc="refining", disable=not progress, leave=False)
         for _ in bar:
@@ -797,9 +792,13 @@ class SongOptimizer:
                 # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
                 return Refined(best, params | {"width": width.width}, trim.trim_db, rounds, gave_up=True)
             following = master_params | {"eq_gain_db": tilt.eq_gain_db(), "width": width.width}
-            if not _moves(params, rounds[-1].trim_db, following, trim.trim_db).any():
-                break  # the controllers are at their caps or converged: the same render again
-            previous, params = params, following
+            # A song whose controllers are at their caps or converged stops there, as it would alone:
+            # the rounds other songs still need render it unchanged.
+            still |= ~_moves(params, rounds[-1].trim_db, following, trim.trim_db)
+            if still.all():
+                break
+            trim.trim_db = torch.where(still, rounds[-1].trim_db, trim.trim_db)
+            previous, params = params, _choose(~still, following, params)
         if best.mix is None:  # an earlier round's render was closer than the last one
             best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
         return Refined(best, best.master_params, best.trim_db, rounds)
@@ -1016,6 +1015,23 @@ def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
     hops = x[..., : (n_windows + 1) * hop].unflatten(-1, (n_windows + 1, hop))
     hop_energy = torch.linalg.vector_norm(hops, dim=-1).square().sum(dim=-2)
     return hop_energy[..., :-1] + hop_energy[..., 1:]
+
+
+def missed_targets(
+    measured: dict, targets: Targets, tolerances: Tolerances, song: int
+) -> list[tuple[int, str, float, float]]:
+    """What one song of a measured batch misses by more than `tolerances`: `(k, text, measured, goal)`
+    for each, k 0 the loudness, 1 the centroid, 2 the M/S ratio; the text e.g. "centroid 2650 Hz for a
+    target of 2200 Hz"."""
+    errors = _scaled_errors(measured, targets, tolerances)
+    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
+    missed = []
+    for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
+        if errors[k, song] > 1:
+            value, goal = float(measured[_MEASURES[k]][song]), float(goals[k][song])
+            text = f"{name} {value:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}"
+            missed.append((k, text, value, goal))
+    return missed
 
 
 def _scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:

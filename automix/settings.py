@@ -114,11 +114,15 @@ class OptimizeSettings:
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """Predict mode's loudness search (conf/mix.yaml `predict:`).
+    """Predict mode's loudness search and master correction (conf/mix.yaml `predict:`).
 
     Attributes:
         loudness_steps: most master renders that check the trim model's answer (0: take it unrendered).
         loudness_stop_lu: the search stops once a render is this close to the target loudness.
+        refine: the predicted master's trim, tilt and width corrected on full renders of the predicted
+            bus, as the default mode's refinement does (`automix.optimize.SongOptimizer.refine`, with
+            the `optimize:` settings' `refine_steps` and `stop`); False: the predictor's master as it
+            is, with the loudness search alone.
         balance: the stems' balance: "predicted" (the predictor's strips as they are) or "auto" (for a
             song mixed to a reference, each stem's level set as the default mode's "reference" start
             sets it, `automix.reference_balance`; the predictor's elsewhere).
@@ -127,6 +131,7 @@ class PredictSettings:
     loudness_steps: int = 4
     loudness_stop_lu: float = 0.25
     balance: str = "auto"
+    refine: bool = True
 
     def __post_init__(self):
         _choice("balance", self.balance, CHOICES["balance"])
@@ -164,7 +169,8 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
     their defaults); values are checked against the defaults' kinds.
 
     Raises:
-        AutomixError: an unknown key, or a value that is not a finite number (int where the default is).
+        AutomixError: an unknown key, or a value of another kind than the default's (a finite number, an
+            int, a bool, one of a few names).
     """
     if config is None:
         return cls()
@@ -190,6 +196,10 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
             values[key] = None if value is None else str(value)
         elif key in CHOICES:
             values[key] = _choice(name, value, CHOICES[key])
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise AutomixError(f"{name}: expected true or false, got {value!r}")
+            values[key] = value
         else:
             values[key] = _number(name, value, integer=isinstance(default, int))
     return cls(**values)

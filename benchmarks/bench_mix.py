@@ -2,7 +2,8 @@
 
 1. predict mode (features -> predictor -> console) on 8 stereo stems x 10 s at 44.1 kHz, forward, and
    forward+backward through the training loss (one training step's work), against pedalboard's chain of
-   the same stages timed in the same run;
+   the same stages timed in the same run; then predict mode forward as `mix.py` runs it, the master
+   corrected on full renders (`PredictSettings.refine`);
 2. a 4-minute 8-stem synthetic song written to WAV files, then mixed by `mix.py` as a user would
    (default mode: per-song optimisation, full-length render, 24-bit WAV out): wall time and the peak RSS
    of that process (the synthesis is not part of it).
@@ -67,7 +68,9 @@ def main() -> None:
     retain_freed_memory()  # as mix.py does (`automix.cli.run_cli`); pedalboard keeps its own buffers
 
     stems = eight_stems(SECONDS)
-    chain = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE)
+    # The peer's stages: the predictor's pass and the loudness search, without mix.py's master correction.
+    chain = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE, predict={"refine": False})
+    refined = AutoMixChain(n_stems=N_STEMS, sample_rate=SAMPLE_RATE)
     loss_fn = create_training_loss(load_style_targets())
     stem_params, master_params = settings(N_STEMS)
     stems_np = stems.numpy()
@@ -75,6 +78,10 @@ def main() -> None:
     def predict_forward():
         with torch.no_grad():
             chain(stems, style="rock_punk", mode="predict")
+
+    def refined_forward():
+        with torch.no_grad():
+            refined(stems, style="rock_punk", mode="predict")
 
     def predict_forward_backward():
         chain.zero_grad()
@@ -86,6 +93,7 @@ def main() -> None:
             "peer": lambda: pedalboard_render(stems_np, stem_params, master_params),
             "fwd": predict_forward,
             "bwd": predict_forward_backward,
+            "refined": refined_forward,
         },
         args.repeats,
     )
@@ -97,6 +105,8 @@ def main() -> None:
     print(f"{'pedalboard chain, forward':40} {t_peer:9.3f}")
     print(f"{'automix predict mode, forward':40} {t_fwd:9.3f} {t_fwd / t_peer:6.2f}x")
     print(f"{'automix predict mode, forward+backward':40} {t_bwd:9.3f} {t_bwd / t_peer:6.2f}x")
+    t_refined = times["refined"]
+    print(f"{'  with the master corrected (mix.py)':40} {t_refined:9.3f} {t_refined / t_peer:6.2f}x")
 
     print(f"{args.song_seconds:g} s {N_STEMS}-stem song, mix.py (optimise + full render, rock_punk): "
           f"{song['seconds']:.1f} s, peak RSS {song['peak_rss_mb']:.0f} MB; "

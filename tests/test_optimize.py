@@ -70,6 +70,7 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  balance_start: loudest\n", r"optimize\.balance_start: expected one of"),
         ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
         ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
+        ("predict:\n  refine: 1\n", r"predict\.refine: expected true or false"),
         ("- a list\n", "expected a mapping"),
         ("optimize: [\n", "not valid YAML"),
     ],

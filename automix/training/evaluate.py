@@ -6,9 +6,11 @@ every style in predict mode (or optimize) and measured on the returned mix: loud
 independent BS.1770-4 meter), the centroid and M/S ratio by `automix.metrics` (docs/design.md,
 *Contracts*), the true peak by `automix.metrics.true_peak`. A mix counts when all three are within the
 tolerances of the public contract (`automix.loss.TOLERANCES`: ±1 LU, ±200 Hz, ±0.2). It also gives the
-mean share of the settings pinned at an end of their range (`ParameterSpace.pinned_share`).
+mean share of the settings pinned at an end of their range (`ParameterSpace.pinned_share`). Predict mode
+is the predictor's pass alone unless `--refine` (the master's correction on full renders that `mix.py`
+adds, `PredictSettings.refine`): the figure judges what training made.
 
-Run: `python -m automix.training.evaluate --checkpoint checkpoints/default.ckpt [--songs 20]`.
+Run: `python -m automix.training.evaluate --checkpoint checkpoints/default.ckpt [--songs 20] [--refine]`.
 """
 
 import argparse
@@ -104,9 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--songs", type=int, default=DEFAULT_SONGS)
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--mode", choices=("predict", "optimize"), default="predict")
+    parser.add_argument("--refine", action="store_true", help="predict mode's master corrected, as mix.py's")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
-    chain = AutoMixChain.from_checkpoint(args.checkpoint) if args.checkpoint else AutoMixChain()
+    predict = {"refine": args.refine}
+    if args.checkpoint:
+        chain = AutoMixChain.from_checkpoint(args.checkpoint, predict=predict)
+    else:
+        chain = AutoMixChain(predict=predict)
     report = evaluate(chain, n_songs=args.songs, seconds=args.seconds, mode=args.mode, progress=True)
     summary = report["summary"]
     print(f"{summary['mixes']} mixes ({args.songs} held-out songs x {len(STYLES)} styles, {args.mode} mode)")
