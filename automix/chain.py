@@ -55,8 +55,8 @@ STRIP_BLOCK_HOPS = 60
 BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
 # A strip's settings set neutral in predict mode where a song takes a reference's balance
-# (`AutoMixChain.predict_balanced`): its compressor and its EQ gains (a flat EQ: frequencies and Q idle).
-REFERENCE_NEUTRAL_SETTINGS = (*(name for name in STEM_PARAMETERS if name.startswith("comp_")), "eq_gain_db")
+# (`AutoMixChain.predict_balanced`): all but its level, which that balance sets.
+REFERENCE_NEUTRAL_SETTINGS = tuple(name for name in STEM_PARAMETERS if name != "level_db")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
@@ -449,8 +449,8 @@ class AutoMixChain(nn.Module):
         blockwise: bool = False,
     ):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
-        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on the predicted strips with
-        their compressors and EQ neutral; the master predicted again on the bus those strips make):
+        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on strips neutral but for
+        their level; the master predicted again on the bus those strips make):
         `(prediction, where each song's balance came from)`, "reference" or "predicted".
         `loudness_steps`: the last pass's loudness search (`predict`'s)."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
@@ -462,9 +462,9 @@ class AutoMixChain(nn.Module):
             return prediction, ["predicted"] * targets.batch_size
         # The predicted compressors were set for the input's balance: at the reference's they leave the bus
         # peaky, and the limiting budget holds the loudness short. The predicted strip EQ reshapes tracks
-        # until a gain-per-track reading of the mix loses them; the master EQ, predicted again, sets the
-        # reference's tone (docs/benchmarks.md, *Predict mode with a reference*). Those songs' strips keep
-        # their drive and pan with the compressors and EQ neutral.
+        # until a gain-per-track reading of the mix loses them, and the pans lean the mix to one side; the
+        # master, predicted again and corrected, sets the reference's tone and width (docs/benchmarks.md,
+        # *Predict mode with a reference*). Those songs' strips are neutral but for their level.
         with_reference = targets.has_reference.to(stems.device)[:, None, None]
         gentle = self.space.with_neutral_stems(prediction.stem_unit, REFERENCE_NEUTRAL_SETTINGS)
         strips = torch.where(with_reference, gentle, prediction.stem_unit)
