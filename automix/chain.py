@@ -197,6 +197,7 @@ class AutoMixChain(nn.Module):
         input_gain: torch.Tensor | None = None,
         *,
         stem_unit: torch.Tensor | None = None,
+        neutral_master: torch.Tensor | None = None,
         blockwise: bool = False,
     ) -> Prediction:
         """Predict mode's settings for stems `[B, N, 2, T]`, with gradients.
@@ -209,7 +210,8 @@ class AutoMixChain(nn.Module):
         settings'; 0 takes the model's answer unrendered): the limiter takes a part of every dB the
         trim adds, a part no feature predicts well. To the gradient the correction is a constant.
         `stem_unit` `[B, N, n_stem]`: strips given in normalised settings (the predictor proposes the
-        master only). `blockwise`: a long song's full-length renders go a block of time at a time
+        master only). `neutral_master` `[B]` bool: songs whose master is the neutral one instead of the
+        predictor's. `blockwise`: a long song's full-length renders go a block of time at a time
         (without gradients).
         """
         settings = self.predict_settings
@@ -228,6 +230,9 @@ class AutoMixChain(nn.Module):
         master_unit = self.predictor.predict_master(
             context, bus_features(bus, bus_lufs, targets, self.sample_rate)
         )
+        if neutral_master is not None:
+            _, neutral = self.space.neutral_unit(1, master_unit.dtype, master_unit.device)
+            master_unit = torch.where(neutral_master[:, None], neutral, master_unit)
         with torch.no_grad():
             master_params = self.space.denormalize_master(master_unit)
             corrected, mix, mix_lufs = loudness_search(
@@ -449,10 +454,10 @@ class AutoMixChain(nn.Module):
         blockwise: bool = False,
     ):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
-        `PredictSettings.balance` is "auto" (`SongOptimizer.reference_strips`, on strips neutral but for
-        their level; the master predicted again on the bus those strips make):
-        `(prediction, where each song's balance came from)`, "reference" or "predicted".
-        `loudness_steps`: the last pass's loudness search (`predict`'s)."""
+        `PredictSettings.balance` is "auto": strips neutral but for their level, which
+        `SongOptimizer.reference_strips` sets, and a neutral master for `refine_master` to correct (the
+        default mode's reference start). `(prediction, where each song's balance came from)`,
+        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s)."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
         to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
         # A second pass predicts the master again: the first one's loudness search would be thrown away.
@@ -460,11 +465,10 @@ class AutoMixChain(nn.Module):
         prediction = self.predict(stems, targets, mask, steps, input_gain, blockwise=blockwise)
         if not to_reference:
             return prediction, ["predicted"] * targets.batch_size
-        # The predicted compressors were set for the input's balance: at the reference's they leave the bus
-        # peaky, and the limiting budget holds the loudness short. The predicted strip EQ reshapes tracks
-        # until a gain-per-track reading of the mix loses them, and the pans lean the mix to one side; the
-        # master, predicted again and corrected, sets the reference's tone and width (docs/benchmarks.md,
-        # *Predict mode with a reference*). Those songs' strips are neutral but for their level.
+        # At a reference's balance each of the predictor's settings took the mix further from the producers'
+        # than neutral ones (docs/benchmarks.md, *Predict mode with a reference*): its compressors left the
+        # bus peaky, its strip EQ reshaped tracks until a gain-per-track reading lost them, its pans leaned
+        # the mix, its master EQ coloured it. Those songs get the default mode's reference start.
         with_reference = targets.has_reference.to(stems.device)[:, None, None]
         gentle = self.space.with_neutral_stems(prediction.stem_unit, REFERENCE_NEUTRAL_SETTINGS)
         strips = torch.where(with_reference, gentle, prediction.stem_unit)
@@ -472,7 +476,14 @@ class AutoMixChain(nn.Module):
         balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
         prediction = None  # its bus freed before the next
         prediction = self.predict(
-            stems, targets, mask, loudness_steps, input_gain, stem_unit=balanced, blockwise=blockwise
+            stems,
+            targets,
+            mask,
+            loudness_steps,
+            input_gain,
+            stem_unit=balanced,
+            neutral_master=with_reference[:, 0, 0],
+            blockwise=blockwise,
         )
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
 

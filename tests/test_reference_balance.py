@@ -8,7 +8,7 @@ import torch
 
 from automix import AutoMixChain
 from automix.chain import REFERENCE_NEUTRAL_SETTINGS
-from automix.dsp.console import STEM_PARAMETERS
+from automix.dsp.console import MASTER_PARAMETERS, STEM_PARAMETERS
 from automix.loudness import integrated_loudness
 from automix.optimize import SongOptimizer
 from automix.reference_balance import SPECTRUM_BANDS, fit_reference_balance, long_term_spectrum_db
@@ -148,8 +148,9 @@ def test_the_spread_must_be_positive():
 @pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.inference_mode])
 def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewhere(grad_mode):
     chain = AutoMixChain(n_stems=3, sample_rate=SR)
-    with torch.no_grad():  # strips off the neutral console (compressors, EQ), as a trained predictor's are
+    with torch.no_grad():  # strips and master off the neutral console, as a trained predictor's are
         chain.predictor.stem_out.bias.add_(0.5)
+        chain.predictor.master_out.bias.add_(0.5)
     targets = resolve_targets(
         [style_from_reference(reference_mix(), SR), "rock_punk"], chain.style_targets, 2
     )
@@ -177,6 +178,11 @@ def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewh
         )
     for name, moved in (("eq_gain_db", 0.5), ("pan", 0.1)):  # the predictor had moved them
         assert (prediction.stem_params[name][0] - neutral[name]).abs().max() > moved
+    # its master is the neutral one but for what the correction moves (the EQ's gains, the width)
+    master, neutral_master = analysis["master_params"], chain.space.neutral(1)[1]
+    for name in set(MASTER_PARAMETERS) - {"eq_gain_db", "width"}:
+        torch.testing.assert_close(master[name][0], neutral_master[name], atol=1e-4, rtol=1e-4)
+    assert (master["bus_threshold_db"][1] - neutral_master["bus_threshold_db"]).abs() > 1  # the style song's
     predicted = AutoMixChain(n_stems=3, sample_rate=SR, predict=PredictSettings(balance="predicted"))
     predicted.load_state_dict(chain.state_dict())
     with torch.no_grad():
