@@ -801,7 +801,7 @@ class AutoMixChain(nn.Module):
                 )
             else:
                 notes.append(
-                    f"{missed}: not reached in predict mode (the strips as predicted, {reach}); "
+                    f"{missed}: not reached in predict mode ({reach}); "
                     "the default mode (--mode optimize) also moves the strips"
                 )
         note = limiting_note(analysis["gain_reduction"], song, budget)

@@ -123,9 +123,9 @@ class PredictSettings:
             bus, as the default mode's refinement does (`automix.optimize.SongOptimizer.refine`, with
             the `optimize:` settings' `refine_steps` and `stop`); False: the predictor's master as it
             is, with the loudness search alone.
-        balance: the stems' balance: "predicted" (the predictor's strips as they are) or "auto" (for a
-            song mixed to a reference, each stem's level set as the default mode's "reference" start
-            sets it, `automix.reference_balance`; the predictor's elsewhere).
+        balance: "predicted" (the predictor's settings as they are) or "auto" (a song mixed to a
+            reference gets the default mode's "reference" start: neutral strips at the reference's
+            balance, `automix.reference_balance`, and a neutral master; the predictor's elsewhere).
     """
 
     loudness_steps: int = 4
