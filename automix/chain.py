@@ -20,7 +20,6 @@ from automix.balance import stem_balance_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
-    STEM_PARAMETERS,
     bus_detector_power,
     channel_strip,
     channel_strip_blocks,
@@ -54,9 +53,6 @@ STRIP_BLOCK_HOPS = 60
 # Predict mode renders the kept master at most this many times to keep the limiter within its budget.
 BUDGET_RENDERS = 3
 MODES = ("optimize", "predict")
-# A strip's settings set neutral in predict mode where a song takes a reference's balance
-# (`AutoMixChain.predict_balanced`): all but its level, which that balance sets.
-REFERENCE_NEUTRAL_SETTINGS = tuple(name for name in STEM_PARAMETERS if name != "level_db")
 NEUTRAL_DIVERGENCE_EPS = 1e-6  # settings are kept this far inside (0, 1) for the divergence's logs
 
 
@@ -454,27 +450,27 @@ class AutoMixChain(nn.Module):
         blockwise: bool = False,
     ):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
-        `PredictSettings.balance` is "auto": strips neutral but for their level, which
-        `SongOptimizer.reference_strips` sets, and a neutral master for `refine_master` to correct (the
+        `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
+        `SongOptimizer.reference_strips`, and a neutral master for `refine_master` to correct (the
         default mode's reference start). `(prediction, where each song's balance came from)`,
         "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s)."""
         input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
         to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
-        # A second pass predicts the master again: the first one's loudness search would be thrown away.
-        steps = 0 if to_reference else loudness_steps
-        prediction = self.predict(stems, targets, mask, steps, input_gain, blockwise=blockwise)
         if not to_reference:
+            prediction = self.predict(stems, targets, mask, loudness_steps, input_gain, blockwise=blockwise)
             return prediction, ["predicted"] * targets.batch_size
         # At a reference's balance each of the predictor's settings took the mix further from the producers'
         # than neutral ones (docs/benchmarks.md, *Predict mode with a reference*): its compressors left the
         # bus peaky, its strip EQ reshaped tracks until a gain-per-track reading lost them, its pans leaned
         # the mix, its master EQ coloured it. Those songs get the default mode's reference start.
-        with_reference = targets.has_reference.to(stems.device)[:, None, None]
-        gentle = self.space.with_neutral_stems(prediction.stem_unit, REFERENCE_NEUTRAL_SETTINGS)
-        strips = torch.where(with_reference, gentle, prediction.stem_unit)
+        with_reference = targets.has_reference.to(stems.device)
+        strips, _ = self.space.neutral_unit(stems.shape[1], stems.dtype, stems.device)
+        strips = strips.expand(stems.shape[0], -1, -1)
+        if not with_reference.all():  # the other songs' strips are the predictor's (the first pass's)
+            predicted = self.predict(stems, targets, mask, 0, input_gain, blockwise=blockwise).stem_unit
+            strips = torch.where(with_reference[:, None, None], strips, predicted)
         _, _, stem_lufs, _ = self.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
         balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
-        prediction = None  # its bus freed before the next
         prediction = self.predict(
             stems,
             targets,
@@ -482,7 +478,7 @@ class AutoMixChain(nn.Module):
             loudness_steps,
             input_gain,
             stem_unit=balanced,
-            neutral_master=with_reference[:, 0, 0],
+            neutral_master=with_reference,
             blockwise=blockwise,
         )
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]

@@ -23,6 +23,7 @@ optimiser*).
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -667,8 +668,18 @@ class SongOptimizer:
         known = audible & balance_db.isfinite()
         balance_db = torch.where(known, balance_db, 0.0)
         balance_db = balance_db - balance_db.sum(-1, keepdim=True) / known.sum(-1, keepdim=True).clamp_min(1)
-        offset_db = mean[:, None] + torch.where(known, balance_db, 0.0) - stem_lufs
-        return self.moved_levels(stem_unit, torch.where(audible, offset_db, 0.0))
+        offset_db = torch.where(audible, mean[:, None] + torch.where(known, balance_db, 0.0) - stem_lufs, 0.0)
+        return self.moved_levels(stem_unit, offset_db + self.level_room_db(stem_unit, offset_db, audible))
+
+    def level_room_db(self, stem_unit: torch.Tensor, offset_db: torch.Tensor, audible) -> torch.Tensor:
+        """`[B, 1]` dB added to every audible stem's level move `offset_db` `[B, N]` so that the moved
+        levels fit the level's range where they can (split between its ends where they cannot): the
+        stems' common level is the master trim's, and a clamped level would change the balance."""
+        level = self.space.denormalize_stems(stem_unit)["level_db"] + offset_db
+        low, high = _bounds(self.space.stem["level_db"], level)
+        over = torch.where(audible, level - high, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
+        under = torch.where(audible, low - level, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
+        return torch.where((over > 0) & (under > 0), (under - over) / 2, under - over)
 
     def moved_levels(self, stem_unit: torch.Tensor, offset_db: torch.Tensor) -> torch.Tensor:
         """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each stem's level moved by `offset_db`
