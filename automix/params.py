@@ -8,7 +8,7 @@ The defaults below equal `conf/dsp/default.yaml` (a test compares them), so a us
 without Hydra gets the same ranges as the training and mixing configs.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -192,14 +192,6 @@ class ParameterSpace:
     def normalize_master(self, master_params: Mapping) -> torch.Tensor:
         """Master parameters in units -> `[..., n_master]` in [0, 1] (outside it where out of range)."""
         return _normalize(master_params, self.master, MASTER_PARAMETERS)
-
-    def with_neutral_stems(self, stem_unit: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-        """The strips `stem_unit` `[..., N, n_stem]` (normalised) with the settings `names` at neutral."""
-        params = self.denormalize_stems(stem_unit)
-        for name in names:
-            neutral = torch.as_tensor(self.stem[name].neutral, dtype=stem_unit.dtype, device=stem_unit.device)
-            params[name] = neutral.expand_as(params[name])
-        return self.normalize_stems(params)
 
     def neutral_unit(self, n_stems: int, dtype=torch.float32, device=None):
         """The neutral settings in [0, 1]: `(stem_unit [N, n_stem], master_unit [n_master])`."""
