@@ -37,7 +37,7 @@ from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
-from automix.optimize import AT_BUDGET_DB, SongOptimizer, missed_targets
+from automix.optimize import SongOptimizer, at_limiting_budget, missed_targets
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
@@ -788,10 +788,9 @@ class AutoMixChain(nn.Module):
                 f"the limiter within {budget:g} dB (--max-limiting-db)"
             )
         for k, missed, value, goal in missed_targets(analysis, targets, self.optimize_settings.promise, song):
-            quiet = k == 0 and value < goal
-            if quiet and lowered > BUDGET_SLACK_DB:
+            if k == 0 and value < goal and lowered > BUDGET_SLACK_DB:
                 continue  # noted above
-            if quiet and deepest >= budget - AT_BUDGET_DB:
+            if at_limiting_budget(k, value, goal, deepest, budget):
                 notes.append(
                     f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
                 )

@@ -700,7 +700,7 @@ class SongOptimizer:
             lines = []
             for k, missed, measured, goal in missed_targets(render.measured, targets, promise, song):
                 held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
-                if k == 0 and measured < goal and deepest[song] >= limiting_db - AT_BUDGET_DB:
+                if at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
                     held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
                 lines.append(f"{missed}: not reached with {held}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
@@ -1043,6 +1043,12 @@ def missed_targets(
             text = f"{name} {value:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}"
             missed.append((k, text, value, goal))
     return missed
+
+
+def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, budget_db: float) -> bool:
+    """Whether a miss of `missed_targets` (k, its measured value and goal) is a loudness short of its goal
+    with the limiter's deepest reduction at the limiting budget (dB): what held it there."""
+    return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
 
 
 def _scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:
