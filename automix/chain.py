@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from automix import checkpoint, loudness, metrics
+from automix import checkpoint, loudness, metrics, panning
 from automix.analysis import measure, report
 from automix.balance import stem_balance_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
@@ -37,7 +37,7 @@ from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
-from automix.optimize import SongOptimizer, at_limiting_budget, missed_targets
+from automix.optimize import MIN_MS_FOR_WIDTH, SongOptimizer, at_limiting_budget, missed_targets
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
@@ -446,6 +446,7 @@ class AutoMixChain(nn.Module):
         targets: Targets,
         mask=None,
         loudness_steps: int | None = None,
+        input_gain=None,
         *,
         blockwise: bool = False,
     ):
@@ -453,8 +454,10 @@ class AutoMixChain(nn.Module):
         `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
         `SongOptimizer.reference_strips`, and a neutral master for `refine_master` to correct (the
         default mode's reference start). `(prediction, where each song's balance came from)`,
-        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s)."""
-        input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)  # both passes' own
+        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s).
+        `input_gain` `[B]` dB: both passes' (None: `input_gain_db` of the stems)."""
+        if input_gain is None:
+            input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
         to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
         if not to_reference:
             prediction = self.predict(stems, targets, mask, loudness_steps, input_gain, blockwise=blockwise)
@@ -483,11 +486,71 @@ class AutoMixChain(nn.Module):
         )
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
 
-    def refine_master(self, prediction: Prediction, targets: Targets) -> Prediction:
+    def predict_corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
+        """Predict mode as a user gets it: `predict_balanced`, then `refine_master`; a song at the reference
+        start whose refined mix still falls short of the M/S promise (the width at the end of its range)
+        gets its pans spread (`panned_for_width`) and is predicted and refined again. `(prediction,
+        where each song's balance came from)`."""
+        refine = self.predict_settings.refine  # the refinement corrects the loudness: no search first
+        input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
+        steps = 0 if refine else None
+        prediction, sources = self.predict_balanced(
+            stems, targets, mask, steps, input_gain, blockwise=blockwise
+        )
+        if not refine:
+            return prediction, sources
+        prediction, kept = self.refine_master(prediction, targets)
+        at_reference = torch.tensor([source == "reference" for source in sources], device=stems.device)
+        measured = kept.measured["stereo_ms_ratio"]
+        narrow = at_reference & (measured < targets.ms_ratio - self.optimize_settings.promise.ms_ratio)
+        if not narrow.any():
+            return prediction, sources
+        strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
+        neutral_master = at_reference
+        prediction = self.predict(
+            stems,
+            targets,
+            mask,
+            0,
+            input_gain,
+            stem_unit=strips,
+            neutral_master=neutral_master,
+            blockwise=blockwise,
+        )
+        return self.refine_master(prediction, targets)[0], sources
+
+    def panned_for_width(
+        self, stems, prediction: Prediction, targets: Targets, kept, songs, input_gain, mask=None
+    ):
+        """The predicted strips `[B, N, n_stem]` (neutral but for their level and pan) with the pans of
+        `songs` `[B]` bool spread (`automix.panning`) so that the refined render `kept` (a `FullRender`)
+        would reach the target M/S ratio at the width `handover_width_margin` inside the top of its
+        range; the other songs' as predicted. `input_gain` `[B]` dB: the strips' input gain."""
+        params = self.space.denormalize_stems(prediction.stem_unit.detach())
+        audible = prediction.stem_lufs.detach() > loudness.SILENCE_LUFS
+        if mask is not None:
+            audible = audible & mask.bool()
+        gain_db = torch.where(audible, params["level_db"] + input_gain[:, None], -400.0)  # the others unheard
+        powers = panning.channel_powers(stems, self.sample_rate)
+        layout = panning.pan_layout(powers.rms_hz, prediction.stem_lufs.detach(), audible)
+        # The mix's M/S ratio is the bus's times the width (`automix.dsp.stereo.stereo_width`), and times
+        # what the master's EQ makes of it, read off the render kept where it has side signal to read.
+        widest = self.space.master["width"].high - self.optimize_settings.handover_width_margin
+        bus_ms = panning.ms_ratio_at(powers, gain_db, params["pan"])
+        measured = kept.measured["stereo_ms_ratio"].double()
+        readable = (measured >= MIN_MS_FOR_WIDTH) & (bus_ms >= MIN_MS_FOR_WIDTH)
+        master_factor = torch.where(readable, measured / (kept.master_params["width"] * bus_ms), 1.0)
+        needed = targets.ms_ratio / (widest * master_factor)
+        pans = panning.spread_pans(powers, gain_db, params["pan"], layout, needed)
+        params["pan"] = torch.where(songs[:, None], pans, params["pan"])
+        return self.space.normalize_stems(params).clamp(0.0, 1.0)
+
+    def refine_master(self, prediction: Prediction, targets: Targets):
         """Predict mode's master corrected toward the targets on full renders of the predicted bus, as
         the default mode corrects its own (`SongOptimizer.refine`: the trim, the master EQ's tilt and the
         width, then `SongOptimizer.final_trim`); the strips stay as predicted. To the gradient the
-        correction is a constant, as the loudness search's is: the mix is the same in any grad mode."""
+        correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
+        `(prediction, the render kept)` (an `automix.optimize.FullRender`)."""
         optimizer, bus = SongOptimizer(self), prediction.bus.detach()
         with torch.no_grad():
             params = self.space.denormalize_master(prediction.master_unit)
@@ -496,12 +559,13 @@ class AutoMixChain(nn.Module):
             kept = optimizer.final_trim(bus, power, refined.render, targets)  # as the default mode's
             unit = self.space.normalize_master(kept.master_params).clamp(0, 1)
         p = prediction
-        return p._replace(
+        corrected = p._replace(
             master_unit=p.master_unit + (unit - p.master_unit.detach()),
             trim_db=p.trim_db + (kept.trim_db - p.trim_db.detach()),
             mix=None,  # the render kept is the master's again (`finish_prediction`)
             mix_lufs=None,
         )
+        return corrected, kept
 
     def finish_prediction(
         self, prediction: Prediction, mask=None, *, blockwise: bool = False, kept: bool = True
@@ -724,12 +788,7 @@ class AutoMixChain(nn.Module):
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
-            refine = self.predict_settings.refine  # the refinement corrects the loudness: no search first
-            prediction, sources = self.predict_balanced(
-                stems, targets, mask, 0 if refine else None, blockwise=blockwise
-            )
-            if refine:
-                prediction = self.refine_master(prediction, targets)
+            prediction, sources = self.predict_corrected(stems, targets, mask, blockwise=blockwise)
             mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
             analysis["balance_start"] = sources
         else:
