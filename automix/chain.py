@@ -506,7 +506,6 @@ class AutoMixChain(nn.Module):
         if not narrow.any():
             return prediction, sources
         strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
-        neutral_master = at_reference
         prediction = self.predict(
             stems,
             targets,
@@ -514,7 +513,7 @@ class AutoMixChain(nn.Module):
             0,
             input_gain,
             stem_unit=strips,
-            neutral_master=neutral_master,
+            neutral_master=at_reference,
             blockwise=blockwise,
         )
         return self.refine_master(prediction, targets)[0], sources
