@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from automix.units import db_to_amp
+from automix.dsp.stereo import gain, pan
 
 __all__ = ["ChannelPowers", "channel_powers", "ms_ratio_at", "pan_layout", "spread_pans"]
 
@@ -62,9 +62,11 @@ def channel_powers(stems: torch.Tensor, sample_rate: int) -> ChannelPowers:
 def ms_ratio_at(powers: ChannelPowers, gain_db: torch.Tensor, pans: torch.Tensor) -> torch.Tensor:
     """The M/S ratio (`automix.metrics.stereo_ms_ratio`) of the stems' sum at `gain_db` `[B, N]` and
     `pans` `[B, N]` (`automix.dsp.stereo.pan`'s law), `[B]`; 0 for silence."""
-    angle = (pans.double() + 1) * (math.pi / 4)
-    amplitude = db_to_amp(gain_db.double())
-    u, v = amplitude * torch.cos(angle), amplitude * torch.sin(angle)  # each stem's left and right gain
+    # Each stem's left and right gain, by the console's own level and pan.
+    gains = pan(
+        gain(torch.ones_like(pans, dtype=torch.float64)[..., None, None], gain_db=gain_db.double()), pan=pans
+    )
+    u, v = gains[..., 0, 0], gains[..., 1, 0]
 
     def quadratic(matrix, a, b):
         return (a[..., :, None] * matrix * b[..., None, :]).sum(dim=(-1, -2))
