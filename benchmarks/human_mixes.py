@@ -18,10 +18,12 @@ and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-
 
 `--reference-from other` takes each song's reference from the next song's first excerpt instead (other
 music, as a user's reference usually is): how much of reference mode's balance comes from a reference of
-the same song.
+the same song. `--reference-from every` mixes each excerpt to each other excerpt of its song in turn (k
+excerpts, k − 1 references each): a song's stretches differ in arrangement, and a method that follows
+the next excerpt closely can lose with the others.
 
 Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid] [--excerpts 2] [--seed 0]
-[--reference-from same] [--plot FILE.png]`.
+[--reference-from same|other|every] [--plot FILE.png]`.
 """
 
 import argparse
@@ -142,6 +144,17 @@ def reference_span(starts: Sequence[int], index: int, n_samples: int, length: in
         return start, start + length
     half = n_samples // 2
     return (half, n_samples) if starts[index] + length // 2 < half else (0, half)
+
+
+def same_song_references(
+    starts: Sequence[int], index: int, n_samples: int, length: int, every: bool
+) -> list[tuple[int, int]]:
+    """The stretches [start, stop) of the producer's mix that excerpt `index` is mixed to in turn: the next
+    excerpt (`reference_span`), or with `every` each other excerpt (the next one first)."""
+    if not every or len(starts) < 2:
+        return [reference_span(starts, index, n_samples, length)]
+    order = [starts[(index + step) % len(starts)] for step in range(1, len(starts))]
+    return [(start, start + length) for start in order]
 
 
 def other_song_references(songs: Sequence[Song], excerpts: dict) -> dict:
@@ -435,34 +448,46 @@ def excerpt_mixes(
             f"{label}: scrambled by {', '.join(f'{g:+.1f}' for g in gains_db.tolist())} dB; the untouched "
             f"mix's balance error is {scramble_spread_db(tracks, gains_db):.2f} dB by construction"
         )
-        reference = None
+        references: list[tuple[str, object]] = [("", None)]
         if {"reference", "predict"} & set(methods):
             if other_reference is None:
-                ref_path = song.folder / "mixture.wav"
-                ref_start, ref_stop = reference_span(starts, index, n_samples, length)
+                every = args.reference_from == "every"
+                spans = [
+                    (song.folder / "mixture.wav", *span)
+                    for span in same_song_references(starts, index, n_samples, length, every)
+                ]
             else:
                 ref_path, ref_start = other_reference
-                ref_stop = ref_start + length
-            ref_audio = at_peak(read_wav(ref_path, ref_start, ref_stop), SAMPLE_RATE)
-            reference = style_from_reference(
-                ref_audio, SAMPLE_RATE, name=f"{ref_path.parent.name}@{ref_start}"
-            )
+                spans = [(ref_path, ref_start, ref_start + length)]
+            references = [
+                (
+                    f" to {ref_start / SAMPLE_RATE:.0f}s" if len(spans) > 1 else "",
+                    style_from_reference(
+                        at_peak(read_wav(ref_path, ref_start, ref_stop), SAMPLE_RATE),
+                        SAMPLE_RATE,
+                        name=f"{ref_path.parent.name}@{ref_start}",
+                    ),
+                )
+                for ref_path, ref_start, ref_stop in spans
+            ]
         for method in methods:
             bar.set_postfix_str(f"{label} {method}")
-            started = time.perf_counter()
-            analysis = None
-            if method == "producer":
-                mix = producer_mix
-            elif method == "untouched":
-                mix = scrambled.sum(dim=0)
-            elif method == "equal_loudness":
-                mix = equal_loudness(scrambled, SAMPLE_RATE)
-            else:
-                mix, analysis = mixers(scrambled, method, reference)
-            seconds = time.perf_counter() - started
-            row = Row(label, method, judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis), seconds)
-            tqdm.write(format_row(row))
-            rows.append(row)
+            for suffix, reference in references if method in ("reference", "predict") else references[:1]:
+                started = time.perf_counter()
+                analysis = None
+                if method == "producer":
+                    mix = producer_mix
+                elif method == "untouched":
+                    mix = scrambled.sum(dim=0)
+                elif method == "equal_loudness":
+                    mix = equal_loudness(scrambled, SAMPLE_RATE)
+                else:
+                    mix, analysis = mixers(scrambled, method, reference)
+                seconds = time.perf_counter() - started
+                judged = judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis)
+                row = Row(label + suffix, method, judged, seconds)
+                tqdm.write(format_row(row))
+                rows.append(row)
             bar.update()
     return rows
 
@@ -482,11 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument(
         "--reference-from",
-        choices=("same", "other"),
+        choices=("same", "other", "every"),
         default="same",
-        help="the reference and predict modes' reference: another excerpt of the same song (default, "
-        "issue 18's protocol) or the next song's first excerpt (other music, as a user's reference "
-        "usually is)",
+        help="the reference and predict modes' reference: the next excerpt of the same song (default, "
+        "issue 18's protocol), the next song's first excerpt (other music, as a user's reference "
+        "usually is) or each other excerpt of the same song in turn",
     )
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="balance error per method")
     parser.add_argument(
@@ -560,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("skipped: no song is as long as one excerpt")
         return 0
-    print(f"\nsummary over {len(rows) // len(methods)} excerpts ({time.perf_counter() - started:.0f} s):")
+    n_excerpts = sum(map(len, excerpts.values()))
+    print(f"\nsummary over {n_excerpts} excerpts ({time.perf_counter() - started:.0f} s):")
     print(format_summary(summarize(rows)))
     if args.plot:
         plot(args.plot, rows)

@@ -1,6 +1,7 @@
 """benchmarks/human_mixes.py on a tiny multitrack written here (no LMMS, no real songs)."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,15 @@ def test_the_reference_excerpt_is_another_stretch_of_the_song(hm):
     assert hm.reference_span([40 * SR], 0, n, length) == (0, 30 * SR)
 
 
+def test_every_reference_is_each_other_excerpt_the_next_first(hm):
+    length, n = 10 * SR, 60 * SR
+    starts = [0, 20 * SR, 40 * SR]
+    assert hm.same_song_references(starts, 1, n, length, every=False) == [(40 * SR, 50 * SR)]
+    assert hm.same_song_references(starts, 1, n, length, every=True) == [(40 * SR, 50 * SR), (0, 10 * SR)]
+    # One excerpt has no other: the half of the song its middle is not in, as without `every`.
+    assert hm.same_song_references([5 * SR], 0, n, length, every=True) == [(30 * SR, 60 * SR)]
+
+
 def test_an_other_song_reference_is_the_next_songs_first_excerpt(hm, tmp_path):
     songs = [hm.Song(name, tmp_path / name, []) for name in ("A", "B", "C", "D")]
     excerpts = {"A": [5 * SR, 30 * SR], "B": [], "C": [10 * SR], "D": [0]}  # B is too short: left out
@@ -262,3 +272,34 @@ def test_an_other_song_reference_sets_the_targets(hm, fake_root, monkeypatch, ca
     (start,) = hm.pick_excerpts(mixture, SR, 1, 3.0)
     assert 10 * SR <= start <= 17 * SR
     assert names == [f"{SONG}@{start}"] and "reference" in capsys.readouterr().out.split("summary")[1]
+
+
+@pytest.mark.slow
+def test_every_reference_mixes_each_excerpt_to_each_other(hm, fake_root, monkeypatch, capsys):
+    monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
+    names, original = [], automix.styles.style_from_reference
+
+    def noted(audio, sample_rate, name=None):
+        names.append(name)
+        return original(audio, sample_rate, name=name)
+
+    monkeypatch.setattr(automix.styles, "style_from_reference", noted)
+    argv = [
+        "--root",
+        str(fake_root),
+        "--excerpts",
+        "3",
+        "--excerpt-s",
+        "3",
+        "--methods",
+        "untouched",
+        "reference",
+    ]
+    assert hm.main([*argv, "--reference-from", "every"]) == 0
+    mixture = hm.read_wav(fake_root / SONG / "mixture.wav")
+    starts = hm.pick_excerpts(mixture, SR, 3, 3.0)
+    assert len(starts) == 3
+    # Each excerpt to the two others, the next one first; the untouched mix once per excerpt.
+    assert names == [f"{SONG}@{starts[(i + step) % 3]}" for i in range(3) for step in (1, 2)]
+    summary = capsys.readouterr().out.split("summary over 3 excerpts")[1]
+    assert re.search(r"^untouched\s+3\s", summary, re.M) and re.search(r"^reference\s+6\s", summary, re.M)
