@@ -472,7 +472,7 @@ def excerpt_mixes(
             ]
         for method in methods:
             bar.set_postfix_str(f"{label} {method}")
-            for suffix, reference in references if method in ("reference", "predict") else references[:1]:
+            for suffix, reference in references if method in ("reference", "predict") else [("", None)]:
                 started = time.perf_counter()
                 analysis = None
                 if method == "producer":

@@ -301,5 +301,8 @@ def test_every_reference_mixes_each_excerpt_to_each_other(hm, fake_root, monkeyp
     assert len(starts) == 3
     # Each excerpt to the two others, the next one first; the untouched mix once per excerpt.
     assert names == [f"{SONG}@{starts[(i + step) % 3]}" for i in range(3) for step in (1, 2)]
-    summary = capsys.readouterr().out.split("summary over 3 excerpts")[1]
+    out = capsys.readouterr().out
+    assert len(re.findall(r"/\d+s to \d+s +reference ", out)) == 6
+    assert len(re.findall(r"/\d+s +untouched ", out)) == 3
+    summary = out.split("summary over 3 excerpts")[1]
     assert re.search(r"^untouched\s+3\s", summary, re.M) and re.search(r"^reference\s+6\s", summary, re.M)
