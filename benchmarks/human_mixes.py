@@ -448,6 +448,7 @@ def excerpt_mixes(
             f"{label}: scrambled by {', '.join(f'{g:+.1f}' for g in gains_db.tolist())} dB; the untouched "
             f"mix's balance error is {scramble_spread_db(tracks, gains_db):.2f} dB by construction"
         )
+        # (a row label's suffix, a reference): one mix per reference for the modes that take one
         references: list[tuple[str, object]] = [("", None)]
         if {"reference", "predict"} & set(methods):
             if other_reference is None:

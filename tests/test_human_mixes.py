@@ -61,6 +61,19 @@ def fake_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def reference_names(monkeypatch):
+    """The names `style_from_reference` is called with, in order."""
+    names, original = [], automix.styles.style_from_reference
+
+    def noted(audio, sample_rate, name=None):
+        names.append(name)
+        return original(audio, sample_rate, name=name)
+
+    monkeypatch.setattr(automix.styles, "style_from_reference", noted)
+    return names
+
+
 def test_the_excerpts_are_the_loudest_windows_that_do_not_overlap(hm):
     mix = torch.from_numpy(fake_tracks().sum(0))
     starts = hm.pick_excerpts(mix, SR, 2)
@@ -255,15 +268,8 @@ def test_float64_mixes_the_reference_mode_in_float64(hm, fake_root, monkeypatch,
 
 
 @pytest.mark.slow
-def test_an_other_song_reference_sets_the_targets(hm, fake_root, monkeypatch, capsys):
+def test_an_other_song_reference_sets_the_targets(hm, fake_root, monkeypatch, capsys, reference_names):
     monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
-    names, original = [], automix.styles.style_from_reference
-
-    def noted(audio, sample_rate, name=None):
-        names.append(name)
-        return original(audio, sample_rate, name=name)
-
-    monkeypatch.setattr(automix.styles, "style_from_reference", noted)
     argv = ["--root", str(fake_root), "--excerpts", "1", "--excerpt-s", "3", "--methods", "reference"]
     assert hm.main([*argv, "--reference-from", "other"]) == 0
     # One validation song: the next song is itself, the reference its own (loudest) excerpt, not another
@@ -271,36 +277,23 @@ def test_an_other_song_reference_sets_the_targets(hm, fake_root, monkeypatch, ca
     mixture = hm.read_wav(fake_root / SONG / "mixture.wav")
     (start,) = hm.pick_excerpts(mixture, SR, 1, 3.0)
     assert 10 * SR <= start <= 17 * SR
-    assert names == [f"{SONG}@{start}"] and "reference" in capsys.readouterr().out.split("summary")[1]
+    assert (
+        reference_names == [f"{SONG}@{start}"] and "reference" in capsys.readouterr().out.split("summary")[1]
+    )
 
 
 @pytest.mark.slow
-def test_every_reference_mixes_each_excerpt_to_each_other(hm, fake_root, monkeypatch, capsys):
+def test_every_reference_mixes_each_excerpt_to_each_other(
+    hm, fake_root, monkeypatch, capsys, reference_names
+):
     monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
-    names, original = [], automix.styles.style_from_reference
-
-    def noted(audio, sample_rate, name=None):
-        names.append(name)
-        return original(audio, sample_rate, name=name)
-
-    monkeypatch.setattr(automix.styles, "style_from_reference", noted)
-    argv = [
-        "--root",
-        str(fake_root),
-        "--excerpts",
-        "3",
-        "--excerpt-s",
-        "3",
-        "--methods",
-        "untouched",
-        "reference",
-    ]
-    assert hm.main([*argv, "--reference-from", "every"]) == 0
+    argv = ["--root", str(fake_root), "--excerpts", "3", "--excerpt-s", "3", "--reference-from", "every"]
+    assert hm.main([*argv, "--methods", "untouched", "reference"]) == 0
     mixture = hm.read_wav(fake_root / SONG / "mixture.wav")
     starts = hm.pick_excerpts(mixture, SR, 3, 3.0)
     assert len(starts) == 3
     # Each excerpt to the two others, the next one first; the untouched mix once per excerpt.
-    assert names == [f"{SONG}@{starts[(i + step) % 3]}" for i in range(3) for step in (1, 2)]
+    assert reference_names == [f"{SONG}@{starts[(i + step) % 3]}" for i in range(3) for step in (1, 2)]
     out = capsys.readouterr().out
     assert len(re.findall(r"/\d+s to \d+s +reference ", out)) == 6
     assert len(re.findall(r"/\d+s +untouched ", out)) == 3
