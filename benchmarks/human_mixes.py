@@ -449,7 +449,7 @@ def excerpt_mixes(
             f"mix's balance error is {scramble_spread_db(tracks, gains_db):.2f} dB by construction"
         )
         # (a row label's suffix, a reference): one mix per reference for the modes that take one
-        references: list[tuple[str, object]] = [("", None)]
+        references: list[tuple[str, object]] = []
         if {"reference", "predict"} & set(methods):
             if other_reference is None:
                 every = args.reference_from == "every"
