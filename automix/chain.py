@@ -18,6 +18,7 @@ from automix import checkpoint, loudness, metrics, panning
 from automix.analysis import measure, report
 from automix.balance import stem_balance_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
+from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
     bus_detector_power,
@@ -37,9 +38,10 @@ from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
-from automix.optimize import MIN_MS_FOR_WIDTH, SongOptimizer, at_limiting_budget, missed_targets
+from automix.optimize import SongOptimizer
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
+from automix.renders import at_limiting_budget, missed_targets
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
 from automix.staging import input_gain_db
 from automix.styles import StyleTarget, load_style_targets
@@ -549,7 +551,7 @@ class AutoMixChain(nn.Module):
         the default mode corrects its own (`SongOptimizer.refine`: the trim, the master EQ's tilt and the
         width, then `SongOptimizer.final_trim`); the strips stay as predicted. To the gradient the
         correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
-        `(prediction, the render kept)` (an `automix.optimize.FullRender`)."""
+        `(prediction, the render kept)` (an `automix.renders.FullRender`)."""
         optimizer, bus = SongOptimizer(self), prediction.bus.detach()
         with torch.no_grad():
             params = self.space.denormalize_master(prediction.master_unit)

@@ -33,25 +33,44 @@ from tqdm.auto import tqdm
 from automix import metrics
 from automix.analysis import measure
 from automix.balance import stem_balance_db
+from automix.controllers import (
+    MIN_CENTROID_HZ,
+    MIN_MS_FOR_WIDTH,
+    TILT_OCTAVES_PER_DB,
+    BalanceHold,
+    EqBudget,
+    TiltController,
+    TrimController,
+    WidthController,
+    needed_width,
+    range_bounds,
+)
 from automix.dsp.console import bus_detector_power
 from automix.dsp.limiter import reconstruction_limit
+from automix.excerpts import select_excerpts
 from automix.loudness import SILENCE_LUFS, integrated_loudness, loudness_after_gain
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note, over_budget
 from automix.memory import release_freed_memory
-from automix.params import ParameterRange, ParameterSpace, logit
+from automix.params import logit
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
-from automix.secant import SecantStepper
-from automix.settings import OptimizeSettings, Tolerances
+from automix.renders import (
+    AT_BUDGET_DB,
+    MEASURES,
+    Console,
+    FullRender,
+    Strips,
+    at_limiting_budget,
+    choose,
+    closer_render,
+    is_closer,
+    missed_targets,
+    scaled_errors,
+)
+from automix.settings import OptimizeSettings
 from automix.staging import input_gain_db
 from automix.targets import Targets
-from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, limiter_stalled, trimmed_power
+from automix.trim import trimmed_power
 
-MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
-TILT_SHAPE = (-0.5, 0.0, 0.0, 0.5)  # a tilt of t dB moves the low shelf by -t/2 and the high shelf by +t/2
-TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
-TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
-MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
-MIN_CENTROID_HZ = 1.0  # a silent render reads 0 Hz: ratios and octaves to it are taken from this
 # A width this close to an end of its range, or a tilt with this little room left toward the target,
 # is pinned there (`SongOptimizer.pinned`).
 PINNED_WIDTH = 1e-3
@@ -64,10 +83,6 @@ HELD_WIDTH = 0.005
 # more than this (dB) and its width by no more than this fraction: the rounds stop there.
 STILL_DB = 0.01
 STILL_WIDTH = 1e-3
-_MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
-_MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
-# A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
-AT_BUDGET_DB = 0.1
 # The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
 FINAL_TRIM_SLOPES = (0.2, 1.5)
 # The strips' drives tried in turn where the crest factor bounds the loudness
@@ -77,71 +92,6 @@ DRIVE_STILL = 0.05  # a step that raises no strip's drive by more than this is n
 # A limiter this close to the limiting budget (dB) is at it for the drive: the refinement's trim stops
 # rising a little short of the budget, where the limiter takes nearly all of a further dB.
 NEAR_BUDGET_DB = 1.0
-# A stem's move past the balance budget costs (dB over / this)² in Adam's loss: 1 dB over costs what
-# 4 LU of loudness error cost (`automix.loss`, 1 LU per unit).
-BALANCE_HOLD_SCALE_DB = 0.5
-
-
-class Console(NamedTuple):
-    """Normalised settings in [0, 1]: the strips' `[B, N, n_stem]` and the master's `[B, n_master]`."""
-
-    stem_unit: torch.Tensor
-    master_unit: torch.Tensor
-
-
-class Strips(NamedTuple):
-    """The strips behind a render: their normalised settings `[B, N, n_stem]`, settings in units and
-    the stems' loudness `[B, N]` LUFS at the bus (before the trim)."""
-
-    stem_unit: torch.Tensor
-    stem_params: dict
-    stem_lufs: torch.Tensor
-
-
-@dataclass(frozen=True)
-class FullRender:
-    """A full-length render of a batch of songs with what made it.
-
-    Attributes:
-        mix: `[B, 2, T]`, or None where the audio was not kept.
-        master_params: the master's settings in units, each `[B, ...]`.
-        trim_db: `[B]` the master's input trim.
-        measured: `automix.analysis.measure` of the mix.
-        miss: `[B]` the largest error over the stop tolerances (≤ 1 within them and the limiting budget).
-        broken: `[B]` how many of the three promises it breaks, 4 more past the limiting budget.
-        strips: the strips behind it, once known.
-    """
-
-    mix: torch.Tensor | None
-    master_params: dict
-    trim_db: torch.Tensor
-    measured: dict
-    miss: torch.Tensor
-    broken: torch.Tensor
-    strips: Strips | None = None
-
-    @classmethod
-    def of(
-        cls, mix, master_params, trim_db, measured, targets: Targets, settings: OptimizeSettings, budget_db
-    ):
-        """From a render's measurements (`gain_reduction` among them); a limiter past the limiting
-        budget `budget_db` ranks after every render within it (`broken` past the three promises'
-        count), and misses by at least 1 + its excess."""
-        miss = _scaled_errors(measured, targets, settings.stop).amax(dim=0)
-        broken = (_scaled_errors(measured, targets, settings.promise) > 1).sum(dim=0)
-        over = over_budget(measured["gain_reduction"], budget_db)
-        excess = measured["gain_reduction"]["limiter"]["max_db"] - budget_db
-        return cls(
-            mix,
-            master_params,
-            trim_db,
-            measured,
-            torch.where(over, miss.clamp_min(1 + excess), miss),
-            broken + over * (len(_MEASURES) + 1),
-        )
-
-    def without_audio(self) -> "FullRender":
-        return dataclasses.replace(self, mix=None)
 
 
 class Round(NamedTuple):
@@ -165,57 +115,6 @@ class Refined(NamedTuple):
     trim_db: torch.Tensor
     rounds: list[Round]
     gave_up: bool = False
-
-
-class BalanceHold:
-    """Each stem's loudness relative to the stems together (`automix.balance.stem_balance_db`) held within
-    ±`budget_db` of where it started.
-
-    Args:
-        start_db: `[B, N]` the start's balance (NaN for silent stems: never held).
-        budget_db: how far a stem may move, dB.
-    """
-
-    def __init__(self, start_db: torch.Tensor, budget_db: float):
-        self.start_db = start_db
-        self.budget_db = budget_db
-
-    def excess_db(self, stem_lufs: torch.Tensor, mask=None) -> torch.Tensor:
-        """`[B, N]` how far each stem, at loudness `stem_lufs` `[B, N]` (in the mix: `stem_mix_lufs`), has
-        moved past the budget, signed (0 within it or when silent)."""
-        moved = stem_balance_db(stem_lufs, mask) - self.start_db
-        excess = moved - moved.clamp(-self.budget_db, self.budget_db)
-        return torch.nan_to_num(excess, nan=0.0)
-
-    def cost(self, stem_lufs: torch.Tensor, mask=None) -> torch.Tensor:
-        """`[B]` the hinge Adam's loss adds: Σ over stems of (excess / `BALANCE_HOLD_SCALE_DB`)²."""
-        return (self.excess_db(stem_lufs, mask) / BALANCE_HOLD_SCALE_DB).square().sum(dim=-1)
-
-
-class EqBudget:
-    """Each strip's EQ band gains held within ±`budget_db` of where they started (and within their range):
-    Adam's steps are projected back onto it.
-
-    Args:
-        space: the chain's parameter space.
-        start_unit: `[B, N, n_stem]` the start's strips (normalised).
-        budget_db: how far a band's gain may move, dB.
-    """
-
-    def __init__(self, space: ParameterSpace, start_unit: torch.Tensor, budget_db: float):
-        self.space = space
-        start_db = space.denormalize_stems(start_unit)["eq_gain_db"]
-        low, high = _bounds(space.stem["eq_gain_db"], start_db)
-        self.low = torch.maximum(start_db - budget_db, low)
-        self.high = torch.minimum(start_db + budget_db, high)
-
-    def project(self, stem_logits: torch.Tensor) -> None:
-        """Clamp the EQ gains of the strips `stem_logits` `[B, N, n_stem]` (logits of the normalised
-        settings) into the budget, in place."""
-        with torch.no_grad():
-            params = self.space.denormalize_stems(torch.sigmoid(stem_logits))
-            params["eq_gain_db"] = params["eq_gain_db"].clamp(self.low, self.high)
-            stem_logits.copy_(logit(self.space.normalize_stems(params).clamp(0.0, 1.0)))
 
 
 class Excerpts(NamedTuple):
@@ -251,122 +150,6 @@ class SongState:
     hold: BalanceHold | None = None
     eq_budget: EqBudget | None = None
     best_from_start: torch.Tensor | None = None
-
-
-class TrimController:
-    """The master's input trim toward the target loudness: secant steps, a LU a dB until a round that
-    moved the trim alone measures the slope (a step is at most 1 / `MIN_LOUDNESS_SLOPE` times the miss);
-    it stops rising where the limiter takes nearly all of a further dB (`automix.trim.limiter_stalled`)
-    or past the limiting budget (`max_limiting_db`).
-    """
-
-    def __init__(self, trim_db: torch.Tensor, max_limiting_db: float):
-        self.trim_db = trim_db
-        self.cap = torch.full_like(trim_db, MAX_TRIM_DB)
-        self.max_limiting_db = max_limiting_db
-        self.secant = SecantStepper(1.0, min_slope=MIN_LOUDNESS_SLOPE)
-
-    def update(self, lufs, target_lufs, active, held=None, limiting_db=None) -> None:
-        """After a render at `self.trim_db` measured `lufs` `[B]`; `held` `[B]`: whether the round moved
-        nothing else that changes the loudness (None in the first round); `limiting_db` `[B]`: the
-        limiter's deepest gain reduction. Past the limiting budget the trim is capped that many dB
-        lower: the limited peaks rise dB for dB with the trim (the bus compressor takes a little)."""
-        if limiting_db is not None:
-            excess = limiting_db - self.max_limiting_db
-            self.cap = torch.where(
-                excess > BUDGET_SLACK_DB, torch.minimum(self.cap, self.trim_db - excess), self.cap
-            )
-        if self.secant.previous is not None:
-            previous_trim, previous_lufs = self.secant.previous
-            stalled = limiter_stalled(self.trim_db - previous_trim, lufs - previous_lufs) & held
-            louder = torch.where(lufs >= previous_lufs, self.trim_db, previous_trim)
-            self.cap = torch.where(stalled, torch.minimum(self.cap, louder), self.cap)
-        step = self.secant.step(self.trim_db, lufs, target_lufs, trusted=held)
-        trim_db = (self.trim_db + active * step).clamp(-MAX_TRIM_DB, MAX_TRIM_DB)
-        self.trim_db = torch.minimum(trim_db, self.cap)
-
-
-class TiltController:
-    """A tilt of the master EQ's shelves toward the target centroid: secant steps on log2 of the
-    centroid, a `TILT_PROBE_DB` probe first."""
-
-    def __init__(self, base_eq_db: torch.Tensor, eq_range: ParameterRange, tilt_db: torch.Tensor):
-        """From the master EQ's gains `base_eq_db` `[B, 4]` or `[4]` and a starting tilt `[B]` dB."""
-        self.base_eq_db = base_eq_db
-        self.low, self.high = _bounds(eq_range, base_eq_db)
-        self.shape = base_eq_db.new_tensor(TILT_SHAPE)
-        self.tilt_db = tilt_db
-        self.secant = SecantStepper(TILT_OCTAVES_PER_DB, probe=TILT_PROBE_DB)
-
-    def eq_gain_db(self) -> torch.Tensor:
-        """`[B, 4]` the master EQ's gains with the tilt, within their range."""
-        tilted = self.base_eq_db + self.tilt_db[:, None] * self.shape
-        return torch.minimum(torch.maximum(tilted, self.low), self.high)
-
-    def update(self, centroid_hz, target_hz, active) -> None:
-        log_centroid = torch.log2(centroid_hz.clamp_min(MIN_CENTROID_HZ))
-        step = self.secant.step(self.tilt_db, log_centroid, torch.log2(target_hz))
-        self.tilt_db = (self.tilt_db + active * step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
-
-
-class WidthController:
-    """The M/S width, which scales the M/S ratio exactly: one step to the target, within its range."""
-
-    def __init__(self, width: torch.Tensor, width_range: ParameterRange):
-        self.width = width
-        self.range = width_range
-
-    def update(self, ms_ratio, target_ms, done) -> None:
-        needed = needed_width(self.width, ms_ratio, target_ms).clamp(self.range.low, self.range.high)
-        self.width = torch.where(done, self.width, needed)
-
-
-def needed_width(width, ms_ratio, target_ms) -> torch.Tensor:
-    """`[B]` the width that brings an M/S ratio measured at `width` to `target_ms`."""
-    return width * target_ms / ms_ratio.clamp_min(MIN_MS_FOR_WIDTH)
-
-
-def select_excerpts(
-    stems: torch.Tensor, sample_rate: int, excerpt_s: float, n_excerpts: int, playing_db: float
-):
-    """Non-overlapping excerpts of each song that hear every stem play, the loudest that do:
-    `[B, N, 2, T] -> [B, K, N, 2, L]`, in time order.
-
-    Each pick is the window (half-overlapping candidates) that adds the most stems not yet heard playing,
-    the loudest such (mean square of the unprocessed stem sum); once every stem is heard, the loudest. A
-    stem plays in a window when its mean square there is within `playing_db` of its loudest window's:
-    the loudest sections alone can leave out a part that plays elsewhere. Where the picks leave no room
-    for another, it may overlap them. A song no longer than the excerpts together is returned whole
-    (K = 1, L = T).
-    """
-    n_samples = stems.shape[-1]
-    length = int(excerpt_s * sample_rate)
-    if n_samples <= length * n_excerpts:
-        return stems[:, None]
-    hop = length // 2
-    starts = list(range(0, n_samples - length + 1, hop))
-    with torch.no_grad():
-        # Each window's energy from its two hops' (a window of odd length is ranked a sample short).
-        window_stem_energy = _window_energy(stems, hop, len(starts))  # [B, N, W]
-        window_energy = _window_energy(stems.sum(dim=1), hop, len(starts))  # [B, W]
-        loudest = window_stem_energy.amax(dim=-1, keepdim=True)
-        playing = (window_stem_energy > loudest * 10 ** (-playing_db / 10)) & (loudest > 0)  # [B, N, W]
-    excerpts = []
-    for item in range(stems.shape[0]):
-        by_loudness = torch.argsort(window_energy[item], descending=True).tolist()
-        heard = torch.zeros_like(playing[item, :, 0])
-        chosen: list[int] = []
-        for _ in range(n_excerpts):
-            free = [w for w in by_loudness if all(abs(starts[w] - starts[c]) >= length for c in chosen)]
-            # Where earlier picks leave no room, an overlapping one: every song of a batch gets K excerpts.
-            free = free or [w for w in by_loudness if w not in chosen]
-            new_stems = [int((playing[item, :, w] & ~heard).sum()) for w in free]
-            pick = free[new_stems.index(max(new_stems))]  # the loudest of those adding the most
-            chosen.append(pick)
-            heard |= playing[item, :, pick]
-        chosen.sort()
-        excerpts.append(torch.stack([stems[item, ..., starts[w] : starts[w] + length] for w in chosen]))
-    return torch.stack(excerpts)
 
 
 class SongOptimizer:
@@ -452,7 +235,7 @@ class SongOptimizer:
             if not refined.gave_up:
                 render, bus = self.louder_by_drive(stems, targets, mask, input_gain, render, bus, progress)
                 driven = (render.strips.stem_unit != strips.stem_unit).flatten(1).any(dim=1)
-                master_params = _choose(driven, render.master_params, master_params)
+                master_params = choose(driven, render.master_params, master_params)
                 trim_db, strips = torch.where(driven, render.trim_db, trim_db), render.strips
             master_unit = self.space.normalize_master(master_params).clamp(0, 1)
             state.console, state.trim_db = Console(strips.stem_unit, master_unit), trim_db
@@ -522,10 +305,10 @@ class SongOptimizer:
             )
             candidate = dataclasses.replace(refined.render, strips=strips)
             self.state.renders.append(candidate.without_audio())
-            take = raised & _is_closer(candidate, render)
+            take = raised & is_closer(candidate, render)
             if take.any():
                 render = closer_render(render, candidate, take)
-                bus = driven.bus if take.all() else _choose(take, driven.bus, bus)
+                bus = driven.bus if take.all() else choose(take, driven.bus, bus)
             bound = bound & self.crest_bound(render, targets)
         return render, bus
 
@@ -557,15 +340,15 @@ class SongOptimizer:
         best = state.best
         ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
         within = ~ours & (self.broken_promises(render, targets) <= self.broken_promises(best, targets)).all(0)
-        take = needed & (within | _is_closer(render, best))
+        take = needed & (within | is_closer(render, best))
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
         return bus, render.strips
 
     def broken_promises(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[4, B]` which promises a render breaks: LUFS, centroid, M/S, and the limiting budget."""
-        broken = _scaled_errors(render.measured, targets, self.settings.promise) > 1
-        return torch.cat([broken, (render.broken > len(_MEASURES))[None]])
+        broken = scaled_errors(render.measured, targets, self.settings.promise) > 1
+        return torch.cat([broken, (render.broken > len(MEASURES))[None]])
 
     def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
         """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam
@@ -586,7 +369,7 @@ class SongOptimizer:
         """`[B]` whether Adam has nothing left to do for each song: the render is within the stop
         tolerances, or only its loudness is short, with the limiter at the limiting budget (no change
         of the strips makes the song louder without more limiting)."""
-        errors = _scaled_errors(render.measured, targets, self.settings.stop)
+        errors = scaled_errors(render.measured, targets, self.settings.stop)
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
         at_budget = deepest >= self.chain.mastering_settings.max_limiting_db - AT_BUDGET_DB
         short = render.measured["lufs"] < targets.lufs
@@ -676,7 +459,7 @@ class SongOptimizer:
         levels fit the level's range where they can (split between its ends where they cannot): the
         stems' common level is the master trim's, and a clamped level would change the balance."""
         level = self.space.denormalize_stems(stem_unit)["level_db"] + offset_db
-        low, high = _bounds(self.space.stem["level_db"], level)
+        low, high = range_bounds(self.space.stem["level_db"], level)
         over = torch.where(audible, level - high, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
         under = torch.where(audible, low - level, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
         return torch.where((over > 0) & (under > 0), (under - over) / 2, under - over)
@@ -685,7 +468,7 @@ class SongOptimizer:
         """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each stem's level moved by `offset_db`
         `[B, N]`, within the level's range. The level is a strip's last gain: its dB are the stem's."""
         params = self.space.denormalize_stems(stem_unit)
-        low, high = _bounds(self.space.stem["level_db"], offset_db)
+        low, high = range_bounds(self.space.stem["level_db"], offset_db)
         params["level_db"] = (params["level_db"] + offset_db).clamp(low, high)
         return self.space.normalize_stems(params).clamp(0.0, 1.0)
 
@@ -781,13 +564,13 @@ class SongOptimizer:
                 best = best.without_audio()  # one render's audio in memory at a time
             render = self.render_full(bus, power, params, trim.trim_db, targets)
             measured = render.measured
-            rounds.append(Round(trim.trim_db, tilt.tilt_db, width.width, *(measured[k] for k in _MEASURES)))
+            rounds.append(Round(trim.trim_db, tilt.tilt_db, width.width, *(measured[k] for k in MEASURES)))
             best, done = closer_render(best, render), render.miss <= 1
             render = None
             if done.all():
                 break
             # `[3, B]`: each error over its stop tolerance (≤ 1 within it)
-            errors = _scaled_errors(measured, targets, settings.stop)
+            errors = scaled_errors(measured, targets, settings.stop)
             ms = measured["stereo_ms_ratio"]
             out_of_reach = ~done & (errors[2] > 1) & ~self._width_reaches(width.width, ms, targets)
             # Only a round that moved the trim alone tells the loudness's slope against it.
@@ -809,7 +592,7 @@ class SongOptimizer:
             if still.all():
                 break
             trim.trim_db = torch.where(still, rounds[-1].trim_db, trim.trim_db)
-            previous, params = params, _choose(~still, following, params)
+            previous, params = params, choose(~still, following, params)
         if best.mix is None:  # an earlier round's render was closer than the last one
             best = self.render_full(bus, power, best.master_params, best.trim_db, targets)
         return Refined(best, best.master_params, best.trim_db, rounds)
@@ -999,7 +782,7 @@ class SongOptimizer:
     def _tilt_room(self, eq_gain_db, centroid_hz, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
         """`([B] dB, [B] octaves)`: the tilt left in the master EQ's shelves `eq_gain_db` `[B, 4]` toward
         each target centroid, and the octaves from each centroid `[B]` to it."""
-        low, high = _bounds(self.space.master["eq_gain_db"], eq_gain_db)
+        low, high = range_bounds(self.space.master["eq_gain_db"], eq_gain_db)
         low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
         room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
         room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
@@ -1013,92 +796,6 @@ def _audible_mean(lufs: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Te
     if mask is not None:
         audible = audible & (mask > 0)
     return audible, torch.where(audible, lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
-
-
-def _bounds(value_range: ParameterRange, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A range's `(low, high)` in units, in `like`'s dtype and device."""
-    return tuple(bound.to(like) for bound in value_range.bounds())
-
-
-def _window_energy(x: torch.Tensor, hop: int, n_windows: int) -> torch.Tensor:
-    """`[..., C, T] -> [..., n_windows]`: the energy of x over windows of two hops moved a hop at a time,
-    summed over channels; by norms of the hops (no squared copy of a song's stems)."""
-    hops = x[..., : (n_windows + 1) * hop].unflatten(-1, (n_windows + 1, hop))
-    hop_energy = torch.linalg.vector_norm(hops, dim=-1).square().sum(dim=-2)
-    return hop_energy[..., :-1] + hop_energy[..., 1:]
-
-
-def missed_targets(
-    measured: dict, targets: Targets, tolerances: Tolerances, song: int
-) -> list[tuple[int, str, float, float]]:
-    """What one song of a measured batch misses by more than `tolerances`: `(k, text, measured, goal)`
-    for each, k 0 the loudness, 1 the centroid, 2 the M/S ratio; the text e.g. "centroid 2650 Hz for a
-    target of 2200 Hz"."""
-    errors = _scaled_errors(measured, targets, tolerances)
-    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
-    missed = []
-    for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
-        if errors[k, song] > 1:
-            value, goal = float(measured[_MEASURES[k]][song]), float(goals[k][song])
-            text = f"{name} {value:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}"
-            missed.append((k, text, value, goal))
-    return missed
-
-
-def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, budget_db: float) -> bool:
-    """Whether a miss of `missed_targets` (k, its measured value and goal) is a loudness short of its goal
-    with the limiter's deepest reduction at the limiting budget (dB): what held it there."""
-    return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
-
-
-def _scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:
-    """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
-    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
-    return torch.stack(
-        [
-            (measured[name] - goal).abs() / tol
-            for name, goal, tol in zip(_MEASURES, goals, tolerances, strict=True)
-        ]
-    )
-
-
-def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | None = None) -> FullRender:
-    """Each song's closer render of the two (the new one on a tie): the one that keeps more of the
-    three promises, then the one with the smaller miss; `take` `[B]`: the songs that take the new one,
-    where the caller has chosen. The audio follows where both have it."""
-    if old is None:
-        return new
-    if take is None:
-        take = _is_closer(new, old)
-    if take.all():
-        return new
-    if not take.any():
-        return old
-    both = old.mix is not None and new.mix is not None
-    chosen = {
-        f.name: _choose(take, getattr(new, f.name), getattr(old, f.name))
-        for f in dataclasses.fields(FullRender)
-        if f.name != "mix"
-    }
-    return FullRender(mix=_choose(take, new.mix, old.mix) if both else None, **chosen)
-
-
-def _is_closer(new: FullRender, old: FullRender) -> torch.Tensor:
-    """`[B]` whether `new` is the closer render (`closer_render`'s order; `new` on a tie)."""
-    return (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
-
-
-def _choose(take: torch.Tensor, new, old):
-    """`new` where `take` `[B]` holds, else `old`, item by item through tensors `[B, ...]`, dicts and
-    tuples of them (None stays None)."""
-    if new is None:
-        return None
-    if isinstance(new, dict):
-        return {key: _choose(take, value, old[key]) for key, value in new.items()}
-    if isinstance(new, tuple):
-        chosen = (_choose(take, a, b) for a, b in zip(new, old, strict=True))
-        return type(new)(*chosen) if hasattr(new, "_fields") else tuple(chosen)
-    return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
 
 
 def _outside_inference(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -11,21 +11,11 @@ import torch
 from automix import AutoMixChain
 from automix.analysis import measure
 from automix.balance import stem_balance_db
+from automix.controllers import EqBudget
 from automix.errors import AutomixError
-from automix.optimize import (
-    DRIVE_STEPS,
-    STILL_DB,
-    STILL_WIDTH,
-    Console,
-    EqBudget,
-    Excerpts,
-    FullRender,
-    SongOptimizer,
-    SongState,
-    Strips,
-    closer_render,
-    select_excerpts,
-)
+from automix.excerpts import select_excerpts
+from automix.optimize import DRIVE_STEPS, STILL_DB, STILL_WIDTH, Excerpts, SongOptimizer, SongState
+from automix.renders import Console, FullRender, Strips, closer_render
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
 from automix.synth import synth_stems
 from automix.targets import Targets, resolve_targets

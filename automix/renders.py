@@ -1,0 +1,154 @@
+"""Full-length renders of the per-song optimiser (`automix.optimize`) and the order it keeps them in: the
+one that keeps more of the three promises (loudness, centroid, M/S), then the smaller miss; and the
+targets a render misses, in words.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from automix.mastering import over_budget
+from automix.settings import OptimizeSettings, Tolerances
+from automix.targets import Targets
+
+MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
+_MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
+# A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
+AT_BUDGET_DB = 0.1
+
+
+class Console(NamedTuple):
+    """Normalised settings in [0, 1]: the strips' `[B, N, n_stem]` and the master's `[B, n_master]`."""
+
+    stem_unit: torch.Tensor
+    master_unit: torch.Tensor
+
+
+class Strips(NamedTuple):
+    """The strips behind a render: their normalised settings `[B, N, n_stem]`, settings in units and
+    the stems' loudness `[B, N]` LUFS at the bus (before the trim)."""
+
+    stem_unit: torch.Tensor
+    stem_params: dict
+    stem_lufs: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FullRender:
+    """A full-length render of a batch of songs with what made it.
+
+    Attributes:
+        mix: `[B, 2, T]`, or None where the audio was not kept.
+        master_params: the master's settings in units, each `[B, ...]`.
+        trim_db: `[B]` the master's input trim.
+        measured: `automix.analysis.measure` of the mix.
+        miss: `[B]` the largest error over the stop tolerances (≤ 1 within them and the limiting budget).
+        broken: `[B]` how many of the three promises it breaks, 4 more past the limiting budget.
+        strips: the strips behind it, once known.
+    """
+
+    mix: torch.Tensor | None
+    master_params: dict
+    trim_db: torch.Tensor
+    measured: dict
+    miss: torch.Tensor
+    broken: torch.Tensor
+    strips: Strips | None = None
+
+    @classmethod
+    def of(
+        cls, mix, master_params, trim_db, measured, targets: Targets, settings: OptimizeSettings, budget_db
+    ):
+        """From a render's measurements (`gain_reduction` among them); a limiter past the limiting
+        budget `budget_db` ranks after every render within it (`broken` past the three promises'
+        count), and misses by at least 1 + its excess."""
+        miss = scaled_errors(measured, targets, settings.stop).amax(dim=0)
+        broken = (scaled_errors(measured, targets, settings.promise) > 1).sum(dim=0)
+        over = over_budget(measured["gain_reduction"], budget_db)
+        excess = measured["gain_reduction"]["limiter"]["max_db"] - budget_db
+        return cls(
+            mix,
+            master_params,
+            trim_db,
+            measured,
+            torch.where(over, miss.clamp_min(1 + excess), miss),
+            broken + over * (len(MEASURES) + 1),
+        )
+
+    def without_audio(self) -> "FullRender":
+        return dataclasses.replace(self, mix=None)
+
+
+def missed_targets(
+    measured: dict, targets: Targets, tolerances: Tolerances, song: int
+) -> list[tuple[int, str, float, float]]:
+    """What one song of a measured batch misses by more than `tolerances`: `(k, text, measured, goal)`
+    for each, k 0 the loudness, 1 the centroid, 2 the M/S ratio; the text e.g. "centroid 2650 Hz for a
+    target of 2200 Hz"."""
+    errors = scaled_errors(measured, targets, tolerances)
+    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
+    missed = []
+    for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
+        if errors[k, song] > 1:
+            value, goal = float(measured[MEASURES[k]][song]), float(goals[k][song])
+            text = f"{name} {value:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}"
+            missed.append((k, text, value, goal))
+    return missed
+
+
+def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, budget_db: float) -> bool:
+    """Whether a miss of `missed_targets` (k, its measured value and goal) is a loudness short of its goal
+    with the limiter's deepest reduction at the limiting budget (dB): what held it there."""
+    return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
+
+
+def scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:
+    """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
+    goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
+    return torch.stack(
+        [
+            (measured[name] - goal).abs() / tol
+            for name, goal, tol in zip(MEASURES, goals, tolerances, strict=True)
+        ]
+    )
+
+
+def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | None = None) -> FullRender:
+    """Each song's closer render of the two (the new one on a tie): the one that keeps more of the
+    three promises, then the one with the smaller miss; `take` `[B]`: the songs that take the new one,
+    where the caller has chosen. The audio follows where both have it."""
+    if old is None:
+        return new
+    if take is None:
+        take = is_closer(new, old)
+    if take.all():
+        return new
+    if not take.any():
+        return old
+    both = old.mix is not None and new.mix is not None
+    chosen = {
+        f.name: choose(take, getattr(new, f.name), getattr(old, f.name))
+        for f in dataclasses.fields(FullRender)
+        if f.name != "mix"
+    }
+    return FullRender(mix=choose(take, new.mix, old.mix) if both else None, **chosen)
+
+
+def is_closer(new: FullRender, old: FullRender) -> torch.Tensor:
+    """`[B]` whether `new` is the closer render (`closer_render`'s order; `new` on a tie)."""
+    return (new.broken < old.broken) | ((new.broken == old.broken) & (new.miss <= old.miss))
+
+
+def choose(take: torch.Tensor, new, old):
+    """`new` where `take` `[B]` holds, else `old`, item by item through tensors `[B, ...]`, dicts and
+    tuples of them (None stays None)."""
+    if new is None:
+        return None
+    if isinstance(new, dict):
+        return {key: choose(take, value, old[key]) for key, value in new.items()}
+    if isinstance(new, tuple):
+        chosen = (choose(take, a, b) for a, b in zip(new, old, strict=True))
+        return type(new)(*chosen) if hasattr(new, "_fields") else tuple(chosen)
+    return torch.where(take.reshape(-1, *([1] * (new.ndim - 1))), new, old)
