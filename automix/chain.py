@@ -41,9 +41,11 @@ from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
 from automix.optimize import SongOptimizer
 from automix.params import ParameterSpace
 from automix.predictor import ParameterPredictor
+from automix.refinement import MasterRefinement
 from automix.renders import at_limiting_budget, missed_targets
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
 from automix.staging import input_gain_db
+from automix.start_balance import StartBalance
 from automix.styles import StyleTarget, load_style_targets
 from automix.targets import Targets, resolve_targets
 from automix.trim import MAX_TRIM_DB, loudness_search, trimmed_power
@@ -454,7 +456,7 @@ class AutoMixChain(nn.Module):
     ):
         """`predict`, with the songs mixed to a reference set to the reference's balance where
         `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
-        `SongOptimizer.reference_strips`, and a neutral master for `refine_master` to correct (the
+        `StartBalance.reference_strips`, and a neutral master for `refine_master` to correct (the
         default mode's reference start). `(prediction, where each song's balance came from)`,
         "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s).
         `input_gain` `[B]` dB: both passes' (None: `input_gain_db` of the stems)."""
@@ -475,7 +477,7 @@ class AutoMixChain(nn.Module):
             predicted = self.predict(stems, targets, mask, 0, input_gain, blockwise=blockwise).stem_unit
             strips = torch.where(with_reference[:, None, None], strips, predicted)
         _, _, stem_lufs, _ = self.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
-        balanced = SongOptimizer(self).reference_strips(stems, targets, mask, strips, stem_lufs)
+        balanced = StartBalance(self).reference_strips(stems, targets, mask, strips, stem_lufs)
         prediction = self.predict(
             stems,
             targets,
@@ -548,16 +550,16 @@ class AutoMixChain(nn.Module):
 
     def refine_master(self, prediction: Prediction, targets: Targets):
         """Predict mode's master corrected toward the targets on full renders of the predicted bus, as
-        the default mode corrects its own (`SongOptimizer.refine`: the trim, the master EQ's tilt and the
-        width, then `SongOptimizer.final_trim`); the strips stay as predicted. To the gradient the
+        the default mode corrects its own (`MasterRefinement.refine`: the trim, the master EQ's tilt and
+        the width, then `MasterRefinement.final_trim`); the strips stay as predicted. To the gradient the
         correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
         `(prediction, the render kept)` (an `automix.renders.FullRender`)."""
-        optimizer, bus = SongOptimizer(self), prediction.bus.detach()
+        refinement, bus = MasterRefinement(self), prediction.bus.detach()
         with torch.no_grad():
             params = self.space.denormalize_master(prediction.master_unit)
-            refined = optimizer.refine(bus, params, targets, prediction.trim_db.detach())
+            refined = refinement.refine(bus, params, targets, prediction.trim_db.detach())
             power = bus_detector_power(bus, self.sample_rate, blockwise=True)
-            kept = optimizer.final_trim(bus, power, refined.render, targets)  # as the default mode's
+            kept = refinement.final_trim(bus, power, refined.render, targets)  # as the default mode's
             unit = self.space.normalize_master(kept.master_params).clamp(0, 1)
         p = prediction
         corrected = p._replace(

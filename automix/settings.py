@@ -120,7 +120,7 @@ class PredictSettings:
         loudness_steps: most master renders that check the trim model's answer (0: take it unrendered).
         loudness_stop_lu: the search stops once a render is this close to the target loudness.
         refine: the predicted master's trim, tilt and width corrected on full renders of the predicted
-            bus, as the default mode's refinement does (`automix.optimize.SongOptimizer.refine`, with
+            bus, as the default mode's refinement does (`automix.refinement.MasterRefinement.refine`, with
             the `optimize:` settings' `refine_steps` and `stop`); False: the predictor's master as it
             is, with the loudness search alone.
         balance: "predicted" (the predictor's settings as they are) or "auto" (a song mixed to a
@@ -145,8 +145,8 @@ class MasteringSettings:
         max_limiting_db: the limiter's peak gain reduction the loudness trim may drive it to, dB; a
             louder target is approached, not chased, and the mix carries a note (docs/design.md,
             *Mastering*).
-        final_lufs_lu: the last trim step (`automix.optimize.SongOptimizer.final_trim`) stops this close
-            to the target loudness.
+        final_lufs_lu: the last trim step (`automix.refinement.MasterRefinement.final_trim`) stops this
+            close to the target loudness.
         final_trim_steps: most renders of that step.
     """
 

@@ -14,7 +14,8 @@ from automix.balance import stem_balance_db
 from automix.controllers import EqBudget
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
-from automix.optimize import DRIVE_STEPS, STILL_DB, STILL_WIDTH, Excerpts, SongOptimizer, SongState
+from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
+from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
 from automix.renders import Console, FullRender, Strips, closer_render
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
 from automix.synth import synth_stems
@@ -126,7 +127,7 @@ def test_the_refinement_stops_raising_the_trim_where_the_limiter_takes_it(chain)
         lufs = torch.cat([m["lufs"] for m in scan])
         knee = trims[int(torch.nonzero(lufs.diff() / 4.0 < MIN_USEFUL_SLOPE)[0])]
         targets = targets_of((-3.0, float(scan[0]["spectral_centroid"]), float(scan[0]["stereo_ms_ratio"])))
-        refined = SongOptimizer(chain).refine(noise, params, targets, torch.zeros(1))
+        refined = MasterRefinement(chain).refine(noise, params, targets, torch.zeros(1))
     rendered = [float(round_.trim_db) for round_ in refined.rounds]
     assert len(rendered) > 3 and max(rendered) <= float(knee) + 6.0 < MAX_TRIM_DB
     assert float(refined.render.measured["lufs"]) >= float(lufs.max()) - 0.1
@@ -139,18 +140,18 @@ def test_the_refinement_ends_where_no_round_would_render_anything_new(chain):
     rounds in a row render the same trim, tilt and width."""
     noise = dense_noise(0, 0.05)
     params = chain.space.neutral(1)[1]
-    optimizer = SongOptimizer(chain)
+    refinement = MasterRefinement(chain)
     with torch.no_grad():
         start = measure(chain.render_master(noise, params, torch.zeros(1)), SAMPLE_RATE)
         targets = targets_of((-3.0, float(start["spectral_centroid"]), float(start["stereo_ms_ratio"])))
-        refined = optimizer.refine(noise, params, targets, torch.zeros(1))
+        refined = refinement.refine(noise, params, targets, torch.zeros(1))
     rendered = [(float(r.trim_db), float(r.tilt_db), float(r.width)) for r in refined.rounds]
-    assert 1 < len(rendered) < optimizer.settings.refine_steps + 1
+    assert 1 < len(rendered) < refinement.settings.refine_steps + 1
     for (trim, tilt, width), (next_trim, next_tilt, next_width) in itertools.pairwise(rendered):
         moved = max(abs(next_trim - trim), abs(next_tilt - tilt)) > STILL_DB
         assert moved or abs(next_width / width - 1) > STILL_WIDTH
     for before, after in itertools.pairwise(refined.rounds):
-        if abs(float(before.centroid_hz - targets.centroid_hz)) <= optimizer.settings.stop.centroid_hz:
+        if abs(float(before.centroid_hz - targets.centroid_hz)) <= refinement.settings.stop.centroid_hz:
             assert float(after.tilt_db) == float(before.tilt_db)
     assert float(refined.render.measured["lufs"]) > float(start["lufs"])
 
@@ -161,12 +162,12 @@ def test_a_narrower_width_in_the_same_round_does_not_stop_the_trim(chain):
     the same round. That fall is the width's, not the limiter's: the trim goes on rising to the target."""
     noise = dense_noise(1, 0.01)
     params = chain.space.neutral(1)[1]
-    optimizer = SongOptimizer(chain)
-    stop = optimizer.settings.stop
+    refinement = MasterRefinement(chain)
+    stop = refinement.settings.stop
     with torch.no_grad():
         start = measure(chain.render_master(noise, params, torch.zeros(1)), SAMPLE_RATE)
         targets = targets_of((float(start["lufs"]) + 0.6, float(start["spectral_centroid"]), 0.55))
-        refined = optimizer.refine(noise, params, targets, torch.zeros(1))
+        refined = refinement.refine(noise, params, targets, torch.zeros(1))
     assert float(start["stereo_ms_ratio"]) > 0.9
     assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= stop.lufs_lu
     assert abs(float(refined.render.measured["stereo_ms_ratio"] - targets.ms_ratio)) <= stop.ms_ratio
@@ -181,7 +182,7 @@ def test_the_refinements_trim_steps_at_most_four_times_its_miss_on_the_limiters_
     noise = dense_noise(0, 0.05)
     params = chain.space.neutral(1)[1]
     trims = torch.arange(14.0, 22.0, 0.5)  # about this noise's knee (see the test above)
-    optimizer = SongOptimizer(chain)
+    refinement = MasterRefinement(chain)
     with torch.no_grad():
         lufs = torch.cat(
             [measure(chain.render_master(noise, params, t[None]), SAMPLE_RATE)["lufs"] for t in trims]
@@ -192,12 +193,12 @@ def test_the_refinements_trim_steps_at_most_four_times_its_miss_on_the_limiters_
         targets = targets_of(
             (float(first["lufs"]) - 0.7, float(first["spectral_centroid"]), float(first["stereo_ms_ratio"]))
         )
-        refined = optimizer.refine(noise, params, targets, start[None])
+        refined = refinement.refine(noise, params, targets, start[None])
     rounds = [(float(r.trim_db), float(r.lufs)) for r in refined.rounds]
     assert len(rounds) > 1
     for (trim, lufs_at), (next_trim, _) in itertools.pairwise(rounds):
         assert abs(next_trim - trim) <= abs(float(targets.lufs) - lufs_at) / MIN_LOUDNESS_SLOPE + 1e-3
-    assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= optimizer.settings.stop.lufs_lu
+    assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= refinement.settings.stop.lufs_lu
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
@@ -403,7 +404,7 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
         expected = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
     assert expected.amax() - expected.amin() > 1.0  # a balance of its own, not equal loudness
     optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
-    assert optimizer.balance_source(targets) == "checkpoint"
+    assert optimizer.start.balance_source(targets) == "checkpoint"
     optimizer(stems, targets)
     torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
     missing = SongOptimizer(chain, start_only(balance_checkpoint=str(tmp_path / "missing.ckpt")))
@@ -543,7 +544,7 @@ def test_strips_driven_as_far_as_a_drive_step_goes_are_not_rendered_again(chain)
     with torch.no_grad():
         bus, stem_params, stem_lufs, _ = chain.render_bus(stems, stem_unit)
         master_params = chain.space.denormalize_master(optimizer.state.console.master_unit)
-        refined = optimizer.refine(bus, master_params, targets, optimizer.state.trim_db)
+        refined = optimizer.refinement.refine(bus, master_params, targets, optimizer.state.trim_db)
     render = dataclasses.replace(refined.render, strips=Strips(stem_unit, stem_params, stem_lufs))
     assert optimizer.crest_bound(render, targets).all()
     rendered = len(optimizer.state.renders)

@@ -122,19 +122,19 @@ def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
     assert len(reference.spectrum_db) == SPECTRUM_BANDS
     targets = resolve_targets(reference, chain.style_targets, 1)
     optimizer = SongOptimizer(chain, OptimizeSettings(steps=0, refine_steps=0, attempts=1))
-    assert optimizer.balance_source(targets) == "reference"
+    assert optimizer.start.balance_source(targets) == "reference"
     with grad_mode():
         optimizer(band_noise(seed=0)[None], targets)
-    assert optimizer.song_balance_sources(targets) == ["reference"]
+    assert optimizer.start.song_balance_sources(targets) == ["reference"]
     start = optimizer.state.start_balance_db[0]
     # the low stem up, the high one down, as the reference has them; within what the penalty keeps
     assert start[0] > start[1] > start[2]
     assert float(start[0] - start[2]) > 0.5 * float(REFERENCE_GAINS_DB[0] - REFERENCE_GAINS_DB[2])
     # a style has no spectrum: equal loudness, as before
     style = resolve_targets(get_style(chain.style_targets, "rock_punk"), chain.style_targets, 1)
-    assert style.spectrum_db is None and optimizer.balance_source(style) == "equal_loudness"
+    assert style.spectrum_db is None and optimizer.start.balance_source(style) == "equal_loudness"
     both = resolve_targets([reference, "rock_punk"], chain.style_targets, 2)
-    assert optimizer.song_balance_sources(both) == ["reference", "equal_loudness"]
+    assert optimizer.start.song_balance_sources(both) == ["reference", "equal_loudness"]
 
 
 def test_the_spread_must_be_positive():
@@ -161,7 +161,7 @@ def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewh
     with torch.no_grad():
         prediction = chain.predict(stems, targets, blockwise=True)
         optimizer = SongOptimizer(chain)
-        wanted = optimizer.reference_balance_db(stems, targets.spectrum_db, None)[0]
+        wanted = optimizer.start.reference_balance_db(stems, targets.spectrum_db, None)[0]
     balance = analysis["stem_balance_db"].detach()
     torch.testing.assert_close(centred(balance[0]), centred(wanted), atol=0.05, rtol=0)
     assert balance[0, 0] > balance[0, 1] > balance[0, 2]  # the reference's order (low up, high down)
@@ -200,7 +200,7 @@ def test_a_balance_wider_than_the_levels_room_from_the_start_is_set_whole():
     with torch.no_grad():
         _, _, stem_lufs, _ = chain.render_bus(stems, start[None], blockwise=True)
         wanted = torch.tensor([[20.0, 0.0, -10.0]])
-        moved = optimizer.balanced_strips(start[None], stem_lufs, wanted)
+        moved = optimizer.start.balanced_strips(start[None], stem_lufs, wanted)
         _, params, moved_lufs, _ = chain.render_bus(stems, moved, blockwise=True)
     level_range = chain.space.stem["level_db"]
     assert float(params["level_db"].max()) <= level_range.high + 1e-4

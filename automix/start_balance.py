@@ -1,0 +1,148 @@
+"""Where the per-song optimiser's stems start (`automix.optimize`; docs/design.md, *The per-song optimiser*,
+step 1): the balance the start's strips are set to (the predictor's, one loudness, a reference's, a
+checkpoint's), and the strips' levels moved to it. Predict mode takes a reference's start from here too.
+"""
+
+import math
+
+import torch
+
+from automix.balance import stem_balance_db
+from automix.controllers import range_bounds
+from automix.loudness import SILENCE_LUFS, integrated_loudness
+from automix.params import ParameterSpace
+from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
+from automix.settings import OptimizeSettings
+from automix.targets import Targets
+
+
+class StartBalance:
+    """The balance a song's strips start from (`OptimizeSettings.balance_start`), and the strips set to it.
+
+    Example::
+
+        start = StartBalance(chain)
+        balance_db = start.balance_db(stems, targets, mask, input_gain)  # None: the predictor's
+        stem_unit = start.balanced_strips(stem_unit, stem_lufs, balance_db)
+
+    Args:
+        chain: the `AutoMixChain` whose ranges, sample rate and predictor are used.
+        settings: None takes the chain's `optimize_settings`.
+    """
+
+    def __init__(self, chain, settings: OptimizeSettings | None = None):
+        self.chain = chain
+        self.settings = settings or chain.optimize_settings
+        self.space = chain.space
+        self.sample_rate = chain.sample_rate
+
+    def balance_source(self, targets: Targets) -> str:
+        """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
+        "checkpoint", "reference" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto"
+        resolved)."""
+        start = self.settings.balance_start
+        if start != "auto":
+            return start
+        if getattr(self.chain, "trained", False):
+            return "predicted"
+        if self.settings.balance_checkpoint:
+            return "checkpoint"
+        return "equal_loudness" if targets.spectrum_db is None else "reference"
+
+    def song_balance_sources(self, targets: Targets) -> list[str]:
+        """Per song, where its start's balance came from (`balance_source`; "equal_loudness" for a song
+        without a reference spectrum where the source is "reference")."""
+        source = self.balance_source(targets)
+        if source != "reference":
+            return [source] * targets.batch_size
+        return ["reference" if known else "equal_loudness" for known in targets.has_reference.tolist()]
+
+    def balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
+        """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
+        the predictor's: equal shares, the moves from them that match each song's reference spectrum
+        (equal shares for a song without one), or what `OptimizeSettings.balance_checkpoint`'s predictor
+        gives these stems (NaN where it has no balance: that stem gets the stems' mean loudness)."""
+        source = self.balance_source(targets)
+        if source == "predicted":
+            return None
+        if source == "equal_loudness" or (source == "reference" and targets.spectrum_db is None):
+            return torch.zeros(stems.shape[:2], device=stems.device)
+        if source == "reference":
+            return self.reference_balance_db(stems, targets.spectrum_db, mask)
+        path = self.settings.balance_checkpoint_path()
+        balance_chain = (
+            type(self.chain)
+            .from_checkpoint(path, style_targets=self.chain.style_targets, sample_rate=self.sample_rate)
+            .to(stems.device)
+        )
+        prediction = balance_chain.predict(stems, targets, mask, 0, input_gain, blockwise=True)
+        return stem_balance_db(prediction.stem_lufs, mask)
+
+    def reference_balance_db(self, stems, spectrum_db: torch.Tensor, mask) -> torch.Tensor:
+        """`[B, N]` dB: each stem's move from equal loudness that brings the stems' summed long-term
+        spectrum closest to the song's reference `spectrum_db` `[B, K]` (`fit_reference_balance`; 0 for
+        a song whose row is NaN)."""
+        lufs = integrated_loudness(stems, self.sample_rate, blockwise=True)  # [B, N]
+        audible, mean = _audible_mean(lufs, mask)
+        audible = audible & ~spectrum_db.isnan().all(dim=-1, keepdim=True)  # a NaN row: no reference
+        shift_db = torch.where(audible, mean[:, None] - lufs, 0.0)
+        at_equal_loudness = long_term_spectrum_db(stems, self.sample_rate) + shift_db[..., None]
+        spread_db = self.settings.reference_balance_spread_db
+        return fit_reference_balance(at_equal_loudness, spectrum_db, spread_db, audible).to(stems.device)
+
+    def reference_strips(self, stems, targets: Targets, mask, stem_unit, stem_lufs) -> torch.Tensor | None:
+        """The strips `stem_unit` `[B, N, n_stem]` with each song mixed to a reference set to the reference
+        balance (`reference_balance_db`, `balanced_strips`; `stem_lufs` `[B, N]`: what these strips
+        bring the stems to), the others' as they are; None where no song has a reference."""
+        has_reference = targets.has_reference
+        if not has_reference.any():
+            return None
+        balance_db = self.reference_balance_db(stems, targets.spectrum_db, mask)
+        moved = self.balanced_strips(stem_unit, stem_lufs, balance_db, mask)
+        return torch.where(has_reference.to(moved.device)[:, None, None], moved, stem_unit)
+
+    def balanced_strips(
+        self, stem_unit: torch.Tensor, stem_lufs: torch.Tensor, balance_db: torch.Tensor, mask=None
+    ) -> torch.Tensor:
+        """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each audible stem's level moved so
+        that the stems, which these strips bring to `stem_lufs` `[B, N]` LUFS, play at the balance
+        `balance_db` `[B, N]` about their mean loudness (`moved_levels`; equal values: equal loudness).
+        Silent and masked stems keep their level."""
+        audible, mean = _audible_mean(stem_lufs, mask)
+        known = audible & balance_db.isfinite()
+        balance_db = torch.where(known, balance_db, 0.0)
+        balance_db = balance_db - balance_db.sum(-1, keepdim=True) / known.sum(-1, keepdim=True).clamp_min(1)
+        offset_db = torch.where(audible, mean[:, None] + torch.where(known, balance_db, 0.0) - stem_lufs, 0.0)
+        return moved_levels(
+            self.space, stem_unit, offset_db + _level_room_db(self.space, stem_unit, offset_db, audible)
+        )
+
+
+def _level_room_db(
+    space: ParameterSpace, stem_unit: torch.Tensor, offset_db: torch.Tensor, audible
+) -> torch.Tensor:
+    """`[B, 1]` dB added to every audible stem's level move `offset_db` `[B, N]` so that the moved
+    levels fit the level's range where they can (split between its ends where they cannot): the
+    stems' common level is the master trim's, and a clamped level would change the balance."""
+    level = space.denormalize_stems(stem_unit)["level_db"] + offset_db
+    low, high = range_bounds(space.stem["level_db"], level)
+    over = torch.where(audible, level - high, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
+    under = torch.where(audible, low - level, -math.inf).amax(-1, keepdim=True).clamp_min(0.0)
+    return torch.where((over > 0) & (under > 0), (under - over) / 2, under - over)
+
+
+def moved_levels(space: ParameterSpace, stem_unit: torch.Tensor, offset_db: torch.Tensor) -> torch.Tensor:
+    """The strips `stem_unit` `[B, N, n_stem]` (normalised) with each stem's level moved by `offset_db`
+    `[B, N]`, within the level's range. The level is a strip's last gain: its dB are the stem's."""
+    params = space.denormalize_stems(stem_unit)
+    low, high = range_bounds(space.stem["level_db"], offset_db)
+    params["level_db"] = (params["level_db"] + offset_db).clamp(low, high)
+    return space.normalize_stems(params).clamp(0.0, 1.0)
+
+
+def _audible_mean(lufs: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The audible stems of `lufs` `[B, N]` (above −70 LUFS, in `mask`) and their mean loudness `[B]`."""
+    audible = lufs > SILENCE_LUFS
+    if mask is not None:
+        audible = audible & (mask > 0)
+    return audible, torch.where(audible, lufs, 0.0).sum(-1) / audible.sum(-1).clamp_min(1)
