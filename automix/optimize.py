@@ -60,7 +60,7 @@ from automix.renders import (
     missed_targets,
     scaled_errors,
 )
-from automix.settings import OptimizeSettings
+from automix.settings import OptimiserStage, OptimizeSettings
 from automix.staging import input_gain_db
 from automix.start_balance import StartBalance, moved_levels
 from automix.targets import Targets
@@ -113,7 +113,7 @@ class SongState:
     best_from_start: torch.Tensor | None = None
 
 
-class SongOptimizer:
+class SongOptimizer(OptimiserStage):
     """Sets a chain's console for each song: corrections on the full render, Adam on excerpts where they
     cannot finish, the closest render kept.
 
@@ -129,10 +129,7 @@ class SongOptimizer:
     """
 
     def __init__(self, chain, settings: OptimizeSettings | None = None):
-        self.chain = chain
-        self.settings = settings or chain.optimize_settings
-        self.space = chain.space
-        self.sample_rate = chain.sample_rate
+        super().__init__(chain, settings)
         self.refinement = MasterRefinement(chain, self.settings)
         self.start = StartBalance(chain, self.settings)
         self.state: SongState | None = None

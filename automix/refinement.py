@@ -21,7 +21,7 @@ from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction
 from automix.memory import release_freed_memory
 from automix.renders import MEASURES, FullRender, choose, closer_render, scaled_errors
-from automix.settings import OptimizeSettings
+from automix.settings import OptimiserStage
 from automix.targets import Targets
 from automix.trim import trimmed_power
 
@@ -60,7 +60,7 @@ class Refined(NamedTuple):
     gave_up: bool = False
 
 
-class MasterRefinement:
+class MasterRefinement(OptimiserStage):
     """Corrections of a song's master on full renders of its bus: the input trim for the loudness, a
     tilt of the master EQ's shelves for the centroid and the M/S width, each a small controller stepping
     on the render's own measurements (docs/design.md, *The per-song optimiser*, step 2); then the last
@@ -76,12 +76,6 @@ class MasterRefinement:
         chain: the `AutoMixChain` whose master, ranges and mastering settings are used.
         settings: None takes the chain's `optimize_settings` (the rounds, the stop and promise tolerances).
     """
-
-    def __init__(self, chain, settings: OptimizeSettings | None = None):
-        self.chain = chain
-        self.settings = settings or chain.optimize_settings
-        self.space = chain.space
-        self.sample_rate = chain.sample_rate
 
     def refine(
         self,

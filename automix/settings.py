@@ -112,6 +112,17 @@ class OptimizeSettings:
         return path if path.is_absolute() else ROOT / path
 
 
+class OptimiserStage:
+    """A stage of the per-song optimiser on a chain (an `AutoMixChain`): its ranges (`space`), sample
+    rate and `settings`, the chain's `optimize_settings` where None is given."""
+
+    def __init__(self, chain, settings: OptimizeSettings | None = None):
+        self.chain = chain
+        self.settings = settings or chain.optimize_settings
+        self.space = chain.space
+        self.sample_rate = chain.sample_rate
+
+
 @dataclass(frozen=True)
 class PredictSettings:
     """Predict mode's loudness search and master correction (conf/mix.yaml `predict:`).

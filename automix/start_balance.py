@@ -12,11 +12,11 @@ from automix.controllers import range_bounds
 from automix.loudness import SILENCE_LUFS, integrated_loudness
 from automix.params import ParameterSpace
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
-from automix.settings import OptimizeSettings
+from automix.settings import OptimiserStage
 from automix.targets import Targets
 
 
-class StartBalance:
+class StartBalance(OptimiserStage):
     """The balance a song's strips start from (`OptimizeSettings.balance_start`), and the strips set to it.
 
     Example::
@@ -29,12 +29,6 @@ class StartBalance:
         chain: the `AutoMixChain` whose ranges, sample rate and predictor are used.
         settings: None takes the chain's `optimize_settings`.
     """
-
-    def __init__(self, chain, settings: OptimizeSettings | None = None):
-        self.chain = chain
-        self.settings = settings or chain.optimize_settings
-        self.space = chain.space
-        self.sample_rate = chain.sample_rate
 
     def balance_source(self, targets: Targets) -> str:
         """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
