@@ -23,6 +23,7 @@ optimiser*).
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -101,6 +102,7 @@ class SongState:
         hold: the balance Adam keeps, set at its first step.
         eq_budget: the strips' EQ Adam keeps near the start's.
         best_from_start: `[B]` whether `best` has the start's strips.
+        one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`).
     """
 
     console: Console
@@ -111,6 +113,7 @@ class SongState:
     hold: BalanceHold | None = None
     eq_budget: EqBudget | None = None
     best_from_start: torch.Tensor | None = None
+    one_tone: torch.Tensor | None = None
 
 
 class SongOptimizer(OptimiserStage):
@@ -172,6 +175,8 @@ class SongOptimizer(OptimiserStage):
         given_up = None  # the start's strips and refinement, where it gave up for Adam
         state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
         state.eq_budget = EqBudget(self.space, prediction.stem_unit, settings.eq_budget_db)
+        if settings.attempts > 1 and settings.steps > 0:  # Adam may follow: `kept_render` asks
+            state.one_tone = self.one_tone(stems, mask)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
         bus = prediction.bus
         del prediction  # its bus is `bus`, freed with it before the next render
@@ -201,7 +206,7 @@ class SongOptimizer(OptimiserStage):
                 trim_db, strips = torch.where(driven, render.trim_db, trim_db), render.strips
             master_unit = self.space.normalize_master(master_params).clamp(0, 1)
             state.console, state.trim_db = Console(strips.stem_unit, master_unit), trim_db
-            state.best = self.kept_render(state, render, refined.gave_up)
+            state.best = self.kept_render(state, render, targets, refined.gave_up)
             if self.settled(state.best, targets).all() or not adam_follows:
                 break
             # (the give-up's width was not rendered: its render reads the M/S of another width)
@@ -314,20 +319,57 @@ class SongOptimizer(OptimiserStage):
         broken = scaled_errors(render.measured, targets, self.settings.promise) > 1
         return torch.cat([broken, (render.broken > len(MEASURES))[None]])
 
-    def kept_render(self, state: SongState, render: FullRender, gave_up: bool = False) -> FullRender:
+    def kept_render(
+        self, state: SongState, render: FullRender, targets: Targets, gave_up: bool = False
+    ) -> FullRender:
         """The closer of `state.best` and an attempt's `render` (`closer_render`), where strips that Adam
         moved replace the start's only by keeping more promises: moves that miss the same targets
         anyway change the balance and the stems' tone for nothing, and the miss is reported either
-        way. A start whose refinement gave up after its first render (`MasterRefinement.refine`) is not
-        the master's best and gets no such preference. Updates `state.best_from_start`."""
+        way. Where the start misses the centroid by more than `strip_tone_octaves`, past the master's
+        reach, that miss is reported whoever keeps it: Adam's strips replace the start's only by keeping
+        more of the other promises (reaching a far tone by the strips reshapes the stems against one
+        another), unless the stems are of one tone (`one_tone`). A start whose
+        refinement gave up after its first render (`MasterRefinement.refine`) is not the master's best
+        and gets no such preference. Updates `state.best_from_start`."""
         if state.best is None:  # the first attempt: the start's strips
             state.best_from_start = torch.full_like(render.broken, not gave_up, dtype=torch.bool)
             return render
         best = state.best
-        fewer = render.broken < best.broken
+        broken, best_broken = render.broken, best.broken
+        far = state.best_from_start & self.far_tone(best, targets)
+        if state.one_tone is not None:
+            far = far & ~state.one_tone.to(far.device)
+        if far.any():
+            broken = broken - (far & self.broken_promises(render, targets)[1]).to(broken.dtype)
+            best_broken = best_broken - (far & self.broken_promises(best, targets)[1]).to(broken.dtype)
+        fewer = broken < best_broken
         take = fewer | (~state.best_from_start & (render.broken == best.broken) & (render.miss <= best.miss))
         state.best_from_start = state.best_from_start & ~take
         return closer_render(best, render, take)
+
+    @torch.no_grad()
+    def one_tone(self, stems, mask=None) -> torch.Tensor:
+        """`[B]` whether each song's audible stems have their centroids (`metrics.spectral_centroid`, on
+        the excerpts Adam measures) within `strip_tone_octaves` of one another: stems of one tone
+        (noise of one colour, one instrument), whose balance no reshaping of them all changes."""
+        settings = self.settings
+        excerpts = select_excerpts(
+            stems, self.sample_rate, settings.excerpt_s, settings.n_excerpts, settings.playing_db
+        )  # [B, K, N, 2, L]
+        joined = excerpts.permute(0, 2, 3, 1, 4).flatten(-2)  # [B, N, 2, K·L]
+        centroid_hz = metrics.spectral_centroid(joined, self.sample_rate)  # [B, N]
+        audible = centroid_hz > 0
+        if mask is not None:
+            audible = audible & (mask > 0)
+        log_hz = torch.log2(centroid_hz.clamp_min(MIN_CENTROID_HZ))
+        highest = torch.where(audible, log_hz, -math.inf).amax(-1)
+        span = highest - torch.where(audible, log_hz, math.inf).amin(-1)
+        return ~(span > settings.strip_tone_octaves)  # a song with one audible stem (span -inf) too
+
+    def far_tone(self, render: FullRender, targets: Targets) -> torch.Tensor:
+        """`[B]` whether a render's centroid is more than `strip_tone_octaves` from its target."""
+        centroid = render.measured["spectral_centroid"].clamp_min(MIN_CENTROID_HZ)
+        return torch.log2(targets.centroid_hz / centroid).abs() > self.settings.strip_tone_octaves
 
     def settled(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[B]` whether Adam has nothing left to do for each song: the render is within the stop

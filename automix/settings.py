@@ -70,6 +70,9 @@ class OptimizeSettings:
             reach within it is reported missed.
         eq_budget_db: each strip's EQ band gain stays within this many dB of the start's while Adam
             reaches the targets (moderate strip EQ; a target that needs more is reported missed).
+        strip_tone_octaves: how far (octaves of centroid) past the master's reach the strips may carry
+            the tone: where the start's refined render misses the centroid by more, the miss is
+            reported and Adam's strips replace the start's only by keeping more of the other promises.
         reference_balance_spread_db: how far (dB, RMS) the "reference" start expects a stem to sit
             from equal loudness: the smaller, the nearer the start stays to it, above all where the
             reference's spectrum is not the stems' (other music; `fit_reference_balance`).
@@ -91,6 +94,7 @@ class OptimizeSettings:
     balance_checkpoint: str | None = None
     balance_budget_db: float = 3.0
     eq_budget_db: float = 6.0
+    strip_tone_octaves: float = 0.333
     reference_balance_spread_db: float = 5.0
 
     def __post_init__(self):
@@ -99,6 +103,8 @@ class OptimizeSettings:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
         if not self.eq_budget_db >= 0:
             raise AutomixError(f"eq_budget_db must be >= 0, got {self.eq_budget_db!r}")
+        if not self.strip_tone_octaves >= 0:
+            raise AutomixError(f"strip_tone_octaves must be >= 0, got {self.strip_tone_octaves!r}")
         if not self.reference_balance_spread_db > 0:
             raise AutomixError(
                 f"reference_balance_spread_db must be > 0, got {self.reference_balance_spread_db!r}"
