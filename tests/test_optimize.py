@@ -325,27 +325,35 @@ def test_of_two_full_renders_the_one_keeping_more_promises_is_the_closer():
     assert best.measured["lufs"].tolist() == pytest.approx([-10.1, -11.2, -11.0])
 
 
+KEPT_TARGETS = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
+
+
+def kept_render_case(centroid, fill, lufs=(-10.0, -10.0, -10.0)) -> FullRender:
+    """A hand-made render of three songs for `KEPT_TARGETS`: the M/S on target, 2 dB of limiting, the
+    centroids `centroid` and loudness `lufs` `[3]`, a trim (and width) `fill` telling it apart."""
+    measured = {
+        "lufs": torch.tensor(lufs),
+        "spectral_centroid": torch.tensor(centroid),
+        "stereo_ms_ratio": torch.tensor([0.5, 0.5, 0.5]),
+        "gain_reduction": limiting((2.0, 2.0, 2.0)),
+    }
+    params = {"width": torch.full((3,), fill)}
+    trim_db = torch.full((3,), fill)
+    return FullRender.of(None, params, trim_db, measured, KEPT_TARGETS, OptimizeSettings(), BUDGET_DB)
+
+
+def three_song_state(chain) -> SongState:
+    stem_unit, master_unit = chain.space.neutral_unit(4, torch.float32)
+    return SongState(Console(stem_unit.expand(3, -1, -1), master_unit.expand(3, -1)), torch.zeros(3))
+
+
 def test_strips_adam_moved_replace_the_starts_only_by_keeping_more_promises(chain):
     """Item 0: Adam's strips bring the centroid closer but still miss it: the start's render stays. Item
     1: they reach it: taken; a second attempt's strips that also reach it but miss more do not replace
     them (between Adam's renders, the usual rule). Item 2: the second attempt reaches it: taken. The
     start misses by under `strip_tone_octaves`: the strips may carry the tone that far."""
-    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
-    settings = OptimizeSettings()
-
-    def render(centroid, fill):
-        measured = {
-            "lufs": torch.tensor([-10.0, -10.0, -10.0]),
-            "spectral_centroid": torch.tensor(centroid),
-            "stereo_ms_ratio": torch.tensor([0.5, 0.5, 0.5]),
-            "gain_reduction": limiting((2.0, 2.0, 2.0)),
-        }
-        params = {"width": torch.full((3,), fill)}
-        return FullRender.of(None, params, torch.full((3,), fill), measured, targets, settings, BUDGET_DB)
-
-    optimizer = SongOptimizer(chain, settings)
-    stem_unit, master_unit = chain.space.neutral_unit(4, torch.float32)
-    state = SongState(Console(stem_unit.expand(3, -1, -1), master_unit.expand(3, -1)), torch.zeros(3))
+    targets, render = KEPT_TARGETS, kept_render_case
+    optimizer, state = SongOptimizer(chain, OptimizeSettings()), three_song_state(chain)
     state.best = optimizer.kept_render(state, render([2400.0, 2400.0, 2400.0], fill=0.0), targets)
     assert state.best_from_start.tolist() == [True, True, True]
     state.best = optimizer.kept_render(state, render([2300.0, 2050.0, 2600.0], fill=1.0), targets)
@@ -367,28 +375,13 @@ def test_a_tone_past_the_strips_reach_is_reported_missed_not_reached_by_them(cha
     `strip_tone_octaves`). Item 0: Adam's strips reach the centroid, the other promises as kept as the
     start's: the start stays. Item 1: they also bring the loudness within its promise: taken. Item 2:
     the stems are of one tone (no balance between them to reshape): taken, as for a near tone."""
-    targets = targets_of((-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5), (-10.0, 2000.0, 0.5))
-    settings = OptimizeSettings()
-    assert math.log2(3000 / 2000) > settings.strip_tone_octaves
-
-    def render(lufs, centroid, fill):
-        measured = {
-            "lufs": torch.tensor(lufs),
-            "spectral_centroid": torch.tensor(centroid),
-            "stereo_ms_ratio": torch.tensor([0.5, 0.5, 0.5]),
-            "gain_reduction": limiting((2.0, 2.0, 2.0)),
-        }
-        params = {"width": torch.full((3,), fill)}
-        return FullRender.of(None, params, torch.full((3,), fill), measured, targets, settings, BUDGET_DB)
-
-    optimizer = SongOptimizer(chain, settings)
-    stem_unit, master_unit = chain.space.neutral_unit(4, torch.float32)
-    state = SongState(Console(stem_unit.expand(3, -1, -1), master_unit.expand(3, -1)), torch.zeros(3))
+    optimizer, state = SongOptimizer(chain, OptimizeSettings()), three_song_state(chain)
+    assert math.log2(3000 / 2000) > optimizer.settings.strip_tone_octaves
     state.one_tone = torch.tensor([False, False, True])
-    start = render([-10.0, -11.0, -10.0], [3000.0, 3000.0, 3000.0], fill=0.0)
-    state.best = optimizer.kept_render(state, start, targets)
-    adam = render([-10.0, -10.0, -10.0], [2050.0, 2050.0, 2050.0], fill=1.0)
-    state.best = optimizer.kept_render(state, adam, targets)
+    start = kept_render_case([3000.0, 3000.0, 3000.0], fill=0.0, lufs=(-10.0, -11.0, -10.0))
+    state.best = optimizer.kept_render(state, start, KEPT_TARGETS)
+    adam = kept_render_case([2050.0, 2050.0, 2050.0], fill=1.0)
+    state.best = optimizer.kept_render(state, adam, KEPT_TARGETS)
     assert state.best.trim_db.tolist() == [0.0, 1.0, 1.0]
     assert state.best_from_start.tolist() == [True, False, False]
 
