@@ -142,6 +142,12 @@ class WidthController:
         self.width = torch.where(done, self.width, needed)
 
 
+def octaves_to_target(centroid_hz, target_hz) -> torch.Tensor:
+    """`[B]` the octaves from each centroid (Hz; a silent render's 0 read as `MIN_CENTROID_HZ`) up to its
+    target (negative: down)."""
+    return torch.log2(target_hz / centroid_hz.clamp_min(MIN_CENTROID_HZ))
+
+
 def needed_width(width, ms_ratio, target_ms) -> torch.Tensor:
     """`[B]` the width that brings an M/S ratio measured at `width` to `target_ms`."""
     return width * target_ms / ms_ratio.clamp_min(MIN_MS_FOR_WIDTH)

@@ -39,6 +39,7 @@ from automix.controllers import (
     TILT_OCTAVES_PER_DB,
     BalanceHold,
     EqBudget,
+    octaves_to_target,
 )
 from automix.dsp.console import bus_detector_power
 from automix.dsp.limiter import reconstruction_limit
@@ -102,7 +103,8 @@ class SongState:
         hold: the balance Adam keeps, set at its first step.
         eq_budget: the strips' EQ Adam keeps near the start's.
         best_from_start: `[B]` whether `best` has the start's strips.
-        one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`).
+        one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`); None where
+            no start's tone is far.
     """
 
     console: Console
@@ -175,8 +177,6 @@ class SongOptimizer(OptimiserStage):
         given_up = None  # the start's strips and refinement, where it gave up for Adam
         state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
         state.eq_budget = EqBudget(self.space, prediction.stem_unit, settings.eq_budget_db)
-        if settings.attempts > 1 and settings.steps > 0:  # Adam may follow: `kept_render` asks
-            state.one_tone = self.one_tone(stems, mask)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
         bus = prediction.bus
         del prediction  # its bus is `bus`, freed with it before the next render
@@ -207,6 +207,9 @@ class SongOptimizer(OptimiserStage):
             master_unit = self.space.normalize_master(master_params).clamp(0, 1)
             state.console, state.trim_db = Console(strips.stem_unit, master_unit), trim_db
             state.best = self.kept_render(state, render, targets, refined.gave_up)
+            if attempt == 0 and adam_follows:  # `kept_render` asks it where the start's tone is far
+                far = state.best_from_start & self.far_tone(render, targets)
+                state.one_tone = self.one_tone(stems, mask) if far.any() else None
             if self.settled(state.best, targets).all() or not adam_follows:
                 break
             # (the give-up's width was not rendered: its render reads the M/S of another width)
@@ -368,8 +371,8 @@ class SongOptimizer(OptimiserStage):
 
     def far_tone(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[B]` whether a render's centroid is more than `strip_tone_octaves` from its target."""
-        centroid = render.measured["spectral_centroid"].clamp_min(MIN_CENTROID_HZ)
-        return torch.log2(targets.centroid_hz / centroid).abs() > self.settings.strip_tone_octaves
+        octaves = octaves_to_target(render.measured["spectral_centroid"], targets.centroid_hz)
+        return octaves.abs() > self.settings.strip_tone_octaves
 
     def settled(self, render: FullRender, targets: Targets) -> torch.Tensor:
         """`[B]` whether Adam has nothing left to do for each song: the render is within the stop

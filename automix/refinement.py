@@ -10,11 +10,11 @@ from tqdm.auto import tqdm
 
 from automix.analysis import measure
 from automix.controllers import (
-    MIN_CENTROID_HZ,
     TiltController,
     TrimController,
     WidthController,
     needed_width,
+    octaves_to_target,
     range_bounds,
 )
 from automix.dsp.console import bus_detector_power
@@ -211,7 +211,7 @@ class MasterRefinement(OptimiserStage):
         low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
         room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
         room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
-        octaves = torch.log2(targets.centroid_hz / centroid_hz.clamp_min(MIN_CENTROID_HZ))
+        octaves = octaves_to_target(centroid_hz, targets.centroid_hz)
         return torch.where(octaves > 0, room_up, room_down), octaves
 
 
