@@ -14,11 +14,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from automix import checkpoint, loudness, metrics, panning
+from automix import checkpoint, loudness, metrics
 from automix.analysis import measure, report
 from automix.balance import stem_balance_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
-from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
     bus_detector_power,
@@ -37,15 +36,13 @@ from automix.features import N_FEATURES, bus_features, stem_features
 from automix.io import to_stereo
 from automix.loss import create_training_loss
 from automix.loudness import all_finite, loudness_after_gain
-from automix.mastering import BUDGET_SLACK_DB, gain_reduction, limiting_note
+from automix.mastering import BUDGET_SLACK_DB, gain_reduction
 from automix.optimize import SongOptimizer
 from automix.params import ParameterSpace
+from automix.predict_mode import PredictMode
 from automix.predictor import ParameterPredictor
-from automix.refinement import MasterRefinement
-from automix.renders import at_limiting_budget, missed_targets
 from automix.settings import MasteringSettings, OptimizeSettings, PredictSettings, settings_from_config
 from automix.staging import input_gain_db
-from automix.start_balance import StartBalance
 from automix.styles import StyleTarget, load_style_targets
 from automix.targets import Targets, resolve_targets
 from automix.trim import MAX_TRIM_DB, loudness_search, trimmed_power
@@ -444,132 +441,6 @@ class AutoMixChain(nn.Module):
         stem_cost = (stem_cost * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
         return stem_cost + neutral_divergence(master_unit, neutral_master).mean(-1)
 
-    def predict_balanced(
-        self,
-        stems,
-        targets: Targets,
-        mask=None,
-        loudness_steps: int | None = None,
-        input_gain=None,
-        *,
-        blockwise: bool = False,
-    ):
-        """`predict`, with the songs mixed to a reference set to the reference's balance where
-        `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
-        `StartBalance.reference_strips`, and a neutral master for `refine_master` to correct (the
-        default mode's reference start). `(prediction, where each song's balance came from)`,
-        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s).
-        `input_gain` `[B]` dB: both passes' (None: `input_gain_db` of the stems)."""
-        if input_gain is None:
-            input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
-        to_reference = self.predict_settings.balance == "auto" and bool(targets.has_reference.any())
-        if not to_reference:
-            prediction = self.predict(stems, targets, mask, loudness_steps, input_gain, blockwise=blockwise)
-            return prediction, ["predicted"] * targets.batch_size
-        # At a reference's balance each of the predictor's settings took the mix further from the producers'
-        # than neutral ones (docs/benchmarks.md, *Predict mode with a reference*): its compressors left the
-        # bus peaky, its strip EQ reshaped tracks until a gain-per-track reading lost them, its pans leaned
-        # the mix, its master EQ coloured it. Those songs get the default mode's reference start.
-        with_reference = targets.has_reference.to(stems.device)
-        strips, _ = self.space.neutral_unit(stems.shape[1], stems.dtype, stems.device)
-        strips = strips.expand(stems.shape[0], -1, -1)
-        if not with_reference.all():  # the other songs' strips are the predictor's (the first pass's)
-            predicted = self.predict(stems, targets, mask, 0, input_gain, blockwise=blockwise).stem_unit
-            strips = torch.where(with_reference[:, None, None], strips, predicted)
-        _, _, stem_lufs, _ = self.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
-        balanced = StartBalance(self).reference_strips(stems, targets, mask, strips, stem_lufs)
-        prediction = self.predict(
-            stems,
-            targets,
-            mask,
-            loudness_steps,
-            input_gain,
-            stem_unit=balanced,
-            neutral_master=with_reference,
-            blockwise=blockwise,
-        )
-        return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
-
-    def predict_corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
-        """Predict mode as a user gets it: `predict_balanced`, then `refine_master`; a song at the reference
-        start whose refined mix still falls short of the M/S promise (the width at the end of its range)
-        gets its pans spread (`panned_for_width`) and is predicted and refined again. `(prediction,
-        where each song's balance came from)`."""
-        refine = self.predict_settings.refine  # the refinement corrects the loudness: no search first
-        input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=blockwise)
-        steps = 0 if refine else None
-        prediction, sources = self.predict_balanced(
-            stems, targets, mask, steps, input_gain, blockwise=blockwise
-        )
-        if not refine:
-            return prediction, sources
-        prediction, kept = self.refine_master(prediction, targets)
-        at_reference = torch.tensor([source == "reference" for source in sources], device=stems.device)
-        measured = kept.measured["stereo_ms_ratio"]
-        narrow = at_reference & (measured < targets.ms_ratio - self.optimize_settings.promise.ms_ratio)
-        if not narrow.any():
-            return prediction, sources
-        strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
-        prediction = self.predict(
-            stems,
-            targets,
-            mask,
-            0,
-            input_gain,
-            stem_unit=strips,
-            neutral_master=at_reference,
-            blockwise=blockwise,
-        )
-        return self.refine_master(prediction, targets)[0], sources
-
-    def panned_for_width(
-        self, stems, prediction: Prediction, targets: Targets, kept, songs, input_gain, mask=None
-    ):
-        """The predicted strips `[B, N, n_stem]` (neutral but for their level and pan) with the pans of
-        `songs` `[B]` bool spread (`automix.panning`) so that the refined render `kept` (a `FullRender`)
-        would reach the target M/S ratio at the width `handover_width_margin` inside the top of its
-        range; the other songs' as predicted. `input_gain` `[B]` dB: the strips' input gain."""
-        params = self.space.denormalize_stems(prediction.stem_unit.detach())
-        audible = prediction.stem_lufs.detach() > loudness.SILENCE_LUFS
-        if mask is not None:
-            audible = audible & mask.bool()
-        gain_db = torch.where(audible, params["level_db"] + input_gain[:, None], -400.0)  # the others unheard
-        powers = panning.channel_powers(stems, self.sample_rate)
-        layout = panning.pan_layout(powers.rms_hz, prediction.stem_lufs.detach(), audible)
-        # The mix's M/S ratio is the bus's times the width (`automix.dsp.stereo.stereo_width`), and times
-        # what the master's EQ makes of it, read off the render kept where it has side signal to read.
-        widest = self.space.master["width"].high - self.optimize_settings.handover_width_margin
-        bus_ms = panning.ms_ratio_at(powers, gain_db, params["pan"])
-        measured = kept.measured["stereo_ms_ratio"].double()
-        readable = (measured >= MIN_MS_FOR_WIDTH) & (bus_ms >= MIN_MS_FOR_WIDTH)
-        master_factor = torch.where(readable, measured / (kept.master_params["width"] * bus_ms), 1.0)
-        needed = targets.ms_ratio / (widest * master_factor)
-        pans = panning.spread_pans(powers, gain_db, params["pan"], layout, needed)
-        params["pan"] = torch.where(songs[:, None], pans, params["pan"])
-        return self.space.normalize_stems(params).clamp(0.0, 1.0)
-
-    def refine_master(self, prediction: Prediction, targets: Targets):
-        """Predict mode's master corrected toward the targets on full renders of the predicted bus, as
-        the default mode corrects its own (`MasterRefinement.refine`: the trim, the master EQ's tilt and
-        the width, then `MasterRefinement.final_trim`); the strips stay as predicted. To the gradient the
-        correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
-        `(prediction, the render kept)` (an `automix.renders.FullRender`)."""
-        refinement, bus = MasterRefinement(self), prediction.bus.detach()
-        with torch.no_grad():
-            params = self.space.denormalize_master(prediction.master_unit)
-            refined = refinement.refine(bus, params, targets, prediction.trim_db.detach())
-            power = bus_detector_power(bus, self.sample_rate, blockwise=True)
-            kept = refinement.final_trim(bus, power, refined.render, targets)  # as the default mode's
-            unit = self.space.normalize_master(kept.master_params).clamp(0, 1)
-        p = prediction
-        corrected = p._replace(
-            master_unit=p.master_unit + (unit - p.master_unit.detach()),
-            trim_db=p.trim_db + (kept.trim_db - p.trim_db.detach()),
-            mix=None,  # the render kept is the master's again (`finish_prediction`)
-            mix_lufs=None,
-        )
-        return corrected, kept
-
     def finish_prediction(
         self, prediction: Prediction, mask=None, *, blockwise: bool = False, kept: bool = True
     ):
@@ -741,7 +612,7 @@ class AutoMixChain(nn.Module):
             analysis["notes"][0].append(
                 f"settings made at {settings.sample_rate} Hz, rendered at {self.sample_rate} Hz"
             )
-        mix, analysis = self.judged(mix, analysis, targets, mode=None)
+        mix, analysis = self.judged(mix, analysis, targets)
         return mix.to(caller_dtype)[0], {k: _first(v) for k, v in analysis.items()}
 
     def forward(
@@ -791,13 +662,11 @@ class AutoMixChain(nn.Module):
         if mode == "predict":
             if blockwise is None:
                 blockwise = not torch.is_grad_enabled()
-            prediction, sources = self.predict_corrected(stems, targets, mask, blockwise=blockwise)
-            mix, analysis = self.finish_prediction(prediction, mask, blockwise=blockwise)
-            analysis["balance_start"] = sources
+            mix, analysis = PredictMode(self)(stems, targets, mask, blockwise=blockwise)
         else:
             mix, analysis = SongOptimizer(self)(stems, targets, mask, progress=progress)
         mix = self.silence_kept(mix, stems, analysis["stem_params"], analysis["master_params"])
-        mix, analysis = self.judged(mix, analysis, targets, mode, mask)
+        mix, analysis = self.judged(mix, analysis, targets, mask)
         mix = mix.to(caller_dtype)
         if not batched:
             mix = mix[0]
@@ -811,15 +680,12 @@ class AutoMixChain(nn.Module):
             decay = decay_samples(self.sample_rate, stem_params, master_params)
         return keep_digital_silence(mix, stems, decay)
 
-    def judged(self, mix, analysis: dict, targets: Targets, mode: str | None, mask=None):
+    def judged(self, mix, analysis: dict, targets: Targets, mask=None):
         """`(mix, analysis)` with the report against `targets` (`automix.analysis.report`), the stems'
-        balance, and the notes a user reads: predict mode's (`predict_notes`), undefined loudness."""
+        balance, and a note where the loudness is undefined (after the mode's own notes)."""
         analysis["stem_balance_db"] = stem_balance_db(analysis["stem_lufs"].detach(), mask)
         analysis.setdefault("notes", [[] for _ in range(mix.shape[0])])
         budget = self.mastering_settings.max_limiting_db
-        if mode == "predict" and "gain_reduction" in analysis:
-            for song, notes in enumerate(analysis["notes"]):
-                notes.extend(self.predict_notes(analysis, targets, song))
         block = loudness.window_samples(self.sample_rate, loudness.BLOCK_S)[0]
         if mix.shape[-1] < block:  # BS.1770 measures none of a mix shorter than one gating block
             seconds = mix.shape[-1] / self.sample_rate
@@ -832,37 +698,6 @@ class AutoMixChain(nn.Module):
         analysis |= report(analysis, targets, self.ceiling_dbtp, budget)
         analysis |= {"ceiling_dbtp": self.ceiling_dbtp, "max_limiting_db": budget}
         return mix, analysis
-
-    def predict_notes(self, analysis: dict, targets: Targets, song: int) -> list[str]:
-        """Predict mode's notes for one song of a batch: the trim held by the limiting budget, each
-        promise (`OptimizeSettings.promise`) the mix breaks, and heavy limiting."""
-        budget = self.mastering_settings.max_limiting_db
-        lowered = float(analysis["limited_trim_db"][song])
-        deepest = float(analysis["gain_reduction"]["limiter"]["max_db"][song])
-        reach = "the master's trim, tilt and width corrected"
-        if not self.predict_settings.refine:
-            reach = "the master as predicted"
-        notes = []
-        if lowered > BUDGET_SLACK_DB:
-            notes.append(
-                f"loudness {float(analysis['lufs'][song]):.1f} LUFS for a target of "
-                f"{float(targets.lufs[song]):.1f} LUFS: the trim held {lowered:.1f} dB lower to keep "
-                f"the limiter within {budget:g} dB (--max-limiting-db)"
-            )
-        for k, missed, value, goal in missed_targets(analysis, targets, self.optimize_settings.promise, song):
-            if k == 0 and value < goal and lowered > BUDGET_SLACK_DB:
-                continue  # noted above
-            if at_limiting_budget(k, value, goal, deepest, budget):
-                notes.append(
-                    f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
-                )
-            else:
-                notes.append(
-                    f"{missed}: not reached in predict mode ({reach}); "
-                    "the default mode (--mode optimize) also moves the strips"
-                )
-        note = limiting_note(analysis["gain_reduction"], song, budget)
-        return notes + ([note] if note else [])
 
 
 def checked_rate(sample_rate) -> int:

@@ -1,0 +1,195 @@
+"""Predict mode as a user gets it (`chain(..., mode="predict")`, `mix.py --mode predict`; docs/design.md,
+*Predictor*): one pass of the predictor, a song mixed to a reference set to the reference's balance, the
+master corrected on full renders, pans spread where no width reaches the M/S, and a note for each promise
+still broken. Training judges the predictor's pass alone (`AutoMixChain.predict`, `finish_prediction`).
+"""
+
+import torch
+
+from automix import loudness, panning
+from automix.controllers import MIN_MS_FOR_WIDTH
+from automix.dsp.console import bus_detector_power
+from automix.mastering import BUDGET_SLACK_DB, limiting_note
+from automix.refinement import MasterRefinement
+from automix.renders import FullRender, at_limiting_budget, missed_targets
+from automix.staging import input_gain_db
+from automix.start_balance import StartBalance
+from automix.targets import Targets
+
+
+class PredictMode:
+    """Predict mode on a chain (an `AutoMixChain`), with its `predict_settings`.
+
+    Example::
+
+        mix, analysis = PredictMode(chain)(stems, targets)  # stems [B, N, 2, T]
+    """
+
+    def __init__(self, chain):
+        self.chain = chain
+        self.settings = chain.predict_settings
+
+    def __call__(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
+        """`(mix [B, 2, T], analysis)` for stems `[B, N, 2, T]`: `corrected`, then the chain's
+        `finish_prediction`; the analysis adds `balance_start` (where each song's balance came from)
+        and, for a mix a user gets (no gradient recorded), its `notes`."""
+        prediction, sources = self.corrected(stems, targets, mask, blockwise=blockwise)
+        mix, analysis = self.chain.finish_prediction(prediction, mask, blockwise=blockwise)
+        analysis["balance_start"] = sources
+        if "gain_reduction" in analysis:
+            analysis["notes"] = [self.notes(analysis, targets, song) for song in range(mix.shape[0])]
+        return mix, analysis
+
+    def balanced(
+        self, stems, targets: Targets, mask=None, loudness_steps=None, input_gain=None, *, blockwise=False
+    ):
+        """`AutoMixChain.predict`, with the songs mixed to a reference set to the reference's balance
+        where `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
+        `StartBalance.reference_strips`, and a neutral master for `refine_master` to correct (the
+        default mode's reference start). `(prediction, where each song's balance came from)`,
+        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s).
+        `input_gain` `[B]` dB: both passes' (None: `input_gain_db` of the stems)."""
+        chain = self.chain
+        if input_gain is None:
+            input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
+        to_reference = self.settings.balance == "auto" and bool(targets.has_reference.any())
+        if not to_reference:
+            prediction = chain.predict(stems, targets, mask, loudness_steps, input_gain, blockwise=blockwise)
+            return prediction, ["predicted"] * targets.batch_size
+        # At a reference's balance each of the predictor's settings took the mix further from the producers'
+        # than neutral ones (docs/benchmarks.md, *Predict mode with a reference*): its compressors left the
+        # bus peaky, its strip EQ reshaped tracks until a gain-per-track reading lost them, its pans leaned
+        # the mix, its master EQ coloured it. Those songs get the default mode's reference start.
+        with_reference = targets.has_reference.to(stems.device)
+        strips, _ = chain.space.neutral_unit(stems.shape[1], stems.dtype, stems.device)
+        strips = strips.expand(stems.shape[0], -1, -1)
+        if not with_reference.all():  # the other songs' strips are the predictor's (the first pass's)
+            predicted = chain.predict(stems, targets, mask, 0, input_gain, blockwise=blockwise).stem_unit
+            strips = torch.where(with_reference[:, None, None], strips, predicted)
+        _, _, stem_lufs, _ = chain.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
+        balanced = StartBalance(chain).reference_strips(stems, targets, mask, strips, stem_lufs)
+        prediction = chain.predict(
+            stems,
+            targets,
+            mask,
+            loudness_steps,
+            input_gain,
+            stem_unit=balanced,
+            neutral_master=with_reference,
+            blockwise=blockwise,
+        )
+        return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
+
+    def corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
+        """`balanced`, then `refine_master`; a song at the reference start whose refined mix still falls
+        short of the M/S promise (the width at the end of its range) gets its pans spread
+        (`panned_for_width`) and is predicted and refined again. `(prediction, where each song's
+        balance came from)`."""
+        chain = self.chain
+        refine = self.settings.refine  # the refinement corrects the loudness: no search first
+        input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
+        steps = 0 if refine else None
+        prediction, sources = self.balanced(stems, targets, mask, steps, input_gain, blockwise=blockwise)
+        if not refine:
+            return prediction, sources
+        prediction, kept = self.refine_master(prediction, targets)
+        at_reference = torch.tensor([source == "reference" for source in sources], device=stems.device)
+        measured = kept.measured["stereo_ms_ratio"]
+        narrow = at_reference & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
+        if not narrow.any():
+            return prediction, sources
+        strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
+        prediction = chain.predict(
+            stems,
+            targets,
+            mask,
+            0,
+            input_gain,
+            stem_unit=strips,
+            neutral_master=at_reference,
+            blockwise=blockwise,
+        )
+        return self.refine_master(prediction, targets)[0], sources
+
+    def panned_for_width(
+        self, stems, prediction, targets: Targets, kept: FullRender, songs, input_gain, mask=None
+    ):
+        """The predicted strips `[B, N, n_stem]` (neutral but for their level and pan) with the pans of
+        `songs` `[B]` bool spread (`automix.panning`) so that the refined render `kept` would reach the
+        target M/S ratio at the width `handover_width_margin` inside the top of its range; the other
+        songs' as predicted. `input_gain` `[B]` dB: the strips' input gain."""
+        space = self.chain.space
+        params = space.denormalize_stems(prediction.stem_unit.detach())
+        audible = prediction.stem_lufs.detach() > loudness.SILENCE_LUFS
+        if mask is not None:
+            audible = audible & mask.bool()
+        gain_db = torch.where(audible, params["level_db"] + input_gain[:, None], -400.0)  # the others unheard
+        powers = panning.channel_powers(stems, self.chain.sample_rate)
+        layout = panning.pan_layout(powers.rms_hz, prediction.stem_lufs.detach(), audible)
+        # The mix's M/S ratio is the bus's times the width (`automix.dsp.stereo.stereo_width`), and times
+        # what the master's EQ makes of it, read off the render kept where it has side signal to read.
+        widest = space.master["width"].high - self.chain.optimize_settings.handover_width_margin
+        bus_ms = panning.ms_ratio_at(powers, gain_db, params["pan"])
+        measured = kept.measured["stereo_ms_ratio"].double()
+        readable = (measured >= MIN_MS_FOR_WIDTH) & (bus_ms >= MIN_MS_FOR_WIDTH)
+        master_factor = torch.where(readable, measured / (kept.master_params["width"] * bus_ms), 1.0)
+        needed = targets.ms_ratio / (widest * master_factor)
+        pans = panning.spread_pans(powers, gain_db, params["pan"], layout, needed)
+        params["pan"] = torch.where(songs[:, None], pans, params["pan"])
+        return space.normalize_stems(params).clamp(0.0, 1.0)
+
+    def refine_master(self, prediction, targets: Targets):
+        """The predicted master corrected toward the targets on full renders of the predicted bus, as
+        the default mode corrects its own (`MasterRefinement.refine`: the trim, the master EQ's tilt and
+        the width, then `MasterRefinement.final_trim`); the strips stay as predicted. To the gradient the
+        correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
+        `(prediction, the render kept)`."""
+        chain = self.chain
+        refinement, bus = MasterRefinement(chain), prediction.bus.detach()
+        with torch.no_grad():
+            params = chain.space.denormalize_master(prediction.master_unit)
+            refined = refinement.refine(bus, params, targets, prediction.trim_db.detach())
+            power = bus_detector_power(bus, chain.sample_rate, blockwise=True)
+            kept = refinement.final_trim(bus, power, refined.render, targets)  # as the default mode's
+            unit = chain.space.normalize_master(kept.master_params).clamp(0, 1)
+        p = prediction
+        corrected = p._replace(
+            master_unit=p.master_unit + (unit - p.master_unit.detach()),
+            trim_db=p.trim_db + (kept.trim_db - p.trim_db.detach()),
+            mix=None,  # the render kept is the master's again (`AutoMixChain.finish_prediction`)
+            mix_lufs=None,
+        )
+        return corrected, kept
+
+    def notes(self, analysis: dict, targets: Targets, song: int) -> list[str]:
+        """The notes for one song of a batch: the trim held by the limiting budget, each promise
+        (`OptimizeSettings.promise`) the mix breaks, and heavy limiting."""
+        chain = self.chain
+        budget = chain.mastering_settings.max_limiting_db
+        lowered = float(analysis["limited_trim_db"][song])
+        deepest = float(analysis["gain_reduction"]["limiter"]["max_db"][song])
+        reach = "the master's trim, tilt and width corrected"
+        if not self.settings.refine:
+            reach = "the master as predicted"
+        notes = []
+        if lowered > BUDGET_SLACK_DB:
+            notes.append(
+                f"loudness {float(analysis['lufs'][song]):.1f} LUFS for a target of "
+                f"{float(targets.lufs[song]):.1f} LUFS: the trim held {lowered:.1f} dB lower to keep "
+                f"the limiter within {budget:g} dB (--max-limiting-db)"
+            )
+        promise = chain.optimize_settings.promise
+        for k, missed, value, goal in missed_targets(analysis, targets, promise, song):
+            if k == 0 and value < goal and lowered > BUDGET_SLACK_DB:
+                continue  # noted above
+            if at_limiting_budget(k, value, goal, deepest, budget):
+                notes.append(
+                    f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
+                )
+            else:
+                notes.append(
+                    f"{missed}: not reached in predict mode ({reach}); "
+                    "the default mode (--mode optimize) also moves the strips"
+                )
+        note = limiting_note(analysis["gain_reduction"], song, budget)
+        return notes + ([note] if note else [])
