@@ -1,7 +1,8 @@
 """AutoMixChain: stems in, a mastered mix that hits a style out.
 
 Two ways to set the console, one console:
-- predict: one forward pass of the parameter predictor (the amortised path of training and batch jobs);
+- predict: one forward pass of the parameter predictor (the amortised path of training and batch jobs; as
+  a user gets it, with the master corrected: `automix.predict_mode.PredictMode`);
 - optimize (the default): start from the prediction, correct it on the full-length render, and run Adam on
   excerpts of the song only where those corrections cannot finish (`automix.optimize.SongOptimizer`)."""
 
