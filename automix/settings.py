@@ -92,7 +92,7 @@ class OptimizeSettings:
     playing_db: float = 20.0
     balance_start: str = "auto"
     balance_checkpoint: str | None = None
-    balance_budget_db: float = 3.0
+    balance_budget_db: float = 1.0
     eq_budget_db: float = 6.0
     strip_tone_octaves: float = 0.333
     reference_balance_spread_db: float = 5.0
