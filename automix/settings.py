@@ -101,10 +101,9 @@ class OptimizeSettings:
         _choice("balance_start", self.balance_start, CHOICES["balance_start"])
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
-        if not self.eq_budget_db >= 0:
-            raise AutomixError(f"eq_budget_db must be >= 0, got {self.eq_budget_db!r}")
-        if not self.strip_tone_octaves >= 0:
-            raise AutomixError(f"strip_tone_octaves must be >= 0, got {self.strip_tone_octaves!r}")
+        for name in ("balance_budget_db", "eq_budget_db", "strip_tone_octaves"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise AutomixError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.reference_balance_spread_db > 0:
             raise AutomixError(
                 f"reference_balance_spread_db must be > 0, got {self.reference_balance_spread_db!r}"
