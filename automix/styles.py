@@ -32,7 +32,7 @@ import yaml
 
 from automix.errors import AutomixError
 from automix.io import load_audio, to_stereo
-from automix.loudness import SILENCE_LUFS, all_finite
+from automix.loudness import BLOCK_S, SILENCE_LUFS, all_finite
 from automix.metrics import band_energy, integrated_loudness, spectral_centroid, stereo_ms_ratio
 from automix.reference_balance import long_term_spectrum_db
 
@@ -408,13 +408,20 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
         name: the style's name.
 
     Raises:
-        AutomixError: several tracks, not mono/stereo, NaN samples, or a silent reference.
+        AutomixError: several tracks, not mono/stereo, NaN samples, a reference shorter than one
+            400-ms loudness block, or a silent one.
     """
     if audio.ndim < 2 or audio[..., 0, 0].numel() != 1:
         raise AutomixError(f"a reference is one [channels, samples] track, got shape {tuple(audio.shape)}")
     if not all_finite(audio):
         raise AutomixError("the reference has NaN or infinite samples; re-export it")
     stereo = to_stereo(audio.reshape(audio.shape[-2:]))
+    # BS.1770 integrates over 400-ms blocks: a shorter track (a click) has no loudness to aim a mix at.
+    if stereo.shape[-1] < BLOCK_S * sample_rate:
+        raise AutomixError(
+            f"the reference is {1000 * stereo.shape[-1] / sample_rate:.0f} ms long, shorter than one "
+            f"{1000 * BLOCK_S:.0f}-ms loudness block; give a mixed track"
+        )
     lufs = integrated_loudness(stereo, sample_rate, blockwise=True).item()
     if lufs <= SILENCE_LUFS:
         raise AutomixError(f"the reference is silent (below {SILENCE_LUFS:g} LUFS); give a track with music")

@@ -160,6 +160,7 @@ def _make_bad_inputs(folder: Path) -> None:
     (folder / "text.wav").write_text("not audio at all\n")
     (folder / "stemdir").mkdir()
     sf.write(folder / "silent_ref.wav", np.zeros_like(good), SAMPLE_RATE)
+    sf.write(folder / "click_ref.wav", good[: SAMPLE_RATE // 10], SAMPLE_RATE)  # 100 ms of music
     (folder / "broken.yaml").write_text("style_targets:\n  mine: {lufs: -11.0, [\n")
     (folder / "typed.yaml").write_text(
         "style_targets:\n  mine: {lufs: loud, spectral_centroid_hz: 2400, stereo_ms_ratio: 0.7}\n"
@@ -214,6 +215,10 @@ BAD_INPUT = {
     "silent reference": (
         ["--stems", "a.wav", "--reference", "silent_ref.wav"],
         ["silent_ref.wav", "silent"],
+    ),
+    "reference shorter than a loudness block": (
+        ["--stems", "a.wav", "--reference", "click_ref.wav"],
+        ["click_ref.wav", "100 ms", "400-ms"],
     ),
     "output is an input": (["--stems", "a.wav", "b.wav", "--output", "b.wav"], ["b.wav", "input"]),
     "output via a symlink": (["--stems", "a.wav", "--output", "link.wav"], ["link.wav", "a.wav"]),
