@@ -76,7 +76,7 @@ def test_a_bad_settings_file_is_one_error_naming_the_key(tmp_path, text, message
 
 @pytest.mark.parametrize("name", ["balance_budget_db", "eq_budget_db", "strip_tone_octaves"])
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
-def test_a_budget_below_zero_is_refused_when_settings_are_built_in_python(name, value):
+def test_a_budget_below_zero_or_nan_is_refused_when_settings_are_built_in_python(name, value):
     with pytest.raises(AutomixError, match=f"{name} must be >= 0"):
         OptimizeSettings(**{name: value})
 
