@@ -32,7 +32,7 @@ import yaml
 
 from automix.errors import AutomixError
 from automix.io import load_audio, to_stereo
-from automix.loudness import BLOCK_S, SILENCE_LUFS, all_finite
+from automix.loudness import BLOCK_S, SILENCE_LUFS, all_finite, window_samples
 from automix.metrics import band_energy, integrated_loudness, spectral_centroid, stereo_ms_ratio
 from automix.reference_balance import long_term_spectrum_db
 
@@ -417,7 +417,7 @@ def style_from_reference(audio: torch.Tensor, sample_rate: int, name: str = "ref
         raise AutomixError("the reference has NaN or infinite samples; re-export it")
     stereo = to_stereo(audio.reshape(audio.shape[-2:]))
     # BS.1770 integrates over 400-ms blocks: a shorter track (a click) has no loudness to aim a mix at.
-    if stereo.shape[-1] < BLOCK_S * sample_rate:
+    if stereo.shape[-1] < window_samples(sample_rate, BLOCK_S)[0]:  # as `AutoMixChain.judged` asks of a mix
         raise AutomixError(
             f"the reference is {1000 * stereo.shape[-1] / sample_rate:.0f} ms long, shorter than one "
             f"{1000 * BLOCK_S:.0f}-ms loudness block; give a mixed track"
