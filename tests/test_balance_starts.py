@@ -82,3 +82,40 @@ def test_a_silent_track_keeps_its_place_and_the_starts_are_named(bs):
 def test_without_rendered_songs_it_skips(bs, tmp_path, capsys):
     assert bs.main(["--root", str(tmp_path / "none")]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("014_kick", "kick"),
+        ("008_bassdrum_acoustic01", "kick"),  # a bass drum is a kick, not a bass
+        ("012_clap04", "snare"),
+        ("005_hihat_closed05+3", "cymbal"),
+        ("016_wood2", "percussion"),
+        ("002_bass3_analog", "bass"),
+        ("007_synth_pad2", "keys"),
+        ("Noise_left", "fx"),
+        ("001_Default_preset+1", "other"),
+        ("Bass_Pad", "bass"),  # the first role in `ROLES` whose words it holds decides
+    ],
+)
+def test_a_track_name_gives_the_role_of_the_first_instrument_word_it_holds(bs, name, role):
+    assert bs.role_of(name) == role
+
+
+def test_learned_role_moves_leave_the_song_out_and_shrink_toward_zero(bs):
+    examples = [("a", "kick", 4.0), ("b", "kick", 2.0), ("b", "cymbal", -10.0), ("c", "other", 9.0)]
+    learned = bs.role_moves_db(examples, "a")
+    assert set(learned) == {"kick", "cymbal"}  # "other" stays at equal loudness
+    assert learned["kick"] == pytest.approx(2.0 / (1 + bs.ROLE_SHRINK))  # song a's own 4 dB left out
+    assert learned["cymbal"] == pytest.approx(-10.0 / (1 + bs.ROLE_SHRINK))
+
+
+def test_producer_moves_are_the_levels_against_equal_loudness_about_their_power_weighted_mean(bs):
+    tracks = torch.stack([band_noise(100, 400, 0), band_noise(2000, 6000, 1) * 10 ** (-12 / 20)])
+    equal = bs.equal_loudness_db(tracks)
+    assert equal[0] - equal[1] == pytest.approx(-12.0, abs=0.01)  # the quieter track is raised 12 dB
+    power = tracks.square().sum(dim=(1, 2))
+    moves = bs.producer_moves_db(tracks, equal)
+    assert (power * moves).sum() == pytest.approx(0.0, abs=1e-9)
+    assert moves[0] - moves[1] == pytest.approx(12.0, abs=0.01)
