@@ -161,7 +161,9 @@ def role_moves_db(examples: list[tuple[str, str, float]], song: str) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="balances a style mix could start from, against the producers'")
+    parser = argparse.ArgumentParser(
+        description="balances a style mix could start from, against the producers'"
+    )
     parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: the data script's)")
     parser.add_argument("--split", choices=("valid", "train"), default="train", help="(default: train)")
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per song (default: 2)")
