@@ -178,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         groups = human_mixes.song_groups(song, excerpt_starts, length)
         names = [human_mixes.group_name([path.stem for path in song.tracks], group) for group in groups]
         roles = [role_of(name) for name in names]
-        print(f"{song.name}: {', '.join(f'{n} ({r})' for n, r in zip(names, roles))}", flush=True)
+        print(
+            f"{song.name}: {', '.join(f'{n} ({r})' for n, r in zip(names, roles, strict=True))}", flush=True
+        )
         for start in excerpt_starts:
             excerpts.append((song, start, groups, roles))
             tracks = excerpt_tracks(song, start, length, groups)
             equal_db = equal_loudness_db(tracks)
             moves = producer_moves_db(tracks, equal_db)
-            examples += [(song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db) if e > -200.0]
+            examples += [
+                (song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db, strict=True) if e > -200.0
+            ]
     for song, start, groups, roles in excerpts:
         tracks = excerpt_tracks(song, start, length, groups)
         learned = role_moves_db(examples, song.name)
