@@ -44,7 +44,7 @@ EXPONENT = 0.3  # specific loudness ∝ power^0.3 (Stevens's law; Zwicker's and 
 PLAYING_DB = 100.0
 STEPS = 80
 MAX_STEP_DB = 6.0  # the fixed point's largest step per track
-# Roles by the words of common instrument names (the first that matches; fixed before any song was read):
+# Roles by the words of common instrument names (the first that matches; fixed before any level was read):
 # a user's stems are usually named for what plays in them.
 ROLES = (
     ("kick", r"kick|bassdrum|bass_drum|\bbd\b|kck"),
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             examples += [
                 (song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db, strict=True) if e > -200.0
             ]
-    for song, start, groups, roles in excerpts:
+    for song, start, groups, roles in excerpts:  # read again: every excerpt held at once takes gigabytes
         tracks = excerpt_tracks(song, start, length, groups)
         learned = role_moves_db(examples, song.name)
         role_move = torch.tensor([learned.get(role, 0.0) for role in roles], dtype=tracks.dtype)
