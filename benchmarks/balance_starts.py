@@ -183,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         for start in excerpt_starts:
             excerpts.append((song, start, groups, roles))
-            tracks = excerpt_tracks(song, start, length, groups)
+            tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
             equal_db = equal_loudness_db(tracks)
             moves = producer_moves_db(tracks, equal_db)
             examples += [
                 (song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db, strict=True) if e > -200.0
             ]
     for song, start, groups, roles in excerpts:  # read again: every excerpt held at once takes gigabytes
-        tracks = excerpt_tracks(song, start, length, groups)
+        tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
         learned = role_moves_db(examples, song.name)
         role_move = torch.tensor([learned.get(role, 0.0) for role in roles], dtype=tracks.dtype)
         candidates = starts(tracks)
@@ -210,12 +210,6 @@ def main(argv: list[str] | None = None) -> int:
             median, mean = statistics.median(values), statistics.mean(values)
             print(f"{name:34s} {median:.2f} / {mean:.2f} / {max(values):.2f}")
     return 0
-
-
-def excerpt_tracks(song, start: int, length: int, groups: list[list[int]]) -> torch.Tensor:
-    """The song's track groups over `[start, start + length)`, each group summed: `[G, 2, length]` float64."""
-    tracks = torch.stack([human_mixes.read_wav(path, start, start + length) for path in song.tracks])
-    return torch.stack([tracks[group].sum(dim=0) for group in groups]).double()
 
 
 if __name__ == "__main__":

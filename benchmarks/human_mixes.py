@@ -370,6 +370,12 @@ def song_groups(song: Song, starts: Sequence[int], length: int) -> list[list[int
     return measurable_groups(torch.cat(excerpts, dim=-1), SAMPLE_RATE, MAX_STEMS)
 
 
+def grouped_tracks(song: Song, start: int, length: int, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The song's tracks over `[start, start + length)`, each of `groups` summed: `[G, 2, length]`."""
+    tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
+    return torch.stack([tracks[group].sum(dim=0) for group in groups])
+
+
 def group_name(names: Sequence[str], group: Sequence[int]) -> str:
     """A group's name: its first track's, with the number of the others joined to it."""
     return names[group[0]] + (f"+{len(group) - 1}" if len(group) > 1 else "")
@@ -439,8 +445,7 @@ def excerpt_mixes(
     rows = []
     for index, start in enumerate(starts):
         label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
-        tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
-        tracks = torch.stack([tracks[group].sum(dim=0) for group in groups])
+        tracks = grouped_tracks(song, start, length, groups)
         producer_mix = tracks.sum(dim=0)
         gains_db = scramble_gains_db(len(names), args.seed, song.name, index)
         scrambled = scramble(tracks, gains_db)

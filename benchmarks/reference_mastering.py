@@ -39,6 +39,7 @@ from human_mixes import (
     Song,
     at_peak,
     group_name,
+    grouped_tracks,
     pick_excerpts,
     read_wav,
     reference_span,
@@ -167,8 +168,7 @@ def excerpt_rows(song: Song, starts: Sequence[int], args: argparse.Namespace, ba
     for index, start in enumerate(starts):
         label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
         bar.set_postfix_str(label)
-        tracks = torch.stack([read_wav(path, start, start + length) for path in song.tracks])
-        tracks = torch.stack([tracks[group].sum(dim=0) for group in groups])
+        tracks = grouped_tracks(song, start, length, groups)
         scrambled = scramble(tracks, scramble_gains_db(len(groups), args.seed, song.name, index))
         ref_start, ref_stop = reference_span(starts, index, n_samples, length)
         reference = at_peak(read_wav(mixture, ref_start, ref_stop), SAMPLE_RATE)
