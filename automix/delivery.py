@@ -22,7 +22,14 @@ from automix.io import BIT_DEPTHS, atomic_write_text, load_stems, save_audio, st
 from automix.styles import StyleTarget
 
 # Analysis keys written to the JSON report in their own sections (parameters, balance, notes).
-NOT_DUMPED = ("stem_params", "master_params", "stem_balance_db", "balance_start_db", "notes")
+NOT_DUMPED = (
+    "stem_params",
+    "master_params",
+    "stem_balance_db",
+    "balance_start_db",
+    "strip_compression_db",
+    "notes",
+)
 STEMS_SUBTYPE = "PCM_24"
 STEMS_OVER_FULL_SCALE_SUBTYPE = "FLOAT"  # a processed stem past 0 dBFS would clip in 24-bit PCM
 MASTER_FILE = "master.json"
@@ -161,14 +168,17 @@ def mix_report(
 
 def balance_report(analysis: dict, names: list[str]) -> dict:
     """Per stem: its loudness relative to the stems together (`automix.balance.stem_balance_db`), where
-    the optimiser started it and how far it moved, dB; null for a silent stem."""
-    start = analysis.get("balance_start_db")
+    the optimiser started it and how far it moved, and the loudness its strip's compressor takes
+    (`automix.compression`), dB; null for a silent stem."""
+    start, compression = analysis.get("balance_start_db"), analysis.get("strip_compression_db")
     report = {}
     for i, name in enumerate(names):
         relative = float(analysis["stem_balance_db"][i])
         entry = {"relative_db": relative}
         if start is not None:
             entry |= {"start_db": float(start[i]), "moved_db": relative - float(start[i])}
+        if compression is not None:
+            entry["compression_db"] = float(compression[i]) if math.isfinite(relative) else math.nan
         report[name] = {k: (None if math.isnan(v) else round(v, 3)) for k, v in entry.items()}
     return report
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from automix import metrics
 from automix.analysis import measure
 from automix.balance import stem_balance_db
+from automix.compression import bypassed_loudness, compression_db
 from automix.controllers import (
     MIN_CENTROID_HZ,
     MIN_MS_FOR_WIDTH,
@@ -428,10 +429,12 @@ class SongOptimizer(OptimiserStage):
                 measured |= measure(mix, self.sample_rate, blockwise=True)
             measured["reconstructed_peak_dbtp"] = peak
             measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate, blockwise=True)
+        bypassed = bypassed_loudness(chain, stems, stem_unit, stem_lufs, mask, input_gain, blockwise=True)
         analysis = {
             **measured,
             "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),  # at the master's input
             "stem_params": stem_params,
+            "strip_compression_db": compression_db(bypassed, stem_lufs),
             "master_params": best.master_params,
             "master_trim_db": best.trim_db,
             "balance_start_db": self.state.start_balance_db,

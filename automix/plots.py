@@ -18,6 +18,7 @@ from automix.io import write_atomically  # noqa: E402
 SPECTRUM_N_FFT = 4096
 PLOT_DPI = 110
 STEM_AXIS_FLOOR_DB = -40.0
+SHOWN_COMPRESSION_DB = 0.5  # a strip's compressor is written beside its stem from this much reduction
 PLOT_FORMATS = ("png", "svg", "pdf")  # the file's suffix chooses
 
 
@@ -84,6 +85,10 @@ def plot_mix(
         stem_balance = stem_balance_db(analysis["stem_lufs"].detach())
     balance = [max(float(v), floor) if math.isfinite(float(v)) else floor for v in stem_balance]
     ax_stems.barh(stem_names, [v - floor for v in balance], left=floor, color="C0", label="in the mix")
+    compression = analysis.get("strip_compression_db")
+    for i, taken in enumerate([] if compression is None else compression.tolist()):
+        if taken >= SHOWN_COMPRESSION_DB:
+            ax_stems.text(balance[i], i, f" compressor −{taken:.1f} dB", va="center", fontsize=7)
     start = analysis.get("balance_start_db")
     if start is not None:
         shown = [(i, float(v)) for i, v in enumerate(start) if math.isfinite(float(v))]

@@ -7,6 +7,8 @@ still broken. Training judges the predictor's pass alone (`AutoMixChain.predict`
 import torch
 
 from automix import loudness, panning
+from automix.balance import stem_balance_db
+from automix.compression import bypassed_loudness, compression_db, raised_thresholds
 from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, limiting_note
@@ -15,6 +17,12 @@ from automix.renders import FullRender, at_limiting_budget, missed_targets
 from automix.staging import input_gain_db
 from automix.start_balance import StartBalance
 from automix.targets import Targets
+
+# A strip's compression counts as within its budget this close to it; a threshold raised from the static
+# curve can leave a compressor over it (the knee, what plays under the threshold): rendered again at most
+# this many times.
+COMPRESSION_SLACK_DB = 0.5
+COMPRESSION_ROUNDS = 3
 
 
 class PredictMode:
@@ -33,9 +41,10 @@ class PredictMode:
         """`(mix [B, 2, T], analysis)` for stems `[B, N, 2, T]`: `corrected`, then the chain's
         `finish_prediction`; the analysis adds `balance_start` (where each song's balance came from)
         and, for a mix a user gets (no gradient recorded), its `notes`."""
-        prediction, sources = self.corrected(stems, targets, mask, blockwise=blockwise)
+        prediction, sources, compression = self.corrected(stems, targets, mask, blockwise=blockwise)
         mix, analysis = self.chain.finish_prediction(prediction, mask, blockwise=blockwise)
         analysis["balance_start"] = sources
+        analysis["strip_compression_db"] = compression
         if "gain_reduction" in analysis:
             analysis["notes"] = [self.notes(analysis, targets, song) for song in range(mix.shape[0])]
         return mix, analysis
@@ -81,23 +90,26 @@ class PredictMode:
         return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
 
     def corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
-        """`balanced`, then `refine_master`; a song at the reference start whose refined mix still falls
-        short of the M/S promise (the width at the end of its range) gets its pans spread
-        (`panned_for_width`) and is predicted and refined again. `(prediction, where each song's
-        balance came from)`."""
+        """`balanced`, `compression_budgeted`, then `refine_master`; a song at the reference start whose
+        refined mix still falls short of the M/S promise (the width at the end of its range) gets its
+        pans spread (`panned_for_width`) and is predicted and refined again. `(prediction, where each
+        song's balance came from, [B, N] dB each strip's compressor takes from its stem)`."""
         chain = self.chain
         refine = self.settings.refine  # the refinement corrects the loudness: no search first
         input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
         steps = 0 if refine else None
         prediction, sources = self.balanced(stems, targets, mask, steps, input_gain, blockwise=blockwise)
-        if not refine:
-            return prediction, sources
-        prediction, kept = self.refine_master(prediction, targets)
         at_reference = torch.tensor([source == "reference" for source in sources], device=stems.device)
+        prediction, compression = self.compression_budgeted(
+            stems, targets, mask, prediction, at_reference, steps, input_gain, blockwise=blockwise
+        )
+        if not refine:
+            return prediction, sources, compression
+        prediction, kept = self.refine_master(prediction, targets)
         measured = kept.measured["stereo_ms_ratio"]
         narrow = at_reference & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
         if not narrow.any():
-            return prediction, sources
+            return prediction, sources, compression
         strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
         prediction = chain.predict(
             stems,
@@ -109,7 +121,46 @@ class PredictMode:
             neutral_master=at_reference,
             blockwise=blockwise,
         )
-        return self.refine_master(prediction, targets)[0], sources
+        return self.refine_master(prediction, targets)[0], sources, compression
+
+    def compression_budgeted(
+        self, stems, targets: Targets, mask, prediction, neutral_master, steps, input_gain, *, blockwise=False
+    ):
+        """`prediction` with each strip's compressor within `PredictSettings.max_strip_compression_db`
+        (`automix.compression`): those that take more get their thresholds raised (again where a
+        render shows one still over, at most `COMPRESSION_ROUNDS` renders), the levels moved back to the
+        predicted balance (`StartBalance.balanced_strips`), and the song predicted again on these
+        strips (`neutral_master` `[B]` bool and `steps` as `AutoMixChain.predict`'s). To the gradient
+        the change is a constant. `(prediction, [B, N] dB each compressor takes from its stem)`."""
+        chain, budget = self.chain, self.settings.max_strip_compression_db
+        bypassed = bypassed_loudness(
+            chain, stems, prediction.stem_unit, prediction.stem_lufs, mask, input_gain, blockwise=blockwise
+        )
+        taken = compression_db(bypassed, prediction.stem_lufs)
+        if budget is None or not (taken > budget + COMPRESSION_SLACK_DB).any():
+            return prediction, taken
+        strips, lufs = prediction.stem_unit.detach(), prediction.stem_lufs.detach()
+        with torch.no_grad():
+            for _ in range(COMPRESSION_ROUNDS):
+                strips = raised_thresholds(chain.space, strips, taken, budget)
+                _, _, lufs, _ = chain.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
+                taken = compression_db(bypassed, lufs)
+                if not (taken > budget + COMPRESSION_SLACK_DB).any():
+                    break
+            balance_db = stem_balance_db(prediction.stem_lufs.detach(), mask)
+            strips = StartBalance(chain).balanced_strips(strips, lufs, balance_db, mask)
+        unit = prediction.stem_unit + (strips - prediction.stem_unit.detach())
+        prediction = chain.predict(
+            stems,
+            targets,
+            mask,
+            steps,
+            input_gain,
+            stem_unit=unit,
+            neutral_master=neutral_master,
+            blockwise=blockwise,
+        )
+        return prediction, taken
 
     def panned_for_width(
         self, stems, prediction, targets: Targets, kept: FullRender, songs, input_gain, mask=None

@@ -142,15 +142,22 @@ class PredictSettings:
         balance: "predicted" (the predictor's settings as they are) or "auto" (a song mixed to a
             reference gets the default mode's "reference" start: neutral strips at the reference's
             balance, `automix.reference_balance`, and a neutral master; the predictor's elsewhere).
+        max_strip_compression_db: each strip's compressor takes at most this many dB of its stem's
+            loudness (`automix.compression`): a predicted compressor that takes more gets its
+            threshold raised, and the stems keep the predicted balance; None: as predicted.
     """
 
     loudness_steps: int = 4
     loudness_stop_lu: float = 0.25
     balance: str = "auto"
     refine: bool = True
+    max_strip_compression_db: float | None = 6.0
 
     def __post_init__(self):
         _choice("balance", self.balance, CHOICES["balance"])
+        budget = self.max_strip_compression_db
+        if budget is not None and not budget >= 0:  # NaN too
+            raise AutomixError(f"max_strip_compression_db must be >= 0 or null, got {budget!r}")
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,8 @@ def settings_from_config(cls, config: Mapping | None, where: str = ""):
             if value is not None and not isinstance(value, str | os.PathLike):
                 raise AutomixError(f"{name}: expected a checkpoint path or null, got {value!r}")
             values[key] = None if value is None else str(value)
+        elif key == "max_strip_compression_db" and value is None:
+            values[key] = None  # no budget
         elif key in CHOICES:
             values[key] = _choice(name, value, CHOICES[key])
         elif isinstance(default, bool):

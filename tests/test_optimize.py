@@ -50,6 +50,9 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
     assert settings.optimize.stop.centroid_hz == OptimizeSettings().stop.centroid_hz
     assert settings.predict == MixSettings().predict
     assert MIX_CONFIG.is_file()
+    unlimited = tmp_path / "unlimited.yaml"
+    unlimited.write_text("predict:\n  max_strip_compression_db: null\n")
+    assert load_mix_settings(unlimited).predict.max_strip_compression_db is None
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,8 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
         ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
         ("predict:\n  refine: 1\n", r"predict\.refine: expected true or false"),
+        ("predict:\n  max_strip_compression_db: -2\n", r"max_strip_compression_db: must be >= 0"),
+        ("predict:\n  max_strip_compression_db: lots\n", r"max_strip_compression_db: expected a finite"),
         ("- a list\n", "expected a mapping"),
         ("optimize: [\n", "not valid YAML"),
     ],

@@ -1,0 +1,72 @@
+"""How hard each strip's compressor works (`automix.compression`), against a hard-knee compressor's
+static curve, and predict mode's budget for it."""
+
+import math
+
+import pytest
+import torch
+
+from automix import AutoMixChain
+from automix.balance import stem_balance_db
+from automix.cli.mix import DEFAULT_CHECKPOINT
+from automix.compression import bypassed_loudness, compression_db, raised_thresholds
+from automix.synth import synth_stems
+
+SAMPLE_RATE = 44100
+SINE_RMS_DB = 20 * math.log10(0.1) - 10 * math.log10(2)  # a 0.1-amplitude sine: −23.01 dB RMS
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return AutoMixChain(n_stems=1, sample_rate=SAMPLE_RATE)
+
+
+def compressed_sine(chain, threshold_db: float, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A steady 1-kHz sine `[1, 1, 2, T]` and a neutral strip `[1, 1, n_stem]` whose hard-knee compressor
+    has this threshold and ratio."""
+    t = torch.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    stems = (0.1 * torch.sin(2 * math.pi * 1000 * t)).expand(1, 1, 2, -1).contiguous()
+    params = chain.space.neutral(1)[0]
+    params = {k: v[None] for k, v in params.items()}
+    params |= {"comp_threshold_db": torch.tensor([[threshold_db]]), "comp_ratio": torch.tensor([[ratio]])}
+    params |= {"comp_knee_db": torch.zeros(1, 1), "comp_attack_ms": torch.ones(1, 1)}
+    return stems, chain.space.normalize_stems(params)
+
+
+def rendered_compression_db(chain, stems, strips) -> float:
+    lufs = chain.render_bus(stems, strips).stem_lufs
+    return float(compression_db(bypassed_loudness(chain, stems, strips, lufs), lufs))
+
+
+def test_a_strips_compression_is_the_static_curves_gain_reduction_on_a_steady_sine(chain):
+    stems, strips = compressed_sine(chain, threshold_db=-40.0, ratio=4.0)
+    expected = (SINE_RMS_DB + 40.0) * (1 - 1 / 4.0)  # 12.74 dB over a hard knee
+    assert rendered_compression_db(chain, stems, strips) == pytest.approx(expected, abs=0.3)
+    _, bypassed = compressed_sine(chain, threshold_db=-40.0, ratio=1.0)
+    assert rendered_compression_db(chain, stems, bypassed) == pytest.approx(0.0, abs=0.05)
+
+
+def test_a_raised_threshold_brings_the_compression_to_the_budget(chain):
+    stems, strips = compressed_sine(chain, threshold_db=-40.0, ratio=4.0)
+    taken = torch.tensor([[rendered_compression_db(chain, stems, strips)]])
+    raised = raised_thresholds(chain.space, strips, taken, budget_db=6.0)
+    threshold = float(chain.space.denormalize_stems(raised)["comp_threshold_db"])
+    assert threshold == pytest.approx(SINE_RMS_DB - 6.0 / (1 - 1 / 4.0), abs=0.4)
+    assert rendered_compression_db(chain, stems, raised) == pytest.approx(6.0, abs=0.3)
+    # within the budget already: the strip as it was
+    same = raised_thresholds(chain.space, strips, taken, budget_db=20.0)
+    torch.testing.assert_close(same, strips.clamp(0, 1))
+
+
+def test_predict_mode_holds_the_checkpoints_compressors_to_the_budget_and_keeps_its_balance():
+    stems = synth_stems(6.0, SAMPLE_RATE, seed=5)[0]
+    analyses = {}
+    for budget in (None, 6.0):
+        chain = AutoMixChain.from_checkpoint(DEFAULT_CHECKPOINT, predict={"max_strip_compression_db": budget})
+        with torch.no_grad():
+            _, analyses[budget] = chain(stems, style="rock_punk", mode="predict")
+    free, held = analyses[None]["strip_compression_db"], analyses[6.0]["strip_compression_db"]
+    assert free.max() > 10.0  # the checkpoint's compressors as predicted
+    assert held.max() <= 6.0 + 0.5
+    balance = {budget: stem_balance_db(analysis["stem_lufs"]) for budget, analysis in analyses.items()}
+    torch.testing.assert_close(balance[6.0], balance[None], atol=0.05, rtol=0)
