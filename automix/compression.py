@@ -1,4 +1,5 @@
-"""How hard each strip's compressor works, and a budget for it (predict mode; docs/design.md, *Predictor*).
+"""How hard each strip's compressor works (both modes' analysis), and predict mode's budget for it
+(docs/design.md, *Predictor*).
 
 A strip's compression is the loudness (BS.1770) its compressor takes from its stem: the stem after the
 same strip with the compressor's ratio at 1, less the stem as rendered, in dB. Its makeup gain and
@@ -46,14 +47,14 @@ def compression_db(bypassed_lufs: torch.Tensor, stem_lufs: torch.Tensor) -> torc
 
 
 def raised_thresholds(
-    space: ParameterSpace, stem_unit: torch.Tensor, compression_db: torch.Tensor, budget_db: float
+    space: ParameterSpace, stem_unit: torch.Tensor, taken_db: torch.Tensor, budget_db: float
 ) -> torch.Tensor:
     """The strips `stem_unit` `[B, N, n_stem]` with each compressor that takes more than `budget_db`
-    (`compression_db` `[B, N]`) given a threshold raised by the excess over (1 − 1/ratio), within the
+    (`taken_db` `[B, N]`, `compression_db`) given a threshold raised by the excess over (1 − 1/ratio), within the
     threshold's range; the others as they are. Raising the threshold, not lowering the ratio, keeps
     the compressor's character on what still crosses it."""
     params = space.denormalize_stems(stem_unit.detach())
-    excess_db = (compression_db - budget_db).clamp_min(0.0)
+    excess_db = (taken_db - budget_db).clamp_min(0.0)
     slope = (1.0 - 1.0 / params["comp_ratio"]).clamp_min(MIN_SLOPE)
     low, high = range_bounds(space.stem["comp_threshold_db"], excess_db)
     params["comp_threshold_db"] = (params["comp_threshold_db"] + excess_db / slope).clamp(low, high)
