@@ -50,9 +50,9 @@ def raised_thresholds(
     space: ParameterSpace, stem_unit: torch.Tensor, taken_db: torch.Tensor, budget_db: float
 ) -> torch.Tensor:
     """The strips `stem_unit` `[B, N, n_stem]` with each compressor that takes more than `budget_db`
-    (`taken_db` `[B, N]`, `compression_db`) given a threshold raised by the excess over (1 − 1/ratio), within the
-    threshold's range; the others as they are. Raising the threshold, not lowering the ratio, keeps
-    the compressor's character on what still crosses it."""
+    (`taken_db` `[B, N]`, `compression_db`) given a threshold raised by the excess over (1 − 1/ratio),
+    within the threshold's range; the others as they are. Raising the threshold, not lowering the
+    ratio, keeps the compressor's character on what still crosses it."""
     params = space.denormalize_stems(stem_unit.detach())
     excess_db = (taken_db - budget_db).clamp_min(0.0)
     slope = (1.0 - 1.0 / params["comp_ratio"]).clamp_min(MIN_SLOPE)
