@@ -18,6 +18,7 @@ from torch import nn
 from automix import checkpoint, loudness, metrics
 from automix.analysis import measure, report
 from automix.balance import stem_balance_db
+from automix.compression import bypassed_loudness, compression_db
 from automix.console_settings import ConsoleSettings, parse_settings, read_settings
 from automix.dsp.console import (
     DEFAULT_CEILING_DBTP,
@@ -598,12 +599,21 @@ class AutoMixChain(nn.Module):
         master_params = batch(settings.master_params)
         trim_db = torch.full((1,), settings.master_trim_db, device=weight.device, dtype=weight.dtype)
         bus, stem_params, stem_lufs, _ = self.render_strips(stems, stem_params, blockwise=True)
+        bypassed = bypassed_loudness(
+            self,
+            stems,
+            self.space.normalize_stems(stem_params),
+            stem_lufs,
+            input_gain=stem_params["input_gain_db"][:, 0],
+            blockwise=True,
+        )
         mix, trim_db, mastered = self.kept_master(bus, master_params, trim_db, within_budget=False)
         mix = self.silence_kept(mix, stems, stem_params, master_params)
         analysis = measure(mix, self.sample_rate, blockwise=True) | mastered
         analysis |= {
             "stem_lufs": loudness_after_gain(stem_lufs, trim_db[:, None]),
             "stem_params": stem_params,
+            "strip_compression_db": compression_db(bypassed, stem_lufs),
             "master_params": master_params,
             "master_trim_db": trim_db,
             "loudness_range": metrics.loudness_range(mix, self.sample_rate, blockwise=True),
