@@ -599,14 +599,7 @@ class AutoMixChain(nn.Module):
         master_params = batch(settings.master_params)
         trim_db = torch.full((1,), settings.master_trim_db, device=weight.device, dtype=weight.dtype)
         bus, stem_params, stem_lufs, _ = self.render_strips(stems, stem_params, blockwise=True)
-        bypassed = bypassed_loudness(
-            self,
-            stems,
-            self.space.normalize_stems(stem_params),
-            stem_lufs,
-            input_gain=stem_params["input_gain_db"][:, 0],
-            blockwise=True,
-        )
+        bypassed = bypassed_loudness(self, stems, stem_params, stem_lufs, blockwise=True)
         mix, trim_db, mastered = self.kept_master(bus, master_params, trim_db, within_budget=False)
         mix = self.silence_kept(mix, stems, stem_params, master_params)
         analysis = measure(mix, self.sample_rate, blockwise=True) | mastered

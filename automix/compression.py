@@ -23,19 +23,17 @@ MIN_SLOPE = 0.2
 UNITY_RATIO_TOLERANCE = 1e-4
 
 
-def bypassed_loudness(
-    chain, stems, stem_unit, stem_lufs, mask=None, input_gain=None, *, blockwise=False
-) -> torch.Tensor:
-    """`[B, N]` LUFS each stem would have after its strip `stem_unit` `[B, N, n_stem]` (normalised) with
-    the compressor's ratio at 1 (`AutoMixChain.render_bus`; `mask`, `input_gain` as its); no gradient.
-    Where every ratio is 1 already, the stems' loudness as rendered `stem_lufs` `[B, N]`, unrendered."""
-    params = chain.space.denormalize_stems(stem_unit.detach())
+def bypassed_loudness(chain, stems, stem_params, stem_lufs, mask=None, *, blockwise=False) -> torch.Tensor:
+    """`[B, N]` LUFS each stem would have after its strip, whose settings in units `stem_params` (with
+    `input_gain_db`, as a render returns them) brought it to `stem_lufs` `[B, N]`, with the compressor's
+    ratio at 1 (`AutoMixChain.render_strips`; `mask` as its); no gradient. Where every ratio is 1
+    already, `stem_lufs` itself, unrendered."""
+    params = {key: value.detach() for key, value in stem_params.items()}
     if (params["comp_ratio"] <= 1.0 + UNITY_RATIO_TOLERANCE).all():
         return stem_lufs.detach()
     params["comp_ratio"] = torch.ones_like(params["comp_ratio"])
-    bypassed = chain.space.normalize_stems(params).clamp(0.0, 1.0)
     with torch.no_grad():
-        return chain.render_bus(stems, bypassed, mask, input_gain, blockwise=blockwise).stem_lufs
+        return chain.render_strips(stems, params, mask, blockwise=blockwise).stem_lufs
 
 
 def compression_db(bypassed_lufs: torch.Tensor, stem_lufs: torch.Tensor) -> torch.Tensor:

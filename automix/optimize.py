@@ -429,7 +429,7 @@ class SongOptimizer(OptimiserStage):
                 measured |= measure(mix, self.sample_rate, blockwise=True)
             measured["reconstructed_peak_dbtp"] = peak
             measured["loudness_range"] = metrics.loudness_range(mix, self.sample_rate, blockwise=True)
-        bypassed = bypassed_loudness(chain, stems, stem_unit, stem_lufs, mask, input_gain, blockwise=True)
+        bypassed = bypassed_loudness(chain, stems, stem_params, stem_lufs, mask, blockwise=True)
         analysis = {
             **measured,
             "stem_lufs": loudness_after_gain(stem_lufs, best.trim_db[:, None]),  # at the master's input

@@ -134,7 +134,7 @@ class PredictMode:
         the change is a constant. `(prediction, [B, N] dB each compressor takes from its stem)`."""
         chain, budget = self.chain, self.settings.max_strip_compression_db
         bypassed = bypassed_loudness(
-            chain, stems, prediction.stem_unit, prediction.stem_lufs, mask, input_gain, blockwise=blockwise
+            chain, stems, prediction.stem_params, prediction.stem_lufs, mask, blockwise=blockwise
         )
         taken = compression_db(bypassed, prediction.stem_lufs)
         if budget is None or not (taken > budget + COMPRESSION_SLACK_DB).any():

@@ -34,8 +34,8 @@ def compressed_sine(chain, threshold_db: float, ratio: float) -> tuple[torch.Ten
 
 
 def rendered_compression_db(chain, stems, strips) -> float:
-    lufs = chain.render_bus(stems, strips).stem_lufs
-    return float(compression_db(bypassed_loudness(chain, stems, strips, lufs), lufs))
+    _, params, lufs, _ = chain.render_bus(stems, strips)
+    return float(compression_db(bypassed_loudness(chain, stems, params, lufs), lufs))
 
 
 def test_a_strips_compression_is_the_static_curves_gain_reduction_on_a_steady_sine(chain):
