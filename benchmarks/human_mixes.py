@@ -12,7 +12,8 @@ is scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix
 the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
 style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
 (targets from the producer's mix of the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its
-predict mode (the shipped checkpoint, reference targets). Each mix is judged against the producer's tracks
+predict mode (the shipped checkpoint; "predict" to the reference targets, "predict_<style>" to each
+style, as `mix.py --mode predict --style`). Each mix is judged against the producer's tracks
 and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
 (`mr_stft_distance`), and for automix's modes the errors to its targets.
 
@@ -57,8 +58,9 @@ SCRAMBLE_DB = 9.0  # each track's level scrambled uniformly in ±this (automix-t
 REFERENCE_PEAK_DBTP = -1.0  # the reference excerpt scaled to this true peak, as a mastered file would be
 SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
 STYLES = ("rock_punk", "rnb_ballad", "country_pop")
-METHODS = ("producer", "untouched", "equal_loudness", *STYLES, "reference", "predict")
-AUTOMIX_METHODS = (*STYLES, "reference", "predict")
+PREDICT_STYLES = tuple(f"predict_{style}" for style in STYLES)  # predict mode to each style, no reference
+METHODS = ("producer", "untouched", "equal_loudness", *STYLES, "reference", "predict", *PREDICT_STYLES)
+AUTOMIX_METHODS = (*STYLES, "reference", "predict", *PREDICT_STYLES)
 RENDER_HINT = "python data/make_lmms_multitracks.py --split {split}"
 
 
@@ -311,7 +313,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
 def format_row(row: Row) -> str:
     j = row.judgement
     line = (
-        f"{row.excerpt:34} {row.method:14} balance {j.error_db:5.2f} dB  worst {j.worst_db:5.1f} dB  "
+        f"{row.excerpt:34} {row.method:19} balance {j.error_db:5.2f} dB  worst {j.worst_db:5.1f} dB  "
         f"lost {len(j.lost)}  MR-STFT {j.mr_stft:.3f}  moved most {j.moved[0]} {j.moved[1]:+.1f} dB"
     )
     if not math.isnan(j.lufs_error):
@@ -326,12 +328,12 @@ def format_row(row: Row) -> str:
 
 def format_summary(table: dict[str, Summary]) -> str:
     lines = [
-        f"{'method':14} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
+        f"{'method':19} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
         f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6} {'peak':>6}"
     ]
     for method, s in table.items():
         lines.append(
-            f"{method:14} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
+            f"{method:19} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
             f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
             f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}% {s.peak_dbtp:+6.2f}"
         )
@@ -403,20 +405,22 @@ class Mixers:
         self.neutral = load_chain(None, targets, settings).to(dtype)
         self.neutral.sample_rate = sample_rate
         self.predictor = None
-        if "predict" in methods:
+        if {"predict", *PREDICT_STYLES} & set(methods):
             self.predictor = load_chain(checkpoint, targets, settings).to(dtype)
             self.predictor.sample_rate = sample_rate
 
     def __call__(self, stems: torch.Tensor, method: str, reference) -> tuple[torch.Tensor, dict]:
         torch.manual_seed(self.seed)
         stems = stems.to(self.dtype)
-        if method == "predict":
+        predict = method.startswith("predict")
+        style = reference if method in ("reference", "predict") else method.removeprefix("predict_")
+        chain = self.predictor if predict else self.neutral
+        if predict:
             with torch.no_grad():
-                mix, analysis = self.predictor(stems, style=reference, mode="predict")
+                mix, analysis = chain(stems, style=style, mode="predict")
         else:
-            style = reference if method == "reference" else method
-            mix, analysis = self.neutral(stems, style=style, mode="optimize")
-        space = (self.predictor if method == "predict" else self.neutral).space
+            mix, analysis = chain(stems, style=style, mode="optimize")
+        space = chain.space
         analysis["pinned_share"] = float(
             space.pinned_share(analysis["stem_params"], analysis["master_params"])
         )

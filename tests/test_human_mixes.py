@@ -245,10 +245,12 @@ def test_automix_modes_mix_a_short_excerpt(hm, fake_root, monkeypatch, capsys):
         "--methods",
         "rock_punk",
         "predict",
+        "predict_rnb_ballad",
     ]
     assert hm.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("errors") == 2 and "rock_punk" in out.split("summary")[1]
+    summary = out.split("summary")[1]
+    assert out.count("errors") == 3 and "rock_punk" in summary and "predict_rnb_ballad" in summary
 
 
 @pytest.mark.slow
