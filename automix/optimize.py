@@ -277,7 +277,8 @@ class SongOptimizer(OptimiserStage):
                 driven.bus, render.master_params, targets, render.trim_db, progress=progress
             )
             candidate = dataclasses.replace(refined.render, strips=strips)
-            self.state.renders.append(candidate.without_audio())
+            if self.state is not None:  # predict mode drives without an optimisation to record
+                self.state.renders.append(candidate.without_audio())
             take = raised & is_closer(candidate, render)
             if take.any():
                 render = closer_render(render, candidate, take)

@@ -1,8 +1,11 @@
 """Predict mode as a user gets it (`chain(..., mode="predict")`, `mix.py --mode predict`; docs/design.md,
 *Predictor*): one pass of the predictor, a song mixed to a reference set to the reference's balance, the
-master corrected on full renders, pans spread where no width reaches the M/S, and a note for each promise
-still broken. Training judges the predictor's pass alone (`AutoMixChain.predict`, `finish_prediction`).
+master corrected on full renders, the strips driven where the crest factor bounds the loudness, pans
+spread where no width reaches the M/S, and a note for each promise still broken. Training judges the
+predictor's pass alone (`AutoMixChain.predict`, `finish_prediction`).
 """
+
+import dataclasses
 
 import torch
 
@@ -12,8 +15,9 @@ from automix.compression import bypassed_loudness, compression_db, raised_thresh
 from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, limiting_note
+from automix.optimize import SongOptimizer
 from automix.refinement import MasterRefinement
-from automix.renders import FullRender, at_limiting_budget, missed_targets
+from automix.renders import FullRender, Strips, at_limiting_budget, missed_targets
 from automix.staging import input_gain_db
 from automix.start_balance import StartBalance
 from automix.targets import Targets
@@ -52,31 +56,45 @@ class PredictMode:
     def balanced(
         self, stems, targets: Targets, mask=None, loudness_steps=None, input_gain=None, *, blockwise=False
     ):
-        """`AutoMixChain.predict`, with the songs mixed to a reference set to the reference's balance
-        where `PredictSettings.balance` is "auto": neutral strips with each stem's level set by
-        `StartBalance.reference_strips`, and a neutral master for `refine_master` to correct (the
-        default mode's reference start). `(prediction, where each song's balance came from)`,
-        "reference" or "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s).
-        `input_gain` `[B]` dB: both passes' (None: `input_gain_db` of the stems)."""
-        chain = self.chain
+        """`AutoMixChain.predict`, with each song's balance taken where `PredictSettings` says: a song
+        mixed to a reference, where `balance` is "auto", gets the default mode's reference start
+        (neutral strips with each stem's level set by `StartBalance.reference_strips`, and a neutral
+        master for `refine_master` to correct); a song mixed to a style, where `style_balance` is
+        "equal_loudness", gets the predicted strips with each stem's level moved to equal loudness.
+        `(prediction, where each song's balance came from)`: "reference", "equal_loudness" or
+        "predicted". `loudness_steps`: the last pass's loudness search (`predict`'s). `input_gain` `[B]`
+        dB: both passes' (None: `input_gain_db` of the stems)."""
+        chain, settings = self.chain, self.settings
         if input_gain is None:
             input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
-        to_reference = self.settings.balance == "auto" and bool(targets.has_reference.any())
-        if not to_reference:
+        has_reference = targets.has_reference.to(stems.device)
+        to_reference = has_reference & (settings.balance == "auto")
+        to_equal = ~has_reference & (settings.style_balance == "equal_loudness")
+        sources = [
+            "reference" if reference else "equal_loudness" if equal else "predicted"
+            for reference, equal in zip(to_reference.tolist(), to_equal.tolist(), strict=True)
+        ]
+        if not (to_reference.any() or to_equal.any()):
             prediction = chain.predict(stems, targets, mask, loudness_steps, input_gain, blockwise=blockwise)
-            return prediction, ["predicted"] * targets.batch_size
+            return prediction, sources
         # At a reference's balance each of the predictor's settings took the mix further from the producers'
         # than neutral ones (docs/benchmarks.md, *Predict mode with a reference*): its compressors left the
         # bus peaky, its strip EQ reshaped tracks until a gain-per-track reading lost them, its pans leaned
         # the mix, its master EQ coloured it. Those songs get the default mode's reference start.
-        with_reference = targets.has_reference.to(stems.device)
         strips, _ = chain.space.neutral_unit(stems.shape[1], stems.dtype, stems.device)
         strips = strips.expand(stems.shape[0], -1, -1)
-        if not with_reference.all():  # the other songs' strips are the predictor's (the first pass's)
+        if not to_reference.all():  # the other songs' strips are the predictor's (the first pass's)
             predicted = chain.predict(stems, targets, mask, 0, input_gain, blockwise=blockwise).stem_unit
-            strips = torch.where(with_reference[:, None, None], strips, predicted)
+            strips = torch.where(to_reference[:, None, None], strips, predicted)
         _, _, stem_lufs, _ = chain.render_bus(stems, strips, mask, input_gain, blockwise=blockwise)
-        balanced = StartBalance(chain).reference_strips(stems, targets, mask, strips, stem_lufs)
+        start = StartBalance(chain)
+        balanced = strips
+        if to_reference.any():
+            moved = start.reference_strips(stems, targets, mask, strips, stem_lufs)
+            balanced = torch.where(to_reference[:, None, None], moved, balanced)
+        if to_equal.any():
+            equal = start.balanced_strips(strips, stem_lufs, torch.zeros_like(stem_lufs), mask)
+            balanced = torch.where(to_equal[:, None, None], equal, balanced)
         prediction = chain.predict(
             stems,
             targets,
@@ -84,16 +102,16 @@ class PredictMode:
             loudness_steps,
             input_gain,
             stem_unit=balanced,
-            neutral_master=with_reference,
+            neutral_master=to_reference,
             blockwise=blockwise,
         )
-        return prediction, ["reference" if known else "predicted" for known in targets.has_reference.tolist()]
+        return prediction, sources
 
     def corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
-        """`balanced`, `compression_budgeted`, then `refine_master`; a song at the reference start whose
-        refined mix still falls short of the M/S promise (the width at the end of its range) gets its
-        pans spread (`panned_for_width`) and is predicted and refined again. `(prediction, where each
-        song's balance came from, [B, N] dB each strip's compressor takes from its stem)`."""
+        """`balanced`, `compression_budgeted`, then `refine_master` and `driven`; a song at the reference
+        start whose refined mix still falls short of the M/S promise (the width at the end of its range)
+        gets its pans spread (`panned_for_width`) and is predicted and refined again. `(prediction,
+        where each song's balance came from, [B, N] dB each strip's compressor takes from its stem)`."""
         chain = self.chain
         refine = self.settings.refine  # the refinement corrects the loudness: no search first
         input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
@@ -106,6 +124,7 @@ class PredictMode:
         if not refine:
             return prediction, sources, compression
         prediction, kept = self.refine_master(prediction, targets)
+        prediction, kept = self.driven(stems, targets, mask, prediction, kept, input_gain)
         measured = kept.measured["stereo_ms_ratio"]
         narrow = at_reference & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
         if not narrow.any():
@@ -162,6 +181,24 @@ class PredictMode:
         )
         return prediction, taken
 
+    def driven(self, stems, targets: Targets, mask, prediction, kept: FullRender, input_gain):
+        """`(prediction, render kept)`, with the strips driven into their saturation where the crest
+        factor keeps the corrected render `kept` from its loudness within the limiting budget, as the
+        default mode drives its own (`SongOptimizer.louder_by_drive`: each stem's loudness kept, the
+        master refined on the driven bus), then the last trim step on the drive's render
+        (`refine_master`). To the gradient the drive is a constant."""
+        chain = self.chain
+        strips = Strips(prediction.stem_unit.detach(), prediction.stem_params, prediction.stem_lufs.detach())
+        render = dataclasses.replace(kept, strips=strips)
+        driven, _ = SongOptimizer(chain).louder_by_drive(
+            stems, targets, mask, input_gain, render, prediction.bus.detach()
+        )
+        if driven.strips.stem_unit is strips.stem_unit:
+            return prediction, kept
+        unit = prediction.stem_unit + (driven.strips.stem_unit - strips.stem_unit)
+        prediction = chain.predict(stems, targets, mask, 0, input_gain, stem_unit=unit, blockwise=True)
+        return self.refine_master(prediction, targets, refined=driven)  # the drive's master, refined
+
     def panned_for_width(
         self, stems, prediction, targets: Targets, kept: FullRender, songs, input_gain, mask=None
     ):
@@ -189,19 +226,21 @@ class PredictMode:
         params["pan"] = torch.where(songs[:, None], pans, params["pan"])
         return space.normalize_stems(params).clamp(0.0, 1.0)
 
-    def refine_master(self, prediction, targets: Targets):
+    def refine_master(self, prediction, targets: Targets, refined: FullRender | None = None):
         """The predicted master corrected toward the targets on full renders of the predicted bus, as
         the default mode corrects its own (`MasterRefinement.refine`: the trim, the master EQ's tilt and
-        the width, then `MasterRefinement.final_trim`); the strips stay as predicted. To the gradient the
-        correction is a constant, as the loudness search's is: the mix is the same in any grad mode.
-        `(prediction, the render kept)`."""
+        the width, then `MasterRefinement.final_trim`); the strips stay as predicted. `refined`: a
+        render of this bus already refined (the drive's), which only the last trim step corrects. To the
+        gradient the correction is a constant, as the loudness search's is: the mix is the same in any
+        grad mode. `(prediction, the render kept)`."""
         chain = self.chain
         refinement, bus = MasterRefinement(chain), prediction.bus.detach()
         with torch.no_grad():
-            params = chain.space.denormalize_master(prediction.master_unit)
-            refined = refinement.refine(bus, params, targets, prediction.trim_db.detach())
+            if refined is None:
+                params = chain.space.denormalize_master(prediction.master_unit)
+                refined = refinement.refine(bus, params, targets, prediction.trim_db.detach()).render
             power = bus_detector_power(bus, chain.sample_rate, blockwise=True)
-            kept = refinement.final_trim(bus, power, refined.render, targets)  # as the default mode's
+            kept = refinement.final_trim(bus, power, refined, targets)  # as the default mode's
             unit = chain.space.normalize_master(kept.master_params).clamp(0, 1)
         p = prediction
         corrected = p._replace(

@@ -21,9 +21,11 @@ from automix.errors import AutomixError
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
 BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint", "reference")
-PREDICT_BALANCES = ("auto", "predicted")  # where predict mode takes the stems' balance from
+# Where predict mode takes the balance of a song mixed to a reference, and of one mixed to a style, from.
+PREDICT_BALANCES = ("auto", "predicted")
+STYLE_BALANCES = ("equal_loudness", "predicted")
 # The settings that take one of a few names, and those names.
-CHOICES = {"balance_start": BALANCE_STARTS, "balance": PREDICT_BALANCES}
+CHOICES = {"balance_start": BALANCE_STARTS, "balance": PREDICT_BALANCES, "style_balance": STYLE_BALANCES}
 ROOT = MIX_CONFIG.parents[1]  # a relative `balance_checkpoint` is read from here
 
 
@@ -142,6 +144,9 @@ class PredictSettings:
         balance: "predicted" (the predictor's settings as they are) or "auto" (a song mixed to a
             reference gets the default mode's "reference" start: neutral strips at the reference's
             balance, `automix.reference_balance`, and a neutral master; the predictor's elsewhere).
+        style_balance: a song mixed to a style (no reference): "equal_loudness" (the predicted strips
+            with each stem's level moved to equal loudness, as the default mode's start) or
+            "predicted" (the predictor's levels).
         max_strip_compression_db: each strip's compressor takes at most this many dB of its stem's
             loudness (`automix.compression`): a predicted compressor that takes more gets its
             threshold raised, and the stems keep the predicted balance; None: as predicted.
@@ -150,11 +155,13 @@ class PredictSettings:
     loudness_steps: int = 4
     loudness_stop_lu: float = 0.25
     balance: str = "auto"
+    style_balance: str = "predicted"
     refine: bool = True
     max_strip_compression_db: float | None = 6.0
 
     def __post_init__(self):
         _choice("balance", self.balance, CHOICES["balance"])
+        _choice("style_balance", self.style_balance, CHOICES["style_balance"])
         budget = self.max_strip_compression_db
         if budget is not None and not budget >= 0:  # NaN too
             raise AutomixError(f"max_strip_compression_db must be >= 0 or null, got {budget!r}")

@@ -66,6 +66,7 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
         ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
         ("predict:\n  refine: 1\n", r"predict\.refine: expected true or false"),
+        ("predict:\n  style_balance: reference\n", r"predict\.style_balance: expected one of"),
         ("predict:\n  max_strip_compression_db: -2\n", r"max_strip_compression_db: must be >= 0"),
         ("predict:\n  max_strip_compression_db: lots\n", r"max_strip_compression_db: expected a finite"),
         ("- a list\n", "expected a mapping"),
@@ -575,6 +576,27 @@ def test_a_song_short_of_loudness_at_the_limiting_budget_is_driven_with_its_bala
     clean = SongOptimizer(chain, settings)
     _, analysis = clean(stems, targets_of((-12.0, 3500.0, 0.2)))
     assert analysis["stem_params"]["drive"].max() < 1.01 and len(clean.state.renders) == 1
+
+
+def test_predict_mode_drives_a_song_short_of_loudness_at_the_limiting_budget_with_its_balance_kept():
+    """The song above in predict mode (an untrained predictor: the neutral console, clean strips, about
+    −9.8 LUFS at the limiting budget): to −8.5 LUFS its strips are driven as the default mode drives
+    them, within the loudness promise by pyloudnorm and the limiting budget, at the balance the same
+    song has undriven (to −12 LUFS, where the clean strips reach it and stay clean)."""
+    chain = AutoMixChain(n_stems=4, sample_rate=SAMPLE_RATE)
+    stems = scrambled_song(seconds=4.0)
+    with torch.inference_mode():
+        mix, driven = chain(stems, targets_of((-8.5, 3500.0, 0.2)), mode="predict")
+        _, clean = chain(stems, targets_of((-12.0, 3500.0, 0.2)), mode="predict")
+    assert (driven["stem_params"]["drive"] >= 2.0).all()
+    assert clean["stem_params"]["drive"].max() < 1.01
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    assert abs(meter.integrated_loudness(mix[0].T.double().numpy()) + 8.5) <= 0.5
+    limiting_db = driven["gain_reduction"]["limiter"]["max_db"].item()
+    assert limiting_db <= chain.mastering_settings.max_limiting_db + 0.1
+    torch.testing.assert_close(
+        stem_balance_db(driven["stem_lufs"]), stem_balance_db(clean["stem_lufs"]), atol=0.1, rtol=0
+    )
 
 
 def test_strips_driven_as_far_as_a_drive_step_goes_are_not_rendered_again(chain):

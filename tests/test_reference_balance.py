@@ -189,6 +189,41 @@ def test_predict_mode_takes_a_references_balance_and_keeps_the_predictors_elsewh
     torch.testing.assert_close(kept["stem_params"]["level_db"], prediction.stem_params["level_db"])
 
 
+def test_predict_mode_plays_a_style_songs_stems_at_equal_loudness_where_set():
+    """`predict.style_balance: equal_loudness`: a song mixed to a style keeps the predicted strips but
+    for their levels, which put every stem at the stems' mean loudness after the strips; the song mixed
+    to a reference is as before; "predicted" keeps the predictor's levels, which are not level."""
+    settings = PredictSettings(style_balance="equal_loudness", refine=False)  # the master's step aside
+    chain = AutoMixChain(n_stems=3, sample_rate=SR, predict=settings)
+    with torch.no_grad():  # strips and master off the neutral console, as a trained predictor's are
+        chain.predictor.stem_out.bias.add_(0.5)
+        chain.predictor.master_out.bias.add_(0.5)
+    targets = resolve_targets(
+        [style_from_reference(reference_mix(), SR), "rock_punk"], chain.style_targets, 2
+    )
+    stems = band_noise(seed=0) * torch.tensor([2.0, 1.0, 0.5])[:, None, None]  # +6, 0, -6 dB
+    stems = stems[None].repeat(2, 1, 1, 1)
+    with torch.inference_mode():
+        _, analysis = chain(stems, targets, mode="predict")
+    assert analysis["balance_start"] == ["reference", "equal_loudness"]
+    balance = analysis["stem_balance_db"].detach()
+    torch.testing.assert_close(centred(balance[1]), torch.zeros(3), atol=0.05, rtol=0)
+    with torch.no_grad():
+        prediction = chain.predict(stems, targets, blockwise=True)
+    for name in set(STEM_PARAMETERS) - {"level_db", "comp_threshold_db"}:  # the budget may raise these
+        torch.testing.assert_close(
+            analysis["stem_params"][name][1], prediction.stem_params[name][1], atol=1e-3, rtol=1e-4
+        )
+    settings = PredictSettings(style_balance="predicted", refine=False)
+    predicted = AutoMixChain(n_stems=3, sample_rate=SR, predict=settings)
+    predicted.load_state_dict(chain.state_dict())
+    with torch.no_grad():
+        _, kept = predicted(stems, targets, mode="predict")
+    assert kept["balance_start"] == ["reference", "predicted"]
+    assert centred(kept["stem_balance_db"][1]).abs().max() > 1.0
+    torch.testing.assert_close(kept["stem_balance_db"][0], balance[0], atol=0.01, rtol=0)
+
+
 def test_a_balance_wider_than_the_levels_room_from_the_start_is_set_whole():
     """The stems' common level is the trim's: a balance that would push one stem's level past the top of
     its range from the start (+6 dB, the start at -6) moves every level down instead, and the strips play
