@@ -23,23 +23,32 @@ MIN_SLOPE = 0.2
 UNITY_RATIO_TOLERANCE = 1e-4
 
 
-def bypassed_loudness(chain, stems, stem_params, stem_lufs, mask=None, *, blockwise=False) -> torch.Tensor:
+def bypassed_loudness(
+    chain, stems, stem_params, stem_lufs, mask=None, *, blockwise=False, differentiable=False
+) -> torch.Tensor:
     """`[B, N]` LUFS each stem would have after its strip, whose settings in units `stem_params` (with
     `input_gain_db`, as a render returns them) brought it to `stem_lufs` `[B, N]`, with the compressor's
-    ratio at 1 (`AutoMixChain.render_strips`; `mask` as its); no gradient. Where every ratio is 1
-    already, `stem_lufs` itself, unrendered."""
-    params = {key: value.detach() for key, value in stem_params.items()}
+    ratio at 1 (`AutoMixChain.render_strips`; `mask` as its). Where every ratio is 1 already, `stem_lufs`
+    itself, unrendered. `differentiable`: with gradients to the settings (a training loss's render),
+    else none."""
+    params = (
+        dict(stem_params) if differentiable else {key: value.detach() for key, value in stem_params.items()}
+    )
     if (params["comp_ratio"] <= 1.0 + UNITY_RATIO_TOLERANCE).all():
-        return stem_lufs.detach()
+        return stem_lufs if differentiable else stem_lufs.detach()
     params["comp_ratio"] = torch.ones_like(params["comp_ratio"])
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         return chain.render_strips(stems, params, mask, blockwise=blockwise).stem_lufs
 
 
-def compression_db(bypassed_lufs: torch.Tensor, stem_lufs: torch.Tensor) -> torch.Tensor:
+def compression_db(
+    bypassed_lufs: torch.Tensor, stem_lufs: torch.Tensor, *, differentiable=False
+) -> torch.Tensor:
     """`[B, N]` dB each strip's compressor takes from its stem: `bypassed_loudness` less the stem's
-    loudness as rendered `stem_lufs` (0 for a silent stem)."""
-    stem_lufs = stem_lufs.detach()
+    loudness as rendered `stem_lufs` (0 for a silent stem). `differentiable`: with the gradients of
+    both, else none."""
+    if not differentiable:
+        bypassed_lufs, stem_lufs = bypassed_lufs.detach(), stem_lufs.detach()
     audible = (bypassed_lufs > SILENCE_LUFS) & (stem_lufs > SILENCE_LUFS)
     return torch.where(audible, bypassed_lufs - stem_lufs, 0.0)
 

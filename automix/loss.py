@@ -39,6 +39,10 @@ MR_STFT_SCALE = 0.1
 # full-scale sine's bin at n_fft 512. The measurement's 1e-7 sits under float32 rounding, where the log's
 # gradient would follow the rounding, not the mix.
 MR_STFT_FLOOR = 1e-3
+# A strip's compressor may take this much of its stem's loudness (`automix.compression`) for free, as
+# predict mode's budget (`PredictSettings.max_strip_compression_db`); each dB past it costs as 1 LU.
+COMPRESSION_BUDGET_DB = 6.0
+COMPRESSION_SCALE_DB = 1.0
 DEFAULT_WEIGHTS = {
     "lufs": 1.0,
     "spectral_centroid": 1.0,
@@ -50,6 +54,7 @@ DEFAULT_WEIGHTS = {
     "processing": 0.05,
     "track_balance": 1.0,
     "mr_stft": 0.1,
+    "compression": 0.0,
 }
 
 
@@ -109,6 +114,15 @@ def track_balance_error(
     offset_db = torch.where(counted, stem_lufs - level, 0.0)
     mean_db = (weight * offset_db).sum(-1, keepdim=True)
     return (weight * (offset_db - mean_db).square()).sum(-1)
+
+
+def compression_cost(taken_db: torch.Tensor, stem_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`[...]` the mean over real stems (`stem_mask` `[..., N]`, None: all) of ((dB each strip's
+    compressor takes from its stem, `taken_db` `[..., N]` from `automix.compression.compression_db`,
+    past `COMPRESSION_BUDGET_DB`) / `COMPRESSION_SCALE_DB`)²: 0 within the budget."""
+    over = torch.relu(taken_db - COMPRESSION_BUDGET_DB) / COMPRESSION_SCALE_DB
+    mask = torch.ones_like(over) if stem_mask is None else stem_mask.to(over.dtype)
+    return (over.square() * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
 def mr_stft_loss(
@@ -184,6 +198,8 @@ def loss_terms(
         terms["buried_stems"] = (under.square() * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
     if "processing" in analysis:
         terms["processing"] = analysis["processing"]
+    if "strip_compression_db" in analysis:
+        terms["compression"] = compression_cost(analysis["strip_compression_db"], analysis.get("stem_mask"))
     if producer is not None:
         balance_db2 = track_balance_error(
             analysis["stem_lufs"], producer.track_lufs, analysis.get("stem_mask")

@@ -10,6 +10,7 @@ from automix import AutoMixChain
 from automix.balance import stem_balance_db
 from automix.cli.mix import DEFAULT_CHECKPOINT
 from automix.compression import bypassed_loudness, compression_db, raised_thresholds
+from automix.loss import COMPRESSION_BUDGET_DB, compression_cost
 from automix.synth import synth_stems
 
 SAMPLE_RATE = 44100
@@ -44,6 +45,25 @@ def test_a_strips_compression_is_the_static_curves_gain_reduction_on_a_steady_si
     assert rendered_compression_db(chain, stems, strips) == pytest.approx(expected, abs=0.3)
     _, bypassed = compressed_sine(chain, threshold_db=-40.0, ratio=1.0)
     assert rendered_compression_db(chain, stems, bypassed) == pytest.approx(0.0, abs=0.05)
+
+
+def test_the_training_cost_is_the_excess_over_the_budget_and_follows_the_compressor_not_the_level(chain):
+    stems, strips = compressed_sine(chain, threshold_db=-40.0, ratio=4.0)
+    params = chain.space.denormalize_stems(strips)
+    moved = ("comp_threshold_db", "comp_ratio", "level_db")
+    params |= {name: params[name].clone().requires_grad_(True) for name in moved}
+    render = chain.render_strips(stems, params)
+    bypassed = bypassed_loudness(chain, stems, render.stem_params, render.stem_lufs, differentiable=True)
+    cost = compression_cost(compression_db(bypassed, render.stem_lufs, differentiable=True))
+    excess = (SINE_RMS_DB + 40.0) * (1 - 1 / 4.0) - COMPRESSION_BUDGET_DB  # the closed form's 6.74 dB
+    assert float(cost.detach()) == pytest.approx(excess**2, rel=0.1)
+    threshold, ratio, level = (float(g) for g in torch.autograd.grad(cost.sum(), [params[n] for n in moved]))
+    # d cost / d threshold = −2·excess·(1 − 1/ratio), d cost / d ratio = 2·excess·(threshold over) / ratio²
+    assert threshold == pytest.approx(-2 * excess * (1 - 1 / 4.0), rel=0.1)
+    assert ratio == pytest.approx(2 * excess * (SINE_RMS_DB + 40.0) / 16.0, rel=0.1)
+    # the level comes after the compressor: both renders carry it, and the cost does not move with it
+    assert abs(level) < 1e-3 * abs(threshold)
+    assert float(compression_cost(torch.tensor([[5.0, 12.0]]), torch.tensor([[1.0, 0.0]]))) == 0.0
 
 
 def test_a_raised_threshold_brings_the_compression_to_the_budget(chain):

@@ -16,7 +16,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from automix import AutoMixChain
+from automix.compression import bypassed_loudness, compression_db
 from automix.errors import AutomixError
+from automix.loss import COMPRESSION_BUDGET_DB
+from automix.params import logit
 from automix.synth import synth_stems
 from automix.targets import Targets
 from automix.training.module import AutoMixModule
@@ -177,6 +180,31 @@ def test_a_training_step_sends_gradients_to_the_predictor():
         abs(measured - float(target)) for measured, target in zip(lufs, batch["targets"][:, 0], strict=True)
     ]
     assert float(metrics["train/error_lufs_lu"]) == pytest.approx(sum(errors_lu) / 2, abs=0.1)
+
+
+def test_the_compression_term_is_measured_as_mix_time_measures_it_and_sends_gradients():
+    module = AutoMixModule(hidden_dim=16, n_layers=1, loss_weights={"compression": 1.0})
+    space = module.chain.space
+    hard = dict(space.neutral(1)[0]) | {
+        "comp_threshold_db": torch.tensor([-40.0]),
+        "comp_ratio": torch.tensor([8.0]),
+    }
+    with torch.no_grad():  # an untrained predictor proposes its bias: a compressor that works hard
+        module.chain.predictor.stem_out.bias.copy_(logit(space.normalize_stems(hard)[0]))
+    stems, _ = synth_stems(1.0, SAMPLE_RATE, seed=4)
+    stems, mask = stems[None], torch.ones(1, 4)
+    targets = Targets.from_tensor(torch.tensor([[-12.0, 1800, 0.8] + [float("nan")] * 3]))
+    _, analysis, _ = module(stems, targets, mask)
+    taken = analysis["strip_compression_db"]
+    loss = module.loss_fn(analysis, targets)
+    loss.backward()
+    prediction = module.chain.predict(stems, targets, mask)  # mix time's measure, without gradients
+    bypassed = bypassed_loudness(module.chain, stems, prediction.stem_params, prediction.stem_lufs, mask)
+    torch.testing.assert_close(
+        taken.detach(), compression_db(bypassed, prediction.stem_lufs), atol=1e-3, rtol=0
+    )
+    assert (taken > COMPRESSION_BUDGET_DB).all() and taken.requires_grad
+    assert module.chain.predictor.stem_out.bias.grad.abs().sum() > 0
 
 
 @pytest.fixture(scope="module")

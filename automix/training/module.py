@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from automix import __version__
 from automix.analysis import report
 from automix.chain import AutoMixChain
+from automix.compression import bypassed_loudness, compression_db
 from automix.errors import AutomixError
 from automix.loss import (
     DEFAULT_WEIGHTS,
@@ -152,6 +153,13 @@ class AutoMixModule(L.LightningModule):
         """Predict-mode mix of a batch: `(mix [B, 2, T], analysis, (stem_unit, master_unit))`."""
         prediction = self.chain.predict(stems, targets, mask)
         mix, analysis = self.chain.finish_prediction(prediction, mask, kept=False)
+        if self.loss_weights["compression"]:  # the strips rendered again, each compressor's ratio at 1
+            bypassed = bypassed_loudness(
+                self.chain, stems, prediction.stem_params, prediction.stem_lufs, mask, differentiable=True
+            )
+            analysis["strip_compression_db"] = compression_db(
+                bypassed, prediction.stem_lufs, differentiable=True
+            )
         return mix, analysis, (prediction.stem_unit, prediction.master_unit)
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str):
