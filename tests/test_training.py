@@ -197,9 +197,8 @@ def test_the_compression_term_is_measured_as_mix_time_measures_it_and_sends_grad
     _, analysis, _ = module(stems, targets, mask)
     taken = analysis["strip_compression_db"]
     cost = compression_cost(taken, mask)
-    assert (
-        float(module.loss_fn(analysis, targets).detach()) >= float(cost.detach()) > 0
-    )  # the term is in the loss
+    loss = float(module.loss_fn(analysis, targets).detach())
+    assert loss >= float(cost.detach()) > 0  # the term is in the loss, beside the others
     (grad,) = torch.autograd.grad(cost.sum(), module.chain.predictor.stem_out.bias)
     prediction = module.chain.predict(stems, targets, mask)  # mix time's measure, without gradients
     bypassed = bypassed_loudness(module.chain, stems, prediction.stem_params, prediction.stem_lufs, mask)
