@@ -12,6 +12,7 @@ import torch
 
 from automix.dsp.filters import rfft
 from automix.loudness import SILENCE_LUFS
+from automix.settings import PredictSettings
 from automix.styles import StyleTarget
 from automix.targets import Targets, resolve_targets
 from automix.units import db_to_amp
@@ -39,9 +40,9 @@ MR_STFT_SCALE = 0.1
 # full-scale sine's bin at n_fft 512. The measurement's 1e-7 sits under float32 rounding, where the log's
 # gradient would follow the rounding, not the mix.
 MR_STFT_FLOOR = 1e-3
-# A strip's compressor may take this much of its stem's loudness (`automix.compression`) for free, as
-# predict mode's budget (`PredictSettings.max_strip_compression_db`); each dB past it costs as 1 LU.
-COMPRESSION_BUDGET_DB = 6.0
+# A strip's compressor may take predict mode's budget of its stem's loudness (`automix.compression`) for
+# free; each dB past it costs as 1 LU.
+COMPRESSION_BUDGET_DB = PredictSettings.max_strip_compression_db
 COMPRESSION_SCALE_DB = 1.0
 DEFAULT_WEIGHTS = {
     "lufs": 1.0,
