@@ -82,13 +82,13 @@ def test_predict_mode_holds_the_checkpoints_compressors_to_the_budget_and_keeps_
     stems = synth_stems(6.0, SAMPLE_RATE, seed=5)[0]
     analyses = {}
     # A budget under what the shipped checkpoint's compressors take (5–8 dB), so that it has work to do.
-    budget_db = 3.0
+    budget_db = 2.5
     for budget in (None, budget_db):
         chain = AutoMixChain.from_checkpoint(DEFAULT_CHECKPOINT, predict={"max_strip_compression_db": budget})
         with torch.no_grad():
             _, analyses[budget] = chain(stems, style="rock_punk", mode="predict")
     free, held = analyses[None]["strip_compression_db"], analyses[budget_db]["strip_compression_db"]
-    assert free.max() > budget_db + 2.0  # the checkpoint's compressors as predicted
+    assert free.max() > budget_db + 4.0  # the checkpoint's compressors as predicted
     assert held.max() <= budget_db + 0.5
     balance = {budget: stem_balance_db(analysis["stem_lufs"]) for budget, analysis in analyses.items()}
     torch.testing.assert_close(balance[budget_db], balance[None], atol=0.05, rtol=0)
