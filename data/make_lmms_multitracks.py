@@ -332,8 +332,16 @@ class SongReport:
     duration_s: float = 0.0
 
 
-def make_song(project: Path, out: Path, render: Render, timeout_s: float) -> SongReport:
-    """Render one project into `out/<song>`, atomically: built in `out/.staging`, then renamed into place.
+def make_song(
+    project: Path,
+    out: Path,
+    render: Render,
+    timeout_s: float,
+    name: Callable[[Path], str] = song_name,
+    report_name: str = REPORT,
+) -> SongReport:
+    """Render one project into `out/<song>` (`name(project)`), atomically: built in `out/.staging`, then
+    renamed into place, with its report as `report_name`.
 
     A song folder already in `out` is left as it is (status "present"). On any failure the staging folder
     is removed and no song folder appears.
@@ -341,7 +349,7 @@ def make_song(project: Path, out: Path, render: Render, timeout_s: float) -> Son
     Raises:
         AutomixError: the render or the checks fail, or the files cannot be written.
     """
-    song = song_name(project)
+    song = name(project)
     final = out / song
     if final.exists():
         return SongReport(song, str(project), "present")
@@ -358,7 +366,7 @@ def make_song(project: Path, out: Path, render: Render, timeout_s: float) -> Son
         render_s = time.monotonic() - started
         tracks = write_song(raw_dir, song_dir)
         report = SongReport(song, str(project), "rendered", render_s, "", **asdict(tracks))
-        atomic_write_text(song_dir / REPORT, json.dumps(asdict(report), indent=2) + "\n")
+        atomic_write_text(song_dir / report_name, json.dumps(asdict(report), indent=2) + "\n")
         os.rename(song_dir, final)
     except OSError as error:
         raise AutomixError(f"{final}: cannot place the song ({error}); check the folder") from error
@@ -383,24 +391,27 @@ def make_songs(
     timeout_s: float,
     budget_s: float | None = None,
     progress: bool = True,
+    name: Callable[[Path], str] = song_name,
+    report_name: str = REPORT,
 ) -> list[SongReport]:
     """Render the projects in order; a failed project is reported and the run goes on.
 
     Args:
+        name: a project's song folder name; report_name: the report's file name in it (`make_song`).
         budget_s: start no project after this many seconds in all (None: no limit); the projects not
             started are reported as "not started".
     """
     started, reports = time.monotonic(), []
-    bar = tqdm(projects, desc="rendering LMMS projects", unit="song", disable=not progress)
+    bar = tqdm(projects, desc="rendering", unit="song", disable=not progress)
     for project in bar:
-        bar.set_postfix_str(song_name(project))
+        bar.set_postfix_str(name(project))
         if budget_s is not None and time.monotonic() - started > budget_s:
-            reports.append(SongReport(song_name(project), str(project), "not started", note="--budget-s"))
+            reports.append(SongReport(name(project), str(project), "not started", note="--budget-s"))
             continue
         try:
-            report = make_song(project, out, render, timeout_s)
+            report = make_song(project, out, render, timeout_s, name, report_name)
         except AutomixError as error:
-            report = SongReport(song_name(project), str(project), "failed", note=str(error))
+            report = SongReport(name(project), str(project), "failed", note=str(error))
         reports.append(report)
         tqdm.write(describe(report), file=sys.stderr)
     return reports
