@@ -507,9 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: the data script's)")
     parser.add_argument(
         "--split",
-        choices=("valid", "train"),
+        choices=("valid", "train", "other"),
         default="valid",
-        help="the songs (default: the validation songs)",
+        help="the songs (default: the validation songs; other: every song under --root but LMMS renders, "
+        "by default the tracker modules of data/make_tracker_multitracks.py)",
     )
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per song (default: 2)")
     parser.add_argument("--excerpt-s", type=float, default=EXCERPT_S, help="seconds (default: 10)")
@@ -540,7 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
 def rendered_songs(root: Path | None, split: str = "valid") -> list[Song]:
     """The songs of the fixed split's `split` ("valid" or "train") rendered under `root` (None: the data
     script's default folder), saying which are missing; empty (with the reason printed) where none is or
-    LMMS's demo list is not installed."""
+    LMMS's demo list is not installed. "other": every song under `root` (None: the tracker script's
+    folder) that is not an LMMS render, for developing on multitracks outside the split."""
+    if split == "other":
+        # data/make_tracker_multitracks.py's default folder, beside the LMMS renders'
+        return other_songs((root or lmms_data().default_out().parent / "tracker").expanduser())
     root = (root or lmms_data().default_out()).expanduser()
     try:
         demos = demo_songs()
@@ -556,6 +561,20 @@ def rendered_songs(root: Path | None, split: str = "valid") -> list[Song]:
         )
     elif missing:
         print(f"note: {split} songs not rendered (left out): {', '.join(missing)}")
+    return songs
+
+
+def other_songs(root: Path) -> list[Song]:
+    """Every song folder under `root` holding no LMMS render report (tracker modules, a user's sessions)."""
+    lmms_report = lmms_data().REPORT
+    names = (
+        [p.name for p in sorted(root.iterdir()) if p.is_dir() and not (p / lmms_report).exists()]
+        if root.is_dir()
+        else []
+    )
+    songs, _ = find_songs(root, names)
+    if not songs:
+        print(f"skipped: no song rendered under {root}; render some: python data/make_tracker_multitracks.py")
     return songs
 
 

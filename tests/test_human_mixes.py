@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,17 @@ def test_the_split_picks_the_songs(hm, fake_root, monkeypatch, capsys):
     assert [song.name for song in hm.rendered_songs(fake_root, "valid")] == [SONG]
     assert hm.rendered_songs(fake_root, "train") == []  # the training songs are A-One, B-Two, C-Three, G-Five
     assert "no train song rendered" in capsys.readouterr().out
+
+
+def test_the_other_split_is_every_song_under_the_root_but_lmms_renders(hm, fake_root, tmp_path, capsys):
+    root = tmp_path / "songs"
+    shutil.copytree(fake_root / SONG, root / "tracker_song")
+    shutil.copytree(fake_root / SONG, root / "lmms_song")
+    (root / "lmms_song" / hm.lmms_data().REPORT).write_text("{}")
+    (root / ".staging").mkdir()
+    assert [song.name for song in hm.rendered_songs(root, "other")] == ["tracker_song"]
+    assert hm.rendered_songs(tmp_path / "missing", "other") == []
+    assert "make_tracker_multitracks.py" in capsys.readouterr().out
 
 
 def test_a_missing_root_or_split_skips(hm, tmp_path, monkeypatch, capsys):
