@@ -120,14 +120,25 @@ class Module:
     def __exit__(self, *exc):
         self.lib.openmpt_module_ext_destroy(self.ext)
 
+    def _has_instruments(self) -> bool:
+        return self.lib.openmpt_module_get_num_instruments(self.module) > 0
+
+    def n_instruments(self) -> int:
+        """How many instruments the module has; a module without instruments plays samples: how many."""
+        if self._has_instruments():
+            return self.lib.openmpt_module_get_num_instruments(self.module)
+        return self.lib.openmpt_module_get_num_samples(self.module)
+
     def instrument_names(self) -> list[str]:
-        """The instruments' names; a module without instruments plays samples, and these are theirs."""
-        lib, count = self.lib, self.lib.openmpt_module_get_num_instruments(self.module)
-        get = lib.openmpt_module_get_instrument_name
-        if count == 0:
-            count, get = lib.openmpt_module_get_num_samples(self.module), lib.openmpt_module_get_sample_name
+        """The instruments' names (`n_instruments`; the samples' where the module has no instruments)."""
+        lib = self.lib
+        get = (
+            lib.openmpt_module_get_instrument_name
+            if self._has_instruments()
+            else lib.openmpt_module_get_sample_name
+        )
         names = []
-        for index in range(count):
+        for index in range(self.n_instruments()):
             pointer = get(self.module, index)
             names.append(ctypes.string_at(pointer).decode("latin-1").strip() if pointer else "")
             lib.openmpt_free_string(pointer)
@@ -146,7 +157,7 @@ class Module:
             ):
                 raise AutomixError("this libopenmpt cannot mute instruments (no interactive interface)")
             mute = MUTE(interactive.set_instrument_mute_status)
-            for index in range(len(self.instrument_names())):
+            for index in range(self.n_instruments()):
                 mute(self.ext, index, int(index != solo))
         blocks, buffer = [], (ctypes.c_float * (2 * BLOCK))()
         read = self.lib.openmpt_module_read_interleaved_float_stereo
