@@ -592,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         del producer_mix
         if not excerpts[song.name]:
             print(f"note: {song.name} is shorter than one excerpt; left out")
+    songs = [song for song in songs if excerpts[song.name]]
     mixers = (
         Mixers(
             methods,

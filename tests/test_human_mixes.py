@@ -225,6 +225,14 @@ def test_the_other_split_is_every_song_under_the_root_but_lmms_renders(hm, fake_
     assert [song.name for song in hm.rendered_songs(root, "other")] == ["tracker_song"]
     assert hm.rendered_songs(tmp_path / "missing", "other") == []
     assert "make_tracker_multitracks.py" in capsys.readouterr().out
+    # A song shorter than one excerpt is left out with a note, and the others are mixed.
+    jingle = root / "jingle"
+    jingle.mkdir()
+    for name in ("001_beep.wav", "mixture.wav"):
+        sf.write(jingle / name, np.full((SR // 2, 2), 0.1, np.float32), SR, subtype="FLOAT")
+    assert hm.main(["--root", str(root), "--split", "other", "--methods", "untouched"]) == 0
+    out = capsys.readouterr().out
+    assert "jingle is shorter than one excerpt" in out and "summary over 2 excerpts" in out
 
 
 def test_a_missing_root_or_split_skips(hm, tmp_path, monkeypatch, capsys):
