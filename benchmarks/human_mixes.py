@@ -23,7 +23,10 @@ the same song. `--reference-from every` mixes each excerpt to each other excerpt
 excerpts, k − 1 references each): a song's stretches differ in arrangement, and a method that follows
 the next excerpt closely can lose with the others.
 
-Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid] [--excerpts 2] [--seed 0]
+`--split other` runs on every song under `--root` that is not an LMMS render (by default the tracker
+modules of `data/make_tracker_multitracks.py`): more people's mixes to develop on, outside the split.
+
+Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid|train|other] [--excerpts 2] [--seed 0]
 [--reference-from same|other|every] [--plot FILE.png]`.
 """
 
