@@ -463,10 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     projects = sources(args.projects, args.split)
     if not projects:
         raise AutomixError(f"no LMMS projects in split {args.split!r}")
+    return render_songs(projects, out, render_with_lmms, timeout_s=args.timeout_s, budget_s=args.budget_s)
+
+
+def render_songs(projects: Sequence[Path], out: Path, render: Render, **options) -> int:
+    """`make_songs` for a command line: a line of counts, exit status 1 where a song failed, 130 on Ctrl-C
+    (the finished songs stay)."""
     try:
-        reports = make_songs(
-            projects, out, render_with_lmms, timeout_s=args.timeout_s, budget_s=args.budget_s
-        )
+        reports = make_songs(projects, out, render, **options)
     except KeyboardInterrupt:
         print(f"interrupted; the finished songs stay in {out}, run again to resume", file=sys.stderr)
         return 130

@@ -22,7 +22,6 @@ import ctypes.util
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -253,17 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     lib = libopenmpt()
     modules = find_modules(args.modules)
     out = (args.out or default_out()).expanduser()
-    try:
-        reports = layout.make_songs(
-            modules, out, tracker_render(lib), timeout_s=args.timeout_s, name=song_namer(modules),
-            report_name=REPORT,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        print(f"interrupted; the finished songs stay in {out}, run again to resume", file=sys.stderr)
-        return 130
-    counts = Counter(report.status for report in reports)
-    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; songs under {out}")
-    return 1 if counts["failed"] else 0
+    return layout.render_songs(
+        modules,
+        out,
+        tracker_render(lib),
+        timeout_s=args.timeout_s,
+        name=song_namer(modules),
+        report_name=REPORT,
+    )
 
 
 if __name__ == "__main__":
