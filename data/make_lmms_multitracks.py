@@ -397,7 +397,8 @@ def make_songs(
     """Render the projects in order; a failed project is reported and the run goes on.
 
     Args:
-        name: a project's song folder name; report_name: the report's file name in it (`make_song`).
+        name: a project's song folder name.
+        report_name: the report's file name in the song folder.
         budget_s: start no project after this many seconds in all (None: no limit); the projects not
             started are reported as "not started".
     """
