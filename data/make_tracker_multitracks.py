@@ -197,7 +197,10 @@ def tracker_render(lib: ctypes.CDLL, sample_rate: int = layout.SAMPLE_RATE) -> l
             total += alone
             label = layout.safe_name(name) if name else "instrument"
             save_audio(
-                out_dir / f"{index + 1}_{label}.wav", torch.from_numpy(alone.T), sample_rate, subtype="FLOAT"
+                out_dir / f"{index + 1}_{label}.wav",
+                torch.from_numpy(alone.T),
+                sample_rate,
+                subtype=layout.SUBTYPE,
             )
         residual = _rms(total - whole) / max(_rms(whole), 1e-12)
         if residual > SUM_TOLERANCE:
