@@ -172,6 +172,12 @@ class SongOptimizer(OptimiserStage):
                 prediction = chain.predict(
                     stems, targets, mask, 0, input_gain, stem_unit=start, blockwise=True
                 )
+            panned = self.start.panned_for_width(stems, prediction, targets, input_gain, mask)
+            if panned is not None:
+                prediction = None  # its bus freed before the next
+                prediction = chain.predict(
+                    stems, targets, mask, 0, input_gain, stem_unit=panned, blockwise=True
+                )
         state = self.state = SongState(
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )

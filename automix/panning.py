@@ -1,13 +1,14 @@
 """Pans spread where the master's width cannot reach a target M/S ratio (docs/design.md, *Predictor*).
 
-Predict mode's reference start leaves every pan centred, and the master's width scales the bus's M/S ratio
-within its range only: centred stems that are mono or nearly so give a mix narrower than any width can
-widen. A person pans them. The layout keeps the darkest and the loudest stem in the centre and spreads
-the others with their brightness, to sides chosen so that the mix leans neither way; one spread, the
-smallest that brings the bus to the M/S the width's range can finish, scales the whole layout.
+Predict mode's reference start and the per-song optimiser's start leave every pan centred, and the master's
+width scales the bus's M/S ratio within its range only: centred stems that are mono or nearly so give a mix
+narrower than any width can widen. A person pans them. The layout keeps the darkest and the loudest stem in
+the centre and spreads the others with their brightness, to sides chosen so that the mix leans neither way;
+one spread, the smallest that brings the bus to the M/S the width's range can finish, scales the whole layout.
 
-The strips of that start are linear (neutral but for their level), so the bus's mid and side powers for
-any pans follow from the stems' channel cross-powers, summed once: no render per trial spread.
+The strips of those starts are linear (neutral but for their level; a trained predictor's are near
+enough), so the bus's mid and side powers for any pans follow from the stems' channel cross-powers,
+summed once: no render per trial spread.
 """
 
 import math
@@ -16,8 +17,12 @@ from typing import NamedTuple
 import torch
 
 from automix.dsp.stereo import gain, pan
+from automix.loudness import SILENCE_LUFS
 
-__all__ = ["ChannelPowers", "channel_powers", "ms_ratio_at", "pan_layout", "spread_pans"]
+__all__ = [
+    "ChannelPowers", "StereoImage", "channel_powers", "ms_ratio_at", "pan_layout", "spread_pans",
+    "stereo_image",
+]  # fmt: skip
 
 # A spread never takes a stem past this pan: hard pans are left to a person's choice.
 MAX_SPREAD = 0.9
@@ -125,3 +130,32 @@ def spread_pans(powers: ChannelPowers, gain_db, pans, layout, needed_ms) -> torc
         reaches = ms_ratio_at(powers, gain_db, at(middle)) >= needed
         low, high = torch.where(reaches, low, middle), torch.where(reaches, middle, high)
     return torch.where(short[:, None], at(high), pans).to(gain_db.dtype)
+
+
+class StereoImage(NamedTuple):
+    """What the bus's M/S ratio at any pans follows from: the stems' `ChannelPowers`, each strip's gain
+    `[B, N]` dB (−400 for the stems unheard) and the stems' `pan_layout` `[B, N]`."""
+
+    powers: ChannelPowers
+    gain_db: torch.Tensor
+    layout: torch.Tensor
+
+    def ms_ratio(self, pans: torch.Tensor) -> torch.Tensor:
+        """`[B]` the bus's M/S ratio at `pans` `[B, N]` (`ms_ratio_at`)."""
+        return ms_ratio_at(self.powers, self.gain_db, pans)
+
+    def spread(self, pans: torch.Tensor, needed_ms: torch.Tensor) -> torch.Tensor:
+        """`[B, N]` `pans` spread along the layout until the bus reaches `needed_ms` `[B]` (`spread_pans`)."""
+        return spread_pans(self.powers, self.gain_db, pans, self.layout, needed_ms)
+
+
+def stereo_image(stems, sample_rate: int, level_db, stem_lufs, input_gain, mask=None) -> StereoImage:
+    """The `StereoImage` of stems `[B, N, 2, T]` through strips neutral but for their level `level_db`
+    `[B, N]` dB and pan, after the input gain `input_gain` `[B]` dB; `stem_lufs` `[B, N]`: the loudness
+    the strips bring each stem to (below −70 LUFS or out of `mask`: unheard)."""
+    audible = stem_lufs > SILENCE_LUFS
+    if mask is not None:
+        audible = audible & mask.bool()
+    gain_db = torch.where(audible, level_db + input_gain[:, None], -400.0)
+    powers = channel_powers(stems, sample_rate)
+    return StereoImage(powers, gain_db, pan_layout(powers.rms_hz, stem_lufs, audible))

@@ -9,7 +9,7 @@ import dataclasses
 
 import torch
 
-from automix import loudness, panning
+from automix import panning
 from automix.balance import stem_balance_db
 from automix.compression import bypassed_loudness, compression_db, raised_thresholds
 from automix.controllers import MIN_MS_FOR_WIDTH
@@ -208,21 +208,17 @@ class PredictMode:
         songs' as predicted. `input_gain` `[B]` dB: the strips' input gain."""
         space = self.chain.space
         params = space.denormalize_stems(prediction.stem_unit.detach())
-        audible = prediction.stem_lufs.detach() > loudness.SILENCE_LUFS
-        if mask is not None:
-            audible = audible & mask.bool()
-        gain_db = torch.where(audible, params["level_db"] + input_gain[:, None], -400.0)  # the others unheard
-        powers = panning.channel_powers(stems, self.chain.sample_rate)
-        layout = panning.pan_layout(powers.rms_hz, prediction.stem_lufs.detach(), audible)
+        image = panning.stereo_image(
+            stems, self.chain.sample_rate, params["level_db"], prediction.stem_lufs.detach(), input_gain, mask
+        )
         # The mix's M/S ratio is the bus's times the width (`automix.dsp.stereo.stereo_width`), and times
         # what the master's EQ makes of it, read off the render kept where it has side signal to read.
         widest = space.master["width"].high - self.chain.optimize_settings.handover_width_margin
-        bus_ms = panning.ms_ratio_at(powers, gain_db, params["pan"])
+        bus_ms = image.ms_ratio(params["pan"])
         measured = kept.measured["stereo_ms_ratio"].double()
         readable = (measured >= MIN_MS_FOR_WIDTH) & (bus_ms >= MIN_MS_FOR_WIDTH)
         master_factor = torch.where(readable, measured / (kept.master_params["width"] * bus_ms), 1.0)
-        needed = targets.ms_ratio / (widest * master_factor)
-        pans = panning.spread_pans(powers, gain_db, params["pan"], layout, needed)
+        pans = image.spread(params["pan"], targets.ms_ratio / (widest * master_factor))
         params["pan"] = torch.where(songs[:, None], pans, params["pan"])
         return space.normalize_stems(params).clamp(0.0, 1.0)
 

@@ -1,14 +1,16 @@
 """Where the per-song optimiser's stems start (`automix.optimize`; docs/design.md, *The per-song optimiser*,
 step 1): the balance the start's strips are set to (the predictor's, one loudness, a reference's, a
-checkpoint's), and the strips' levels moved to it. Predict mode takes a reference's start from here too.
+checkpoint's), the strips' levels moved to it, and their pans spread where the stems are mono. Predict mode
+takes a reference's start from here too.
 """
 
 import math
 
 import torch
 
+from automix import panning
 from automix.balance import stem_balance_db
-from automix.controllers import range_bounds
+from automix.controllers import MIN_MS_FOR_WIDTH, range_bounds
 from automix.loudness import SILENCE_LUFS, integrated_loudness
 from automix.params import ParameterSpace
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
@@ -110,6 +112,28 @@ class StartBalance(OptimiserStage):
         return moved_levels(
             self.space, stem_unit, offset_db + _level_room_db(self.space, stem_unit, offset_db, audible)
         )
+
+    def panned_for_width(
+        self, stems, prediction, targets: Targets, input_gain, mask=None
+    ) -> torch.Tensor | None:
+        """The strips of `prediction` (`AutoMixChain.predict` of stems `[B, N, 2, T]` after the input
+        gain `input_gain` `[B]` dB) with the pans of each song whose bus is mono spread (`automix.panning`)
+        until the master's width, `handover_width_margin` inside the top of its range, can reach the
+        target M/S ratio. Mono stems, centred, give a bus with no side signal for any width to scale,
+        and Adam can stay there: one such song ran every attempt at M/S 0 (docs/benchmarks.md, *Mono
+        stems*). A narrow bus with some side is left to Adam. None where no song's bus is mono."""
+        params = self.space.denormalize_stems(prediction.stem_unit.detach())
+        image = panning.stereo_image(
+            stems, self.sample_rate, params["level_db"], prediction.stem_lufs.detach(), input_gain, mask
+        )
+        needed = targets.ms_ratio / (self.space.master["width"].high - self.settings.handover_width_margin)
+        bus_ms = image.ms_ratio(params["pan"])
+        mono = (bus_ms < MIN_MS_FOR_WIDTH) & (bus_ms < needed)
+        if not mono.any():
+            return None
+        params["pan"] = image.spread(params["pan"], needed)
+        spread = self.space.normalize_stems(params).clamp(0.0, 1.0)
+        return torch.where(mono[:, None, None].to(spread.device), spread, prediction.stem_unit)
 
 
 def _level_room_db(

@@ -111,3 +111,19 @@ def test_predict_mode_pans_mono_stems_to_a_wide_references_ratio(grad_mode):
     with grad_mode():
         _, wide = chain(band_stems(3, mono=False), targets, mode="predict")
     torch.testing.assert_close(wide["stem_params"]["pan"], torch.zeros(4), atol=1e-5, rtol=0)
+
+
+def test_the_optimisers_start_spreads_the_pans_of_a_mono_song_only():
+    """One attempt (the start, then the master's corrections; no Adam): a mono song reaches a
+    reference's M/S ratio, which no width reaches from centred pans (the bus has no side), and a wide
+    song in the same batch (too wide for it: no pan narrows it) keeps its pans centred."""
+    chain = AutoMixChain(n_stems=4, sample_rate=SR, optimize={"steps": 0, "attempts": 1})
+    targets = resolve_targets(style_from_reference(reference_at(0.3), SR), chain.style_targets, 2)
+    stems = torch.stack([band_stems(3, mono=True), band_stems(3, mono=False)])
+    with torch.no_grad():
+        mix, analysis = chain(stems, targets)
+    assert abs(float(stereo_ms_ratio(mix[0])) - 0.3) <= chain.optimize_settings.promise.ms_ratio
+    pans = analysis["stem_params"]["pan"]
+    assert pans[0, 0] == 0 and (pans[0].abs() > 0.05).sum() >= 2  # the low stem in the centre
+    assert abs(float(channel_balance_db(mix[0]))) < 1.5
+    torch.testing.assert_close(pans[1], torch.zeros(4), atol=1e-5, rtol=0)
