@@ -18,8 +18,15 @@ as the benchmark names it) is given a role by the first word of a fixed instrume
 is moved from equal loudness by the producers' mean level for it about the power-weighted mean of their
 excerpt, shrunk toward 0 (`ROLE_SHRINK`), learned from the other songs only (leave one song out).
 
+The sounding start reads what each stem sounds like: a ridge regression (`RIDGE`) of the producer's move
+from equal loudness on level-free features of the stem (`FEATURES`), fitted within each excerpt (a balance
+is relative: features and moves less their power-weighted means), each song weighing the same, on the
+other songs only. Its second row adds how many tracks the benchmark summed into the stem: the producers'
+levels follow it (a bounced stem of many parts sits over equal loudness), but `mix.py` is not told it.
+
 A development tool: it runs on the training songs unless told otherwise.
-Run: `python benchmarks/balance_starts.py [--split train] [--excerpts 2]`.
+Run: `python benchmarks/balance_starts.py [--split train [other]] [--excerpts 2]` (other: the songs of
+`human_mixes.py --split other`, e.g. tracker modules; several splits are fitted together).
 """
 
 import argparse
@@ -33,7 +40,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import human_mixes  # noqa: E402  (the benchmark's songs, excerpts and groups)
 
-from automix.balance import balance_error_db, band_energies  # noqa: E402
+from automix.balance import (  # noqa: E402
+    BALANCE_N_FFT,
+    balance_error_db,
+    band_energies,
+    third_octave_bands,
+)
 
 SR = human_mixes.SAMPLE_RATE
 CAP_DB = 3.0  # the capped start: each track within this of equal loudness (the style modes' budget)
@@ -58,6 +70,16 @@ ROLES = (
 )
 # A role's learned move is the sum of its producers' levels over (count + this): few examples, small move.
 ROLE_SHRINK = 5.0
+# The sounding start's features of a stem, none of which its level changes.
+FEATURES = (
+    "log2 centroid / kHz", "share < 120 Hz", "share 120-500 Hz", "share 500-2000 Hz", "share 2-6 kHz",
+    "share > 6 kHz", "LUFS - RMS", "crest", "playing share", "level spread", "side / mid", "partial move",
+)  # fmt: skip
+BAND_EDGES_HZ = (120.0, 500.0, 2000.0, 6000.0)
+PLAYING_WITHIN_DB = 30.0  # a frame plays where its power is within this of the stem's loudest frame
+# The ridge penalty on standardised features, chosen among 0.01, 0.1 and 1 on the training and tracker
+# songs left out one at a time (docs/benchmarks.md, *A start from what the stems sound like*).
+RIDGE = 1.0
 
 
 def partial_loudness(power: torch.Tensor, gains_db: torch.Tensor) -> torch.Tensor:
@@ -160,20 +182,83 @@ def role_moves_db(examples: list[tuple[str, str, float]], song: str) -> dict[str
     return {role: sum(moves) / (len(moves) + ROLE_SHRINK) for role, moves in by_role.items()}
 
 
+def stem_features(tracks: torch.Tensor, equal_db: torch.Tensor, partial_db: torch.Tensor) -> torch.Tensor:
+    """`[N, len(FEATURES)]` float64 level-free features of each stem of `tracks [N, C, T]`: its band
+    powers' centroid (octaves about 1 kHz) and shares in five bands (dB), its BS.1770 loudness less its
+    RMS (dB, up to one constant: `equal_db` gives the loudness), crest factor (dB), the share of STFT
+    frames it plays in, the spread of its playing frames' levels (dB), its side-to-mid power (dB) and its
+    move to equal partial loudness `partial_db` (dB)."""
+    tracks = tracks.double()
+    tiny = torch.finfo(torch.float64).tiny
+    power = band_energies(tracks, SR) + tiny  # [N, K, F]
+    spectrum = power.mean(dim=-1)
+    centre_hz = third_octave_bands(SR, BALANCE_N_FFT).centre_hz.double()
+    centroid_hz = (spectrum * centre_hz).sum(-1) / spectrum.sum(-1)
+    band = torch.bucketize(centre_hz, torch.tensor(BAND_EDGES_HZ, dtype=torch.float64))
+    shares = [spectrum[:, band == k].sum(-1) / spectrum.sum(-1) for k in range(len(BAND_EDGES_HZ) + 1)]
+    mean_square = tracks.square().mean(dim=(1, 2)) + tiny
+    frame_db = 10.0 * torch.log10(power.sum(dim=1))
+    playing = frame_db > frame_db.amax(dim=-1, keepdim=True) - PLAYING_WITHIN_DB
+    playing_mean = (frame_db * playing).sum(-1) / playing.sum(-1)
+    spread = ((frame_db - playing_mean[:, None]).square() * playing).sum(-1) / playing.sum(-1)
+    mid = (tracks[:, 0] + tracks[:, -1]).square().mean(-1) + tiny
+    side = (tracks[:, 0] - tracks[:, -1]).square().mean(-1) + tiny
+    columns = [
+        torch.log2(centroid_hz / 1000.0),
+        *(10.0 * torch.log10(share.clamp_min(1e-6)) for share in shares),
+        -equal_db - 10.0 * torch.log10(mean_square),
+        10.0 * torch.log10(tracks.square().amax(dim=(1, 2)) / mean_square),
+        playing.double().mean(-1),
+        spread.sqrt(),
+        (10.0 * torch.log10(side / mid)).clamp(-40.0, 10.0),
+        partial_db.double(),
+    ]
+    return torch.stack(columns, dim=-1)
+
+
+def _about_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`values [N, ...]` less their mean weighted by `weights [N]` (which sum to 1)."""
+    return values - torch.einsum("n,n...->...", weights, values)
+
+
+def fit_sounding_moves(examples: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]], song: str):
+    """Ridge coefficients `[D]` (dB per feature unit) for the moves of `examples` (song, features `[n, D]`,
+    producer's moves `[n]`, power shares `[n]` summing to 1: one per excerpt) of songs other than `song`,
+    each song weighing the same; features standardised under the `RIDGE` penalty."""
+    kept = [example for example in examples if example[0] != song]
+    excerpts_of = {}
+    for other, *_ in kept:
+        excerpts_of[other] = excerpts_of.get(other, 0) + 1
+    features = torch.cat([_about_mean(x, w) for _, x, _, w in kept])
+    moves = torch.cat([_about_mean(y, w) for _, _, y, w in kept])
+    weights = torch.cat([w / excerpts_of[other] for other, _, _, w in kept])
+    scale = (weights @ features.square() / weights.sum()).sqrt().clamp_min(1e-9)
+    z = features / scale
+    normal = z.T @ (weights[:, None] * z) + RIDGE * weights.sum() * torch.eye(z.shape[1], dtype=z.dtype)
+    return torch.linalg.solve(normal, z.T @ (weights * moves)) / scale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="balances a style mix could start from, against the producers'"
     )
-    parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: the data script's)")
-    parser.add_argument("--split", choices=("valid", "train"), default="train", help="(default: train)")
+    parser.add_argument("--root", type=Path, default=None, help="rendered songs (default: each split's)")
+    parser.add_argument(
+        "--split", nargs="+", choices=("valid", "train", "other"), default=["train"], help="(default: train)"
+    )
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per song (default: 2)")
     args = parser.parse_args(argv)
-    songs = human_mixes.rendered_songs(args.root, args.split)
+    songs = [
+        song for split in dict.fromkeys(args.split) for song in human_mixes.rendered_songs(args.root, split)
+    ]
     length = round(human_mixes.EXCERPT_S * SR)
     errors: dict[str, list[float]] = {}
     excerpts, examples = [], []  # (song, excerpt start, groups, roles); (song, role, producer's move)
+    sounding: dict[bool, list] = {False: [], True: []}  # without and with the tracks per stem
     for song in songs:
         mix = human_mixes.read_wav(song.folder / "mixture.wav")
+        if mix.shape[-1] < length:
+            continue
         excerpt_starts = human_mixes.pick_excerpts(mix, SR, args.excerpts, human_mixes.EXCERPT_S)
         groups = human_mixes.song_groups(song, excerpt_starts, length)
         names = [human_mixes.group_name([path.stem for path in song.tracks], group) for group in groups]
@@ -181,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{song.name}: {', '.join(f'{n} ({r})' for n, r in zip(names, roles, strict=True))}", flush=True
         )
+        sizes = torch.log2(torch.tensor([len(group) for group in groups], dtype=torch.float64))
         for start in excerpt_starts:
             excerpts.append((song, start, groups, roles))
             tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
@@ -189,14 +275,38 @@ def main(argv: list[str] | None = None) -> int:
             examples += [
                 (song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db, strict=True) if e > -200.0
             ]
+            audible = equal_db > -200.0
+            if int(audible.sum()) >= 2:
+                features = stem_features(
+                    tracks,
+                    equal_db,
+                    equal_partial_loudness_db(tracks, audible, torch.where(audible, equal_db, 0.0)),
+                )[audible]
+                power = tracks[audible].square().sum(dim=(1, 2))
+                for with_sizes in sounding:
+                    x = torch.cat([features, sizes[audible, None]], dim=-1) if with_sizes else features
+                    sounding[with_sizes].append((song.name, x, moves[audible], power / power.sum()))
+    coefficients = {}  # (song, with the tracks per stem) -> ridge coefficients fitted on the other songs
     for song, start, groups, roles in excerpts:  # read again: every excerpt held at once takes gigabytes
         tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
         learned = role_moves_db(examples, song.name)
         role_move = torch.tensor([learned.get(role, 0.0) for role in roles], dtype=tracks.dtype)
         candidates = starts(tracks)
+        equal = candidates["equal loudness"]
         candidates["named roles (leave one song out)"] = torch.where(
-            candidates["equal loudness"] > -200.0, candidates["equal loudness"] + role_move, -200.0
+            equal > -200.0, equal + role_move, -200.0
         )
+        if (equal > -200.0).sum() >= 2 and len({example[0] for example in sounding[False]}) > 1:
+            audible = equal > -200.0
+            features = stem_features(tracks, equal, candidates["partial"] - equal)
+            sizes = torch.log2(torch.tensor([len(group) for group in groups], dtype=torch.float64))
+            for with_sizes, label in ((False, "sounding"), (True, "sounding + tracks per stem")):
+                key = (song.name, with_sizes)
+                if key not in coefficients:
+                    coefficients[key] = fit_sounding_moves(sounding[with_sizes], song.name)
+                x = torch.cat([features, sizes[:, None]], dim=-1) if with_sizes else features
+                move = torch.where(audible, x @ coefficients[key], 0.0)
+                candidates[f"{label} (leave one song out)"] = torch.where(audible, equal + move, -200.0)
         line = []
         for name, gains_db in candidates.items():
             mixed = (tracks * torch.pow(10.0, gains_db / 20.0)[:, None, None]).sum(dim=0)
@@ -205,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{song.name}/{start / SR:.0f}s ({len(groups)} groups): {' '.join(line)}", flush=True)
     if errors:
         n_excerpts = len(errors["equal loudness"])
-        print(f"\n{'start':34s} balance error median / mean / worst (dB), {n_excerpts} excerpts")
+        print(f"\n{'start':48s} balance error median / mean / worst (dB), {n_excerpts} excerpts")
         for name, values in errors.items():
             median, mean = statistics.median(values), statistics.mean(values)
-            print(f"{name:34s} {median:.2f} / {mean:.2f} / {max(values):.2f}")
+            print(f"{name:48s} {median:.2f} / {mean:.2f} / {max(values):.2f}")
     return 0
 
 

@@ -119,3 +119,38 @@ def test_producer_moves_are_the_levels_against_equal_loudness_about_their_power_
     moves = bs.producer_moves_db(tracks, equal)
     assert (power * moves).sum() == pytest.approx(0.0, abs=1e-9)
     assert moves[0] - moves[1] == pytest.approx(12.0, abs=0.01)
+
+
+def test_the_stems_features_do_not_depend_on_their_levels_and_read_their_bands(bs):
+    tracks = torch.stack([band_noise(60, 110, 2), band_noise(7000, 12000, 3)])
+    zeros = torch.zeros(2, dtype=torch.float64)
+    features = bs.stem_features(tracks, bs.equal_loudness_db(tracks), zeros)
+    assert features.shape == (2, len(bs.FEATURES))
+    gains_db = torch.tensor([-14.0, 9.0], dtype=torch.float64)
+    louder = tracks * torch.pow(10.0, gains_db / 20.0)[:, None, None]
+    moved = bs.stem_features(louder, bs.equal_loudness_db(louder), zeros)
+    # level-free up to one constant per excerpt (the loudness less RMS, read through equal loudness),
+    # which the fit within each excerpt removes
+    torch.testing.assert_close(moved - moved.mean(dim=0), features - features.mean(dim=0))
+    low, high = bs.FEATURES.index("share < 120 Hz"), bs.FEATURES.index("share > 6 kHz")
+    assert features[0, low] > -0.5 and features[1, high] > -0.5  # nearly all their power in their band
+    assert features[0, 0] < -3 and features[1, 0] > 3  # centroids under 125 Hz and over 8 kHz
+
+
+def test_the_sounding_fit_follows_a_linear_rule_within_excerpts_and_leaves_the_song_out(bs):
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.linspace(-2.0, 2.0, len(bs.FEATURES), dtype=torch.float64)
+    examples, offset = [], []
+    for song in range(40):
+        x = torch.randn(6, len(bs.FEATURES), generator=generator, dtype=torch.float64)
+        weights = torch.rand(6, generator=generator, dtype=torch.float64) + 0.1
+        examples.append((f"song{song}", x, x @ truth, weights / weights.sum()))
+        # a common level per excerpt: a balance is relative, so the fit does not see it
+        offset.append((f"song{song}", x, x @ truth + 5.0 * song, weights / weights.sum()))
+    fitted = bs.fit_sounding_moves(examples, "none")
+    torch.testing.assert_close(bs.fit_sounding_moves(offset, "none"), fitted)
+    # the ridge penalty on standardised features shrinks the rule, and keeps its direction
+    assert torch.nn.functional.cosine_similarity(fitted, truth, dim=0) > 0.99
+    assert 0.3 < float(fitted.norm() / truth.norm()) < 1.0
+    held_out = ("held out", examples[0][1], examples[0][1] @ -truth, examples[0][3])  # the opposite rule
+    torch.testing.assert_close(bs.fit_sounding_moves([*examples, held_out], "held out"), fitted)
