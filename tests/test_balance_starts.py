@@ -1,6 +1,5 @@
 """benchmarks/balance_starts.py: its partial-loudness model on band noise written here (no LMMS)."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from automix.balance import band_energies
 from automix.loudness import integrated_loudness
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "balance_starts.py"
 SR = 44100
@@ -20,10 +20,7 @@ SECONDS = 3.0
 @pytest.fixture(scope="module")
 def bs():
     sys.path.insert(0, str(SCRIPT.parent))  # the script imports human_mixes beside it
-    spec = importlib.util.spec_from_file_location("balance_starts_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/balance_starts.py")
 
 
 def band_noise(low_hz: float, high_hz: float, seed: int) -> torch.Tensor:

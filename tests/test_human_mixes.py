@@ -1,9 +1,7 @@
 """benchmarks/human_mixes.py on a tiny multitrack written here (no LMMS, no real songs)."""
 
-import importlib.util
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyloudnorm
@@ -15,8 +13,8 @@ import torch
 import automix.styles
 from automix.balance import balance_error_db
 from automix.errors import AutomixError
+from tests.scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "human_mixes.py"
 SR = 44100
 SONG_S = 25.0
 SONG = "Fake-Song"
@@ -25,10 +23,7 @@ DEMOS = ["A-One", "B-Two", "C-Three", SONG, "G-Five"]  # sorted, every 4th is va
 
 @pytest.fixture(scope="module")
 def hm():
-    spec = importlib.util.spec_from_file_location("human_mixes_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/human_mixes.py")
 
 
 def envelope(n: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 rendered tracks, the mixture as their sum, atomic placement, resume and the held-out rule, on fake
 renders the tests write; one test renders a two-track project with LMMS itself."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -13,22 +12,14 @@ import pytest
 import soundfile as sf
 
 from automix.errors import AutomixError
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
 RENDER_TRIES = 3  # renders of the two-drum project before its result is judged
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "make_lmms_multitracks", ROOT / "data" / "make_lmms_multitracks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lmms = _load_script()
+lmms = load_script("data/make_lmms_multitracks.py", "make_lmms_multitracks")
 
 
 def _track(n_frames: int = 4410, n_channels: int = 2, seed: int = 0, level: float = 0.1) -> np.ndarray:

@@ -2,7 +2,6 @@
 each the module as it sounds without the others (the same module with the other notes taken out, rendered
 whole, is the reference), the mixture their sum, and bad input refused with one line."""
 
-import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -13,22 +12,13 @@ import soundfile as sf
 
 from automix.cli import run_cli
 from automix.errors import AutomixError
+from tests.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
 PERIOD_C2 = 428  # ProTracker's period of C-2
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "make_tracker_multitracks", ROOT / "data" / "make_tracker_multitracks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tracker = _load_script()
+tracker = load_script("data/make_tracker_multitracks.py", "make_tracker_multitracks")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Training data: seeded items, padding masks, augmentation, sampled targets, and the folder and MUSDB
 data modules on folders the tests write (partial reads checked on soundfile's calls)."""
 
-import importlib.util
 import math
 import os
 import shutil
@@ -22,18 +21,12 @@ from automix.training.augment import Augmentation, tilt
 from automix.training.data import FolderDataModule, MusdbDataModule, SyntheticDataModule
 from automix.training.datasets import TRAIN_SPLIT, VAL_SPLIT, collate_items, item_generator
 from automix.training.targets import DEFAULT_TARGET_MIX, TargetSampler
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
 MUSDB_STREAMS = ("mixture", "drums", "bass", "other", "vocals")  # the stream order of a .stem.mp4
 NO_AUGMENTATION = {"gain_db": 0, "eq_tilt_db": 0, "pan": 0, "swap_probability": 0, "drop_probability": 0}
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(path: Path, n_frames: int, sample_rate: int, n_channels: int, seed: int) -> None:
@@ -211,7 +204,8 @@ def test_folder_data_errors_name_the_problem(tmp_path):
 def musdb_root(tmp_path_factory) -> Path:
     """A MUSDB18-HQ-layout folder: 3 training songs x 4 s (mixture, drums, bass, other, vocals)."""
     root = tmp_path_factory.mktemp("musdb18hq")
-    _load_script("make_synthetic_musdb").write_dataset(root, n_train=3, n_test=1, duration_s=4.0)
+    script = load_script("data/make_synthetic_musdb.py", "make_synthetic_musdb")
+    script.write_dataset(root, n_train=3, n_test=1, duration_s=4.0)
     return root
 
 
