@@ -12,6 +12,7 @@ from automix import panning
 from automix.balance import stem_balance_db
 from automix.controllers import MIN_MS_FOR_WIDTH, range_bounds
 from automix.loudness import SILENCE_LUFS, integrated_loudness
+from automix.metrics import stereo_ms_ratio
 from automix.params import ParameterSpace
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
 from automix.settings import OptimiserStage
@@ -122,15 +123,15 @@ class StartBalance(OptimiserStage):
         target M/S ratio. Mono stems, centred, give a bus with no side signal for any width to scale,
         and Adam can stay there: one such song ran every attempt at M/S 0 (docs/benchmarks.md, *Mono
         stems*). A narrow bus with some side is left to Adam. None where no song's bus is mono."""
+        needed = targets.ms_ratio / (self.space.master["width"].high - self.settings.handover_width_margin)
+        bus_ms = stereo_ms_ratio(prediction.bus.detach())  # read off the bus: no cross-powers for most songs
+        mono = (bus_ms < MIN_MS_FOR_WIDTH) & (bus_ms < needed)
+        if not mono.any():
+            return None
         params = self.space.denormalize_stems(prediction.stem_unit.detach())
         image = panning.stereo_image(
             stems, self.sample_rate, params["level_db"], prediction.stem_lufs.detach(), input_gain, mask
         )
-        needed = targets.ms_ratio / (self.space.master["width"].high - self.settings.handover_width_margin)
-        bus_ms = image.ms_ratio(params["pan"])
-        mono = (bus_ms < MIN_MS_FOR_WIDTH) & (bus_ms < needed)
-        if not mono.any():
-            return None
         params["pan"] = image.spread(params["pan"], needed)
         spread = self.space.normalize_stems(params).clamp(0.0, 1.0)
         return torch.where(mono[:, None, None].to(spread.device), spread, prediction.stem_unit)
