@@ -38,6 +38,7 @@ from automix.training.datasets import collate_items
 from automix.training.lmms import LMMS_REPORT, lmms_script
 from automix.training.module import AutoMixModule
 from automix.training.train import train
+from tests.scripts import load_script
 from tests.test_training import NO_PROGRESS, QUICK, compose_train, run_train_py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,9 +377,7 @@ def test_combined_data_refuses_no_sources_and_a_source_that_is_not_a_data_module
 
 def test_train_with_data_combined_learns_from_both_kinds_of_batch(songs, tmp_path):
     """data=combined as configured (synthetic songs in MUSDB layout beside people's mixes)."""
-    from tests.test_training_data import _load_script
-
-    _load_script("make_synthetic_musdb").write_dataset(
+    load_script("data/make_synthetic_musdb.py", "make_synthetic_musdb").write_dataset(
         tmp_path / "synth", n_train=3, n_test=0, duration_s=2.0
     )
     items = ["train_items=2", "val_items=2", "batch_size=2", f"excerpt_s={SONG_S}"]

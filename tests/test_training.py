@@ -24,6 +24,7 @@ from automix.synth import synth_stems
 from automix.targets import Targets
 from automix.training.module import AutoMixModule
 from automix.training.train import project_root, register_resolvers, train
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -408,9 +409,9 @@ def test_the_shipped_checkpoints_experiments_train_and_export(experiment, tmp_pa
     """The documented commands behind checkpoints/*.ckpt, shortened, on tiny datasets of the same layouts:
     each trains on them and exports the chain's checkpoint where `export.path` says."""
     from tests.test_multitrack_data import AMPLITUDES, _noise_tracks, _write_song
-    from tests.test_training_data import _load_script
 
-    _load_script("make_synthetic_musdb").write_dataset(tmp_path / "data", n_train=3, n_test=0, duration_s=4.0)
+    script = load_script("data/make_synthetic_musdb.py", "make_synthetic_musdb")
+    script.write_dataset(tmp_path / "data", n_train=3, n_test=0, duration_s=4.0)
     exported = tmp_path / "exported.ckpt"
     items = ["train_items=4", "val_items=2", "batch_size=2"]
     if experiment == "synthetic_checkpoint":
