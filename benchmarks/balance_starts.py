@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     length = round(human_mixes.EXCERPT_S * SR)
     errors: dict[str, list[float]] = {}
-    excerpts, examples = [], []  # (song, excerpt start, groups, roles); (song, role, producer's move)
+    # (song, excerpt start, groups, roles, the starts, the stems' features with their tracks per stem);
+    # (song, role, producer's move)
+    excerpts, examples = [], []
     sounding: dict[bool, list] = {False: [], True: []}  # without and with the tracks per stem
     for song in songs:
         mix = human_mixes.read_wav(song.folder / "mixture.wav")
@@ -268,43 +270,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         sizes = torch.log2(torch.tensor([len(group) for group in groups], dtype=torch.float64))
         for start in excerpt_starts:
-            excerpts.append((song, start, groups, roles))
             tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
-            equal_db = equal_loudness_db(tracks)
+            candidates = starts(tracks)
+            equal_db = candidates["equal loudness"]
+            features = torch.cat(
+                [stem_features(tracks, equal_db, candidates["partial"] - equal_db), sizes[:, None]], dim=-1
+            )
+            excerpts.append((song, start, groups, roles, candidates, features))
             moves = producer_moves_db(tracks, equal_db)
             examples += [
                 (song.name, r, float(m)) for r, m, e in zip(roles, moves, equal_db, strict=True) if e > -200.0
             ]
             audible = equal_db > -200.0
             if int(audible.sum()) >= 2:
-                features = stem_features(
-                    tracks,
-                    equal_db,
-                    equal_partial_loudness_db(tracks, audible, torch.where(audible, equal_db, 0.0)),
-                )[audible]
                 power = tracks[audible].square().sum(dim=(1, 2))
                 for with_sizes in sounding:
-                    x = torch.cat([features, sizes[audible, None]], dim=-1) if with_sizes else features
+                    x = features[audible] if with_sizes else features[audible, :-1]
                     sounding[with_sizes].append((song.name, x, moves[audible], power / power.sum()))
     coefficients = {}  # (song, with the tracks per stem) -> ridge coefficients fitted on the other songs
-    for song, start, groups, roles in excerpts:  # read again: every excerpt held at once takes gigabytes
-        tracks = human_mixes.grouped_tracks(song, start, length, groups).double()
+    for song, start, groups, roles, candidates, features in excerpts:  # the audio read again: every
+        tracks = human_mixes.grouped_tracks(song, start, length, groups).double()  # excerpt held takes GBs
         learned = role_moves_db(examples, song.name)
         role_move = torch.tensor([learned.get(role, 0.0) for role in roles], dtype=tracks.dtype)
-        candidates = starts(tracks)
         equal = candidates["equal loudness"]
-        candidates["named roles (leave one song out)"] = torch.where(
-            equal > -200.0, equal + role_move, -200.0
-        )
-        if (equal > -200.0).sum() >= 2 and len({example[0] for example in sounding[False]}) > 1:
-            audible = equal > -200.0
-            features = stem_features(tracks, equal, candidates["partial"] - equal)
-            sizes = torch.log2(torch.tensor([len(group) for group in groups], dtype=torch.float64))
+        audible = equal > -200.0
+        candidates["named roles (leave one song out)"] = torch.where(audible, equal + role_move, -200.0)
+        if audible.sum() >= 2 and len({example[0] for example in sounding[False]}) > 1:
             for with_sizes, label in ((False, "sounding"), (True, "sounding + tracks per stem")):
                 key = (song.name, with_sizes)
                 if key not in coefficients:
                     coefficients[key] = fit_sounding_moves(sounding[with_sizes], song.name)
-                x = torch.cat([features, sizes[:, None]], dim=-1) if with_sizes else features
+                x = features if with_sizes else features[:, :-1]
                 move = torch.where(audible, x @ coefficients[key], 0.0)
                 candidates[f"{label} (leave one song out)"] = torch.where(audible, equal + move, -200.0)
         line = []
