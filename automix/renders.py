@@ -14,7 +14,7 @@ from automix.settings import OptimizeSettings, Tolerances
 from automix.targets import Targets
 
 MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
-_MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
+MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
 # A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
 AT_BUDGET_DB = 0.1
 
@@ -90,7 +90,7 @@ def missed_targets(
     errors = scaled_errors(measured, targets, tolerances)
     goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)
     missed = []
-    for k, (name, unit, digits) in enumerate(_MEASURE_UNITS):
+    for k, (name, unit, digits) in enumerate(MEASURE_UNITS):
         if errors[k, song] > 1:
             value, goal = float(measured[MEASURES[k]][song]), float(goals[k][song])
             text = f"{name} {value:.{digits}f}{unit} for a target of {goal:.{digits}f}{unit}"

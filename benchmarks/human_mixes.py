@@ -15,7 +15,9 @@ style mode for each built-in style (optimize mode, as `mix.py` without --checkpo
 predict mode (the shipped checkpoint; "predict" to the reference targets, "predict_<style>" to each
 style, as `mix.py --mode predict --style`). Each mix is judged against the producer's tracks
 and mix: balance error and lost tracks (`automix.balance.balance_error_db`), MR-STFT distance
-(`mr_stft_distance`), and for automix's modes the errors to its targets.
+(`mr_stft_distance`), and for automix's modes the errors to its targets and the promises it breaks (the
+default mode's ±0.5 LU / ±100 Hz / ±0.05, `OptimizeSettings.promise`), each either said in the mix's
+notes or not: issue 18 asks for the targets met or the miss reported.
 
 `--reference-from other` takes each song's reference from the next song's first excerpt instead (other
 music, as a user's reference usually is): how much of reference mode's balance comes from a reference of
@@ -49,6 +51,8 @@ from automix.balance import balance_error_db, measurable_groups, mr_stft_distanc
 from automix.errors import AutomixError
 from automix.io import audio_info, read_excerpt
 from automix.metrics import integrated_loudness, reconstructed_peak, true_peak
+from automix.renders import MEASURE_UNITS, MEASURES
+from automix.settings import Tolerances
 from automix.units import db_to_amp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +222,9 @@ class Judgement(NamedTuple):
     """A mix against the producer's: balance error, worst track, lost tracks, MR-STFT distance and, for
     automix's modes, its errors to its own targets (LU, Hz, M/S ratio) and the share of its settings
     pinned at an end of their range (`ParameterSpace.pinned_share`) and the peak of its band-limited
-    reconstruction (`automix.metrics.reconstructed_peak`, dBTP); NaN for the other methods."""
+    reconstruction (`automix.metrics.reconstructed_peak`, dBTP); NaN for the other methods. `missed`:
+    the targets (loudness, centroid, M/S ratio) an automix mix misses by more than its promise, and
+    `unnoted` those of them its analysis's notes do not mention."""
 
     error_db: float
     worst_db: float
@@ -230,6 +236,21 @@ class Judgement(NamedTuple):
     ms_error: float = math.nan
     pinned: float = math.nan
     peak_dbtp: float = math.nan
+    missed: tuple[str, ...] = ()
+    unnoted: tuple[str, ...] = ()
+
+
+def broken_promises(analysis: dict, promise: Tolerances) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`(missed, unnoted)`: the targets an automix `analysis` misses by more than `promise` (an
+    undefined measurement misses), and of them those no line of its notes begins with (the optimiser's
+    notes name the target first: "loudness -12.3 LUFS for a target of ...")."""
+    missed = tuple(
+        name
+        for measure, (name, _, _), tolerance in zip(MEASURES, MEASURE_UNITS, promise, strict=True)
+        if not abs(float(analysis["errors"][measure])) <= tolerance
+    )
+    notes = analysis.get("notes", [])
+    return missed, tuple(name for name in missed if not any(note.startswith(name) for note in notes))
 
 
 def judge(
@@ -239,9 +260,11 @@ def judge(
     sample_rate: int,
     names: Sequence[str],
     analysis: dict | None = None,
+    promise: Tolerances | None = None,
 ) -> Judgement:
     """`mix [C, T]` judged against the producer's `tracks [N, C, T]` and their sum `producer_mix [C, T]`;
-    `analysis`: automix's, whose errors to its targets are reported."""
+    `analysis`: automix's, whose errors to its targets are reported, and the promises it breaks where a
+    `promise` is given."""
     report = balance_error_db(tracks, mix, sample_rate)
     lost = [name for name, is_lost in zip(names, report.lost.tolist(), strict=True) if is_lost]
     relative = torch.nan_to_num(report.relative_db, nan=0.0)
@@ -251,6 +274,7 @@ def judge(
     except AutomixError:  # a silent mix
         distance = math.nan
     errors = {} if analysis is None else {k: float(v) for k, v in analysis["errors"].items()}
+    missed, unnoted = ((), ()) if analysis is None or promise is None else broken_promises(analysis, promise)
     return Judgement(
         report.error_db,
         report.worst_db,
@@ -262,6 +286,8 @@ def judge(
         errors.get("stereo_ms_ratio", math.nan),
         math.nan if analysis is None else analysis["pinned_share"],
         math.nan if analysis is None else float(reconstructed_peak(mix, sample_rate)),
+        missed,
+        unnoted,
     )
 
 
@@ -283,6 +309,8 @@ class Summary(NamedTuple):
     median_abs_ms_error: float
     median_pinned: float
     peak_dbtp: float  # the highest reconstructed peak of the method's mixes
+    kept: int  # mixes that keep all three promises
+    unnoted: int  # mixes that break one their notes do not mention
 
 
 def _median(values: Sequence[float]) -> float:
@@ -293,7 +321,8 @@ def _median(values: Sequence[float]) -> float:
 def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
     """Per method (in the order first seen): the median and the worst of the balance error over the
     excerpts, the tracks lost in all, the median MR-STFT distance, the medians of |error| to the
-    targets and the highest reconstructed peak."""
+    targets, the highest reconstructed peak, and the mixes that keep every promise and that break one
+    without a note."""
     methods = dict.fromkeys(row.method for row in rows)
     table = {}
     for method in methods:
@@ -309,6 +338,8 @@ def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
             _median([abs(j.ms_error) for j in mine]),
             _median([j.pinned for j in mine]),
             max((j.peak_dbtp for j in mine if not math.isnan(j.peak_dbtp)), default=math.nan),
+            sum(not j.missed for j in mine),
+            sum(bool(j.unnoted) for j in mine),
         )
     return table
 
@@ -324,6 +355,9 @@ def format_row(row: Row) -> str:
             f"  errors {j.lufs_error:+.2f} LU {j.centroid_error_hz:+5.0f} Hz M/S {j.ms_error:+.3f}"
             f"  pinned {100 * j.pinned:4.1f} %  {j.peak_dbtp:+.2f} dBTP  {row.seconds:5.1f} s"
         )
+    if j.missed:
+        noted = [f"{name}{' (no note)' if name in j.unnoted else ''}" for name in j.missed]
+        line += f"  missed: {', '.join(noted)}"
     if j.lost:
         line += f"  lost: {', '.join(j.lost)}"
     return line
@@ -332,13 +366,15 @@ def format_row(row: Row) -> str:
 def format_summary(table: dict[str, Summary]) -> str:
     lines = [
         f"{'method':19} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
-        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6} {'peak':>6}"
+        f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6} {'peak':>6} {'kept':>4} {'unnoted':>7}"
     ]
     for method, s in table.items():
+        promised = not math.isnan(s.median_abs_lufs_error)  # automix's: promises to keep
         lines.append(
             f"{method:19} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
             f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
-            f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}% {s.peak_dbtp:+6.2f}"
+            f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}% {s.peak_dbtp:+6.2f} "
+            + (f"{s.kept:4d} {s.unnoted:7d}" if promised else "")
         )
     return "\n".join(lines)
 
@@ -405,6 +441,7 @@ class Mixers:
 
         targets, settings = load_style_targets(), load_mix_settings(config)
         self.seed, self.dtype = seed, dtype
+        self.promise = settings.optimize.promise
         self.neutral = load_chain(None, targets, settings).to(dtype)
         self.neutral.sample_rate = sample_rate
         self.predictor = None
@@ -497,7 +534,8 @@ def excerpt_mixes(
                 else:
                     mix, analysis = mixers(scrambled, method, reference)
                 seconds = time.perf_counter() - started
-                judged = judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis)
+                promise = None if mixers is None else mixers.promise
+                judged = judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis, promise)
                 row = Row(label + suffix, method, judged, seconds)
                 tqdm.write(format_row(row))
                 rows.append(row)

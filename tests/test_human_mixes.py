@@ -190,6 +190,29 @@ def test_the_summary_takes_medians_and_worsts(hm):
     assert "median dB" in hm.format_summary(table)
 
 
+def test_a_broken_promise_is_told_from_a_noted_one(hm):
+    from automix.settings import OptimizeSettings
+
+    promise = OptimizeSettings().promise  # 0.5 LU, 100 Hz, 0.05
+    errors = {"lufs": torch.tensor(-0.8), "spectral_centroid": torch.tensor(99.0)}
+    analysis = {
+        "errors": errors | {"stereo_ms_ratio": torch.tensor(float("nan"))},  # undefined: missed
+        "notes": ["loudness -14.8 LUFS for a target of -14.0 LUFS: not reached with ..."],
+    }
+    assert hm.broken_promises(analysis, promise) == (("loudness", "M/S ratio"), ("M/S ratio",))
+    kept = {"errors": errors | {"lufs": torch.tensor(0.5), "stereo_ms_ratio": torch.tensor(-0.04)}}
+    assert hm.broken_promises(kept, promise) == ((), ())
+
+    def row(missed, unnoted):
+        judged = hm.Judgement(1.0, 1.0, [], ("x", 0.0), 0.1, 0.1, missed=missed, unnoted=unnoted)
+        return hm.Row("song/0s", "rock_punk", judged, 1.0)
+
+    rows = [row((), ()), row(("loudness",), ()), row(("centroid", "M/S ratio"), ("M/S ratio",))]
+    summary = hm.summarize(rows)["rock_punk"]
+    assert (summary.kept, summary.unnoted) == (1, 1)
+    assert "missed: centroid, M/S ratio (no note)" in hm.format_row(rows[2])
+
+
 def test_main_mixes_the_validation_songs_and_prints_the_summary(hm, fake_root, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(hm, "demo_songs", lambda: DEMOS)
     plot = tmp_path / "balance.png"
