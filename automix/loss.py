@@ -24,6 +24,9 @@ TOLERANCES = {"lufs": 1.0, "spectral_centroid": 200.0, "stereo_ms_ratio": 0.2}
 LUFS_SCALE_LU = 1.0
 CENTROID_SCALE_OCT = 0.05  # 0.05 octave is ~100 Hz at 2 kHz: half the validation tolerance
 MS_SCALE = 0.05
+# The M/S term reads the ratio up to this (side 20 dB over mid): past it the mix cancels in mono, no setting's
+# gradient brings it back, and the square of a ratio read off a floored mid overflows float32.
+MS_LOSS_CAP = 10.0
 BALANCE_SCALE = 0.05  # per band, in energy fraction
 TRUE_PEAK_SCALE_DB = 0.1
 # A mix leaning this far to one side (L/R power, dB) costs as much as 1 LU: the M/S target is met by
@@ -179,13 +182,14 @@ def loss_terms(
     analysis's `stem_lufs`) and, given the chain's `mix` `[B, 2, T]`, `mr_stft`."""
     errors = target_errors(analysis, targets)
     centroid_oct = torch.log2(analysis["spectral_centroid"].clamp_min(1.0) / targets.centroid_hz)
+    ms_ratio = analysis["stereo_ms_ratio"].clamp(max=MS_LOSS_CAP)
     balance = errors["band_balance"]
     has_balance = torch.isfinite(balance).all(dim=-1)
     balance_term = (torch.nan_to_num(balance) / BALANCE_SCALE).square().mean(dim=-1)
     terms = {
         "lufs": (errors["lufs"] / LUFS_SCALE_LU).square(),
         "spectral_centroid": (centroid_oct / CENTROID_SCALE_OCT).square(),
-        "stereo_ms_ratio": (errors["stereo_ms_ratio"] / MS_SCALE).square(),
+        "stereo_ms_ratio": ((ms_ratio - targets.ms_ratio) / MS_SCALE).square(),
         "band_balance": torch.where(has_balance, balance_term, torch.zeros_like(balance_term)),
         "true_peak": (torch.relu(analysis["true_peak_dbtp"] - ceiling_dbtp) / TRUE_PEAK_SCALE_DB).square(),
     }

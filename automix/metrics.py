@@ -309,7 +309,8 @@ def stereo_ms_ratio(x: torch.Tensor) -> torch.Tensor:
     left, right = x[..., 0, :], x[..., -1, :]  # a mono input has left = right, so S = 0
     mid_power = ((left + right) / 2).square().mean(dim=-1)
     side_power = ((left - right) / 2).square().mean(dim=-1)
-    return _safe_sqrt(side_power / (mid_power + POWER_FLOOR))
+    # Two roots, not the root of the ratio: at a floored mid the ratio's gradient overflows float32.
+    return _safe_sqrt(side_power) / (mid_power + POWER_FLOOR).sqrt()
 
 
 def channel_balance_db(x: torch.Tensor) -> torch.Tensor:

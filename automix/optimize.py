@@ -52,11 +52,13 @@ from automix.params import logit
 from automix.refinement import MasterRefinement, Refined
 from automix.renders import (
     AT_BUDGET_DB,
+    CANCELS_IN_MONO,
     MEASURES,
     Console,
     FullRender,
     Strips,
     at_limiting_budget,
+    cancels_in_mono,
     choose,
     closer_render,
     is_closer,
@@ -405,7 +407,8 @@ class SongOptimizer(OptimiserStage):
                 held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
                 if at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
                     held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
-                lines.append(f"{missed}: not reached with {held}; the closest mix is kept")
+                why = CANCELS_IN_MONO if cancels_in_mono(k, measured, goal) else f"not reached with {held}"
+                lines.append(f"{missed}: {why}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
             notes.append(lines + ([note] if note else []))
         return notes

@@ -17,7 +17,14 @@ from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, limiting_note
 from automix.optimize import SongOptimizer
 from automix.refinement import MasterRefinement
-from automix.renders import FullRender, Strips, at_limiting_budget, missed_targets
+from automix.renders import (
+    CANCELS_IN_MONO,
+    FullRender,
+    Strips,
+    at_limiting_budget,
+    cancels_in_mono,
+    missed_targets,
+)
 from automix.staging import input_gain_db
 from automix.start_balance import StartBalance
 from automix.targets import Targets
@@ -272,6 +279,8 @@ class PredictMode:
                 notes.append(
                     f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
                 )
+            elif cancels_in_mono(k, value, goal):
+                notes.append(f"{missed}: {CANCELS_IN_MONO}")
             else:
                 notes.append(
                     f"{missed}: not reached in predict mode ({reach}); "

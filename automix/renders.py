@@ -104,6 +104,20 @@ def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, bud
     return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
 
 
+# Why an M/S over 1 stays: even the narrowest width leaves it there only where the channels cancel.
+CANCELS_IN_MONO = (
+    "more side than mid: the channels are more in opposite polarity than in the same, and the mix "
+    "cancels in mono; no width or pan brings it to the centre (check the stems' polarity)"
+)
+
+
+def cancels_in_mono(k: int, value: float, goal: float) -> bool:
+    """Whether a miss of `missed_targets` is an M/S ratio over 1 and over its goal: more side than mid,
+    which uncorrelated channels never give (at most 1, two stems hard left and right), only channels
+    largely of opposite polarity (a stem with one channel inverted)."""
+    return k == 2 and value > max(goal, 1.0)
+
+
 def scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:
     """`[3, B]` the errors in LUFS, centroid and M/S, each over its tolerance: ≤ 1 within it."""
     goals = (targets.lufs, targets.centroid_hz, targets.ms_ratio)

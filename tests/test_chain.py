@@ -414,6 +414,30 @@ def test_a_mix_leaning_to_one_side_costs_its_balance_squared():
     assert loss_terms(analysis, target)["channel_balance"].item() == pytest.approx(expected, rel=1e-4)
 
 
+def test_the_ms_term_reads_an_out_of_phase_mix_at_its_cap_with_a_finite_gradient():
+    """Side against a floored mid reads an M/S of 1e9 (float32): the term costs what the cap does, its
+    gradient is 0, not inf; a ratio under the cap costs ((M/S − target) / `MS_SCALE`)², as before."""
+    from automix.analysis import measure
+    from automix.loss import MS_LOSS_CAP, MS_SCALE, loss_terms
+
+    tone = torch.sin(torch.linspace(0, 2000 * torch.pi, SAMPLE_RATE))
+    target = Targets.from_tensor(
+        torch.tensor([[-10.0, 2000.0, 0.5, float("nan"), float("nan"), float("nan")]])
+    )
+    for right, ms_ratio in ((-tone, None), (0.5 * tone, 1 / 3)):  # out of phase; in phase, M/S 0.25 / 0.75
+        mix = torch.stack([tone, right])[None].requires_grad_(True)
+        analysis = measure(mix, SAMPLE_RATE)
+        term = loss_terms(analysis, target)["stereo_ms_ratio"]
+        (grad,) = torch.autograd.grad(term.sum(), mix)
+        assert torch.isfinite(grad).all()
+        if ms_ratio is None:
+            assert analysis["stereo_ms_ratio"].item() > 1e6
+            assert term.item() == pytest.approx(((MS_LOSS_CAP - 0.5) / MS_SCALE) ** 2)
+            assert grad.abs().max() == 0
+        else:
+            assert term.item() == pytest.approx(((ms_ratio - 0.5) / MS_SCALE) ** 2, rel=1e-4)
+
+
 # ---------------------------------------------------------------- each stem's loudness in the mix
 
 
@@ -459,3 +483,22 @@ def test_the_master_width_and_eq_move_each_stem_by_its_own_closed_form(chain):
     assert float(moved[0, 1]) == pytest.approx(expected[0], abs=0.05)
     assert float(moved[0, 2]) == pytest.approx(expected[1], abs=0.05)
     assert expected[0] > 3.0  # the shelf (at 8 kHz) does act at 10 kHz
+
+
+@pytest.mark.parametrize("mode", ["optimize", "predict"])
+def test_a_mix_that_cancels_in_mono_is_noted_as_such(mode):
+    """Every stem with its right channel inverted: side with next to no mid, an M/S ratio over 1 (numpy's
+    M/S of the mix) that no width or pan brings to country_pop's 0.7. The note says why, in both modes;
+    the same stems in phase get no such note."""
+    song, _ = synth_stems(4.0, SAMPLE_RATE, seed=21)
+    inverted = torch.stack([song[:, 0], -song[:, 0]], dim=1)
+    chain = AutoMixChain(sample_rate=SAMPLE_RATE, optimize={"steps": 2, "refine_steps": 2, "attempts": 2})
+    for stems, cancels in ((inverted, True), (song, False)):
+        with torch.no_grad():
+            mix, analysis = chain(stems, style="country_pop", mode=mode)
+        noted = any("cancels in mono" in note for note in analysis["notes"])
+        assert noted == cancels
+        with np.errstate(divide="ignore"):  # an exactly cancelling mix has no mid at all
+            assert (reference_ms_ratio(mix.numpy()) > 1) == cancels
+    (note,) = [note for note in analysis["notes"] if note.startswith("M/S ratio")] or [""]
+    assert "cancels" not in note
