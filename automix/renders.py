@@ -106,8 +106,8 @@ def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, bud
 
 # Why an M/S over 1 stays: even the narrowest width leaves it there only where the channels cancel.
 CANCELS_IN_MONO = (
-    "more side than mid: the channels are more in opposite polarity than in the same, and the mix "
-    "cancels in mono; no width or pan brings it to the centre (check the stems' polarity)"
+    "more side than mid (the channels more in opposite polarity than in the same): the mix cancels "
+    "in mono, and no width or pan brings it to the centre (check the stems' polarity)"
 )
 
 
