@@ -21,6 +21,7 @@ import torch
 
 from automix.errors import AutomixError
 from automix.loudness import all_finite
+from automix.metrics import CANCELS_IN_MONO_MS, stereo_ms_ratio
 
 PathLike = str | os.PathLike
 STEREO = 2
@@ -142,7 +143,8 @@ def load_stems(
         sample_rate: Hz for all stems; None takes the highest of the files'.
 
     Returns:
-        `([N, 2, T] float32, sample rate in Hz, notes)`: one human-readable note for each change made.
+        `([N, 2, T] float32, sample rate in Hz, notes)`: one human-readable note for each change made,
+        and for each stem that cancels in mono (`CANCELS_IN_MONO_MS`).
 
     Raises:
         AutomixError: no paths, or any file `load_audio` refuses.
@@ -172,6 +174,12 @@ def load_stems(
         if audio.shape[-1] > stems.shape[-1]:  # a header that under-counted its frames
             stems = torch.nn.functional.pad(stems, (0, audio.shape[-1] - stems.shape[-1]))
         stems[index, :, : audio.shape[-1]] = audio  # a mono stem fills both channels
+        ms_ratio = float(stereo_ms_ratio(stems[index]))
+        if ms_ratio > CANCELS_IN_MONO_MS:
+            notes.append(
+                f"{path}: M/S ratio {ms_ratio:.2f}, its channels largely in opposite polarity: it cancels in "
+                "mono (check whether one channel is inverted)"
+            )
         lengths.append(audio.shape[-1])
     stems = stems[..., : max(lengths)].contiguous()  # a copy only where a header over-counted
     for path, length in zip(paths, lengths, strict=True):

@@ -60,6 +60,9 @@ STFT_BLOCK_FRAMES = 256
 # the mid-high edge is presence and air; the style targets' `frequency_balance` uses the same bands.
 LOW_MID_EDGE_HZ = 250.0
 MID_HIGH_EDGE_HZ = 4000.0
+# An M/S ratio past this (side 6 dB over mid, the channels' correlation under −0.6) cancels in mono: channels
+# largely of opposite polarity (one inverted), never uncorrelated ones (at most 1) nor a master's width.
+CANCELS_IN_MONO_MS = 2.0
 # Floor of a mean-square that divides (the M/S ratio): the power of AMP_FLOOR_DB, so silence stays finite.
 POWER_FLOOR = 10.0 ** (AMP_FLOOR_DB / 10.0)
 # `dynamic_range_db`: spread of 400 ms RMS levels, the percentiles EBU Tech 3342 uses for LRA, with

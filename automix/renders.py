@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 
 from automix.mastering import over_budget
+from automix.metrics import CANCELS_IN_MONO_MS
 from automix.settings import OptimizeSettings, Tolerances
 from automix.targets import Targets
 
@@ -104,18 +105,17 @@ def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, bud
     return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
 
 
-# Why an M/S over 1 stays: even the narrowest width leaves it there only where the channels cancel.
 CANCELS_IN_MONO = (
-    "more side than mid (the channels more in opposite polarity than in the same): the mix cancels "
-    "in mono, and no width or pan brings it to the centre (check the stems' polarity)"
+    "side 6 dB or more over mid (the channels largely in opposite polarity): the mix cancels in mono, "
+    "which the width and pans undo only in part (check the stems' polarity)"
 )
 
 
 def cancels_in_mono(k: int, value: float, goal: float) -> bool:
-    """Whether a miss of `missed_targets` is an M/S ratio over 1 and over its goal: more side than mid,
-    which uncorrelated channels never give (at most 1, two stems hard left and right), only channels
-    largely of opposite polarity (a stem with one channel inverted)."""
-    return k == 2 and value > max(goal, 1.0)
+    """Whether a miss of `missed_targets` is an M/S ratio over its goal and past `CANCELS_IN_MONO_MS`
+    (`automix.metrics`): channels largely of opposite polarity, which the narrowest width halves and a
+    pan, a balance control on a stereo stem, only leans to one side."""
+    return k == 2 and value > max(goal, CANCELS_IN_MONO_MS)
 
 
 def scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> torch.Tensor:

@@ -145,6 +145,23 @@ def test_load_stems_matches_rates_channels_and_lengths(tmp_path):
     assert "the stems' rates differ (44100, 48000 Hz): mixed at 48000 Hz, the highest" in text
 
 
+def test_load_stems_notes_a_stem_that_cancels_in_mono(tmp_path):
+    """A stem with one channel inverted (numpy's M/S: side over mid, here infinite) is noted; a wide stem
+    of independent channels (M/S about 1) and an in-phase one are not."""
+    rng = np.random.default_rng(0)
+    left, right = 0.1 * rng.standard_normal((2, SAMPLE_RATE))
+    layouts = {"inverted": (left, -0.9 * left), "wide": (left, right), "centred": (left, 0.8 * left)}
+    paths = []
+    for name, channels in layouts.items():
+        paths.append(tmp_path / f"{name}.wav")
+        sf.write(paths[-1], np.stack(channels, axis=1), SAMPLE_RATE, subtype="FLOAT")
+    _, _, notes = load_stems(paths)
+    mid, side = (left - 0.9 * left) / 2, (left + 0.9 * left) / 2
+    assert np.sqrt(np.mean(side**2) / np.mean(mid**2)) == pytest.approx(19.0)
+    (note,) = notes
+    assert note.startswith(f"{paths[0]}: M/S ratio 19.00") and "cancels in mono" in note
+
+
 @pytest.mark.parametrize(
     ("paths", "expected"),
     [
