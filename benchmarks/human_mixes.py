@@ -486,6 +486,7 @@ def excerpt_mixes(
     groups = song_groups(song, starts, length)
     names = [group_name([path.stem for path in song.tracks], group) for group in groups]
     tqdm.write(f"{song.name}: {len(song.tracks)} tracks, measured as {len(groups)}: {', '.join(names)}")
+    promise = None if mixers is None else mixers.promise  # the automix mixes' promises
     rows = []
     for index, start in enumerate(starts):
         label = f"{song.name}/{start / SAMPLE_RATE:.0f}s"
@@ -534,7 +535,6 @@ def excerpt_mixes(
                 else:
                     mix, analysis = mixers(scrambled, method, reference)
                 seconds = time.perf_counter() - started
-                promise = None if mixers is None else mixers.promise
                 judged = judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis, promise)
                 row = Row(label + suffix, method, judged, seconds)
                 tqdm.write(format_row(row))

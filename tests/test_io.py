@@ -146,8 +146,8 @@ def test_load_stems_matches_rates_channels_and_lengths(tmp_path):
 
 
 def test_load_stems_notes_a_stem_that_cancels_in_mono(tmp_path):
-    """A stem with one channel inverted (numpy's M/S: side over mid, here infinite) is noted; a wide stem
-    of independent channels (M/S about 1) and an in-phase one are not."""
+    """A stem with one channel inverted and scaled by 0.9 (numpy's M/S: 19) is noted; a wide stem of
+    independent channels (M/S about 1) and an in-phase one are not."""
     rng = np.random.default_rng(0)
     left, right = 0.1 * rng.standard_normal((2, SAMPLE_RATE))
     layouts = {"inverted": (left, -0.9 * left), "wide": (left, right), "centred": (left, 0.8 * left)}
