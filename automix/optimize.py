@@ -53,11 +53,12 @@ from automix.refinement import MasterRefinement, Refined
 from automix.renders import (
     AT_BUDGET_DB,
     CANCELS_IN_MONO,
-    MEASURES,
+    MEASURE_UNITS,
     Console,
     FullRender,
     Strips,
     at_limiting_budget,
+    broken_promises,
     cancels_in_mono,
     choose,
     closer_render,
@@ -108,6 +109,7 @@ class SongState:
         best_from_start: `[B]` whether `best` has the start's strips.
         one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`); None where
             no start's tone is far.
+        louder_breaks: `[4, B]` the promises a louder trim of the render kept broke (`FinalTrim`).
     """
 
     console: Console
@@ -119,6 +121,7 @@ class SongState:
     eq_budget: EqBudget | None = None
     best_from_start: torch.Tensor | None = None
     one_tone: torch.Tensor | None = None
+    louder_breaks: torch.Tensor | None = None
 
 
 class SongOptimizer(OptimiserStage):
@@ -321,16 +324,13 @@ class SongOptimizer(OptimiserStage):
         render, bus = self.louder_by_drive(stems, targets, mask, input_gain, render, bus, progress)
         best = state.best
         ours = (best.strips.stem_unit == strips.stem_unit).flatten(1).all(dim=1)  # best has these strips
-        within = ~ours & (self.broken_promises(render, targets) <= self.broken_promises(best, targets)).all(0)
+        promise = self.settings.promise
+        no_more = broken_promises(render, targets, promise) <= broken_promises(best, targets, promise)
+        within = ~ours & no_more.all(0)
         take = needed & (within | is_closer(render, best))
         state.best_from_start = state.best_from_start | take
         state.best = closer_render(state.best, render, take)
         return bus, render.strips
-
-    def broken_promises(self, render: FullRender, targets: Targets) -> torch.Tensor:
-        """`[4, B]` which promises a render breaks: LUFS, centroid, M/S, and the limiting budget."""
-        broken = scaled_errors(render.measured, targets, self.settings.promise) > 1
-        return torch.cat([broken, (render.broken > len(MEASURES))[None]])
 
     def kept_render(
         self, state: SongState, render: FullRender, targets: Targets, gave_up: bool = False
@@ -353,8 +353,9 @@ class SongOptimizer(OptimiserStage):
         if state.one_tone is not None:
             far = far & ~state.one_tone.to(far.device)
         if far.any():
-            broken = broken - (far & self.broken_promises(render, targets)[1]).to(broken.dtype)
-            best_broken = best_broken - (far & self.broken_promises(best, targets)[1]).to(broken.dtype)
+            promise = self.settings.promise
+            broken = broken - (far & broken_promises(render, targets, promise)[1]).to(broken.dtype)
+            best_broken = best_broken - (far & broken_promises(best, targets, promise)[1]).to(broken.dtype)
         fewer = broken < best_broken
         take = fewer | (~state.best_from_start & (render.broken == best.broken) & (render.miss <= best.miss))
         state.best_from_start = state.best_from_start & ~take
@@ -395,20 +396,30 @@ class SongOptimizer(OptimiserStage):
         return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
     def notes(self, render: FullRender, targets: Targets) -> list[list[str]]:
-        """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks."""
+        """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks, with what held
+        it: the limiting budget, a louder trim breaking another promise (`FinalTrim`), or the stems'
+        balance and EQ budgets."""
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
+        louder_breaks = self.state.louder_breaks
         notes = []
         for song in range(targets.batch_size):
             lines = []
             for k, missed, measured, goal in missed_targets(render.measured, targets, promise, song):
-                held = f"each stem held within {budget:g} dB of its start balance, its EQ {eq:g} dB"
-                if at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
-                    held = f"at most {limiting_db:g} dB of limiting (--max-limiting-db)"
-                why = CANCELS_IN_MONO if cancels_in_mono(k, measured, goal) else f"not reached with {held}"
-                lines.append(f"{missed}: {why}; the closest mix is kept")
+                held = f"not reached with each stem held within {budget:g} dB of its start balance"
+                held += f", its EQ {eq:g} dB"
+                # `[centroid, M/S, limiting budget]`: what a louder trim broke where this render is short
+                louder = [False] * 3 if louder_breaks is None or k != 0 else louder_breaks[1:, song].tolist()
+                if louder[2] or at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
+                    held = f"not reached with at most {limiting_db:g} dB of limiting (--max-limiting-db)"
+                if any(louder[:2]):
+                    names = [MEASURE_UNITS[1 + i][0] for i in (0, 1) if louder[i]]
+                    held = "a louder master missed the " + " and the ".join(names)
+                if cancels_in_mono(k, measured, goal):
+                    held = CANCELS_IN_MONO
+                lines.append(f"{missed}: {held}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
             notes.append(lines + ([note] if note else []))
         return notes
@@ -431,7 +442,8 @@ class SongOptimizer(OptimiserStage):
                     self.refinement.render_full(bus, power, best.master_params, best.trim_db, targets),
                     strips=best.strips,
                 )
-            best = self.state.best = self.refinement.final_trim(bus, power, best, targets)
+            best, self.state.louder_breaks = self.refinement.final_trim(bus, power, best, targets)
+            self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
             measured = dict(best.measured)

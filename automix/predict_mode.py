@@ -243,7 +243,7 @@ class PredictMode:
                 params = chain.space.denormalize_master(prediction.master_unit)
                 refined = refinement.refine(bus, params, targets, prediction.trim_db.detach()).render
             power = bus_detector_power(bus, chain.sample_rate, blockwise=True)
-            kept = refinement.final_trim(bus, power, refined, targets)  # as the default mode's
+            kept = refinement.final_trim(bus, power, refined, targets).render  # as the default mode's
             unit = chain.space.normalize_master(kept.master_params).clamp(0, 1)
         p = prediction
         corrected = p._replace(

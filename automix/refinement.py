@@ -3,6 +3,7 @@
 """
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import torch
@@ -20,7 +21,15 @@ from automix.controllers import (
 from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction
 from automix.memory import release_freed_memory
-from automix.renders import MEASURES, FullRender, choose, closer_render, scaled_errors
+from automix.renders import (
+    MEASURES,
+    PROMISES,
+    FullRender,
+    broken_promises,
+    choose,
+    closer_render,
+    scaled_errors,
+)
 from automix.settings import OptimiserStage
 from automix.targets import Targets
 from automix.trim import trimmed_power
@@ -58,6 +67,15 @@ class Refined(NamedTuple):
     trim_db: torch.Tensor
     rounds: list[Round]
     gave_up: bool = False
+
+
+class FinalTrim(NamedTuple):
+    """`MasterRefinement.final_trim`'s result: the render kept and `[4, B]` the promises
+    (`automix.renders.broken_promises`' order) that a louder trim broke where this render keeps them:
+    what held its loudness short."""
+
+    render: FullRender
+    louder_breaks: torch.Tensor
 
 
 class MasterRefinement(OptimiserStage):
@@ -160,28 +178,32 @@ class MasterRefinement(OptimiserStage):
         budget = self.chain.mastering_settings.max_limiting_db
         return FullRender.of(mix, master_params, trim_db, measured, targets, self.settings, budget)
 
-    def final_trim(self, bus, power, render: FullRender, targets: Targets) -> FullRender:
+    def final_trim(self, bus, power, render: FullRender, targets: Targets) -> FinalTrim:
         """The last loudness step on the render kept (`automix.settings.MasteringSettings`): the trim
         alone moved, by secant steps, while the limiter is past the limiting budget (down to it) or the
-        loudness is more than `final_lufs_lu` but within the promise from the target (a rise never taking
-        the limiter past the budget). Before a step measures them, the loudness and the limiter's
-        deepest reduction are taken to move dB for dB with the trim. A song takes the new render where it
-        is within the budget or closer to it, and otherwise where its loudness is closer and it breaks no
-        more promises."""
-        mastering, promise = self.chain.mastering_settings, self.settings.promise.lufs_lu
+        loudness is more than `final_lufs_lu` from the target (a rise never taking the limiter past the
+        budget). Before a step measures them, the loudness and the limiter's deepest reduction are taken
+        to move dB for dB with the trim. A song takes the new render where it is within the budget or
+        closer to it, and otherwise where its loudness is closer and it breaks no promise the render
+        keeps; a rise that broke one bounds the next to half the way to it (the limiting a louder mix
+        takes changes its tone: a centroid near the promise's edge can leave it)."""
+        mastering, promise = self.chain.mastering_settings, self.settings.promise
         budget = mastering.max_limiting_db
         lufs_slope = limiting_slope = torch.ones_like(render.trim_db)
+        broke_at = torch.full_like(render.trim_db, math.inf)  # the lowest trim that broke a kept promise
+        louder_breaks = render.trim_db.new_zeros((len(PROMISES), *render.trim_db.shape), dtype=torch.bool)
         for _ in range(mastering.final_trim_steps):
             error = targets.lufs - render.measured["lufs"]
             deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
             over = deepest > budget + BUDGET_SLACK_DB
             room = (budget - deepest) / limiting_slope  # dB of trim the budget leaves
-            wanted = (error.abs() > mastering.final_lufs_lu) & (error.abs() <= promise)
-            wanted &= (error < 0) | (room > BUDGET_SLACK_DB)
+            wanted = (error.abs() > mastering.final_lufs_lu) & ((error < 0) | (room > BUDGET_SLACK_DB))
             active = over | wanted
             if not active.any():
                 break
-            step = torch.where(over, room, torch.minimum(error / lufs_slope, room.clamp_min(0)))
+            rise = torch.minimum(error / lufs_slope, room.clamp_min(0))
+            rise = torch.minimum(rise, (broke_at - render.trim_db) / 2)
+            step = torch.where(over, room, rise)
             candidate = self.render_full(
                 bus, power, render.master_params, render.trim_db + active * step, targets
             )
@@ -193,9 +215,14 @@ class MasterRefinement(OptimiserStage):
                 limiting_slope = _secant_slope(now, deepest, moved, limiting_slope)
             closer = (targets.lufs - measured["lufs"]).abs() < error.abs()
             less = measured["gain_reduction"]["limiter"]["max_db"] < deepest
-            take = active & torch.where(over, less, closer & (candidate.broken <= render.broken))
+            # the promises the candidate breaks that the render keeps
+            newly = broken_promises(candidate, targets, promise) & ~broken_promises(render, targets, promise)
+            take = active & torch.where(over, less, closer & ~newly.any(dim=0))
+            broke = active & ~over & newly.any(dim=0) & (moved > 1e-3)
+            broke_at = torch.where(broke, torch.minimum(broke_at, candidate.trim_db), broke_at)
+            louder_breaks |= broke & newly
             render = closer_render(render, dataclasses.replace(candidate, strips=render.strips), take=take)
-        return render
+        return FinalTrim(render, louder_breaks & ~broken_promises(render, targets, promise))
 
     def width_reaches(self, width, ms_ratio, targets: Targets) -> torch.Tensor:
         """`[B]` whether the width, kept `handover_width_margin` inside its range, can scale each M/S

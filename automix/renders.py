@@ -16,6 +16,7 @@ from automix.targets import Targets
 
 MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
 MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
+PROMISES = (*MEASURES, "limiting_budget")  # `broken_promises`' rows
 # A limiter this close to the limiting budget (dB) is at it: the loudness cannot rise further.
 AT_BUDGET_DB = 0.1
 
@@ -127,6 +128,13 @@ def scaled_errors(measured: dict, targets: Targets, tolerances: Tolerances) -> t
             for name, goal, tol in zip(MEASURES, goals, tolerances, strict=True)
         ]
     )
+
+
+def broken_promises(render: FullRender, targets: Targets, promise: Tolerances) -> torch.Tensor:
+    """`[4, B]` which promises a render breaks (`PROMISES`): the loudness, centroid and M/S ratio by
+    more than `promise`, and the limiting budget."""
+    broken = scaled_errors(render.measured, targets, promise) > 1
+    return torch.cat([broken, (render.broken > len(MEASURES))[None]])
 
 
 def closer_render(old: FullRender | None, new: FullRender, take: torch.Tensor | None = None) -> FullRender:

@@ -13,6 +13,7 @@ from automix import AutoMixChain
 from automix.analysis import measure
 from automix.balance import stem_balance_db
 from automix.controllers import EqBudget
+from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
 from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
@@ -213,6 +214,54 @@ def test_the_refinements_trim_steps_at_most_four_times_its_miss_on_the_limiters_
     for (trim, lufs_at), (next_trim, _) in itertools.pairwise(rounds):
         assert abs(next_trim - trim) <= abs(float(targets.lufs) - lufs_at) / MIN_LOUDNESS_SLOPE + 1e-3
     assert abs(float(refined.render.measured["lufs"] - targets.lufs)) <= refinement.settings.stop.lufs_lu
+
+
+def clicks_over_a_pad(batch: int) -> torch.Tensor:
+    """`[batch, 2, 4 s]` a 150-Hz tone under 16 bright noise clicks that peak 11 dB under full scale: the
+    limiter is idle up to ~10 dB of trim, and past it takes the clicks first, darkening the mix."""
+    time = torch.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    clicks = torch.zeros_like(time)
+    generator = torch.Generator().manual_seed(0)
+    for k in range(16):
+        start = int((0.25 * k + 0.1) * SAMPLE_RATE)
+        clicks[start : start + 200] = 0.05 * torch.randn(200, generator=generator)
+    pad = 0.1 * torch.sin(2 * math.pi * 150.0 * time)
+    return torch.stack([pad + clicks, 0.9 * pad + clicks])[None].expand(batch, -1, -1)
+
+
+def test_the_last_trim_step_rises_as_far_as_the_other_promises_allow(chain):
+    """Two songs of the same bus at their own centroid and M/S, short of their loudness by 8 and 13 LU
+    (past the ±0.5-LU promise): the first reaches its target with the limiter idle. The second's
+    trim would bring the limiter onto the clicks and the centroid more than 100 Hz down; the step
+    halves its way back from that render, and keeps the louder render that still keeps the centroid,
+    naming the centroid as what held the loudness (`FinalTrim.louder_breaks`, the note)."""
+    bus = clicks_over_a_pad(2)
+    params = chain.space.denormalize_master(chain.space.neutral_unit(1)[1].expand(2, -1))
+    refinement = MasterRefinement(chain)
+    promise = refinement.settings.promise
+    with torch.no_grad():
+        power = bus_detector_power(bus, SAMPLE_RATE)
+        first = {name: value[:1] for name, value in params.items()}
+        start = measure(chain.render_master(bus[:1], first, torch.zeros(1)), SAMPLE_RATE)
+        lufs, hz, ms = (float(start[name]) for name in ("lufs", "spectral_centroid", "stereo_ms_ratio"))
+        targets = targets_of((lufs + 8.0, hz, ms), (lufs + 13.0, hz, ms))
+        render = refinement.render_full(bus, power, params, torch.zeros(2), targets)
+        kept, louder_breaks = refinement.final_trim(bus, power, render, targets)
+    reached, held = (kept.measured[name] for name in ("lufs", "spectral_centroid"))
+    assert float(reached[0]) == pytest.approx(lufs + 8.0, abs=chain.mastering_settings.final_lufs_lu)
+    assert lufs + 5.0 < float(reached[1]) < lufs + 13.0 - promise.lufs_lu  # higher, still short
+    assert abs(float(held[1]) - hz) <= promise.centroid_hz
+    assert louder_breaks[:, 0].tolist() == [False] * 4
+    assert louder_breaks[:, 1].tolist() == [False, True, False, False]  # the centroid
+    optimizer = SongOptimizer(chain)
+    optimizer.state = SongState(Console(None, None), kept.trim_db, louder_breaks=louder_breaks)
+    notes = optimizer.notes(kept, targets)
+    assert notes[0] == []
+    assert (
+        len(notes[1]) == 1
+        and "loudness" in notes[1][0]
+        and "a louder master missed the centroid" in notes[1][0]
+    )
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
