@@ -109,7 +109,6 @@ class SongState:
         best_from_start: `[B]` whether `best` has the start's strips.
         one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`); None where
             no start's tone is far.
-        louder_breaks: `[4, B]` the promises a louder trim of the render kept broke (`FinalTrim`).
     """
 
     console: Console
@@ -121,7 +120,6 @@ class SongState:
     eq_budget: EqBudget | None = None
     best_from_start: torch.Tensor | None = None
     one_tone: torch.Tensor | None = None
-    louder_breaks: torch.Tensor | None = None
 
 
 class SongOptimizer(OptimiserStage):
@@ -395,15 +393,14 @@ class SongOptimizer(OptimiserStage):
         short = render.measured["lufs"] < targets.lufs
         return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
-    def notes(self, render: FullRender, targets: Targets) -> list[list[str]]:
+    def notes(self, render: FullRender, targets: Targets, louder_breaks=None) -> list[list[str]]:
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks, with what held
-        it: the limiting budget, a louder trim breaking another promise (`FinalTrim`), or the stems'
-        balance and EQ budgets."""
+        it: the limiting budget, a louder trim breaking another promise (`louder_breaks` `[4, B]`, the
+        last trim step's `FinalTrim`), or the stems' balance and EQ budgets."""
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
-        louder_breaks = self.state.louder_breaks
         notes = []
         for song in range(targets.batch_size):
             lines = []
@@ -442,7 +439,7 @@ class SongOptimizer(OptimiserStage):
                     self.refinement.render_full(bus, power, best.master_params, best.trim_db, targets),
                     strips=best.strips,
                 )
-            best, self.state.louder_breaks = self.refinement.final_trim(bus, power, best, targets)
+            best, louder_breaks = self.refinement.final_trim(bus, power, best, targets)
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
@@ -462,7 +459,7 @@ class SongOptimizer(OptimiserStage):
             "balance_start_db": self.state.start_balance_db,
             "balance_start": self.start.song_balance_sources(targets),
             "balance_budget_db": self.settings.balance_budget_db,
-            "notes": self.notes(best, targets),
+            "notes": self.notes(best, targets, louder_breaks),
         }
         return mix, analysis
 

@@ -253,9 +253,7 @@ def test_the_last_trim_step_rises_as_far_as_the_other_promises_allow(chain):
     assert abs(float(held[1]) - hz) <= promise.centroid_hz
     assert louder_breaks[:, 0].tolist() == [False] * 4
     assert louder_breaks[:, 1].tolist() == [False, True, False, False]  # the centroid
-    optimizer = SongOptimizer(chain)
-    optimizer.state = SongState(Console(None, None), kept.trim_db, louder_breaks=louder_breaks)
-    notes = optimizer.notes(kept, targets)
+    notes = SongOptimizer(chain).notes(kept, targets, louder_breaks)
     assert notes[0] == []
     assert (
         len(notes[1]) == 1
