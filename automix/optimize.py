@@ -53,7 +53,6 @@ from automix.refinement import MasterRefinement, Refined
 from automix.renders import (
     AT_BUDGET_DB,
     CANCELS_IN_MONO,
-    MEASURE_UNITS,
     Console,
     FullRender,
     Strips,
@@ -62,7 +61,9 @@ from automix.renders import (
     cancels_in_mono,
     choose,
     closer_render,
+    held_by_louder_trim,
     is_closer,
+    limiting_held,
     missed_targets,
     scaled_errors,
 )
@@ -407,13 +408,10 @@ class SongOptimizer(OptimiserStage):
             for k, missed, measured, goal in missed_targets(render.measured, targets, promise, song):
                 held = f"not reached with each stem held within {budget:g} dB of its start balance"
                 held += f", its EQ {eq:g} dB"
-                # `[centroid, M/S, limiting budget]`: what a louder trim broke where this render is short
-                louder = [False] * 3 if louder_breaks is None or k != 0 else louder_breaks[1:, song].tolist()
-                if louder[2] or at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
-                    held = f"not reached with at most {limiting_db:g} dB of limiting (--max-limiting-db)"
-                if any(louder[:2]):
-                    names = [MEASURE_UNITS[1 + i][0] for i in (0, 1) if louder[i]]
-                    held = "a louder master missed the " + " and the ".join(names)
+                if at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
+                    held = limiting_held(limiting_db)
+                if k == 0 and measured < goal:
+                    held = held_by_louder_trim(louder_breaks, song, limiting_db) or held
                 if cancels_in_mono(k, measured, goal):
                     held = CANCELS_IN_MONO
                 lines.append(f"{missed}: {held}; the closest mix is kept")

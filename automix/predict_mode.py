@@ -16,13 +16,15 @@ from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, limiting_note
 from automix.optimize import SongOptimizer
-from automix.refinement import MasterRefinement
+from automix.refinement import FinalTrim, MasterRefinement
 from automix.renders import (
     CANCELS_IN_MONO,
     FullRender,
     Strips,
     at_limiting_budget,
     cancels_in_mono,
+    held_by_louder_trim,
+    limiting_held,
     missed_targets,
 )
 from automix.staging import input_gain_db
@@ -52,12 +54,16 @@ class PredictMode:
         """`(mix [B, 2, T], analysis)` for stems `[B, N, 2, T]`: `corrected`, then the chain's
         `finish_prediction`; the analysis adds `balance_start` (where each song's balance came from)
         and, for a mix a user gets (no gradient recorded), its `notes`."""
-        prediction, sources, compression = self.corrected(stems, targets, mask, blockwise=blockwise)
+        prediction, sources, compression, louder_breaks = self.corrected(
+            stems, targets, mask, blockwise=blockwise
+        )
         mix, analysis = self.chain.finish_prediction(prediction, mask, blockwise=blockwise)
         analysis["balance_start"] = sources
         analysis["strip_compression_db"] = compression
         if "gain_reduction" in analysis:
-            analysis["notes"] = [self.notes(analysis, targets, song) for song in range(mix.shape[0])]
+            analysis["notes"] = [
+                self.notes(analysis, targets, song, louder_breaks) for song in range(mix.shape[0])
+            ]
         return mix, analysis
 
     def balanced(
@@ -118,7 +124,8 @@ class PredictMode:
         """`balanced`, `compression_budgeted`, then `refine_master` and `driven`; a song at the reference
         start whose refined mix still falls short of the M/S promise (the width at the end of its range)
         gets its pans spread (`panned_for_width`) and is predicted and refined again. `(prediction,
-        where each song's balance came from, [B, N] dB each strip's compressor takes from its stem)`."""
+        where each song's balance came from, [B, N] dB each strip's compressor takes from its stem, the
+        last trim step's `louder_breaks` [4, B] or None where the master is not refined)`."""
         chain = self.chain
         refine = self.settings.refine  # the refinement corrects the loudness: no search first
         input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
@@ -129,13 +136,14 @@ class PredictMode:
             stems, targets, mask, prediction, at_reference, steps, input_gain, blockwise=blockwise
         )
         if not refine:
-            return prediction, sources, compression
-        prediction, kept = self.refine_master(prediction, targets)
-        prediction, kept = self.driven(stems, targets, mask, prediction, kept, input_gain)
+            return prediction, sources, compression, None
+        prediction, trimmed = self.refine_master(prediction, targets)
+        prediction, trimmed = self.driven(stems, targets, mask, prediction, trimmed, input_gain)
+        kept = trimmed.render
         measured = kept.measured["stereo_ms_ratio"]
         narrow = at_reference & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
         if not narrow.any():
-            return prediction, sources, compression
+            return prediction, sources, compression, trimmed.louder_breaks
         strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
         prediction = chain.predict(
             stems,
@@ -147,7 +155,8 @@ class PredictMode:
             neutral_master=at_reference,
             blockwise=blockwise,
         )
-        return self.refine_master(prediction, targets)[0], sources, compression
+        prediction, trimmed = self.refine_master(prediction, targets)
+        return prediction, sources, compression, trimmed.louder_breaks
 
     def compression_budgeted(
         self, stems, targets: Targets, mask, prediction, neutral_master, steps, input_gain, *, blockwise=False
@@ -188,20 +197,20 @@ class PredictMode:
         )
         return prediction, taken
 
-    def driven(self, stems, targets: Targets, mask, prediction, kept: FullRender, input_gain):
-        """`(prediction, render kept)`, with the strips driven into their saturation where the crest
-        factor keeps the corrected render `kept` from its loudness within the limiting budget, as the
+    def driven(self, stems, targets: Targets, mask, prediction, trimmed: FinalTrim, input_gain):
+        """`(prediction, FinalTrim)`, with the strips driven into their saturation where the crest
+        factor keeps the corrected render `trimmed` from its loudness within the limiting budget, as the
         default mode drives its own (`SongOptimizer.louder_by_drive`: each stem's loudness kept, the
         master refined on the driven bus), then the last trim step on the drive's render
         (`refine_master`). To the gradient the drive is a constant."""
         chain = self.chain
         strips = Strips(prediction.stem_unit.detach(), prediction.stem_params, prediction.stem_lufs.detach())
-        render = dataclasses.replace(kept, strips=strips)
+        render = dataclasses.replace(trimmed.render, strips=strips)
         driven, _ = SongOptimizer(chain).louder_by_drive(
             stems, targets, mask, input_gain, render, prediction.bus.detach()
         )
         if driven.strips.stem_unit is strips.stem_unit:
-            return prediction, kept
+            return prediction, trimmed
         unit = prediction.stem_unit + (driven.strips.stem_unit - strips.stem_unit)
         prediction = chain.predict(stems, targets, mask, 0, input_gain, stem_unit=unit, blockwise=True)
         return self.refine_master(prediction, targets, refined=driven)  # the drive's master, refined
@@ -235,7 +244,8 @@ class PredictMode:
         the width, then `MasterRefinement.final_trim`); the strips stay as predicted. `refined`: a
         render of this bus already refined (the drive's), which only the last trim step corrects. To the
         gradient the correction is a constant, as the loudness search's is: the mix is the same in any
-        grad mode. `(prediction, the render kept)`."""
+        grad mode. `(prediction, the last trim step's FinalTrim: the render kept and what a louder trim
+        broke)`."""
         chain = self.chain
         refinement, bus = MasterRefinement(chain), prediction.bus.detach()
         with torch.no_grad():
@@ -243,7 +253,8 @@ class PredictMode:
                 params = chain.space.denormalize_master(prediction.master_unit)
                 refined = refinement.refine(bus, params, targets, prediction.trim_db.detach()).render
             power = bus_detector_power(bus, chain.sample_rate, blockwise=True)
-            kept = refinement.final_trim(bus, power, refined, targets).render  # as the default mode's
+            trimmed = refinement.final_trim(bus, power, refined, targets)  # as the default mode's
+            kept = trimmed.render
             unit = chain.space.normalize_master(kept.master_params).clamp(0, 1)
         p = prediction
         corrected = p._replace(
@@ -252,11 +263,12 @@ class PredictMode:
             mix=None,  # the render kept is the master's again (`AutoMixChain.finish_prediction`)
             mix_lufs=None,
         )
-        return corrected, kept
+        return corrected, trimmed
 
-    def notes(self, analysis: dict, targets: Targets, song: int) -> list[str]:
+    def notes(self, analysis: dict, targets: Targets, song: int, louder_breaks=None) -> list[str]:
         """The notes for one song of a batch: the trim held by the limiting budget, each promise
-        (`OptimizeSettings.promise`) the mix breaks, and heavy limiting."""
+        (`OptimizeSettings.promise`) the mix breaks, with what held a short loudness where the last trim
+        step tried louder (`louder_breaks` `[4, B]`, `FinalTrim`'s), and heavy limiting."""
         chain = self.chain
         budget = chain.mastering_settings.max_limiting_db
         lowered = float(analysis["limited_trim_db"][song])
@@ -275,10 +287,11 @@ class PredictMode:
         for k, missed, value, goal in missed_targets(analysis, targets, promise, song):
             if k == 0 and value < goal and lowered > BUDGET_SLACK_DB:
                 continue  # noted above
-            if at_limiting_budget(k, value, goal, deepest, budget):
-                notes.append(
-                    f"{missed}: not reached with at most {budget:g} dB of limiting (--max-limiting-db)"
-                )
+            louder = held_by_louder_trim(louder_breaks, song, budget) if k == 0 and value < goal else None
+            if louder is not None:
+                notes.append(f"{missed}: {louder}")
+            elif at_limiting_budget(k, value, goal, deepest, budget):
+                notes.append(f"{missed}: {limiting_held(budget)}")
             elif cancels_in_mono(k, value, goal):
                 notes.append(f"{missed}: {CANCELS_IN_MONO}")
             else:

@@ -106,6 +106,24 @@ def at_limiting_budget(k: int, value: float, goal: float, deepest_db: float, bud
     return k == 0 and value < goal and deepest_db >= budget_db - AT_BUDGET_DB
 
 
+def limiting_held(budget_db: float) -> str:
+    """What held a target where the limiter is at the limiting budget (dB), in words."""
+    return f"not reached with at most {budget_db:g} dB of limiting (--max-limiting-db)"
+
+
+def held_by_louder_trim(louder_breaks: torch.Tensor | None, song: int, budget_db: float) -> str | None:
+    """What held a loudness short of its goal where the last trim step tried louder, in words: the
+    promises a louder trim broke (`MasterRefinement.final_trim`'s `louder_breaks` `[4, B]`, `PROMISES`'
+    order), the centroid or M/S ratio before the limiting budget (dB); None where it broke none."""
+    if louder_breaks is None:
+        return None
+    _, centroid, ms_ratio, limiting = louder_breaks[:, song].tolist()
+    if centroid or ms_ratio:
+        names = [MEASURE_UNITS[k][0] for k, broke in ((1, centroid), (2, ms_ratio)) if broke]
+        return "a louder master missed the " + " and the ".join(names)
+    return limiting_held(budget_db) if limiting else None
+
+
 CANCELS_IN_MONO = (
     "side 6 dB or more over mid (the channels largely in opposite polarity): the mix cancels in mono, "
     "which the width and pans undo only in part (check the stems' polarity)"

@@ -17,6 +17,7 @@ from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
 from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
+from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
 from automix.renders import Console, FullRender, Strips, closer_render
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
@@ -234,7 +235,7 @@ def test_the_last_trim_step_rises_as_far_as_the_other_promises_allow(chain):
     (past the ±0.5-LU promise): the first reaches its target with the limiter idle. The second's
     trim would bring the limiter onto the clicks and the centroid more than 100 Hz down; the step
     halves its way back from that render, and keeps the louder render that still keeps the centroid,
-    naming the centroid as what held the loudness (`FinalTrim.louder_breaks`, the note)."""
+    naming the centroid as what held the loudness (`FinalTrim.louder_breaks`, the notes of both modes)."""
     bus = clicks_over_a_pad(2)
     params = chain.space.denormalize_master(chain.space.neutral_unit(1)[1].expand(2, -1))
     refinement = MasterRefinement(chain)
@@ -260,6 +261,12 @@ def test_the_last_trim_step_rises_as_far_as_the_other_promises_allow(chain):
         and "loudness" in notes[1][0]
         and "a louder master missed the centroid" in notes[1][0]
     )
+    # Predict mode's last trim step is the same, and so is what its note says held the loudness.
+    analysis = {**kept.measured, "limited_trim_db": torch.zeros(2)}
+    predict_notes = [PredictMode(chain).notes(analysis, targets, song, louder_breaks) for song in (0, 1)]
+    assert predict_notes[0] == []
+    assert len(predict_notes[1]) == 1
+    assert predict_notes[1][0].endswith(": a louder master missed the centroid")
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
