@@ -114,7 +114,8 @@ def limiting_held(budget_db: float) -> str:
 def held_by_louder_trim(louder_breaks: torch.Tensor | None, song: int, budget_db: float) -> str | None:
     """What held a loudness short of its goal where the last trim step tried louder, in words: the
     promises a louder trim broke (`MasterRefinement.final_trim`'s `louder_breaks` `[4, B]`, `PROMISES`'
-    order), the centroid or M/S ratio before the limiting budget (dB); None where it broke none."""
+    order), the centroid and M/S ratio named first, else the limiting budget (dB); None where it broke
+    none."""
     if louder_breaks is None:
         return None
     _, centroid, ms_ratio, limiting = louder_breaks[:, song].tolist()
