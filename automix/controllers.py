@@ -11,8 +11,6 @@ from automix.params import ParameterRange, ParameterSpace, logit
 from automix.secant import SecantStepper
 from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, limiter_stalled
 
-MAX_TILT_DB = 6.0  # the shelves move by at most this much each way (the master EQ range clamps too)
-TILT_SHAPE = (-0.5, 0.0, 0.0, 0.5)  # a tilt of t dB moves the low shelf by -t/2 and the high shelf by +t/2
 TILT_PROBE_DB = 1.0  # first tilt step, before a secant slope exists
 TILT_OCTAVES_PER_DB = 0.05  # the centroid's move a dB of tilt, before a secant slope is measured
 MIN_MS_FOR_WIDTH = 1e-3  # a mono mix has no side signal for the width to scale
@@ -109,25 +107,33 @@ class TrimController:
 
 class TiltController:
     """A tilt of the master EQ's shelves toward the target centroid: secant steps on log2 of the
-    centroid, a `TILT_PROBE_DB` probe first."""
+    centroid, a `TILT_PROBE_DB` probe first.
+
+    A tilt of t dB moves the high shelf by t and, past the end of its range, the low shelf by what is left
+    the other way: the high shelf moves the light top of the spectrum, the low shelf the bass that holds
+    most of a mix's power, so the stems' balance moves least (docs/benchmarks.md, *The master's tilt
+    from the top first*)."""
 
     def __init__(self, base_eq_db: torch.Tensor, eq_range: ParameterRange, tilt_db: torch.Tensor):
         """From the master EQ's gains `base_eq_db` `[B, 4]` or `[4]` and a starting tilt `[B]` dB."""
         self.base_eq_db = base_eq_db
         self.low, self.high = range_bounds(eq_range, base_eq_db)
-        self.shape = base_eq_db.new_tensor(TILT_SHAPE)
+        self.span_db = (self.high - self.low)[[0, -1]].sum()  # a tilt past this moves no shelf further
         self.tilt_db = tilt_db
         self.secant = SecantStepper(TILT_OCTAVES_PER_DB, probe=TILT_PROBE_DB)
 
     def eq_gain_db(self) -> torch.Tensor:
         """`[B, 4]` the master EQ's gains with the tilt, within their range."""
-        tilted = self.base_eq_db + self.tilt_db[:, None] * self.shape
-        return torch.minimum(torch.maximum(tilted, self.low), self.high)
+        base = self.base_eq_db.expand(self.tilt_db.shape[0], -1)
+        high_shelf = (base[:, -1] + self.tilt_db).clamp(self.low[-1], self.high[-1])
+        left_db = self.tilt_db - (high_shelf - base[:, -1])  # what the high shelf's range could not take
+        low_shelf = (base[:, 0] - left_db).clamp(self.low[0], self.high[0])
+        return torch.cat([low_shelf[:, None], base[:, 1:-1], high_shelf[:, None]], dim=-1)
 
     def update(self, centroid_hz, target_hz, active) -> None:
         log_centroid = torch.log2(centroid_hz.clamp_min(MIN_CENTROID_HZ))
         step = self.secant.step(self.tilt_db, log_centroid, torch.log2(target_hz))
-        self.tilt_db = (self.tilt_db + active * step).clamp(-2 * MAX_TILT_DB, 2 * MAX_TILT_DB)
+        self.tilt_db = (self.tilt_db + active * step).clamp(-self.span_db, self.span_db)
 
 
 class WidthController:

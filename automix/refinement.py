@@ -236,8 +236,9 @@ class MasterRefinement(OptimiserStage):
         each target centroid, and the octaves from each centroid `[B]` to it."""
         low, high = range_bounds(self.space.master["eq_gain_db"], eq_gain_db)
         low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
-        room_up = 2 * torch.minimum(low_shelf - low[0], high[-1] - high_shelf)
-        room_down = 2 * torch.minimum(high[0] - low_shelf, high_shelf - low[-1])
+        # `TiltController` moves one shelf, then the other: the room is both shelves'
+        room_up = (high[-1] - high_shelf) + (low_shelf - low[0])
+        room_down = (high_shelf - low[-1]) + (high[0] - low_shelf)
         octaves = octaves_to_target(centroid_hz, targets.centroid_hz)
         return torch.where(octaves > 0, room_up, room_down), octaves
 

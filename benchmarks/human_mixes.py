@@ -7,7 +7,9 @@ song gives `--excerpts` non-overlapping excerpts, the loudest windows (BS.1770 i
 producer's mix on a 5-s grid. Tracks the balance estimate cannot measure apart over the song's excerpts
 (the pieces of a drum kit hit together, a part doubled left and right, a faint one:
 `automix.balance.measurable_groups`, at most 16, automix's stem limit) are summed into one track first, as
-a producer bounces stems; the producer's own mix then reads the estimate's floor ("producer"). Each track
+a producer bounces stems; the producer's own mix then reads the estimate's floor ("producer"), and the
+same mix through automix's master EQ, its shelves tilted as the refinement tilts them to each style's
+centroid ("producer_<style>"), what a style's tone alone costs a mix at the producer's levels. Each track
 is scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
 the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
 style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
@@ -48,9 +50,12 @@ import torch
 from tqdm.auto import tqdm
 
 from automix.balance import balance_error_db, measurable_groups, mr_stft_distance
+from automix.controllers import TiltController
+from automix.dsp.eq import four_band_eq
 from automix.errors import AutomixError
 from automix.io import audio_info, read_excerpt
-from automix.metrics import integrated_loudness, reconstructed_peak, true_peak
+from automix.metrics import integrated_loudness, reconstructed_peak, spectral_centroid, true_peak
+from automix.params import ParameterSpace
 from automix.renders import MEASURE_UNITS, MEASURES
 from automix.settings import Tolerances
 from automix.units import db_to_amp
@@ -62,11 +67,15 @@ SAMPLE_RATE = 44100
 EXCERPT_S = 10.0
 HOP_S = 5.0  # the grid the excerpts' starts lie on
 SCRAMBLE_DB = 9.0  # each track's level scrambled uniformly in ±this (automix-toolkit / Diff-MST "unmix")
+TILT_BISECTIONS = 24  # steps of the tilt's bisection (`tilted_to_centroid`): 24 dB / 2^24, far under 0.01 dB
 REFERENCE_PEAK_DBTP = -1.0  # the reference excerpt scaled to this true peak, as a mastered file would be
 SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
 STYLES = ("rock_punk", "rnb_ballad", "country_pop")
 PREDICT_STYLES = tuple(f"predict_{style}" for style in STYLES)  # predict mode to each style, no reference
-METHODS = ("producer", "untouched", "equal_loudness", *STYLES, "reference", "predict", *PREDICT_STYLES)
+TILTED = tuple(f"producer_{style}" for style in STYLES)  # the producer's mix, its tone tilted to each style
+METHODS = (
+    "producer", *TILTED, "untouched", "equal_loudness", *STYLES, "reference", "predict", *PREDICT_STYLES
+)  # fmt: skip
 AUTOMIX_METHODS = (*STYLES, "reference", "predict", *PREDICT_STYLES)
 RENDER_HINT = "python data/make_lmms_multitracks.py --split {split}"
 
@@ -213,6 +222,33 @@ def equal_loudness(tracks: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return (tracks * gains[:, None, None]).sum(dim=0)
 
 
+def tilted_to_centroid(mix: torch.Tensor, centroid_hz: float, sample_rate: int) -> torch.Tensor:
+    """`mix [C, T]` through automix's master EQ, its shelves tilted as the refinement tilts them
+    (`automix.controllers.TiltController`) until the centroid is `centroid_hz` (bisection: the centroid
+    rises with the tilt), or to the tilt's end where that cannot reach it. The producer's levels with a
+    style's tone: what the tone alone costs the balance as the estimate reads it."""
+    space = ParameterSpace()
+    master = space.neutral(1, torch.float64)[1]
+    mix = mix.double()
+
+    def tilted(tilt_db: float) -> torch.Tensor:
+        tilt = TiltController(master["eq_gain_db"], space.master["eq_gain_db"], mix.new_tensor([tilt_db]))
+        gain_db = tilt.eq_gain_db()[0]
+        return four_band_eq(mix, sample_rate, gain_db=gain_db, freq_hz=master["eq_freq_hz"], q=master["eq_q"])
+
+    span_db = float(
+        TiltController(master["eq_gain_db"], space.master["eq_gain_db"], mix.new_zeros(1)).span_db
+    )
+    low, high = -span_db, span_db
+    for _ in range(TILT_BISECTIONS):
+        middle = (low + high) / 2
+        if float(spectral_centroid(tilted(middle), sample_rate)) < centroid_hz:
+            low = middle
+        else:
+            high = middle
+    return tilted((low + high) / 2)
+
+
 def at_peak(audio: torch.Tensor, sample_rate: int, peak_dbtp: float = REFERENCE_PEAK_DBTP) -> torch.Tensor:
     """`audio [C, T]` scaled so that its true peak (BS.1770-4, dBTP) is `peak_dbtp`."""
     return audio * db_to_amp(peak_dbtp - true_peak(audio.double(), sample_rate)).to(audio.dtype)
@@ -264,7 +300,7 @@ def judge(
 ) -> Judgement:
     """`mix [C, T]` judged against the producer's `tracks [N, C, T]` and their sum `producer_mix [C, T]`;
     `analysis`: automix's, whose errors to its targets are reported, and the promises it breaks where a
-    `promise` is given."""
+    `promise` is given; or `{"errors": {...}}` alone, errors without settings or a master."""
     report = balance_error_db(tracks, mix, sample_rate)
     lost = [name for name, is_lost in zip(names, report.lost.tolist(), strict=True) if is_lost]
     relative = torch.nan_to_num(report.relative_db, nan=0.0)
@@ -274,6 +310,7 @@ def judge(
     except AutomixError:  # a silent mix
         distance = math.nan
     errors = {} if analysis is None else {k: float(v) for k, v in analysis["errors"].items()}
+    mastered = analysis if analysis is not None and "pinned_share" in analysis else None  # automix's
     missed, unnoted = ((), ()) if analysis is None or promise is None else broken_promises(analysis, promise)
     return Judgement(
         report.error_db,
@@ -284,8 +321,8 @@ def judge(
         errors.get("lufs", math.nan),
         errors.get("spectral_centroid", math.nan),
         errors.get("stereo_ms_ratio", math.nan),
-        math.nan if analysis is None else analysis["pinned_share"],
-        math.nan if analysis is None else float(reconstructed_peak(mix, sample_rate)),
+        math.nan if mastered is None else mastered["pinned_share"],
+        math.nan if mastered is None else float(reconstructed_peak(mix, sample_rate)),
         missed,
         unnoted,
     )
@@ -347,7 +384,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Summary]:
 def format_row(row: Row) -> str:
     j = row.judgement
     line = (
-        f"{row.excerpt:34} {row.method:19} balance {j.error_db:5.2f} dB  worst {j.worst_db:5.1f} dB  "
+        f"{row.excerpt:34} {row.method:20} balance {j.error_db:5.2f} dB  worst {j.worst_db:5.1f} dB  "
         f"lost {len(j.lost)}  MR-STFT {j.mr_stft:.3f}  moved most {j.moved[0]} {j.moved[1]:+.1f} dB"
     )
     if not math.isnan(j.lufs_error):
@@ -355,6 +392,8 @@ def format_row(row: Row) -> str:
             f"  errors {j.lufs_error:+.2f} LU {j.centroid_error_hz:+5.0f} Hz M/S {j.ms_error:+.3f}"
             f"  pinned {100 * j.pinned:4.1f} %  {j.peak_dbtp:+.2f} dBTP  {row.seconds:5.1f} s"
         )
+    elif not math.isnan(j.centroid_error_hz):  # a tilted producer's mix
+        line += f"  centroid {j.centroid_error_hz:+5.0f} Hz"
     if j.missed:
         noted = [f"{name}{' (no note)' if name in j.unnoted else ''}" for name in j.missed]
         line += f"  missed: {', '.join(noted)}"
@@ -365,13 +404,13 @@ def format_row(row: Row) -> str:
 
 def format_summary(table: dict[str, Summary]) -> str:
     lines = [
-        f"{'method':19} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
+        f"{'method':20} {'n':>3} {'median dB':>9} {'worst dB':>8} {'lost':>4} {'MR-STFT':>7} "
         f"{'|LU|':>5} {'|Hz|':>5} {'|M/S|':>6} {'pinned':>6} {'peak':>6} {'kept':>4} {'unnoted':>7}"
     ]
     for method, s in table.items():
         promised = not math.isnan(s.median_abs_lufs_error)  # automix's: promises to keep
         lines.append(
-            f"{method:19} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
+            f"{method:20} {s.n:3d} {s.median_db:9.2f} {s.worst_db:8.2f} {s.lost:4d} {s.median_mr_stft:7.3f} "
             f"{s.median_abs_lufs_error:5.2f} {s.median_abs_centroid_error_hz:5.0f} "
             f"{s.median_abs_ms_error:6.3f} {100 * s.median_pinned:5.1f}% {s.peak_dbtp:+6.2f} "
             + (f"{s.kept:4d} {s.unnoted:7d}" if promised else "")
@@ -479,7 +518,9 @@ def excerpt_mixes(
     """Every method's mix of every excerpt of `song`, judged; a line printed per mix. `other_reference`:
     the reference modes' targets from this file's excerpt at this start (`other_song_references`), not
     from the song's own next excerpt."""
-    from automix.styles import style_from_reference
+    from automix.styles import load_style_targets, style_from_reference
+
+    style_targets = load_style_targets()
 
     length = round(args.excerpt_s * SAMPLE_RATE)
     n_samples = audio_info(song.folder / "mixture.wav").n_frames
@@ -528,6 +569,11 @@ def excerpt_mixes(
                 analysis = None
                 if method == "producer":
                     mix = producer_mix
+                elif method in TILTED:
+                    target_hz = style_targets[method.removeprefix("producer_")].spectral_centroid_hz
+                    mix = tilted_to_centroid(producer_mix, target_hz, SAMPLE_RATE)
+                    off_hz = float(spectral_centroid(mix, SAMPLE_RATE)) - target_hz
+                    analysis = {"errors": {"spectral_centroid": off_hz}}
                 elif method == "untouched":
                     mix = scrambled.sum(dim=0)
                 elif method == "equal_loudness":
@@ -535,7 +581,15 @@ def excerpt_mixes(
                 else:
                     mix, analysis = mixers(scrambled, method, reference)
                 seconds = time.perf_counter() - started
-                judged = judge(tracks, producer_mix, mix, SAMPLE_RATE, names, analysis, promise)
+                judged = judge(
+                    tracks,
+                    producer_mix,
+                    mix,
+                    SAMPLE_RATE,
+                    names,
+                    analysis,
+                    None if method in TILTED else promise,
+                )
                 row = Row(label + suffix, method, judged, seconds)
                 tqdm.write(format_row(row))
                 rows.append(row)

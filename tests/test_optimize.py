@@ -12,7 +12,7 @@ import torch
 from automix import AutoMixChain
 from automix.analysis import measure
 from automix.balance import stem_balance_db
-from automix.controllers import EqBudget
+from automix.controllers import EqBudget, TiltController
 from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
@@ -269,11 +269,33 @@ def test_the_last_trim_step_rises_as_far_as_the_other_promises_allow(chain):
     assert predict_notes[1][0].endswith(": a louder master missed the centroid")
 
 
+def test_the_tilt_moves_the_high_shelf_first_and_the_low_shelf_past_its_range(chain):
+    """A tilt of t dB moves the master's high shelf by t and, past its ±6 dB, the low shelf by what is left
+    the other way; the peaking bands stay. The refinement's room is the tilt that reaches both ends."""
+    eq_range = chain.space.master["eq_gain_db"]
+    base = torch.tensor([[0.0, 1.0, -1.0, 0.0], [0.0, 1.0, -1.0, 0.0], [-1.0, 0.0, 0.0, 5.0], [0.0] * 4])
+    tilt = TiltController(base, eq_range, torch.tensor([-4.0, -9.0, 3.0, 14.0]))
+    expected = [[0.0, 1.0, -1.0, -4.0], [3.0, 1.0, -1.0, -6.0], [-3.0, 0.0, 0.0, 6.0], [-6.0, 0.0, 0.0, 6.0]]
+    torch.testing.assert_close(tilt.eq_gain_db(), torch.tensor(expected))
+    targets = targets_of((-10.5, 2200.0, 0.7))
+    refinement = MasterRefinement(chain)
+    for eq_db, hz, room_db in (([3.0, 0, 0, -6.0], 3000.0, 3.0), ([3.0, 0, 0, -6.0], 1000.0, 21.0)):
+        room, _ = refinement.tilt_room(torch.tensor([eq_db]), torch.tensor([hz]), targets)
+        assert float(room) == room_db
+        past = TiltController(
+            torch.tensor([eq_db]), eq_range, torch.tensor([math.copysign(room_db + 2, 2200 - hz)])
+        )
+        edge = TiltController(
+            torch.tensor([eq_db]), eq_range, torch.tensor([math.copysign(room_db, 2200 - hz)])
+        )
+        torch.testing.assert_close(past.eq_gain_db(), edge.eq_gain_db())
+
+
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
-    """The tilt moves the master EQ's shelves by -t/2 and +t/2 within ±6 dB: a song 80 Hz too bright at
+    """The tilt moves the master EQ's shelves within ±6 dB (high shelf first): a song 80 Hz too bright at
     2200 Hz (0.052 octaves: ~1 dB of tilt at 0.05 octaves a dB, asked twice over) is handed over with
     flat shelves, not with the shelves already at +6 / -6 dB (the tilt's end), and is handed over there
-    once on target, or when 80 Hz too dark (the other way has 12 dB of room)."""
+    once on target, or when 80 Hz too dark (the other way has 24 dB of room)."""
     optimizer = SongOptimizer(chain)
     targets = targets_of((-10.5, 2200.0, 0.7))
     flat, darkest = torch.zeros(1, 4), torch.tensor([[6.0, 0.0, 0.0, -6.0]])
