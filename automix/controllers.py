@@ -111,7 +111,7 @@ class TiltController:
 
     A tilt of t dB moves the high shelf by t and, past the end of its range, the low shelf by what is left
     the other way: the high shelf moves the light top of the spectrum, the low shelf the bass that holds
-    most of a mix's power, so the stems' balance moves least (docs/benchmarks.md, *The master's tilt
+    most of a mix's power, so the stems' balance moves less (docs/benchmarks.md, *The master's tilt
     from the top first*)."""
 
     def __init__(self, base_eq_db: torch.Tensor, eq_range: ParameterRange, tilt_db: torch.Tensor):

@@ -230,16 +230,14 @@ def tilted_to_centroid(mix: torch.Tensor, centroid_hz: float, sample_rate: int) 
     space = ParameterSpace()
     master = space.neutral(1, torch.float64)[1]
     mix = mix.double()
+    tilt = TiltController(master["eq_gain_db"], space.master["eq_gain_db"], mix.new_zeros(1))
 
     def tilted(tilt_db: float) -> torch.Tensor:
-        tilt = TiltController(master["eq_gain_db"], space.master["eq_gain_db"], mix.new_tensor([tilt_db]))
+        tilt.tilt_db = mix.new_tensor([tilt_db])
         gain_db = tilt.eq_gain_db()[0]
         return four_band_eq(mix, sample_rate, gain_db=gain_db, freq_hz=master["eq_freq_hz"], q=master["eq_q"])
 
-    span_db = float(
-        TiltController(master["eq_gain_db"], space.master["eq_gain_db"], mix.new_zeros(1)).span_db
-    )
-    low, high = -span_db, span_db
+    low, high = -float(tilt.span_db), float(tilt.span_db)
     for _ in range(TILT_BISECTIONS):
         middle = (low + high) / 2
         if float(spectral_centroid(tilted(middle), sample_rate)) < centroid_hz:
