@@ -130,6 +130,15 @@ class TiltController:
         low_shelf = (base[:, 0] - left_db).clamp(self.low[0], self.high[0])
         return torch.cat([low_shelf[:, None], base[:, 1:-1], high_shelf[:, None]], dim=-1)
 
+    def room_db(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`([B] up, [B] down)` dB: the tilt from the base that takes both shelves to the ends of their range
+        (one shelf, then the other), brighter and darker."""
+        base = self.base_eq_db.reshape(-1, self.base_eq_db.shape[-1])
+        low_shelf, high_shelf = base[:, 0], base[:, -1]
+        up = (self.high[-1] - high_shelf) + (low_shelf - self.low[0])
+        down = (high_shelf - self.low[-1]) + (self.high[0] - low_shelf)
+        return up, down
+
     def update(self, centroid_hz, target_hz, active) -> None:
         log_centroid = torch.log2(centroid_hz.clamp_min(MIN_CENTROID_HZ))
         step = self.secant.step(self.tilt_db, log_centroid, torch.log2(target_hz))

@@ -16,7 +16,6 @@ from automix.controllers import (
     WidthController,
     needed_width,
     octaves_to_target,
-    range_bounds,
 )
 from automix.dsp.console import bus_detector_power
 from automix.mastering import BUDGET_SLACK_DB, gain_reduction
@@ -234,11 +233,10 @@ class MasterRefinement(OptimiserStage):
     def tilt_room(self, eq_gain_db, centroid_hz, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
         """`([B] dB, [B] octaves)`: the tilt left in the master EQ's shelves `eq_gain_db` `[B, 4]` toward
         each target centroid, and the octaves from each centroid `[B]` to it."""
-        low, high = range_bounds(self.space.master["eq_gain_db"], eq_gain_db)
-        low_shelf, high_shelf = eq_gain_db[:, 0], eq_gain_db[:, -1]
-        # `TiltController` moves one shelf, then the other: the room is both shelves'
-        room_up = (high[-1] - high_shelf) + (low_shelf - low[0])
-        room_down = (high_shelf - low[-1]) + (high[0] - low_shelf)
+        tilt = TiltController(
+            eq_gain_db, self.space.master["eq_gain_db"], eq_gain_db.new_zeros(len(eq_gain_db))
+        )
+        room_up, room_down = tilt.room_db()
         octaves = octaves_to_target(centroid_hz, targets.centroid_hz)
         return torch.where(octaves > 0, room_up, room_down), octaves
 
