@@ -22,6 +22,8 @@ from automix.units import db_to_amp
 
 __all__ = [
     "BalanceReport",
+    "FoundStems",
+    "TrackBalance",
     "ThirdOctaveBands",
     "band_energies",
     "balance_error_db",
@@ -313,23 +315,31 @@ def measurable_groups(
 
 
 def _check_tracks_and_mix(tracks: torch.Tensor, mix: torch.Tensor) -> None:
+    _check_tracks(tracks)
+    _check_mix(mix, tracks.shape)
+
+
+def _check_tracks(tracks: torch.Tensor) -> None:
     if tracks.ndim != 3:
         raise AutomixError(f"expected tracks shaped [N, channels, samples], got shape {tuple(tracks.shape)}")
+    validate_audio(tracks)
+    _check_finite(tracks, "the tracks")
+
+
+def _check_mix(mix: torch.Tensor, tracks_shape: torch.Size) -> None:
     if mix.ndim != 2:
         raise AutomixError(f"expected a mix shaped [channels, samples], got shape {tuple(mix.shape)}")
-    validate_audio(tracks)
     validate_audio(mix)
-    if tracks.shape[-2] != mix.shape[-2]:
+    if tracks_shape[-2] != mix.shape[-2]:
         raise AutomixError(
-            f"the tracks have {tracks.shape[-2]} channels and the mix {mix.shape[-2]}; "
+            f"the tracks have {tracks_shape[-2]} channels and the mix {mix.shape[-2]}; "
             "make both stereo (dual-mono for mono)"
         )
-    if tracks.shape[-1] != mix.shape[-1]:
+    if tracks_shape[-1] != mix.shape[-1]:
         raise AutomixError(
-            f"the tracks have {tracks.shape[-1]} samples and the mix {mix.shape[-1]}; "
+            f"the tracks have {tracks_shape[-1]} samples and the mix {mix.shape[-1]}; "
             "pass the same stretch of time (pad or trim to one length)"
         )
-    _check_finite(tracks, "the tracks")
     _check_finite(mix, "the mix")
 
 
@@ -356,17 +366,58 @@ def estimate_track_gains(tracks: torch.Tensor, mix: torch.Tensor, sample_rate: i
         AutomixError: bad shapes, mismatched channels or lengths, NaN/inf samples.
     """
     _check_tracks_and_mix(tracks, mix)
-    n_tracks = tracks.shape[0]
-    track_energy = band_energies(tracks.detach().cpu().double(), sample_rate).reshape(n_tracks, -1)
-    mix_energy = band_energies(mix.detach().cpu().double(), sample_rate).reshape(-1)
-    design = track_energy.T.numpy()  # [bands·frames, N]
-    norms = np.linalg.norm(design, axis=0)
-    audible = norms > 0
-    gains = np.full(n_tracks, np.nan)
-    if audible.any():
-        scaled, _ = scipy.optimize.nnls(design[:, audible] / norms[audible], mix_energy.numpy())
-        gains[audible] = np.sqrt(scaled / norms[audible])
-    return torch.from_numpy(gains)
+    return TrackBalance(tracks, sample_rate).gains(mix)
+
+
+class TrackBalance:
+    """The balance estimate of many mixes of the same tracks (`estimate_track_gains`, `balance_error_db`):
+    the tracks' band energies and power shares are measured once, a track at a time (one float64 copy of
+    a track in memory, not of all of them).
+
+    Example::
+
+        balance = TrackBalance(tracks, sample_rate)  # [N, C, T]
+        balance.report(mix).lost  # [N] bool, as balance_error_db(tracks, mix, sample_rate).lost
+
+    Args:
+        tracks: `[N, C, T]` the tracks as they sit in the mix they are measured against.
+        sample_rate: Hz.
+        levels: `[N]` amplitude gains that put the tracks where they sit (their energies and powers scaled
+            by the square), or None: as given.
+    """
+
+    def __init__(self, tracks: torch.Tensor, sample_rate: int, levels: torch.Tensor | None = None):
+        _check_tracks(tracks)
+        self.shape, self.sample_rate = tracks.shape, sample_rate
+        squared = [1.0] * len(tracks) if levels is None else levels.detach().cpu().double().square().tolist()
+        energies, power = [], []
+        for track, square in zip(tracks.detach(), squared, strict=True):
+            track = track.cpu().double()
+            energies.append(band_energies(track, sample_rate).reshape(-1) * square)
+            power.append(track.square().sum() * square)
+        self.design = torch.stack(energies).T.numpy()  # [bands·frames, N]
+        self.power = torch.stack(power)
+
+    @torch.no_grad()
+    def gains(self, mix: torch.Tensor) -> torch.Tensor:
+        """`[N]` `estimate_track_gains` of the tracks in `mix` `[C, T]`."""
+        _check_mix(mix, self.shape)
+        design = self.design
+        mix_energy = band_energies(mix.detach().cpu().double(), self.sample_rate).reshape(-1)
+        norms = np.linalg.norm(design, axis=0)
+        audible = norms > 0
+        gains = np.full(design.shape[1], np.nan)
+        if audible.any():
+            scaled, _ = scipy.optimize.nnls(design[:, audible] / norms[audible], mix_energy.numpy())
+            gains[audible] = np.sqrt(scaled / norms[audible])
+        return torch.from_numpy(gains)
+
+    @torch.no_grad()
+    def report(
+        self, mix: torch.Tensor, *, lost_db: float = LOST_DB, lost_threshold_db: float = LOST_THRESHOLD_DB
+    ) -> "BalanceReport":
+        """`balance_error_db` of `mix` `[C, T]`."""
+        return _report(self.gains(mix), self.power, lost_db, lost_threshold_db)
 
 
 @torch.no_grad()
@@ -412,8 +463,58 @@ def balance_error_db(
         AutomixError: bad shapes, mismatched channels or lengths, NaN/inf samples, every track silent,
             or no track found in the mix.
     """
-    gains = estimate_track_gains(tracks, mix, sample_rate)
-    power = tracks.detach().cpu().double().square().sum(dim=(-2, -1))
+    _check_tracks_and_mix(tracks, mix)
+    return TrackBalance(tracks, sample_rate).report(mix, lost_db=lost_db, lost_threshold_db=lost_threshold_db)
+
+
+class FoundStems:
+    """Which stems the balance estimate finds in automix's own mixes of a batch of songs: the lost rule of
+    `balance_error_db` (steps 1–3), the tracks being the stems at the loudness their strips give them
+    (docs/design.md, *Stems the mix keeps*). A stem that reads lost there sits more than 20 dB under the
+    others, or what the strips and the master did to it and to the rest covers it, by the same measure
+    that `benchmarks/human_mixes.py` counts lost tracks with.
+
+    Example::
+
+        found = FoundStems(stems, stem_lufs, sample_rate, mask)
+        found.lost(mix)  # [B, N] bool
+
+    Args:
+        stems: `[B, N, C, T]` the stems as given.
+        stem_lufs: `[B, N]` each stem's loudness after its strip, LUFS.
+        sample_rate: Hz.
+        mask: `[B, N]` 1 for real stems, or None.
+    """
+
+    def __init__(self, stems: torch.Tensor, stem_lufs: torch.Tensor, sample_rate: int, mask=None):
+        with torch.no_grad():
+            raw = integrated_loudness(stems, sample_rate, blockwise=True).double()
+            stem_lufs = stem_lufs.detach().double().to(raw.device)
+            # A silent or padding stem gets no level: the estimate leaves it unmeasured.
+            audible = (raw > SILENCE_LUFS) & (stem_lufs > SILENCE_LUFS)
+            if mask is not None:
+                audible &= mask.to(raw.device) > 0
+            levels = torch.where(audible, db_to_amp(stem_lufs - raw), 0.0)
+        self.balances = [
+            TrackBalance(song, sample_rate, song_levels)
+            for song, song_levels in zip(stems, levels, strict=True)
+        ]
+
+    def lost(self, mix: torch.Tensor) -> torch.Tensor:
+        """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `mix` `[B, 2, T]`."""
+        rows = []
+        for balance, song_mix in zip(self.balances, mix, strict=True):
+            try:
+                rows.append(balance.report(song_mix).lost)
+            except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
+                rows.append(torch.zeros(balance.shape[0], dtype=torch.bool))
+        return torch.stack(rows)
+
+
+def _report(
+    gains: torch.Tensor, power: torch.Tensor, lost_db: float, lost_threshold_db: float
+) -> BalanceReport:
+    """`balance_error_db`'s steps 2–5 from the tracks' gains `[N]` and powers `[N]` (float64)."""
     if not power.sum() > 0:
         raise AutomixError("every track is silent; pass the tracks of the person's mix")
     share = power / power.sum()

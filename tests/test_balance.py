@@ -11,6 +11,8 @@ import torch
 from automix.balance import (
     BALANCE_HOP,
     BALANCE_N_FFT,
+    FoundStems,
+    TrackBalance,
     balance_error_db,
     band_energies,
     coherent_groups,
@@ -350,6 +352,38 @@ def test_a_track_more_than_20_db_down_is_lost_and_one_15_db_down_is_not():
     kept_db = (weights[[0, 1, 3]] * [0.0, -15.0, 0.0]).sum() / weights[[0, 1, 3]].sum()
     relative_db, _ = _weighted_rms_about_mean(np.array([0.0, -15.0, kept_db - 60.0, 0.0]), weights)
     np.testing.assert_allclose(report.relative_db.numpy(), relative_db, atol=GAIN_TOLERANCE_DB)
+
+
+def test_tracks_measured_at_levels_read_as_the_tracks_scaled_to_them_for_every_mix():
+    """`TrackBalance` with levels, its energies measured once, against `balance_error_db` of the scaled
+    tracks, mix by mix."""
+    tracks = torch.from_numpy(_distinct_tracks())
+    levels = torch.tensor([0.5, 2.0, 1.0, 0.1], dtype=torch.float64)
+    scaled = tracks * levels[:, None, None]
+    balance = TrackBalance(tracks, SAMPLE_RATE, levels)
+    for gains_db in ([0.0, 0.0, 0.0, 0.0], [3.0, -6.0, 0.0, -30.0]):
+        mix = torch.from_numpy(_mixed(scaled.numpy(), gains_db))
+        report, expected = balance.report(mix), balance_error_db(scaled, mix, SAMPLE_RATE)
+        torch.testing.assert_close(report.gains, expected.gains)
+        torch.testing.assert_close(report.relative_db, expected.relative_db)
+        assert report.lost.tolist() == expected.lost.tolist() == [False, False, False, gains_db[3] < -20]
+
+
+def test_found_stems_are_read_at_the_loudness_their_strips_give_them():
+    """A stem 25 dB under the others in the mix is lost where the strips' loudness says it sits level with
+    them (the mix lost it), found where they say it sits 25 dB down; a padding stem is never lost."""
+    tracks = torch.from_numpy(_distinct_tracks()).float()
+    stems = torch.cat([tracks, torch.zeros_like(tracks[:1])])[None]  # [1, 5, C, T], the last one padding
+    raw = integrated_loudness(stems[0, :4].double(), SAMPLE_RATE)
+    level = torch.cat([raw.max() - raw, torch.zeros(1, dtype=raw.dtype)])  # each real stem's move, dB
+    mix = (stems[0] * 10 ** (level[:, None, None].float() / 20)).sum(0)
+    quiet = (stems[0, 2] * 10 ** (level[2].float() / 20)) * (10 ** (-25 / 20) - 1)
+    mix = (mix + quiet)[None]  # stem 3 turned 25 dB down in the mix
+    strip_lufs = torch.cat([raw + level[:4], torch.tensor([-120.0], dtype=raw.dtype)])[None]
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    assert FoundStems(stems, strip_lufs, SAMPLE_RATE, mask).lost(mix).tolist() == [[0, 0, 1, 0, 0]]
+    strip_lufs[0, 2] -= 25.0
+    assert FoundStems(stems, strip_lufs, SAMPLE_RATE, mask).lost(mix).tolist() == [[0] * 5]
 
 
 def test_a_lost_track_counts_relative_to_the_mix_level_so_the_overall_gain_does_not_matter():

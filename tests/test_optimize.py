@@ -11,17 +11,17 @@ import torch
 
 from automix import AutoMixChain
 from automix.analysis import measure
-from automix.balance import stem_balance_db
+from automix.balance import FoundStems, balance_error_db, stem_balance_db
 from automix.controllers import EqBudget, TiltController
 from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
-from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
+from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState, StemsNoted
 from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
 from automix.renders import Console, FullRender, Strips, closer_render
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
-from automix.synth import pink_noise, synth_stems
+from automix.synth import pink_noise, synth_stems, white_noise
 from automix.targets import Targets, resolve_targets
 from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_USEFUL_SLOPE
 
@@ -289,6 +289,52 @@ def test_the_tilt_moves_the_high_shelf_first_and_the_low_shelf_past_its_range(ch
             torch.tensor([eq_db]), eq_range, torch.tensor([math.copysign(room_db, 2200 - hz)])
         )
         torch.testing.assert_close(past.eq_gain_db(), edge.eq_gain_db())
+
+
+def test_a_master_eq_that_loses_a_stem_is_taken_back_until_the_estimate_finds_it(chain):
+    """Two songs of three synthetic stems and a white noise 15 dB under them: the first's master shelves
+    at +6 dB (100 Hz) and -6 dB (8 kHz), under which the contract's balance estimate (the stems at their
+    strips' loudness as the tracks) loses the noise; the second's EQ flat. The first's EQ is scaled back
+    until the estimate finds the noise, which is named as spared, and the centroid's note says why; the
+    second is left as it was."""
+    stems = synth_stems(4.0, SAMPLE_RATE, seed=0)[0][:3]
+    noise = white_noise(1, 4.0, SAMPLE_RATE, seed=0)[0]
+    noise = noise * 10 ** (-15 / 20) * stems.square().mean().sqrt() / noise.square().mean().sqrt()
+    songs = torch.cat([stems, noise[None]])[None].expand(2, -1, -1, -1)
+    space, refinement = chain.space, MasterRefinement(chain)
+    with torch.no_grad():
+        stem_unit = space.neutral_unit(4)[0].expand(2, -1, -1)
+        bus, _, stem_lufs, _ = chain.render_bus(songs, stem_unit, None, torch.zeros(2), blockwise=True)
+        power = bus_detector_power(bus, SAMPLE_RATE, blockwise=True)
+        params = space.denormalize_master(space.neutral_unit(1)[1].expand(2, -1))
+        params["eq_gain_db"] = torch.tensor([[6.0, 0.0, 0.0, -6.0], [0.0] * 4])
+        targets = targets_of((-14.0, 900.0, 0.5), (-14.0, 900.0, 0.5))
+        render = refinement.render_full(bus, power, params, torch.zeros(2), targets)
+        kept = refinement.keep_stems(bus, power, render, FoundStems(songs, stem_lufs, SAMPLE_RATE), targets)
+    at_strips = songs[0] * 10 ** ((stem_lufs[0] - integrated(songs[0]))[:, None, None] / 20)
+    assert balance_error_db(at_strips, render.mix[0], SAMPLE_RATE).lost.tolist() == [False] * 3 + [True]
+    assert not balance_error_db(at_strips, kept.render.mix[0], SAMPLE_RATE).lost.any()
+    share = float(kept.eq_share[0])
+    assert 0.0 <= share < 1.0 and float(kept.eq_share[1]) == 1.0
+    torch.testing.assert_close(
+        kept.render.master_params["eq_gain_db"], params["eq_gain_db"] * kept.eq_share[:, None]
+    )
+    assert kept.spared.tolist() == [[False] * 3 + [True], [False] * 4]
+    torch.testing.assert_close(kept.render.mix[1], render.mix[1])
+    noted = StemsNoted(kept.eq_share, kept.spared, torch.zeros(2, 4, dtype=torch.bool))
+    notes = SongOptimizer(chain).notes(kept.render, targets, stems=noted)
+    assert any(line.startswith("centroid") and "losing stem 4 under the others" in line for line in notes[0])
+    assert not any("losing" in line for line in notes[1])
+    lost = torch.tensor([[False, True, False, True], [False] * 4])
+    notes = SongOptimizer(chain).notes(kept.render, targets, stems=noted._replace(lost=lost))
+    assert notes[0][-1].startswith("stems 2 and 4 not found in the mix by the balance estimate")
+    assert not any("not found" in line for line in notes[1])
+
+
+def integrated(stems: torch.Tensor) -> torch.Tensor:
+    """`[N]` pyloudnorm's integrated loudness of each stem `[N, C, T]`."""
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    return torch.tensor([meter.integrated_loudness(stem.double().numpy().T) for stem in stems])
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
