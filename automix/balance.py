@@ -469,32 +469,27 @@ def balance_error_db(
 
 class FoundStems:
     """Which stems the balance estimate finds in automix's own mixes of a batch of songs: the lost rule of
-    `balance_error_db` (steps 1–3), the tracks being the stems at the loudness their strips give them
-    (docs/design.md, *Stems the mix keeps*). A stem that reads lost there sits more than 20 dB under the
+    `balance_error_db` (steps 1–3), the tracks being the stems at the level their strips set (docs/design.md,
+    *The per-song optimiser*, step 10). A stem that reads lost there sits more than 20 dB under the
     others, or what the strips and the master did to it and to the rest covers it, by the same measure
     that `benchmarks/human_mixes.py` counts lost tracks with.
 
     Example::
 
-        found = FoundStems(stems, stem_lufs, sample_rate, mask)
+        found = FoundStems(stems, stem_params["input_gain_db"] + stem_params["level_db"], sample_rate)
         found.lost(mix)  # [B, N] bool
 
     Args:
         stems: `[B, N, C, T]` the stems as given.
-        stem_lufs: `[B, N]` each stem's loudness after its strip, LUFS.
+        levels_db: `[B, N]` the gain each stem's strip sets it at, dB.
         sample_rate: Hz.
-        mask: `[B, N]` 1 for real stems, or None.
+        mask: `[B, N]` 1 for real stems, or None (a padding stem is left unmeasured).
     """
 
-    def __init__(self, stems: torch.Tensor, stem_lufs: torch.Tensor, sample_rate: int, mask=None):
-        with torch.no_grad():
-            raw = integrated_loudness(stems, sample_rate, blockwise=True).double()
-            stem_lufs = stem_lufs.detach().double().to(raw.device)
-            # A silent or padding stem gets no level: the estimate leaves it unmeasured.
-            audible = (raw > SILENCE_LUFS) & (stem_lufs > SILENCE_LUFS)
-            if mask is not None:
-                audible &= mask.to(raw.device) > 0
-            levels = torch.where(audible, db_to_amp(stem_lufs - raw), 0.0)
+    def __init__(self, stems: torch.Tensor, levels_db: torch.Tensor, sample_rate: int, mask=None):
+        levels = db_to_amp(levels_db.detach().double().cpu())
+        if mask is not None:
+            levels = levels * (mask.detach().cpu() > 0)
         self.balances = [
             TrackBalance(song, sample_rate, song_levels)
             for song, song_levels in zip(stems, levels, strict=True)

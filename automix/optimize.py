@@ -480,7 +480,8 @@ class SongOptimizer(OptimiserStage):
                     self.refinement.render_full(bus, power, best.master_params, best.trim_db, targets),
                     strips=best.strips,
                 )
-            found = FoundStems(stems, stem_lufs, self.sample_rate, mask)
+            levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
+            found = FoundStems(stems, levels_db, self.sample_rate, mask)
             best, eq_share, spared = self.refinement.keep_stems(bus, power, best, found, targets)
             best, louder_breaks = self.refinement.final_trim(bus, power, best, targets)
             self.state.best = best

@@ -369,21 +369,18 @@ def test_tracks_measured_at_levels_read_as_the_tracks_scaled_to_them_for_every_m
         assert report.lost.tolist() == expected.lost.tolist() == [False, False, False, gains_db[3] < -20]
 
 
-def test_found_stems_are_read_at_the_loudness_their_strips_give_them():
-    """A stem 25 dB under the others in the mix is lost where the strips' loudness says it sits level with
-    them (the mix lost it), found where they say it sits 25 dB down; a padding stem is never lost."""
+def test_found_stems_are_read_at_the_level_their_strips_set():
+    """A stem 25 dB under the others in the mix is lost where its strip's level says it sits level with them
+    (the mix lost it), found where the level says it sits 25 dB down; a padding stem is never lost."""
     tracks = torch.from_numpy(_distinct_tracks()).float()
     stems = torch.cat([tracks, torch.zeros_like(tracks[:1])])[None]  # [1, 5, C, T], the last one padding
-    raw = integrated_loudness(stems[0, :4].double(), SAMPLE_RATE)
-    level = torch.cat([raw.max() - raw, torch.zeros(1, dtype=raw.dtype)])  # each real stem's move, dB
-    mix = (stems[0] * 10 ** (level[:, None, None].float() / 20)).sum(0)
-    quiet = (stems[0, 2] * 10 ** (level[2].float() / 20)) * (10 ** (-25 / 20) - 1)
-    mix = (mix + quiet)[None]  # stem 3 turned 25 dB down in the mix
-    strip_lufs = torch.cat([raw + level[:4], torch.tensor([-120.0], dtype=raw.dtype)])[None]
+    levels_db = torch.tensor([[3.0, -2.0, 0.0, 6.0, 0.0]])
+    mix = (stems[0] * 10 ** (levels_db[0, :, None, None] / 20))[:4].sum(0)
+    mix = (mix + stems[0, 2] * (10 ** (-25 / 20) - 1))[None]  # stem 3 turned 25 dB down in the mix
     mask = torch.tensor([[1, 1, 1, 1, 0]])
-    assert FoundStems(stems, strip_lufs, SAMPLE_RATE, mask).lost(mix).tolist() == [[0, 0, 1, 0, 0]]
-    strip_lufs[0, 2] -= 25.0
-    assert FoundStems(stems, strip_lufs, SAMPLE_RATE, mask).lost(mix).tolist() == [[0] * 5]
+    assert FoundStems(stems, levels_db, SAMPLE_RATE, mask).lost(mix).tolist() == [[0, 0, 1, 0, 0]]
+    levels_db[0, 2] -= 25.0
+    assert FoundStems(stems, levels_db, SAMPLE_RATE, mask).lost(mix).tolist() == [[0] * 5]
 
 
 def test_a_lost_track_counts_relative_to_the_mix_level_so_the_overall_gain_does_not_matter():
