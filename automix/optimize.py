@@ -20,8 +20,7 @@ optimiser*).
 5. A render short of its loudness with the limiter at the limiting budget, or past the budget, gets its
    strips driven into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`):
    harmonics only where the loudness needs them.
-6. Where the balance estimate loses a stem in the kept render that it finds with the master EQ flat, the
-   EQ is scaled back until it finds it (`MasterRefinement.keep_stems`); the miss and the stems are noted.
+6. A note names each stem the balance estimate does not find in the kept mix (`automix.balance.FoundStems`).
 """
 
 import dataclasses
@@ -125,31 +124,14 @@ class SongState:
     one_tone: torch.Tensor | None = None
 
 
-class StemsNoted(NamedTuple):
-    """What the notes say of the stems a mix keeps: `[B]` the share of the master EQ's gains kept
-    (`MasterRefinement.keep_stems`), `[B, N]` the stems that share spares and `[B, N]` those the final mix
-    loses (`FoundStems`)."""
-
-    eq_share: torch.Tensor
-    spared: torch.Tensor
-    lost: torch.Tensor
-
-    def eq_held(self, song: int) -> str:
-        """Why a song's centroid was held: its master EQ taken back to keep stems."""
-        share = float(self.eq_share[song])
-        return (
-            f"not reached without losing {_stem_list(self.spared[song])} under the others, by the balance "
-            f"estimate; the master EQ is kept at {share:.0%} of its gains"
-        )
-
-    def lost_note(self, song: int) -> str | None:
-        """A line naming the stems a song's mix loses, or None."""
-        if not self.lost[song].any():
-            return None
-        return (
-            f"{_stem_list(self.lost[song])} not found in the mix by the balance estimate (more than 20 dB "
-            "under the other stems, or covered by them); check by ear"
-        )
+def lost_note(lost: torch.Tensor) -> str | None:
+    """A line naming the stems `[N]` (bool) a song's mix loses (`automix.balance.FoundStems`), or None."""
+    if not lost.any():
+        return None
+    return (
+        f"{_stem_list(lost)} not found in the mix by the balance estimate (more than 20 dB under the other "
+        "stems, or covered by them); check by ear"
+    )
 
 
 def _stem_list(stems: torch.Tensor) -> str:
@@ -431,13 +413,11 @@ class SongOptimizer(OptimiserStage):
         short = render.measured["lufs"] < targets.lufs
         return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
-    def notes(
-        self, render: FullRender, targets: Targets, louder_breaks=None, stems: StemsNoted | None = None
-    ) -> list[list[str]]:
+    def notes(self, render: FullRender, targets: Targets, louder_breaks=None, lost=None) -> list[list[str]]:
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks, with what held
         it: the limiting budget, a louder trim breaking another promise (`louder_breaks` `[4, B]`, the
-        last trim step's `FinalTrim`), the stems a fuller master EQ loses (`stems`), or the stems' balance
-        and EQ budgets; and a line naming the stems the mix loses."""
+        last trim step's `FinalTrim`), or the stems' balance and EQ budgets; and a line naming the stems
+        the mix loses (`lost` `[B, N]` bool, `automix.balance.FoundStems`)."""
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
@@ -454,12 +434,10 @@ class SongOptimizer(OptimiserStage):
                     held = held_by_louder_trim(louder_breaks, song, limiting_db) or held
                 if cancels_in_mono(k, measured, goal):
                     held = CANCELS_IN_MONO
-                if k == 1 and stems is not None and stems.eq_share[song] < 1:
-                    held = stems.eq_held(song)
                 lines.append(f"{missed}: {held}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
-            lost = None if stems is None else stems.lost_note(song)
-            notes.append(lines + [line for line in (note, lost) if line])
+            missing = None if lost is None else lost_note(lost[song])
+            notes.append(lines + [line for line in (note, missing) if line])
         return notes
 
     def _finish(self, stems, targets: Targets, mask, input_gain, bus=None):
@@ -480,14 +458,14 @@ class SongOptimizer(OptimiserStage):
                     self.refinement.render_full(bus, power, best.master_params, best.trim_db, targets),
                     strips=best.strips,
                 )
-            levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
-            found = FoundStems(stems, levels_db, self.sample_rate, mask)
-            best, eq_share, spared = self.refinement.keep_stems(bus, power, best, found, targets)
             best, louder_breaks = self.refinement.final_trim(bus, power, best, targets)
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
-            lost = found.lost(mix)
+            levels_db = (
+                stem_params["input_gain_db"] + stem_params["level_db"]
+            )  # where each strip sets its stem
+            lost = FoundStems(stems, levels_db, self.sample_rate, mask).lost(mix)
             measured = dict(best.measured)
             if mix is not best.mix:  # the check limited some peaks: measured again
                 measured |= measure(mix, self.sample_rate, blockwise=True)
@@ -504,7 +482,7 @@ class SongOptimizer(OptimiserStage):
             "balance_start_db": self.state.start_balance_db,
             "balance_start": self.start.song_balance_sources(targets),
             "balance_budget_db": self.settings.balance_budget_db,
-            "notes": self.notes(best, targets, louder_breaks, StemsNoted(eq_share, spared, lost)),
+            "notes": self.notes(best, targets, louder_breaks, lost),
         }
         return mix, analysis
 

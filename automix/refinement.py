@@ -10,7 +10,6 @@ import torch
 from tqdm.auto import tqdm
 
 from automix.analysis import measure
-from automix.balance import FoundStems
 from automix.controllers import (
     TiltController,
     TrimController,
@@ -44,8 +43,6 @@ STILL_DB = 0.01
 STILL_WIDTH = 1e-3
 # The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
 FINAL_TRIM_SLOPES = (0.2, 1.5)
-# Bisection steps on the share of the master EQ's gains kept where the full EQ loses a stem (a 16th).
-KEEP_STEMS_BISECTIONS = 4
 
 
 class Round(NamedTuple):
@@ -78,15 +75,6 @@ class FinalTrim(NamedTuple):
 
     render: FullRender
     louder_breaks: torch.Tensor
-
-
-class StemsKept(NamedTuple):
-    """`MasterRefinement.keep_stems`' result: the render kept, `[B]` the share of the master EQ's gains it
-    keeps (1 where the full EQ lost no stem) and `[B, N]` the stems that share spares."""
-
-    render: FullRender
-    eq_share: torch.Tensor
-    spared: torch.Tensor
 
 
 class MasterRefinement(OptimiserStage):
@@ -234,41 +222,6 @@ class MasterRefinement(OptimiserStage):
             louder_breaks |= broke & newly
             render = closer_render(render, dataclasses.replace(candidate, strips=render.strips), take=take)
         return FinalTrim(render, louder_breaks & ~broken_promises(render, targets, promise))
-
-    def keep_stems(self, bus, power, render: FullRender, found: FoundStems, targets: Targets) -> StemsKept:
-        """The render with its master EQ's gains scaled back toward flat (the share kept by bisection,
-        `KEEP_STEMS_BISECTIONS` steps) where the balance estimate loses a stem in it that it finds with the
-        EQ flat: a style's tone is not worth a stem (docs/design.md, *Stems the mix keeps*). `render` holds
-        its audio; `bus` and `power` as `final_trim` takes them."""
-        lost = found.lost(render.mix)
-        share = torch.ones_like(render.trim_db)
-        spared = torch.zeros_like(lost)
-        songs = lost.any(dim=-1).to(share.device)
-        if not songs.any():
-            return StemsKept(render, share, spared)
-        eq_db = render.master_params["eq_gain_db"]
-
-        def at(fraction):
-            params = render.master_params | {"eq_gain_db": eq_db * fraction[:, None]}
-            candidate = self.render_full(bus, power, params, render.trim_db, targets)
-            return dataclasses.replace(candidate, strips=render.strips)
-
-        flat = at(torch.where(songs, 0.0, 1.0))
-        lost_flat = found.lost(flat.mix)
-        by_eq = songs & (lost & ~lost_flat).any(dim=-1).to(share.device)  # the EQ loses what flat finds
-        if not by_eq.any():
-            return StemsKept(render, share, spared)
-        kept = closer_render(render, flat, take=by_eq)
-        low, high = torch.zeros_like(share), share.clone()
-        for _ in range(KEEP_STEMS_BISECTIONS):
-            middle = (low + high) / 2
-            probe = at(torch.where(by_eq, middle, 1.0))
-            keeps = by_eq & ~(found.lost(probe.mix) & ~lost_flat).any(dim=-1).to(share.device)
-            kept = closer_render(kept, probe, take=keeps)
-            low = torch.where(keeps, middle, low)
-            high = torch.where(by_eq & ~keeps, middle, high)
-        spared = lost & ~lost_flat & by_eq.cpu()[:, None]
-        return StemsKept(kept, torch.where(by_eq, low, share), spared)
 
     def width_reaches(self, width, ms_ratio, targets: Targets) -> torch.Tensor:
         """`[B]` whether the width, kept `handover_width_margin` inside its range, can scale each M/S
