@@ -415,7 +415,7 @@ class TrackBalance:
     @torch.no_grad()
     def report(
         self, mix: torch.Tensor, *, lost_db: float = LOST_DB, lost_threshold_db: float = LOST_THRESHOLD_DB
-    ) -> "BalanceReport":
+    ) -> BalanceReport:
         """`balance_error_db` of `mix` `[C, T]`."""
         return _report(self.gains(mix), self.power, lost_db, lost_threshold_db)
 

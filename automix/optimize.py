@@ -462,9 +462,8 @@ class SongOptimizer(OptimiserStage):
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
-            levels_db = (
-                stem_params["input_gain_db"] + stem_params["level_db"]
-            )  # where each strip sets its stem
+            # each stem at the level its strip sets: the tracks the estimate looks for
+            levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
             lost = FoundStems(stems, levels_db, self.sample_rate, mask).lost(mix)
             measured = dict(best.measured)
             if mix is not best.mix:  # the check limited some peaks: measured again
