@@ -65,6 +65,7 @@ from automix.renders import (
     held_by_louder_trim,
     is_closer,
     limiting_held,
+    lost_note,
     missed_targets,
     scaled_errors,
 )
@@ -122,24 +123,6 @@ class SongState:
     eq_budget: EqBudget | None = None
     best_from_start: torch.Tensor | None = None
     one_tone: torch.Tensor | None = None
-
-
-def lost_note(lost: torch.Tensor) -> str | None:
-    """A line naming the stems `[N]` (bool) a song's mix loses (`automix.balance.FoundStems`), or None."""
-    if not lost.any():
-        return None
-    return (
-        f"{_stem_list(lost)} not found in the mix by the balance estimate (more than 20 dB under the other "
-        "stems, or covered by them); check by ear"
-    )
-
-
-def _stem_list(stems: torch.Tensor) -> str:
-    """`[N]` bool as words: "stem 3", "stems 2 and 5" (counted from 1, in the stems' order)."""
-    numbers = [str(k + 1) for k in torch.nonzero(stems).flatten().tolist()]
-    if len(numbers) == 1:
-        return f"stem {numbers[0]}"
-    return f"stems {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
 class SongOptimizer(OptimiserStage):

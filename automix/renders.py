@@ -131,6 +131,24 @@ CANCELS_IN_MONO = (
 )
 
 
+def lost_note(lost: torch.Tensor) -> str | None:
+    """A line naming the stems `[N]` (bool) a song's mix loses (`automix.balance.FoundStems`), or None."""
+    if not lost.any():
+        return None
+    return (
+        f"{_stem_list(lost)} not found in the mix by the balance estimate (more than 20 dB under the other "
+        "stems, or covered by them); check by ear"
+    )
+
+
+def _stem_list(stems: torch.Tensor) -> str:
+    """`[N]` bool as words: "stem 3", "stems 2 and 5" (counted from 1, in the stems' order)."""
+    numbers = [str(k + 1) for k in torch.nonzero(stems).flatten().tolist()]
+    if len(numbers) == 1:
+        return f"stem {numbers[0]}"
+    return f"stems {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
 def cancels_in_mono(k: int, value: float, goal: float) -> bool:
     """Whether a miss of `missed_targets` is an M/S ratio over its goal and past `CANCELS_IN_MONO_MS`
     (`automix.metrics`): channels largely of opposite polarity, which the narrowest width halves and a

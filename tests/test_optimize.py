@@ -295,7 +295,7 @@ def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
     """Two songs of three synthetic stems and a white noise 15 dB under them: under the first's master
     shelves at +6 dB (100 Hz) and -6 dB (8 kHz) the contract's balance estimate loses the noise, with the
     second's EQ flat it finds it. `FoundStems` (the stems at their strips' level) reads the same, and
-    the notes name the first song's stem 4."""
+    the notes of both modes name the first song's stem 4."""
     stems = synth_stems(4.0, SAMPLE_RATE, seed=0)[0][:3]
     noise = white_noise(1, 4.0, SAMPLE_RATE, seed=0)[0]
     noise = noise * 10 ** (-15 / 20) * stems.square().mean().sqrt() / noise.square().mean().sqrt()
@@ -319,6 +319,10 @@ def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
     assert not any("not found" in line for line in notes[1])
     two = torch.tensor([[False, True, False, True], [False] * 4])
     assert SongOptimizer(chain).notes(render, targets, lost=two)[0][-1].startswith("stems 2 and 4 not found")
+    analysis = {**render.measured, "limited_trim_db": torch.zeros(2)}  # predict mode says the same
+    predicted = [PredictMode(chain).notes(analysis, targets, song, lost=lost) for song in (0, 1)]
+    assert predicted[0][-1] == notes[0][-1]
+    assert not any("not found" in line for line in predicted[1])
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
