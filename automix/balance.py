@@ -22,7 +22,6 @@ from automix.units import db_to_amp
 
 __all__ = [
     "BalanceReport",
-    "FoundStems",
     "TrackBalance",
     "ThirdOctaveBands",
     "band_energies",
@@ -465,45 +464,6 @@ def balance_error_db(
     """
     _check_tracks_and_mix(tracks, mix)
     return TrackBalance(tracks, sample_rate).report(mix, lost_db=lost_db, lost_threshold_db=lost_threshold_db)
-
-
-class FoundStems:
-    """Which stems the balance estimate finds in automix's own mixes of a batch of songs: the lost rule of
-    `balance_error_db` (steps 1–3), the tracks being the stems at the level their strips set (docs/design.md,
-    *The per-song optimiser*, step 10). A stem that reads lost there sits more than 20 dB under the
-    others, or what the strips and the master did to it and to the rest covers it, by the same measure
-    that `benchmarks/human_mixes.py` counts lost tracks with.
-
-    Example::
-
-        found = FoundStems(stems, stem_params["input_gain_db"] + stem_params["level_db"], sample_rate)
-        found.lost(mix)  # [B, N] bool
-
-    Args:
-        stems: `[B, N, C, T]` the stems as given.
-        levels_db: `[B, N]` the gain each stem's strip sets it at, dB.
-        sample_rate: Hz.
-        mask: `[B, N]` 1 for real stems, or None (a padding stem is left unmeasured).
-    """
-
-    def __init__(self, stems: torch.Tensor, levels_db: torch.Tensor, sample_rate: int, mask=None):
-        levels = db_to_amp(levels_db.detach().double().cpu())
-        if mask is not None:
-            levels = levels * (mask.detach().cpu() > 0)
-        self.balances = [
-            TrackBalance(song, sample_rate, song_levels)
-            for song, song_levels in zip(stems, levels, strict=True)
-        ]
-
-    def lost(self, mix: torch.Tensor) -> torch.Tensor:
-        """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `mix` `[B, 2, T]`."""
-        rows = []
-        for balance, song_mix in zip(self.balances, mix, strict=True):
-            try:
-                rows.append(balance.report(song_mix).lost)
-            except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
-                rows.append(torch.zeros(balance.shape[0], dtype=torch.bool))
-        return torch.stack(rows)
 
 
 def _report(

@@ -20,7 +20,7 @@ optimiser*).
 5. A render short of its loudness with the limiter at the limiting budget, or past the budget, gets its
    strips driven into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`):
    harmonics only where the loudness needs them.
-6. A note names each stem the balance estimate does not find in the kept mix (`automix.balance.FoundStems`).
+6. A note names each stem the balance estimate does not find in the kept mix (`automix.renders.lost_stems`).
 """
 
 import dataclasses
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from automix import metrics
 from automix.analysis import measure
-from automix.balance import FoundStems, stem_balance_db
+from automix.balance import stem_balance_db
 from automix.compression import bypassed_loudness, compression_db
 from automix.controllers import (
     MIN_CENTROID_HZ,
@@ -66,6 +66,7 @@ from automix.renders import (
     is_closer,
     limiting_held,
     lost_note,
+    lost_stems,
     missed_targets,
     scaled_errors,
 )
@@ -400,7 +401,7 @@ class SongOptimizer(OptimiserStage):
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks, with what held
         it: the limiting budget, a louder trim breaking another promise (`louder_breaks` `[4, B]`, the
         last trim step's `FinalTrim`), or the stems' balance and EQ budgets; and a line naming the stems
-        the mix loses (`lost` `[B, N]` bool, `automix.balance.FoundStems`)."""
+        the mix loses (`lost` `[B, N]` bool, `automix.renders.lost_stems`)."""
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
@@ -445,9 +446,7 @@ class SongOptimizer(OptimiserStage):
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
-            # each stem at the level its strip sets: the tracks the estimate looks for
-            levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
-            lost = FoundStems(stems, levels_db, self.sample_rate, mask).lost(mix)
+            lost = lost_stems(stems, stem_params, mix, self.sample_rate, mask)
             measured = dict(best.measured)
             if mix is not best.mix:  # the check limited some peaks: measured again
                 measured |= measure(mix, self.sample_rate, blockwise=True)

@@ -10,7 +10,7 @@ import dataclasses
 import torch
 
 from automix import panning
-from automix.balance import FoundStems, stem_balance_db
+from automix.balance import stem_balance_db
 from automix.compression import bypassed_loudness, compression_db, raised_thresholds
 from automix.controllers import MIN_MS_FOR_WIDTH
 from automix.dsp.console import bus_detector_power
@@ -26,6 +26,7 @@ from automix.renders import (
     held_by_louder_trim,
     limiting_held,
     lost_note,
+    lost_stems,
     missed_targets,
 )
 from automix.staging import input_gain_db
@@ -62,10 +63,7 @@ class PredictMode:
         analysis["balance_start"] = sources
         analysis["strip_compression_db"] = compression
         if "gain_reduction" in analysis:
-            params = analysis["stem_params"]
-            # each stem at the level its strip sets: the tracks the estimate looks for
-            levels_db = params["input_gain_db"] + params["level_db"]
-            lost = FoundStems(stems, levels_db, self.chain.sample_rate, mask).lost(mix)
+            lost = lost_stems(stems, analysis["stem_params"], mix, self.chain.sample_rate, mask)
             analysis["notes"] = [
                 self.notes(analysis, targets, song, louder_breaks, lost) for song in range(mix.shape[0])
             ]
@@ -274,7 +272,7 @@ class PredictMode:
         """The notes for one song of a batch: the trim held by the limiting budget, each promise
         (`OptimizeSettings.promise`) the mix breaks, with what held a short loudness where the last trim
         step tried louder (`louder_breaks` `[4, B]`, `FinalTrim`'s), heavy limiting, and the stems the mix
-        loses (`lost` `[B, N]` bool, `automix.balance.FoundStems`)."""
+        loses (`lost` `[B, N]` bool, `automix.renders.lost_stems`)."""
         chain = self.chain
         budget = chain.mastering_settings.max_limiting_db
         lowered = float(analysis["limited_trim_db"][song])

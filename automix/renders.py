@@ -9,10 +9,13 @@ from typing import NamedTuple
 
 import torch
 
+from automix.balance import TrackBalance
+from automix.errors import AutomixError
 from automix.mastering import over_budget
 from automix.metrics import CANCELS_IN_MONO_MS
 from automix.settings import OptimizeSettings, Tolerances
 from automix.targets import Targets
+from automix.units import db_to_amp
 
 MEASURES = ("lufs", "spectral_centroid", "stereo_ms_ratio")  # analysis keys, in the targets' order
 MEASURE_UNITS = (("loudness", " LUFS", 1), ("centroid", " Hz", 0), ("M/S ratio", "", 3))
@@ -131,8 +134,27 @@ CANCELS_IN_MONO = (
 )
 
 
+def lost_stems(stems, stem_params: dict, mix, sample_rate: int, mask=None) -> torch.Tensor:
+    """`[B, N]` bool (CPU): the stems `[B, N, C, T]` the balance estimate does not find in each song's mix
+    `[B, 2, T]` (docs/design.md, *The per-song optimiser*, step 10): the lost rule of
+    `automix.balance.balance_error_db` (steps 1–3), the tracks being the stems at the level their strips
+    set (`stem_params`' input gain and fader, dB, `[B, N]`); a padding stem (`mask` 0) is left unmeasured.
+    A stem lost there sits more than 20 dB under the others, or what the strips and the master did covers
+    it, by the measure `benchmarks/human_mixes.py` counts lost tracks with."""
+    levels = db_to_amp((stem_params["input_gain_db"] + stem_params["level_db"]).detach().double().cpu())
+    if mask is not None:
+        levels = levels * (mask.detach().cpu() > 0)
+    rows = []
+    for song, song_levels, song_mix in zip(stems, levels, mix, strict=True):
+        try:
+            rows.append(TrackBalance(song, sample_rate, song_levels).report(song_mix).lost)
+        except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
+            rows.append(torch.zeros(len(song), dtype=torch.bool))
+    return torch.stack(rows)
+
+
 def lost_note(lost: torch.Tensor) -> str | None:
-    """A line naming the stems `[N]` (bool) a song's mix loses (`automix.balance.FoundStems`), or None."""
+    """A line naming the stems `[N]` (bool) a song's mix loses (`lost_stems`), or None."""
     if not lost.any():
         return None
     return (

@@ -11,7 +11,6 @@ import torch
 from automix.balance import (
     BALANCE_HOP,
     BALANCE_N_FFT,
-    FoundStems,
     TrackBalance,
     balance_error_db,
     band_energies,
@@ -26,6 +25,7 @@ from automix.balance import (
 )
 from automix.errors import AutomixError
 from automix.metrics import integrated_loudness
+from automix.renders import lost_stems
 
 SAMPLE_RATE = 44100
 DURATION_S = 2.0
@@ -369,7 +369,7 @@ def test_tracks_measured_at_levels_read_as_the_tracks_scaled_to_them_for_every_m
         assert report.lost.tolist() == expected.lost.tolist() == [False, False, False, gains_db[3] < -20]
 
 
-def test_found_stems_are_read_at_the_level_their_strips_set():
+def test_lost_stems_are_read_at_the_level_their_strips_set():
     """A stem 25 dB under the others in the mix is lost where its strip's level says it sits level with them
     (the mix lost it), found where the level says it sits 25 dB down; a padding stem is never lost."""
     tracks = torch.from_numpy(_distinct_tracks()).float()
@@ -378,9 +378,10 @@ def test_found_stems_are_read_at_the_level_their_strips_set():
     mix = (stems[0] * 10 ** (levels_db[0, :, None, None] / 20))[:4].sum(0)
     mix = (mix + stems[0, 2] * (10 ** (-25 / 20) - 1))[None]  # stem 3 turned 25 dB down in the mix
     mask = torch.tensor([[1, 1, 1, 1, 0]])
-    assert FoundStems(stems, levels_db, SAMPLE_RATE, mask).lost(mix).tolist() == [[0, 0, 1, 0, 0]]
-    levels_db[0, 2] -= 25.0
-    assert FoundStems(stems, levels_db, SAMPLE_RATE, mask).lost(mix).tolist() == [[0] * 5]
+    params = {"input_gain_db": torch.full_like(levels_db, -4.0), "level_db": levels_db + 4.0}
+    assert lost_stems(stems, params, mix, SAMPLE_RATE, mask).tolist() == [[0, 0, 1, 0, 0]]
+    params["level_db"][0, 2] -= 25.0
+    assert lost_stems(stems, params, mix, SAMPLE_RATE, mask).tolist() == [[0] * 5]
 
 
 def test_a_lost_track_counts_relative_to_the_mix_level_so_the_overall_gain_does_not_matter():

@@ -11,7 +11,7 @@ import torch
 
 from automix import AutoMixChain
 from automix.analysis import measure
-from automix.balance import FoundStems, balance_error_db, stem_balance_db
+from automix.balance import balance_error_db, stem_balance_db
 from automix.controllers import EqBudget, TiltController
 from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
@@ -19,7 +19,7 @@ from automix.excerpts import select_excerpts
 from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
 from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
-from automix.renders import Console, FullRender, Strips, closer_render
+from automix.renders import Console, FullRender, Strips, closer_render, lost_stems
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
 from automix.synth import pink_noise, synth_stems, white_noise
 from automix.targets import Targets, resolve_targets
@@ -294,7 +294,7 @@ def test_the_tilt_moves_the_high_shelf_first_and_the_low_shelf_past_its_range(ch
 def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
     """Two songs of three synthetic stems and a white noise 15 dB under them: under the first's master
     shelves at +6 dB (100 Hz) and -6 dB (8 kHz) the contract's balance estimate loses the noise, with the
-    second's EQ flat it finds it. `FoundStems` (the stems at their strips' level) reads the same, and
+    second's EQ flat it finds it. `lost_stems` (the stems at their strips' level) reads the same, and
     the notes of both modes name the first song's stem 4."""
     stems = synth_stems(4.0, SAMPLE_RATE, seed=0)[0][:3]
     noise = white_noise(1, 4.0, SAMPLE_RATE, seed=0)[0]
@@ -309,8 +309,8 @@ def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
         params["eq_gain_db"] = torch.tensor([[6.0, 0.0, 0.0, -6.0], [0.0] * 4])
         targets = targets_of((-14.0, 2000.0, 0.5), (-14.0, 2000.0, 0.5))
         render = refinement.render_full(bus, power, params, torch.zeros(2), targets)
-        levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
-        lost = FoundStems(songs, levels_db, SAMPLE_RATE).lost(render.mix)
+        lost = lost_stems(songs, stem_params, render.mix, SAMPLE_RATE)
+    levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
     assert levels_db.unique().numel() == 1  # neutral strips: one level, so the stems as given are the tracks
     expected = [balance_error_db(songs[k], render.mix[k], SAMPLE_RATE).lost.tolist() for k in (0, 1)]
     assert lost.tolist() == expected == [[False] * 3 + [True], [False] * 4]
