@@ -142,15 +142,15 @@ def lost_stems(stems, stem_params: dict, mix, sample_rate: int, mask=None) -> to
     A stem lost there sits more than 20 dB under the others, or what the strips and the master did covers
     it, by the measure `benchmarks/human_mixes.py` counts lost tracks with."""
     levels = db_to_amp((stem_params["input_gain_db"] + stem_params["level_db"]).detach().double().cpu())
-    if mask is not None:
-        levels = levels * (mask.detach().cpu() > 0)
-    rows = []
-    for song, song_levels, song_mix in zip(stems, levels, mix, strict=True):
-        try:
-            rows.append(TrackBalance(song, sample_rate, song_levels).report(song_mix).lost)
+    real = torch.ones(levels.shape, dtype=torch.bool) if mask is None else mask.detach().cpu() > 0
+    lost = torch.zeros(levels.shape, dtype=torch.bool)
+    for song, song_levels, song_mix, song_lost, kept in zip(stems, levels, mix, lost, real, strict=True):
+        try:  # the real stems only: a padding stem is not measured
+            balance = TrackBalance(song[kept.to(song.device)], sample_rate, song_levels[kept])
+            song_lost[kept] = balance.report(song_mix).lost
         except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
-            rows.append(torch.zeros(len(song), dtype=torch.bool))
-    return torch.stack(rows)
+            pass
+    return lost
 
 
 def lost_note(lost: torch.Tensor) -> str | None:

@@ -67,6 +67,8 @@ class OptimizeSettings:
             the reference's where the song has one, else equal loudness).
         balance_checkpoint: an automix checkpoint whose predicted balance "checkpoint" and "auto" start
             from (a relative path is read from the repository root); None for none.
+        balance_checkpoint_share: how much of each stem's move from equal loudness to
+            `balance_checkpoint`'s balance the start takes (1: all of it; 0: equal loudness).
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
@@ -94,6 +96,7 @@ class OptimizeSettings:
     playing_db: float = 20.0
     balance_start: str = "auto"
     balance_checkpoint: str | None = None
+    balance_checkpoint_share: float = 1.0
     balance_budget_db: float = 1.0
     eq_budget_db: float = 6.0
     strip_tone_octaves: float = 0.333
@@ -103,6 +106,10 @@ class OptimizeSettings:
         _choice("balance_start", self.balance_start, CHOICES["balance_start"])
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
+        if not 0 <= self.balance_checkpoint_share <= 1:
+            raise AutomixError(
+                f"balance_checkpoint_share must be within 0..1, got {self.balance_checkpoint_share!r}"
+            )
         for name in ("balance_budget_db", "eq_budget_db", "strip_tone_octaves"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise AutomixError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -73,7 +73,8 @@ class StartBalance(OptimiserStage):
             .to(stems.device)
         )
         prediction = balance_chain.predict(stems, targets, mask, 0, input_gain, blockwise=True)
-        return stem_balance_db(prediction.stem_lufs, mask)
+        # `balanced_strips` centres the balance: a scaled one is that share of each stem's move
+        return self.settings.balance_checkpoint_share * stem_balance_db(prediction.stem_lufs, mask)
 
     def reference_balance_db(self, stems, spectrum_db: torch.Tensor, mask) -> torch.Tensor:
         """`[B, N]` dB: each stem's move from equal loudness that brings the stems' summed long-term

@@ -67,6 +67,7 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  balance_start: loudest\n", r"optimize\.balance_start: expected one of"),
         ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
         ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
+        ("optimize:\n  balance_checkpoint_share: 1.5\n", r"balance_checkpoint_share must be within 0\.\.1"),
         ("predict:\n  refine: 1\n", r"predict\.refine: expected true or false"),
         ("predict:\n  style_balance: reference\n", r"predict\.style_balance: expected one of"),
         ("predict:\n  max_strip_compression_db: -2\n", r"max_strip_compression_db: must be >= 0"),
@@ -566,6 +567,12 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
     assert optimizer.start.balance_source(targets) == "checkpoint"
     optimizer(stems, targets)
     torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
+    # a share of it: each stem's loudness that share of its way from the stems' mean to the checkpoint's
+    halfway = SongOptimizer(chain, start_only(balance_checkpoint=str(path), balance_checkpoint_share=0.5))
+    halfway(stems, targets)
+    start = halfway.state.start_balance_db
+    centred = expected - expected.mean(-1, keepdim=True)
+    torch.testing.assert_close(start - start.mean(-1, keepdim=True), 0.5 * centred, atol=0.05, rtol=0)
     missing = SongOptimizer(chain, start_only(balance_checkpoint=str(tmp_path / "missing.ckpt")))
     with pytest.raises(AutomixError, match="missing.ckpt: no such checkpoint"):
         missing(stems, targets)
