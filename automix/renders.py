@@ -145,9 +145,10 @@ def lost_stems(stems, stem_params: dict, mix, sample_rate: int, mask=None) -> to
     real = torch.ones(levels.shape, dtype=torch.bool) if mask is None else mask.detach().cpu() > 0
     lost = torch.zeros(levels.shape, dtype=torch.bool)
     for song, song_levels, song_mix, song_lost, kept in zip(stems, levels, mix, lost, real, strict=True):
-        try:  # the real stems only: a padding stem is not measured
-            balance = TrackBalance(song[kept.to(song.device)], sample_rate, song_levels[kept])
-            song_lost[kept] = balance.report(song_mix).lost
+        # the real stems only: a padding stem is not measured (a song without one is not copied)
+        tracks = song if bool(kept.all()) else song[kept.to(song.device)]
+        try:
+            song_lost[kept] = TrackBalance(tracks, sample_rate, song_levels[kept]).report(song_mix).lost
         except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
             pass
     return lost
