@@ -20,7 +20,7 @@ from automix.errors import AutomixError
 
 MIX_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "mix.yaml"
 # Where the per-song optimiser takes the stems' balance from (`OptimizeSettings.balance_start`).
-BALANCE_STARTS = ("auto", "equal_loudness", "predicted", "checkpoint", "reference")
+BALANCE_STARTS = ("auto", "equal_loudness", "stems", "predicted", "checkpoint", "reference")
 # Where predict mode takes the balance of a song mixed to a reference, and of one mixed to a style, from.
 PREDICT_BALANCES = ("auto", "predicted")
 STYLE_BALANCES = ("equal_loudness", "predicted")
@@ -58,7 +58,9 @@ class OptimizeSettings:
         playing_db: a stem plays in an excerpt when its mean square there is within this many dB of its
             loudest excerpt's.
         balance_start: the stems' balance the optimisation starts from: "equal_loudness" (every
-            stem's level set so that the stems play at the same loudness), "predicted" (the
+            stem's level set so that the stems play at the same loudness), "stems" (each stem's level
+            set so that the stems play at the balance they were handed over at: a rough mix kept),
+            "predicted" (the
             predictor's strips), "checkpoint" (the predictor's strips with each stem's level set to
             the balance `balance_checkpoint`'s predictor gives the stems), "reference" (from equal
             loudness, the stem levels whose sum has the reference's long-term spectrum, for songs

@@ -35,7 +35,7 @@ class StartBalance(OptimiserStage):
 
     def balance_source(self, targets: Targets) -> str:
         """Where the start's balance comes from: "predicted" (the predictor's strips as they are),
-        "checkpoint", "reference" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto"
+        "stems", "checkpoint", "reference" or "equal_loudness" (`OptimizeSettings.balance_start`, "auto"
         resolved)."""
         start = self.settings.balance_start
         if start != "auto":
@@ -56,14 +56,18 @@ class StartBalance(OptimiserStage):
 
     def balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
-        the predictor's: equal shares, the moves from them that match each song's reference spectrum
-        (equal shares for a song without one), or what `OptimizeSettings.balance_checkpoint`'s predictor
-        gives these stems (NaN where it has no balance: that stem gets the stems' mean loudness)."""
+        the predictor's: equal shares, the stems' own balance as handed over, the moves from equal shares
+        that match each song's reference spectrum (equal shares for a song without one), or what
+        `OptimizeSettings.balance_checkpoint`'s predictor gives these stems (NaN where it has no balance:
+        that stem gets the stems' mean loudness)."""
         source = self.balance_source(targets)
         if source == "predicted":
             return None
         if source == "equal_loudness" or (source == "reference" and targets.spectrum_db is None):
             return torch.zeros(stems.shape[:2], device=stems.device)
+        if source == "stems":
+            # the input gain is common to every stem: it leaves their balance alone
+            return stem_balance_db(integrated_loudness(stems, self.sample_rate, blockwise=True), mask)
         if source == "reference":
             return self.reference_balance_db(stems, targets.spectrum_db, mask)
         path = self.settings.balance_checkpoint_path()

@@ -9,7 +9,9 @@ producer's mix on a 5-s grid. Tracks the balance estimate cannot measure apart o
 `automix.balance.measurable_groups`, at most 16, automix's stem limit) are summed into one track first, as
 a producer bounces stems; the producer's own mix then reads the estimate's floor ("producer"), and the
 same mix through automix's master EQ, its shelves tilted as the refinement tilts them to each style's
-centroid ("producer_<style>"), what a style's tone alone costs a mix at the producer's levels. Each track
+centroid ("producer_<style>"), what a style's tone alone costs a mix at the producer's levels, and
+automix's style mode handed the producer's tracks as they are and keeping their balance
+(`balance_start: stems`, "kept_<style>"), what reaching a style costs a balance a user hands in. Each track
 is scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
 the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
 style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
@@ -35,6 +37,7 @@ Run: `python benchmarks/human_mixes.py [--root DIR] [--split valid|train|other] 
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import statistics
@@ -73,10 +76,12 @@ SILENCE_LUFS = -70.0  # BS.1770 absolute gate: a track at or below it is silent
 STYLES = ("rock_punk", "rnb_ballad", "country_pop")
 PREDICT_STYLES = tuple(f"predict_{style}" for style in STYLES)  # predict mode to each style, no reference
 TILTED = tuple(f"producer_{style}" for style in STYLES)  # the producer's mix, its tone tilted to each style
+KEPT = tuple(f"kept_{style}" for style in STYLES)  # each style mode keeping the producer's own balance
 METHODS = (
-    "producer", *TILTED, "untouched", "equal_loudness", *STYLES, "reference", "predict", *PREDICT_STYLES
+    "producer", *TILTED, "untouched", "equal_loudness", *STYLES, *KEPT, "reference", "predict",
+    *PREDICT_STYLES,
 )  # fmt: skip
-AUTOMIX_METHODS = (*STYLES, "reference", "predict", *PREDICT_STYLES)
+AUTOMIX_METHODS = (*STYLES, *KEPT, "reference", "predict", *PREDICT_STYLES)
 RENDER_HINT = "python data/make_lmms_multitracks.py --split {split}"
 
 
@@ -460,8 +465,9 @@ def group_name(names: Sequence[str], group: Sequence[int]) -> str:
 
 
 class Mixers:
-    """Automix's chains, made once: the neutral one (style and reference modes) and the shipped
-    checkpoint's (predict mode), loaded as `mix.py` loads them."""
+    """Automix's chains, made once: the neutral one (style and reference modes), one keeping the stems'
+    balance (`balance_start: stems`, the kept style modes) and the shipped checkpoint's (predict mode),
+    loaded as `mix.py` loads them."""
 
     def __init__(
         self,
@@ -481,6 +487,11 @@ class Mixers:
         self.promise = settings.optimize.promise
         self.neutral = load_chain(None, targets, settings).to(dtype)
         self.neutral.sample_rate = sample_rate
+        self.keeper = None
+        if set(KEPT) & set(methods):
+            keep = dataclasses.replace(settings.optimize, balance_start="stems")
+            self.keeper = load_chain(None, targets, dataclasses.replace(settings, optimize=keep)).to(dtype)
+            self.keeper.sample_rate = sample_rate
         self.predictor = None
         if {"predict", *PREDICT_STYLES} & set(methods):
             self.predictor = load_chain(checkpoint, targets, settings).to(dtype)
@@ -490,8 +501,12 @@ class Mixers:
         torch.manual_seed(self.seed)
         stems = stems.to(self.dtype)
         predict = method.startswith("predict")
-        style = reference if method in ("reference", "predict") else method.removeprefix("predict_")
-        chain = self.predictor if predict else self.neutral
+        style = (
+            reference
+            if method in ("reference", "predict")
+            else method.removeprefix("predict_").removeprefix("kept_")
+        )
+        chain = self.predictor if predict else self.keeper if method in KEPT else self.neutral
         if predict:
             with torch.no_grad():
                 mix, analysis = chain(stems, style=style, mode="predict")
@@ -576,6 +591,8 @@ def excerpt_mixes(
                     mix = scrambled.sum(dim=0)
                 elif method == "equal_loudness":
                     mix = equal_loudness(scrambled, SAMPLE_RATE)
+                elif method in KEPT:
+                    mix, analysis = mixers(tracks, method, reference)
                 else:
                     mix, analysis = mixers(scrambled, method, reference)
                 seconds = time.perf_counter() - started

@@ -578,6 +578,33 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
         missing(stems, targets)
 
 
+def test_the_stems_own_balance_is_the_start_through_neutral_or_predicted_strips(chain, tmp_path):
+    """balance_start "stems": the stems start at the balance they were handed over at (each one's
+    loudness by pyloudnorm against the others'), on the neutral strips and on a trained predictor's,
+    whose own strips would move it."""
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    stems = scrambled_song()
+    lufs = torch.tensor([meter.integrated_loudness(stem.T.double().numpy()) for stem in stems[0]])
+    handed = stem_balance_db(lufs.float())[None]
+    targets = resolve_targets("rock_punk", chain.style_targets, 1)
+    trained_weights = AutoMixChain()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in trained_weights.predictor.parameters():
+            weight.add_(0.5 * torch.randn_like(weight))
+    path = tmp_path / "trained.ckpt"
+    torch.save(trained_weights.checkpoint(), path)
+    trained = AutoMixChain.from_checkpoint(path, style_targets=chain.style_targets)
+    with torch.no_grad():
+        own = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
+    assert (own - handed).abs().amax() > 1.0  # the predictor's strips would move the balance
+    for mixer in (chain, trained):
+        optimizer = SongOptimizer(mixer, start_only(balance_start="stems"))
+        assert optimizer.start.balance_source(targets) == "stems"
+        optimizer(stems, targets)
+        torch.testing.assert_close(optimizer.state.start_balance_db, handed, atol=0.1, rtol=0)
+
+
 def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, input_gain) -> torch.Tensor:
     """`[B, N]` the stems' balance in the mix (after the master's EQ and width) on the optimiser's
     excerpts under `console`."""
