@@ -60,11 +60,10 @@ class OptimizeSettings:
         balance_start: the stems' balance the optimisation starts from: "equal_loudness" (every
             stem's level set so that the stems play at the same loudness), "stems" (each stem's level
             set so that the stems play at the balance they were handed over at: a rough mix kept),
-            "predicted" (the
-            predictor's strips), "checkpoint" (the predictor's strips with each stem's level set to
-            the balance `balance_checkpoint`'s predictor gives the stems), "reference" (from equal
-            loudness, the stem levels whose sum has the reference's long-term spectrum, for songs
-            mixed to a reference; `automix.reference_balance`) or "auto" (predicted where the chain
+            "predicted" (the predictor's strips), "checkpoint" (the predictor's strips with each stem's
+            level set to the balance `balance_checkpoint`'s predictor gives the stems), "reference"
+            (from equal loudness, the stem levels whose sum has the reference's long-term spectrum, for
+            songs mixed to a reference; `automix.reference_balance`) or "auto" (predicted where the chain
             was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is set, else
             the reference's where the song has one, else equal loudness).
         balance_checkpoint: an automix checkpoint whose predicted balance "checkpoint" and "auto" start
