@@ -591,10 +591,8 @@ def excerpt_mixes(
                     mix = scrambled.sum(dim=0)
                 elif method == "equal_loudness":
                     mix = equal_loudness(scrambled, SAMPLE_RATE)
-                elif method in KEPT:
-                    mix, analysis = mixers(tracks, method, reference)
-                else:
-                    mix, analysis = mixers(scrambled, method, reference)
+                else:  # the kept style modes take the producer's tracks as they are
+                    mix, analysis = mixers(tracks if method in KEPT else scrambled, method, reference)
                 seconds = time.perf_counter() - started
                 judged = judge(
                     tracks,
