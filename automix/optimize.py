@@ -20,7 +20,10 @@ optimiser*).
 5. A render short of its loudness with the limiter at the limiting budget, or past the budget, gets its
    strips driven into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`):
    harmonics only where the loudness needs them.
-6. A note names each stem the balance estimate does not find in the kept mix (`automix.renders.lost_stems`).
+6. Where the balance estimate loses a stem in the kept render that it finds with the master EQ flat, the
+   EQ is scaled back until it finds it, each share read with the trim and width refined for it
+   (`MasterRefinement.keep_stems`); the centroid's miss is noted with the stems it spares, and a note
+   names each stem the mix still loses (`automix.renders.FoundStems`).
 """
 
 import dataclasses
@@ -50,11 +53,12 @@ from automix.loudness import SILENCE_LUFS, loudness_after_gain
 from automix.mastering import limiting_note, over_budget
 from automix.memory import release_freed_memory
 from automix.params import logit
-from automix.refinement import MasterRefinement, Refined
+from automix.refinement import MasterRefinement, Refined, StemsKept
 from automix.renders import (
     AT_BUDGET_DB,
     CANCELS_IN_MONO,
     Console,
+    FoundStems,
     FullRender,
     Strips,
     at_limiting_budget,
@@ -62,11 +66,11 @@ from automix.renders import (
     cancels_in_mono,
     choose,
     closer_render,
+    eq_held,
     held_by_louder_trim,
     is_closer,
     limiting_held,
     lost_note,
-    lost_stems,
     missed_targets,
     scaled_errors,
 )
@@ -397,11 +401,19 @@ class SongOptimizer(OptimiserStage):
         short = render.measured["lufs"] < targets.lufs
         return (render.miss <= 1) | (at_budget & short & (errors[1:] <= 1).all(dim=0))
 
-    def notes(self, render: FullRender, targets: Targets, louder_breaks=None, lost=None) -> list[list[str]]:
+    def notes(
+        self,
+        render: FullRender,
+        targets: Targets,
+        louder_breaks=None,
+        lost=None,
+        kept: StemsKept | None = None,
+    ) -> list[list[str]]:
         """Per song, a line for each promise (`OptimizeSettings.promise`) the render breaks, with what held
         it: the limiting budget, a louder trim breaking another promise (`louder_breaks` `[4, B]`, the
-        last trim step's `FinalTrim`), or the stems' balance and EQ budgets; and a line naming the stems
-        the mix loses (`lost` `[B, N]` bool, `automix.renders.lost_stems`)."""
+        last trim step's `FinalTrim`), the stems a fuller master EQ loses (`kept`,
+        `MasterRefinement.keep_stems`), or the stems' balance and EQ budgets; and a line naming the stems
+        the mix loses (`lost` `[B, N]` bool, `automix.renders.FoundStems`)."""
         budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
@@ -418,6 +430,8 @@ class SongOptimizer(OptimiserStage):
                     held = held_by_louder_trim(louder_breaks, song, limiting_db) or held
                 if cancels_in_mono(k, measured, goal):
                     held = CANCELS_IN_MONO
+                if k == 1 and kept is not None and kept.eq_share[song] < 1:
+                    held = eq_held(kept.spared[song], float(kept.eq_share[song]))
                 lines.append(f"{missed}: {held}; the closest mix is kept")
             note = limiting_note(render.measured["gain_reduction"], song, limiting_db)
             missing = None if lost is None else lost_note(lost[song])
@@ -442,11 +456,14 @@ class SongOptimizer(OptimiserStage):
                     self.refinement.render_full(bus, power, best.master_params, best.trim_db, targets),
                     strips=best.strips,
                 )
-            best, louder_breaks = self.refinement.final_trim(bus, power, best, targets)
+            found = FoundStems(stems, stem_params, self.sample_rate, mask)
+            trimmed = self.refinement.final_trim(bus, power, best, targets)
+            kept = self.refinement.keep_stems(bus, power, trimmed, found, targets)
+            best, louder_breaks = kept.trimmed
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
-            lost = lost_stems(stems, stem_params, mix, self.sample_rate, mask)
+            lost = found.lost(mix)
             measured = dict(best.measured)
             if mix is not best.mix:  # the check limited some peaks: measured again
                 measured |= measure(mix, self.sample_rate, blockwise=True)
@@ -463,7 +480,7 @@ class SongOptimizer(OptimiserStage):
             "balance_start_db": self.state.start_balance_db,
             "balance_start": self.start.song_balance_sources(targets),
             "balance_budget_db": self.settings.balance_budget_db,
-            "notes": self.notes(best, targets, louder_breaks, lost),
+            "notes": self.notes(best, targets, louder_breaks, lost, kept),
         }
         return mix, analysis
 

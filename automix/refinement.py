@@ -23,6 +23,7 @@ from automix.memory import release_freed_memory
 from automix.renders import (
     MEASURES,
     PROMISES,
+    FoundStems,
     FullRender,
     broken_promises,
     choose,
@@ -43,6 +44,11 @@ STILL_DB = 0.01
 STILL_WIDTH = 1e-3
 # The last trim step's slope (LU a dB) is taken within these bounds once measured; 1 before.
 FINAL_TRIM_SLOPES = (0.2, 1.5)
+# Bisection steps on the share of the master EQ's gains kept where the full EQ loses a stem (a 16th).
+KEEP_STEMS_BISECTIONS = 4
+# The EQ kept leaves each stem it spares this far (dB) over the lost threshold: the last trim step and
+# the limiter's reconstruction check, after it, move a stem's read by a dB or two.
+KEEP_STEMS_MARGIN_DB = 3.0
 
 
 class Round(NamedTuple):
@@ -77,6 +83,16 @@ class FinalTrim(NamedTuple):
     louder_breaks: torch.Tensor
 
 
+class StemsKept(NamedTuple):
+    """`MasterRefinement.keep_stems`' result: the render kept after its last trim step, `[B]` the share of
+    the master EQ's gains it keeps (1 where the full EQ lost no stem) and `[B, N]` the stems that share
+    spares."""
+
+    trimmed: FinalTrim
+    eq_share: torch.Tensor
+    spared: torch.Tensor
+
+
 class MasterRefinement(OptimiserStage):
     """Corrections of a song's master on full renders of its bus: the input trim for the loudness, a
     tilt of the master EQ's shelves for the centroid and the M/S width, each a small controller stepping
@@ -102,6 +118,7 @@ class MasterRefinement(OptimiserStage):
         trim_db,
         *,
         give_up: bool = False,
+        hold_eq: bool = False,
         progress: bool = False,
     ) -> Refined:
         """Corrections on the full render of a bus `[B, 2, T]`: the trim (LUFS), the width (M/S) and a master
@@ -109,6 +126,7 @@ class MasterRefinement(OptimiserStage):
         after the first render. Songs within the stop tolerances are left as they are. With `give_up`, a
         first render on which some song's M/S needs a width out of range ends the refinement there, with
         the trim and width it asks for (not rendered): Adam on excerpts has to change the strips first.
+        With `hold_eq`, the master EQ stays as it is: the trim and width alone step.
         """
         settings = self.settings
         # The heap's free pages handed back: the last stage's temporaries fit this one's rounds badly.
@@ -145,7 +163,8 @@ class MasterRefinement(OptimiserStage):
                 measured["lufs"], targets.lufs, active, held, measured["gain_reduction"]["limiter"]["max_db"]
             )
             # A centroid within its stop tolerance holds the tilt: a probe would only move it away.
-            tilt.update(measured["spectral_centroid"], targets.centroid_hz, active * (errors[1] > 1))
+            if not hold_eq:
+                tilt.update(measured["spectral_centroid"], targets.centroid_hz, active * (errors[1] > 1))
             width.update(ms, targets.ms_ratio, done)
             if give_up and previous is None and out_of_reach.any():
                 # Adam starts from the loudness and the width (as far as its range goes) this render asks for.
@@ -222,6 +241,53 @@ class MasterRefinement(OptimiserStage):
             louder_breaks |= broke & newly
             render = closer_render(render, dataclasses.replace(candidate, strips=render.strips), take=take)
         return FinalTrim(render, louder_breaks & ~broken_promises(render, targets, promise))
+
+    def keep_stems(self, bus, power, trimmed: FinalTrim, found: FoundStems, targets: Targets) -> StemsKept:
+        """The render after its last trim step (`final_trim`) with its master EQ's gains scaled back toward
+        flat where the balance estimate loses a stem in it that it finds with the EQ flat: a style's tone
+        is not worth a stem (docs/design.md, *The per-song optimiser*, step 10). Each share of the gains
+        is read as the user would get it: the trim and width refined for it with the EQ held, then the
+        last trim step. The share kept is the largest found by bisection (`KEEP_STEMS_BISECTIONS` steps)
+        at which the estimate finds those stems; a stem counts as lost within `KEEP_STEMS_MARGIN_DB` of
+        the lost threshold. `bus` and `power` as `final_trim` takes them; the render holds its audio."""
+        render = trimmed.render
+        lost = found.lost(render.mix, KEEP_STEMS_MARGIN_DB)
+        share = torch.ones_like(render.trim_db)
+        spared = torch.zeros_like(lost)
+        songs = lost.any(dim=-1).to(share.device)
+        if not songs.any():
+            return StemsKept(trimmed, share, spared)
+        eq_db = render.master_params["eq_gain_db"]
+
+        def at(fraction) -> FinalTrim:
+            params = render.master_params | {"eq_gain_db": eq_db * fraction[:, None]}
+            refined = self.refine(bus, params, targets, render.trim_db, hold_eq=True).render
+            return self.final_trim(bus, power, dataclasses.replace(refined, strips=render.strips), targets)
+
+        def taken(old: FinalTrim, new: FinalTrim, take) -> FinalTrim:
+            breaks = torch.where(take, new.louder_breaks, old.louder_breaks)
+            return FinalTrim(closer_render(old.render, new.render, take=take), breaks)
+
+        def loses(candidate: FinalTrim, beyond):  # `[B]` whether a render loses a stem `beyond` does not
+            read = found.lost(candidate.render.mix, KEEP_STEMS_MARGIN_DB)
+            return (read & ~beyond).any(dim=-1).to(share.device)
+
+        flat = at(torch.where(songs, 0.0, 1.0))
+        lost_flat = found.lost(flat.render.mix, KEEP_STEMS_MARGIN_DB)
+        by_eq = songs & (lost & ~lost_flat).any(dim=-1).to(share.device)  # the EQ loses what flat finds
+        if not by_eq.any():
+            return StemsKept(trimmed, share, spared)
+        kept = taken(trimmed, flat, by_eq)
+        low, high = torch.zeros_like(share), share.clone()
+        for _ in range(KEEP_STEMS_BISECTIONS):
+            middle = (low + high) / 2
+            probe = at(torch.where(by_eq, middle, 1.0))
+            keeps = by_eq & ~loses(probe, lost_flat)
+            kept = taken(kept, probe, keeps)
+            low = torch.where(keeps, middle, low)
+            high = torch.where(by_eq & ~keeps, middle, high)
+        spared = lost & ~lost_flat & by_eq.cpu()[:, None]
+        return StemsKept(kept, torch.where(by_eq, low, share), spared)
 
     def width_reaches(self, width, ms_ratio, targets: Targets) -> torch.Tensor:
         """`[B]` whether the width, kept `handover_width_margin` inside its range, can scale each M/S

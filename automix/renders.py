@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from automix.balance import TrackBalance
+from automix.balance import LOST_THRESHOLD_DB, TrackBalance
 from automix.errors import AutomixError
 from automix.mastering import over_budget
 from automix.metrics import CANCELS_IN_MONO_MS
@@ -134,24 +134,40 @@ CANCELS_IN_MONO = (
 )
 
 
+class FoundStems:
+    """Which stems the balance estimate finds in renders of the same songs (docs/design.md, *The per-song
+    optimiser*, step 10): the lost rule of `automix.balance.balance_error_db` (steps 1–3), the tracks being
+    the stems `[B, N, C, T]` at the level their strips set (`stem_params`' input gain and fader, dB,
+    `[B, N]`); a padding stem (`mask` 0) is left unmeasured. Each stem's band energies are measured once,
+    for every render read. A stem lost there sits more than 20 dB under the others, or what the strips and
+    the master did covers it, by the measure `benchmarks/human_mixes.py` counts lost tracks with."""
+
+    def __init__(self, stems, stem_params: dict, sample_rate: int, mask=None):
+        levels = db_to_amp((stem_params["input_gain_db"] + stem_params["level_db"]).detach().double().cpu())
+        self.real = torch.ones(levels.shape, dtype=torch.bool) if mask is None else mask.detach().cpu() > 0
+        self.balances = []
+        for song, song_levels, kept in zip(stems, levels, self.real, strict=True):
+            # the real stems only: a padding stem is not measured (a song without one is not copied)
+            tracks = song if bool(kept.all()) else song[kept.to(song.device)]
+            self.balances.append(TrackBalance(tracks, sample_rate, song_levels[kept]))
+
+    def lost(self, mix, margin_db: float = 0.0) -> torch.Tensor:
+        """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `[B, 2, T]`; with
+        `margin_db`, those within that many dB over the lost threshold too."""
+        lost = torch.zeros(self.real.shape, dtype=torch.bool)
+        for balance, song_mix, song_lost, kept in zip(self.balances, mix, lost, self.real, strict=True):
+            try:
+                threshold_db = LOST_THRESHOLD_DB + margin_db
+                song_lost[kept] = balance.report(song_mix, lost_threshold_db=threshold_db).lost
+            except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
+                pass
+        return lost
+
+
 def lost_stems(stems, stem_params: dict, mix, sample_rate: int, mask=None) -> torch.Tensor:
     """`[B, N]` bool (CPU): the stems `[B, N, C, T]` the balance estimate does not find in each song's mix
-    `[B, 2, T]` (docs/design.md, *The per-song optimiser*, step 10): the lost rule of
-    `automix.balance.balance_error_db` (steps 1–3), the tracks being the stems at the level their strips
-    set (`stem_params`' input gain and fader, dB, `[B, N]`); a padding stem (`mask` 0) is left unmeasured.
-    A stem lost there sits more than 20 dB under the others, or what the strips and the master did covers
-    it, by the measure `benchmarks/human_mixes.py` counts lost tracks with."""
-    levels = db_to_amp((stem_params["input_gain_db"] + stem_params["level_db"]).detach().double().cpu())
-    real = torch.ones(levels.shape, dtype=torch.bool) if mask is None else mask.detach().cpu() > 0
-    lost = torch.zeros(levels.shape, dtype=torch.bool)
-    for song, song_levels, song_mix, song_lost, kept in zip(stems, levels, mix, lost, real, strict=True):
-        # the real stems only: a padding stem is not measured (a song without one is not copied)
-        tracks = song if bool(kept.all()) else song[kept.to(song.device)]
-        try:
-            song_lost[kept] = TrackBalance(tracks, sample_rate, song_levels[kept]).report(song_mix).lost
-        except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
-            pass
-    return lost
+    `[B, 2, T]`, read once (`FoundStems`)."""
+    return FoundStems(stems, stem_params, sample_rate, mask).lost(mix)
 
 
 def lost_note(lost: torch.Tensor) -> str | None:
@@ -161,6 +177,15 @@ def lost_note(lost: torch.Tensor) -> str | None:
     return (
         f"{_stem_list(lost)} not found in the mix by the balance estimate (more than 20 dB under the other "
         "stems, or covered by them); check by ear"
+    )
+
+
+def eq_held(spared: torch.Tensor, share: float) -> str:
+    """What held a centroid where the master EQ was scaled back to `share` of its gains to keep the stems
+    `spared` `[N]` (bool; `automix.refinement.MasterRefinement.keep_stems`), in words."""
+    return (
+        f"not reached without losing {_stem_list(spared)} under the others, by the balance estimate; the "
+        f"master EQ is kept at {share:.0%} of its gains"
     )
 
 

@@ -4,6 +4,7 @@ controllers on full renders, Adam's handover and aim, the closest render kept, a
 import dataclasses
 import itertools
 import math
+from typing import NamedTuple
 
 import pyloudnorm
 import pytest
@@ -20,7 +21,7 @@ from automix.excerpts import select_excerpts
 from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
 from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
-from automix.renders import Console, FullRender, Strips, closer_render, lost_stems
+from automix.renders import Console, FoundStems, FullRender, Strips, closer_render, lost_stems
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
 from automix.synth import pink_noise, synth_stems, white_noise
 from automix.targets import Targets, resolve_targets
@@ -293,11 +294,19 @@ def test_the_tilt_moves_the_high_shelf_first_and_the_low_shelf_past_its_range(ch
         torch.testing.assert_close(past.eq_gain_db(), edge.eq_gain_db())
 
 
-def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
-    """Two songs of three synthetic stems and a white noise 15 dB under them: under the first's master
-    shelves at +6 dB (100 Hz) and -6 dB (8 kHz) the contract's balance estimate loses the noise, with the
-    second's EQ flat it finds it. `lost_stems` (the stems at their strips' level) reads the same, and
-    the notes of both modes name the first song's stem 4."""
+class ShelvedNoise(NamedTuple):
+    """Two songs of three synthetic stems and a white noise 15 dB under them on neutral strips, the first
+    under master shelves at +6 dB (100 Hz) and -6 dB (8 kHz), the second's master EQ flat."""
+
+    songs: torch.Tensor
+    bus: torch.Tensor
+    power: torch.Tensor
+    stem_params: dict
+    render: FullRender
+    targets: Targets
+
+
+def shelved_noise(chain, targets: Targets) -> ShelvedNoise:
     stems = synth_stems(4.0, SAMPLE_RATE, seed=0)[0][:3]
     noise = white_noise(1, 4.0, SAMPLE_RATE, seed=0)[0]
     noise = noise * 10 ** (-15 / 20) * stems.square().mean().sqrt() / noise.square().mean().sqrt()
@@ -309,9 +318,18 @@ def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
         power = bus_detector_power(bus, SAMPLE_RATE, blockwise=True)
         params = space.denormalize_master(space.neutral_unit(1)[1].expand(2, -1))
         params["eq_gain_db"] = torch.tensor([[6.0, 0.0, 0.0, -6.0], [0.0] * 4])
-        targets = targets_of((-14.0, 2000.0, 0.5), (-14.0, 2000.0, 0.5))
         render = refinement.render_full(bus, power, params, torch.zeros(2), targets)
-        lost = lost_stems(songs, stem_params, render.mix, SAMPLE_RATE)
+    return ShelvedNoise(songs, bus, power, stem_params, render, targets)
+
+
+def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
+    """`shelved_noise`: under the first song's shelves the contract's balance estimate loses the noise,
+    with the second's EQ flat it finds it. `lost_stems` (the stems at their strips' level) reads the same,
+    and the notes of both modes name the first song's stem 4."""
+    songs, _, _, stem_params, render, targets = shelved_noise(
+        chain, targets_of((-14.0, 2000.0, 0.5), (-14.0, 2000.0, 0.5))
+    )
+    lost = lost_stems(songs, stem_params, render.mix, SAMPLE_RATE)
     levels_db = stem_params["input_gain_db"] + stem_params["level_db"]
     assert levels_db.unique().numel() == 1  # neutral strips: one level, so the stems as given are the tracks
     expected = [balance_error_db(songs[k], render.mix[k], SAMPLE_RATE).lost.tolist() for k in (0, 1)]
@@ -325,6 +343,40 @@ def test_a_stem_the_balance_estimate_loses_in_the_mix_is_named_in_a_note(chain):
     predicted = [PredictMode(chain).notes(analysis, targets, song, lost=lost) for song in (0, 1)]
     assert predicted[0][-1] == notes[0][-1]
     assert not any("not found" in line for line in predicted[1])
+
+
+def test_a_master_eq_that_loses_a_stem_is_taken_back_until_the_estimate_finds_it(chain):
+    """`shelved_noise` after its last trim step: the first song's EQ is scaled back until the contract's
+    estimate finds the noise (a share under 1 of each gain), the noise named as spared and the centroid's
+    note saying why; the trim and width are stepped again for that EQ, to the loudness and M/S asked.
+    The second song, which loses nothing, is left as it was."""
+    songs, bus, power, stem_params, render, targets = shelved_noise(
+        chain, targets_of((-16.0, 900.0, 0.3), (-16.0, 900.0, 0.3))
+    )
+    refinement = MasterRefinement(chain)
+    with torch.no_grad():
+        trimmed = refinement.final_trim(bus, power, render, targets)
+        found = FoundStems(songs, stem_params, SAMPLE_RATE)
+        kept = refinement.keep_stems(bus, power, trimmed, found, targets)
+    mix = kept.trimmed.render.mix
+    assert balance_error_db(songs[0], trimmed.render.mix[0], SAMPLE_RATE).lost[3]
+    assert not balance_error_db(songs[0], mix[0], SAMPLE_RATE).lost.any()
+    share = float(kept.eq_share[0])
+    assert 0.0 <= share < 1.0 and float(kept.eq_share[1]) == 1.0
+    torch.testing.assert_close(
+        kept.trimmed.render.master_params["eq_gain_db"],
+        render.master_params["eq_gain_db"] * kept.eq_share[:, None],
+    )
+    assert kept.spared.tolist() == [[False] * 3 + [True], [False] * 4]
+    torch.testing.assert_close(mix[1], trimmed.render.mix[1])
+    measured = measure(mix[:1], SAMPLE_RATE)
+    promise, given = chain.optimize_settings.promise, render.measured
+    assert abs(float(measured["lufs"][0]) + 16.0) <= promise.lufs_lu < abs(float(given["lufs"][0]) + 16.0)
+    ms_ratio = float(measured["stereo_ms_ratio"][0])
+    assert abs(ms_ratio - 0.3) <= promise.ms_ratio < abs(float(given["stereo_ms_ratio"][0]) - 0.3)
+    notes = SongOptimizer(chain).notes(kept.trimmed.render, targets, kept=kept)
+    assert any(line.startswith("centroid") and "losing stem 4 under the others" in line for line in notes[0])
+    assert not any("losing" in line for line in notes[1])
 
 
 def test_adam_hands_the_centroid_over_only_where_the_tilt_has_room_for_it(chain):
