@@ -246,10 +246,11 @@ class MasterRefinement(OptimiserStage):
         """The render after its last trim step (`final_trim`) with its master EQ's gains scaled back toward
         flat where the balance estimate loses a stem in it that it finds with the EQ flat: a style's tone
         is not worth a stem (docs/design.md, *The per-song optimiser*, step 10). Each share of the gains
-        is read as the user would get it: the trim and width refined for it with the EQ held, then the
-        last trim step. The share kept is the largest found by bisection (`KEEP_STEMS_BISECTIONS` steps)
-        at which the estimate finds those stems; a stem counts as lost within `KEEP_STEMS_MARGIN_DB` of
-        the lost threshold. `bus` and `power` as `final_trim` takes them; the render holds its audio."""
+        is read at the loudness asked (the last trim step); the share kept is the largest found by
+        bisection (`KEEP_STEMS_BISECTIONS` steps) at which the estimate finds those stems, and its trim
+        and width are refined again with the EQ held, taken where the estimate still finds them. A stem
+        counts as lost within `KEEP_STEMS_MARGIN_DB` of the lost threshold. `bus` and `power` as
+        `final_trim` takes them; the render holds its audio."""
         render = trimmed.render
         lost = found.lost(render.mix, KEEP_STEMS_MARGIN_DB)
         share = torch.ones_like(render.trim_db)
@@ -259,10 +260,10 @@ class MasterRefinement(OptimiserStage):
             return StemsKept(trimmed, share, spared)
         eq_db = render.master_params["eq_gain_db"]
 
-        def at(fraction) -> FinalTrim:
+        def at(fraction) -> FinalTrim:  # the EQ at a share of its gains, at the loudness asked
             params = render.master_params | {"eq_gain_db": eq_db * fraction[:, None]}
-            refined = self.refine(bus, params, targets, render.trim_db, hold_eq=True).render
-            return self.final_trim(bus, power, dataclasses.replace(refined, strips=render.strips), targets)
+            candidate = self.render_full(bus, power, params, render.trim_db, targets)
+            return self.final_trim(bus, power, dataclasses.replace(candidate, strips=render.strips), targets)
 
         def taken(old: FinalTrim, new: FinalTrim, take) -> FinalTrim:
             breaks = torch.where(take, new.louder_breaks, old.louder_breaks)
@@ -286,6 +287,11 @@ class MasterRefinement(OptimiserStage):
             kept = taken(kept, probe, keeps)
             low = torch.where(keeps, middle, low)
             high = torch.where(by_eq & ~keeps, middle, high)
+        # the width was set for the fuller EQ: refined again with the EQ kept, taken where it loses nothing
+        refined = self.refine(bus, kept.render.master_params, targets, kept.render.trim_db, hold_eq=True)
+        refined = dataclasses.replace(refined.render, strips=render.strips)
+        again = self.final_trim(bus, power, refined, targets)
+        kept = taken(kept, again, by_eq & ~loses(again, lost_flat))
         spared = lost & ~lost_flat & by_eq.cpu()[:, None]
         return StemsKept(kept, torch.where(by_eq, low, share), spared)
 
