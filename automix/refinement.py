@@ -249,15 +249,11 @@ class MasterRefinement(OptimiserStage):
         is read at the loudness asked (the last trim step); the share kept is the largest found by
         bisection (`KEEP_STEMS_BISECTIONS` steps) at which the estimate finds those stems, and its trim
         and width are refined again with the EQ held, taken where the estimate still finds them. A stem
-        counts as lost within `KEEP_STEMS_MARGIN_DB` of the lost threshold. `bus` and `power` as
-        `final_trim` takes them; the render holds its audio."""
+        the flat EQ leaves more than `KEEP_STEMS_MARGIN_DB` over the lost threshold is kept that far over
+        it; one the flat EQ leaves nearer is kept found. `bus` and `power` as `final_trim` takes them; the
+        render holds its audio."""
         render = trimmed.render
-        lost = found.lost(render.mix, KEEP_STEMS_MARGIN_DB)
         share = torch.ones_like(render.trim_db)
-        spared = torch.zeros_like(lost)
-        songs = lost.any(dim=-1).to(share.device)
-        if not songs.any():
-            return StemsKept(trimmed, share, spared)
         eq_db = render.master_params["eq_gain_db"]
 
         def at(fraction) -> FinalTrim:  # the EQ at a share of its gains, at the loudness asked
@@ -269,13 +265,21 @@ class MasterRefinement(OptimiserStage):
             breaks = torch.where(take, new.louder_breaks, old.louder_breaks)
             return FinalTrim(closer_render(old.render, new.render, take=take), breaks)
 
-        def loses(candidate: FinalTrim, beyond):  # `[B]` whether a render loses a stem `beyond` does not
-            read = found.lost(candidate.render.mix, KEEP_STEMS_MARGIN_DB)
-            return (read & ~beyond).any(dim=-1).to(share.device)
+        def reads(candidate: FinalTrim):  # `[2, B, N]`: the stems lost, and those lost or near it
+            mix = candidate.render.mix
+            return torch.stack([found.lost(mix), found.lost(mix, KEEP_STEMS_MARGIN_DB)])
 
+        def loses(read, flat_read):  # `[B]`: a stem lost that flat finds, or near lost that flat has clear
+            return (read & ~flat_read).any(dim=0).any(dim=-1).to(share.device)
+
+        full_read = reads(trimmed)
+        spared = torch.zeros_like(full_read[0])
+        songs = full_read[1].any(dim=-1).to(share.device)
+        if not songs.any():
+            return StemsKept(trimmed, share, spared)
         flat = at(torch.where(songs, 0.0, 1.0))
-        lost_flat = found.lost(flat.render.mix, KEEP_STEMS_MARGIN_DB)
-        by_eq = songs & (lost & ~lost_flat).any(dim=-1).to(share.device)  # the EQ loses what flat finds
+        flat_read = reads(flat)
+        by_eq = songs & loses(full_read, flat_read)  # the EQ loses what flat finds
         if not by_eq.any():
             return StemsKept(trimmed, share, spared)
         kept = taken(trimmed, flat, by_eq)
@@ -283,7 +287,7 @@ class MasterRefinement(OptimiserStage):
         for _ in range(KEEP_STEMS_BISECTIONS):
             middle = (low + high) / 2
             probe = at(torch.where(by_eq, middle, 1.0))
-            keeps = by_eq & ~loses(probe, lost_flat)
+            keeps = by_eq & ~loses(reads(probe), flat_read)
             kept = taken(kept, probe, keeps)
             low = torch.where(keeps, middle, low)
             high = torch.where(by_eq & ~keeps, middle, high)
@@ -291,8 +295,8 @@ class MasterRefinement(OptimiserStage):
         refined = self.refine(bus, kept.render.master_params, targets, kept.render.trim_db, hold_eq=True)
         refined = dataclasses.replace(refined.render, strips=render.strips)
         again = self.final_trim(bus, power, refined, targets)
-        kept = taken(kept, again, by_eq & ~loses(again, lost_flat))
-        spared = lost & ~lost_flat & by_eq.cpu()[:, None]
+        kept = taken(kept, again, by_eq & ~loses(reads(again), flat_read))
+        spared = (full_read & ~flat_read).any(dim=0) & by_eq.cpu()[:, None]
         return StemsKept(kept, torch.where(by_eq, low, share), spared)
 
     def width_reaches(self, width, ms_ratio, targets: Targets) -> torch.Tensor:
