@@ -21,9 +21,9 @@ optimiser*).
    strips driven into their saturation, each stem's loudness kept (`SongOptimizer.louder_by_drive`):
    harmonics only where the loudness needs them.
 6. Where the balance estimate loses a stem in the kept render that it finds with the master EQ flat, the
-   EQ is scaled back until it finds it, each share read with the trim and width refined for it
-   (`MasterRefinement.keep_stems`); the centroid's miss is noted with the stems it spares, and a note
-   names each stem the mix still loses (`automix.renders.FoundStems`).
+   EQ is scaled back until it finds it, each share read at the loudness asked and the width refined
+   for the share kept (`MasterRefinement.keep_stems`); the centroid's miss is noted with the stems it
+   spares, and a note names each stem the mix still loses (`automix.renders.FoundStems`).
 """
 
 import dataclasses

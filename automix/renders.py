@@ -155,9 +155,9 @@ class FoundStems:
         """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `[B, 2, T]`; with
         `margin_db`, those within that many dB over the lost threshold too."""
         lost = torch.zeros(self.real.shape, dtype=torch.bool)
+        threshold_db = LOST_THRESHOLD_DB + margin_db
         for balance, song_mix, song_lost, kept in zip(self.balances, mix, lost, self.real, strict=True):
             try:
-                threshold_db = LOST_THRESHOLD_DB + margin_db
                 song_lost[kept] = balance.report(song_mix, lost_threshold_db=threshold_db).lost
             except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
                 pass
