@@ -418,6 +418,13 @@ class TrackBalance:
         """`balance_error_db` of `mix` `[C, T]`."""
         return _report(self.gains(mix), self.power, lost_db, lost_threshold_db)
 
+    @torch.no_grad()
+    def lost(self, mix: torch.Tensor, lost_thresholds_db: Sequence[float]) -> torch.Tensor:
+        """`[len(lost_thresholds_db), N]` bool: `report(mix, lost_threshold_db=t).lost` for each threshold
+        t, the gains estimated once."""
+        gains = self.gains(mix)
+        return torch.stack([_report(gains, self.power, LOST_DB, t).lost for t in lost_thresholds_db])
+
 
 @torch.no_grad()
 def balance_error_db(

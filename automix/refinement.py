@@ -266,8 +266,7 @@ class MasterRefinement(OptimiserStage):
             return FinalTrim(closer_render(old.render, new.render, take=take), breaks)
 
         def reads(candidate: FinalTrim):  # `[2, B, N]`: the stems lost, and those lost or near it
-            mix = candidate.render.mix
-            return torch.stack([found.lost(mix), found.lost(mix, KEEP_STEMS_MARGIN_DB)])
+            return found.near_lost(candidate.render.mix, KEEP_STEMS_MARGIN_DB)
 
         def loses(read, flat_read):  # `[B]`: a stem lost that flat finds, or near lost that flat has clear
             return (read & ~flat_read).any(dim=0).any(dim=-1).to(share.device)

@@ -151,14 +151,20 @@ class FoundStems:
             tracks = song if bool(kept.all()) else song[kept.to(song.device)]
             self.balances.append(TrackBalance(tracks, sample_rate, song_levels[kept]))
 
-    def lost(self, mix, margin_db: float = 0.0) -> torch.Tensor:
-        """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `[B, 2, T]`; with
-        `margin_db`, those within that many dB over the lost threshold too."""
-        lost = torch.zeros(self.real.shape, dtype=torch.bool)
-        threshold_db = LOST_THRESHOLD_DB + margin_db
-        for balance, song_mix, song_lost, kept in zip(self.balances, mix, lost, self.real, strict=True):
+    def lost(self, mix) -> torch.Tensor:
+        """`[B, N]` bool (CPU): the stems the estimate does not find in each song's mix `[B, 2, T]`."""
+        return self._lost(mix, (LOST_THRESHOLD_DB,))[0]
+
+    def near_lost(self, mix, margin_db: float) -> torch.Tensor:
+        """`[2, B, N]` bool (CPU): `lost`, and the stems lost or within `margin_db` over the lost
+        threshold, from one estimate of each song's mix `[B, 2, T]`."""
+        return self._lost(mix, (LOST_THRESHOLD_DB, LOST_THRESHOLD_DB + margin_db))
+
+    def _lost(self, mix, thresholds_db) -> torch.Tensor:
+        lost = torch.zeros((len(thresholds_db), *self.real.shape), dtype=torch.bool)
+        for song, (balance, song_mix, kept) in enumerate(zip(self.balances, mix, self.real, strict=True)):
             try:
-                song_lost[kept] = balance.report(song_mix, lost_threshold_db=threshold_db).lost
+                lost[:, song, kept] = balance.lost(song_mix, thresholds_db)
             except AutomixError:  # no stem found at all (a silent mix): there is no balance to read
                 pass
         return lost

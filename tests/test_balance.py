@@ -356,7 +356,7 @@ def test_a_track_more_than_20_db_down_is_lost_and_one_15_db_down_is_not():
 
 def test_tracks_measured_at_levels_read_as_the_tracks_scaled_to_them_for_every_mix():
     """`TrackBalance` with levels, its energies measured once, against `balance_error_db` of the scaled
-    tracks, mix by mix."""
+    tracks, mix by mix; its lost tracks at two thresholds from one estimate as well."""
     tracks = torch.from_numpy(_distinct_tracks())
     levels = torch.tensor([0.5, 2.0, 1.0, 0.1], dtype=torch.float64)
     scaled = tracks * levels[:, None, None]
@@ -367,6 +367,9 @@ def test_tracks_measured_at_levels_read_as_the_tracks_scaled_to_them_for_every_m
         torch.testing.assert_close(report.gains, expected.gains)
         torch.testing.assert_close(report.relative_db, expected.relative_db)
         assert report.lost.tolist() == expected.lost.tolist() == [False, False, False, gains_db[3] < -20]
+        thresholds = (-20.0, -40.0)
+        at_each = [balance_error_db(scaled, mix, SAMPLE_RATE, lost_threshold_db=t).lost for t in thresholds]
+        assert balance.lost(mix, thresholds).tolist() == torch.stack(at_each).tolist()
 
 
 def test_lost_stems_are_read_at_the_level_their_strips_set():
