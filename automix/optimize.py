@@ -463,7 +463,8 @@ class SongOptimizer(OptimiserStage):
             self.state.best = best
             del bus, power
             mix, peak = reconstruction_limit(best.mix, self.sample_rate, ceiling_dbtp=chain.ceiling_dbtp)
-            lost = found.lost(mix)
+            # the kept render's read holds where neither the scale-back nor the check changed its audio
+            lost = kept.lost if kept.lost is not None and mix is best.mix else found.lost(mix)
             measured = dict(best.measured)
             if mix is not best.mix:  # the check limited some peaks: measured again
                 measured |= measure(mix, self.sample_rate, blockwise=True)

@@ -85,12 +85,14 @@ class FinalTrim(NamedTuple):
 
 class StemsKept(NamedTuple):
     """`MasterRefinement.keep_stems`' result: the render kept after its last trim step, `[B]` the share of
-    the master EQ's gains it keeps (1 where the full EQ lost no stem) and `[B, N]` the stems that share
-    spares."""
+    the master EQ's gains it keeps (1 where the full EQ lost no stem), `[B, N]` the stems that share
+    spares, and `[B, N]` the stems the render kept loses (`FoundStems.lost`) where the EQ was left as it
+    was (None where it was scaled back)."""
 
     trimmed: FinalTrim
     eq_share: torch.Tensor
     spared: torch.Tensor
+    lost: torch.Tensor | None = None
 
 
 class MasterRefinement(OptimiserStage):
@@ -275,12 +277,12 @@ class MasterRefinement(OptimiserStage):
         spared = torch.zeros_like(full_read[0])
         songs = full_read[1].any(dim=-1).to(share.device)
         if not songs.any():
-            return StemsKept(trimmed, share, spared)
+            return StemsKept(trimmed, share, spared, full_read[0])
         flat = at(torch.where(songs, 0.0, 1.0))
         flat_read = reads(flat)
         by_eq = songs & loses(full_read, flat_read)  # the EQ loses what flat finds
         if not by_eq.any():
-            return StemsKept(trimmed, share, spared)
+            return StemsKept(trimmed, share, spared, full_read[0])
         kept = taken(trimmed, flat, by_eq)
         low, high = torch.zeros_like(share), share.clone()
         for _ in range(KEEP_STEMS_BISECTIONS):
