@@ -23,7 +23,10 @@ from automix.renders import (
     Strips,
     at_limiting_budget,
     cancels_in_mono,
+    choose,
+    closer_render,
     held_by_louder_trim,
+    is_closer,
     limiting_held,
     lost_note,
     lost_stems,
@@ -38,6 +41,9 @@ from automix.targets import Targets
 # this many times.
 COMPRESSION_SLACK_DB = 0.5
 COMPRESSION_ROUNDS = 3
+# A song still short of the M/S promise after its pans are spread is spread again from its new render,
+# whose M/S says what the strips' EQ, compressors and drive make of the pans: at most this many spreads.
+PAN_ROUNDS = 2
 
 
 class PredictMode:
@@ -124,11 +130,12 @@ class PredictMode:
         return prediction, sources
 
     def corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
-        """`balanced`, `compression_budgeted`, then `refine_master` and `driven`; a song at the reference
-        start whose refined mix still falls short of the M/S promise (the width at the end of its range)
-        gets its pans spread (`panned_for_width`) and is predicted and refined again. `(prediction,
-        where each song's balance came from, [B, N] dB each strip's compressor takes from its stem, the
-        last trim step's `louder_breaks` [4, B] or None where the master is not refined)`."""
+        """`balanced`, `compression_budgeted`, then `refine_master` and `driven`; a song whose refined
+        mix still falls short of the M/S promise (the width at the end of its range) gets its pans
+        spread (`panned_for_width`) and is predicted, refined and driven again, at most `PAN_ROUNDS`
+        times. `(prediction, where each song's balance came from, [B, N] dB each strip's compressor
+        takes from its stem, the last trim step's `louder_breaks` [4, B] or None where the master is not
+        refined)`."""
         chain = self.chain
         refine = self.settings.refine  # the refinement corrects the loudness: no search first
         input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
@@ -142,23 +149,37 @@ class PredictMode:
             return prediction, sources, compression, None
         prediction, trimmed = self.refine_master(prediction, targets)
         prediction, trimmed = self.driven(stems, targets, mask, prediction, trimmed, input_gain)
-        kept = trimmed.render
-        measured = kept.measured["stereo_ms_ratio"]
-        narrow = at_reference & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
-        if not narrow.any():
-            return prediction, sources, compression, trimmed.louder_breaks
-        strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
-        prediction = chain.predict(
-            stems,
-            targets,
-            mask,
-            0,
-            input_gain,
-            stem_unit=strips,
-            neutral_master=at_reference,
-            blockwise=blockwise,
-        )
-        prediction, trimmed = self.refine_master(prediction, targets)
+        declined = torch.zeros_like(at_reference)  # songs whose spread was not the closer render
+        for _ in range(PAN_ROUNDS):
+            kept = trimmed.render
+            measured = kept.measured["stereo_ms_ratio"]
+            narrow = ~declined & (measured < targets.ms_ratio - chain.optimize_settings.promise.ms_ratio)
+            if not narrow.any():
+                break
+            strips = self.panned_for_width(stems, prediction, targets, kept, narrow, input_gain, mask)
+            if torch.allclose(strips, prediction.stem_unit.detach(), rtol=0.0, atol=1e-6):
+                break  # at the widest spread already
+            spread = chain.predict(
+                stems,
+                targets,
+                mask,
+                0,
+                input_gain,
+                stem_unit=strips,
+                neutral_master=at_reference,
+                blockwise=blockwise,
+            )
+            spread, spread_trim = self.refine_master(spread, targets)
+            spread, spread_trim = self.driven(stems, targets, mask, spread, spread_trim, input_gain)
+            # kept where it keeps more promises, or misses by less: spread pans can carry a loud stem's
+            # peaks in one channel, which the limiting budget then holds under the loudness
+            take = narrow & is_closer(spread_trim.render, trimmed.render)
+            declined |= narrow & ~take
+            prediction = choose(take, spread, prediction)
+            trimmed = FinalTrim(
+                closer_render(trimmed.render, spread_trim.render, take),
+                choose(take, spread_trim.louder_breaks.T, trimmed.louder_breaks.T).T,
+            )
         return prediction, sources, compression, trimmed.louder_breaks
 
     def compression_budgeted(
@@ -221,10 +242,12 @@ class PredictMode:
     def panned_for_width(
         self, stems, prediction, targets: Targets, kept: FullRender, songs, input_gain, mask=None
     ):
-        """The predicted strips `[B, N, n_stem]` (neutral but for their level and pan) with the pans of
-        `songs` `[B]` bool spread (`automix.panning`) so that the refined render `kept` would reach the
-        target M/S ratio at the width `handover_width_margin` inside the top of its range; the other
-        songs' as predicted. `input_gain` `[B]` dB: the strips' input gain."""
+        """The predicted strips `[B, N, n_stem]` with the pans of `songs` `[B]` bool spread
+        (`automix.panning`) so that the refined render `kept` would reach the target M/S ratio at the
+        width `handover_width_margin` inside the top of its range; the other songs' as predicted.
+        The bus's ratio at any pans is read through strips neutral but for their level (exact at the
+        reference start; for the predictor's strips, what their EQ and compressors make of it is read
+        off `kept`, as the master's part is). `input_gain` `[B]` dB: the strips' input gain."""
         space = self.chain.space
         params = space.denormalize_stems(prediction.stem_unit.detach())
         image = panning.stereo_image(

@@ -1,6 +1,7 @@
 """Pans spread where the width cannot reach a target M/S ratio (automix.panning), and predict mode's
 reference start with mono stems."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,10 +9,11 @@ import pytest
 import scipy.signal
 import torch
 
-from automix import AutoMixChain
+from automix import AutoMixChain, predict_mode
 from automix.dsp.stereo import gain, pan
 from automix.metrics import channel_balance_db, stereo_ms_ratio
 from automix.panning import MAX_SPREAD, channel_powers, ms_ratio_at, pan_layout, spread_pans
+from automix.predict_mode import PredictMode
 from automix.styles import style_from_reference
 from automix.targets import resolve_targets
 
@@ -96,10 +98,17 @@ def reference_at(ms_ratio: float) -> torch.Tensor:
     return torch.stack([mid + side, mid - side])
 
 
+@pytest.mark.parametrize("to_reference", [True, False])
 @pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
-def test_predict_mode_pans_mono_stems_to_a_wide_references_ratio(grad_mode):
+def test_predict_mode_pans_mono_stems_to_a_wide_ratio(grad_mode, to_reference):
+    """To a reference (its start: neutral strips) and to a style of the same numbers (the predictor's
+    strips)."""
     chain = AutoMixChain(n_stems=4, sample_rate=SR)
-    targets = resolve_targets(style_from_reference(reference_at(0.6), SR), chain.style_targets, 1)
+    style = style_from_reference(reference_at(0.6), SR)
+    if not to_reference:
+        style = dataclasses.replace(style, spectrum_db=None)
+    targets = resolve_targets(style, chain.style_targets, 1)
+    assert bool(targets.has_reference) == to_reference
     with grad_mode():
         mix, analysis = chain(band_stems(3, mono=True), targets, mode="predict")
     assert abs(float(stereo_ms_ratio(mix)) - 0.6) <= chain.optimize_settings.promise.ms_ratio
@@ -111,6 +120,30 @@ def test_predict_mode_pans_mono_stems_to_a_wide_references_ratio(grad_mode):
     with grad_mode():
         _, wide = chain(band_stems(3, mono=False), targets, mode="predict")
     torch.testing.assert_close(wide["stem_params"]["pan"], torch.zeros(4), atol=1e-5, rtol=0)
+
+
+def test_predict_mode_keeps_its_mix_where_the_spread_one_is_not_closer(monkeypatch):
+    """A spread render that keeps no more promises, and misses by no less, than the mix before it is
+    not taken, and that song is not spread again."""
+    spreads = []
+    spread = PredictMode.panned_for_width
+
+    def counted(self, *args, **kwargs):
+        spreads.append(args)
+        return spread(self, *args, **kwargs)
+
+    monkeypatch.setattr(PredictMode, "panned_for_width", counted)
+    monkeypatch.setattr(
+        predict_mode, "is_closer", lambda new, old: torch.zeros_like(new.miss, dtype=torch.bool)
+    )
+    chain = AutoMixChain(n_stems=4, sample_rate=SR)
+    targets = resolve_targets(style_from_reference(reference_at(0.6), SR), chain.style_targets, 1)
+    with torch.no_grad():
+        mix, analysis = chain(band_stems(3, mono=True), targets, mode="predict")
+    assert len(spreads) == 1
+    assert float(stereo_ms_ratio(mix)) < 1e-3
+    assert any("M/S" in note for note in analysis["notes"])
+    torch.testing.assert_close(analysis["stem_params"]["pan"], torch.zeros(4), atol=1e-5, rtol=0)
 
 
 def test_the_optimisers_start_spreads_the_pans_of_a_mono_song_only():
