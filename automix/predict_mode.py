@@ -19,6 +19,7 @@ from automix.optimize import SongOptimizer
 from automix.refinement import FinalTrim, MasterRefinement
 from automix.renders import (
     CANCELS_IN_MONO,
+    FoundStems,
     FullRender,
     Strips,
     at_limiting_budget,
@@ -130,12 +131,11 @@ class PredictMode:
         return prediction, sources
 
     def corrected(self, stems, targets: Targets, mask=None, *, blockwise: bool = False):
-        """`balanced`, `compression_budgeted`, then `refine_master` and `driven`; a song whose refined
-        mix still falls short of the M/S promise (the width at the end of its range) gets its pans
-        spread (`panned_for_width`) and is predicted, refined and driven again, at most `PAN_ROUNDS`
-        times. `(prediction, where each song's balance came from, [B, N] dB each strip's compressor
-        takes from its stem, the last trim step's `louder_breaks` [4, B] or None where the master is not
-        refined)`."""
+        """`balanced`, `compression_budgeted`, then `refine_master`, `driven` and `spread_where_narrow`
+        (a song whose refined mix still falls short of the M/S promise, the width at the end of its range,
+        gets its pans spread). `(prediction, where each song's balance came from, [B, N] dB each strip's
+        compressor takes from its stem in the strips kept, the last trim step's `louder_breaks` [4, B] or
+        None where the master is not refined)`."""
         chain = self.chain
         refine = self.settings.refine  # the refinement corrects the loudness: no search first
         input_gain = input_gain_db(stems, chain.sample_rate, mask, blockwise=blockwise)
@@ -147,9 +147,38 @@ class PredictMode:
         )
         if not refine:
             return prediction, sources, compression, None
+        measured_unit = prediction.stem_unit.detach()  # the strips `compression` was read on
         prediction, trimmed = self.refine_master(prediction, targets)
         prediction, trimmed = self.driven(stems, targets, mask, prediction, trimmed, input_gain)
-        declined = torch.zeros_like(at_reference)  # songs whose spread was not the closer render
+        prediction, trimmed = self.spread_where_narrow(
+            stems, targets, mask, prediction, trimmed, at_reference, input_gain, blockwise=blockwise
+        )
+        if not torch.equal(prediction.stem_unit.detach(), measured_unit):  # driven or spread since
+            bypassed = bypassed_loudness(
+                chain, stems, prediction.stem_params, prediction.stem_lufs, mask, blockwise=blockwise
+            )
+            compression = compression_db(bypassed, prediction.stem_lufs)
+        return prediction, sources, compression, trimmed.louder_breaks
+
+    def spread_where_narrow(
+        self,
+        stems,
+        targets: Targets,
+        mask,
+        prediction,
+        trimmed: FinalTrim,
+        at_reference,
+        input_gain,
+        *,
+        blockwise=False,
+    ):
+        """`(prediction, FinalTrim)` with the pans of each song whose corrected render `trimmed` falls
+        short of the M/S promise spread (`panned_for_width`), the song predicted (its master too, but at
+        the reference start `at_reference` `[B]` bool), refined and driven again, at most `PAN_ROUNDS`
+        times; a spread render is taken where it is the closer render (`automix.renders.is_closer`) and
+        the balance estimate finds every stem in it that it found before (`FoundStems`)."""
+        chain = self.chain
+        declined = torch.zeros_like(at_reference)  # songs whose spread was not taken
         for _ in range(PAN_ROUNDS):
             kept = trimmed.render
             measured = kept.measured["stereo_ms_ratio"]
@@ -171,16 +200,20 @@ class PredictMode:
             )
             spread, spread_trim = self.refine_master(spread, targets)
             spread, spread_trim = self.driven(stems, targets, mask, spread, spread_trim, input_gain)
-            # kept where it keeps more promises, or misses by less: spread pans can carry a loud stem's
-            # peaks in one channel, which the limiting budget then holds under the loudness
-            take = narrow & is_closer(spread_trim.render, trimmed.render)
+            # kept where it keeps more promises, or misses by less (spread pans can carry a loud stem's
+            # peaks in one channel, which the limiting budget then holds under the loudness), and where
+            # the balance estimate finds every stem it found before
+            before = FoundStems(stems, prediction.stem_params, chain.sample_rate, mask)
+            after = FoundStems(stems, spread.stem_params, chain.sample_rate, mask)
+            loses = (after.lost(spread_trim.render.mix) & ~before.lost(trimmed.render.mix)).any(dim=-1)
+            take = narrow & ~loses.to(narrow.device) & is_closer(spread_trim.render, trimmed.render)
             declined |= narrow & ~take
             prediction = choose(take, spread, prediction)
             trimmed = FinalTrim(
                 closer_render(trimmed.render, spread_trim.render, take),
                 choose(take, spread_trim.louder_breaks.T, trimmed.louder_breaks.T).T,
             )
-        return prediction, sources, compression, trimmed.louder_breaks
+        return prediction, trimmed
 
     def compression_budgeted(
         self, stems, targets: Targets, mask, prediction, neutral_master, steps, input_gain, *, blockwise=False

@@ -122,9 +122,20 @@ def test_predict_mode_pans_mono_stems_to_a_wide_ratio(grad_mode, to_reference):
     torch.testing.assert_close(wide["stem_params"]["pan"], torch.zeros(4), atol=1e-5, rtol=0)
 
 
-def test_predict_mode_keeps_its_mix_where_the_spread_one_is_not_closer(monkeypatch):
-    """A spread render that keeps no more promises, and misses by no less, than the mix before it is
-    not taken, and that song is not spread again."""
+def wide_loses_a_stem(self, mix) -> torch.Tensor:
+    """A stand-in for `FoundStems.lost`: the first stem lost in a mix with side signal."""
+    lost = torch.zeros(mix.shape[0], len(self.real[0]), dtype=torch.bool)
+    lost[:, 0] = stereo_ms_ratio(mix).cpu() > 0.1
+    return lost
+
+
+@pytest.mark.parametrize("declined_by", ["not closer", "a stem lost"])
+def test_predict_mode_keeps_its_mix_where_the_spread_one_is_not_closer_or_loses_a_stem(
+    monkeypatch, declined_by
+):
+    """A spread render that keeps no more promises and misses by no less than the mix before it, or in
+    which the balance estimate loses a stem it found before, is not taken, and that song is not spread
+    again."""
     spreads = []
     spread = PredictMode.panned_for_width
 
@@ -133,9 +144,12 @@ def test_predict_mode_keeps_its_mix_where_the_spread_one_is_not_closer(monkeypat
         return spread(self, *args, **kwargs)
 
     monkeypatch.setattr(PredictMode, "panned_for_width", counted)
-    monkeypatch.setattr(
-        predict_mode, "is_closer", lambda new, old: torch.zeros_like(new.miss, dtype=torch.bool)
-    )
+    if declined_by == "not closer":
+        monkeypatch.setattr(
+            predict_mode, "is_closer", lambda new, old: torch.zeros_like(new.miss, dtype=torch.bool)
+        )
+    else:
+        monkeypatch.setattr(predict_mode.FoundStems, "lost", wide_loses_a_stem)
     chain = AutoMixChain(n_stems=4, sample_rate=SR)
     targets = resolve_targets(style_from_reference(reference_at(0.6), SR), chain.style_targets, 1)
     with torch.no_grad():
