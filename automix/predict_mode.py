@@ -204,7 +204,9 @@ class PredictMode:
             # peaks in one channel, which the limiting budget then holds under the loudness), and where
             # the balance estimate finds every stem it found before
             before = FoundStems(stems, prediction.stem_params, chain.sample_rate, mask)
-            after = FoundStems(stems, spread.stem_params, chain.sample_rate, mask)
+            after = before  # the stems at their strips' levels: measured again where a drive moved them
+            if not torch.equal(spread.stem_params["level_db"], prediction.stem_params["level_db"]):
+                after = FoundStems(stems, spread.stem_params, chain.sample_rate, mask)
             loses = (after.lost(spread_trim.render.mix) & ~before.lost(trimmed.render.mix)).any(dim=-1)
             take = narrow & ~loses.to(narrow.device) & is_closer(spread_trim.render, trimmed.render)
             declined |= narrow & ~take
