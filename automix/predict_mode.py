@@ -203,12 +203,9 @@ class PredictMode:
             # kept where it keeps more promises, or misses by less (spread pans can carry a loud stem's
             # peaks in one channel, which the limiting budget then holds under the loudness), and where
             # the balance estimate finds every stem it found before
-            before = FoundStems(stems, prediction.stem_params, chain.sample_rate, mask)
-            after = before  # the stems at their strips' levels: measured again where a drive moved them
-            if not torch.equal(spread.stem_params["level_db"], prediction.stem_params["level_db"]):
-                after = FoundStems(stems, spread.stem_params, chain.sample_rate, mask)
-            loses = (after.lost(spread_trim.render.mix) & ~before.lost(trimmed.render.mix)).any(dim=-1)
-            take = narrow & ~loses.to(narrow.device) & is_closer(spread_trim.render, trimmed.render)
+            take = narrow & is_closer(spread_trim.render, trimmed.render)
+            if take.any():
+                take = take & ~self.loses_stems(stems, mask, prediction, trimmed, spread, spread_trim)
             declined |= narrow & ~take
             prediction = choose(take, spread, prediction)
             trimmed = FinalTrim(
@@ -216,6 +213,18 @@ class PredictMode:
                 choose(take, spread_trim.louder_breaks.T, trimmed.louder_breaks.T).T,
             )
         return prediction, trimmed
+
+    def loses_stems(self, stems, mask, prediction, trimmed: FinalTrim, spread, spread_trim: FinalTrim):
+        """`[B]` bool: whether the balance estimate loses a stem in the render `spread_trim` (of the strips
+        `spread`) that it finds in `trimmed` (of `prediction`'s), the stems read at their strips' levels
+        (`FoundStems`)."""
+        sample_rate = self.chain.sample_rate
+        before = FoundStems(stems, prediction.stem_params, sample_rate, mask)
+        after = before  # measured again where a drive moved the levels
+        if not torch.equal(spread.stem_params["level_db"], prediction.stem_params["level_db"]):
+            after = FoundStems(stems, spread.stem_params, sample_rate, mask)
+        lost = after.lost(spread_trim.render.mix) & ~before.lost(trimmed.render.mix)
+        return lost.any(dim=-1).to(stems.device)
 
     def compression_budgeted(
         self, stems, targets: Targets, mask, prediction, neutral_master, steps, input_gain, *, blockwise=False
