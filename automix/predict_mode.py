@@ -25,7 +25,6 @@ from automix.renders import (
     at_limiting_budget,
     cancels_in_mono,
     choose,
-    closer_render,
     held_by_louder_trim,
     is_closer,
     limiting_held,
@@ -208,10 +207,7 @@ class PredictMode:
                 take = take & ~self.loses_stems(stems, mask, prediction, trimmed, spread, spread_trim)
             declined |= narrow & ~take
             prediction = choose(take, spread, prediction)
-            trimmed = FinalTrim(
-                closer_render(trimmed.render, spread_trim.render, take),
-                choose(take, spread_trim.louder_breaks.T, trimmed.louder_breaks.T).T,
-            )
+            trimmed = trimmed.taken(spread_trim, take)
         return prediction, trimmed
 
     def loses_stems(self, stems, mask, prediction, trimmed: FinalTrim, spread, spread_trim: FinalTrim):

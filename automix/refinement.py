@@ -82,6 +82,11 @@ class FinalTrim(NamedTuple):
     render: FullRender
     louder_breaks: torch.Tensor
 
+    def taken(self, new: "FinalTrim", take: torch.Tensor) -> "FinalTrim":
+        """`new` for the songs `take` `[B]` bool, this one for the others (`closer_render`)."""
+        breaks = torch.where(take, new.louder_breaks, self.louder_breaks)
+        return FinalTrim(closer_render(self.render, new.render, take=take), breaks)
+
 
 class StemsKept(NamedTuple):
     """`MasterRefinement.keep_stems`' result: the render kept after its last trim step, `[B]` the share of
@@ -263,10 +268,6 @@ class MasterRefinement(OptimiserStage):
             candidate = self.render_full(bus, power, params, render.trim_db, targets)
             return self.final_trim(bus, power, dataclasses.replace(candidate, strips=render.strips), targets)
 
-        def taken(old: FinalTrim, new: FinalTrim, take) -> FinalTrim:
-            breaks = torch.where(take, new.louder_breaks, old.louder_breaks)
-            return FinalTrim(closer_render(old.render, new.render, take=take), breaks)
-
         def reads(candidate: FinalTrim):  # `[2, B, N]`: the stems lost, and those lost or near it
             return found.near_lost(candidate.render.mix, KEEP_STEMS_MARGIN_DB)
 
@@ -283,20 +284,20 @@ class MasterRefinement(OptimiserStage):
         by_eq = songs & loses(full_read, flat_read)  # the EQ loses what flat finds
         if not by_eq.any():
             return StemsKept(trimmed, share, spared, full_read[0])
-        kept = taken(trimmed, flat, by_eq)
+        kept = trimmed.taken(flat, by_eq)
         low, high = torch.zeros_like(share), share.clone()
         for _ in range(KEEP_STEMS_BISECTIONS):
             middle = (low + high) / 2
             probe = at(torch.where(by_eq, middle, 1.0))
             keeps = by_eq & ~loses(reads(probe), flat_read)
-            kept = taken(kept, probe, keeps)
+            kept = kept.taken(probe, keeps)
             low = torch.where(keeps, middle, low)
             high = torch.where(by_eq & ~keeps, middle, high)
         # the width was set for the fuller EQ: refined again with the EQ kept, taken where it loses nothing
         refined = self.refine(bus, kept.render.master_params, targets, kept.render.trim_db, hold_eq=True)
         refined = dataclasses.replace(refined.render, strips=render.strips)
         again = self.final_trim(bus, power, refined, targets)
-        kept = taken(kept, again, by_eq & ~loses(reads(again), flat_read))
+        kept = kept.taken(again, by_eq & ~loses(reads(again), flat_read))
         spared = (full_read & ~flat_read).any(dim=0) & by_eq.cpu()[:, None]
         return StemsKept(kept, torch.where(by_eq, low, share), spared)
 
