@@ -61,7 +61,8 @@ class OptimizeSettings:
             stem's level set so that the stems play at the same loudness), "stems" (each stem's level
             set so that the stems play at the balance they were handed over at: a rough mix kept),
             "predicted" (the predictor's strips), "checkpoint" (the predictor's strips with each stem's
-            level set to the balance `balance_checkpoint`'s predictor gives the stems), "reference"
+            level set to the balance `balance_checkpoint`'s predictor gives the stems at the song's
+            loudness and the stems' own tone and width), "reference"
             (from equal loudness, the stem levels whose sum has the reference's long-term spectrum, for
             songs mixed to a reference; `automix.reference_balance`) or "auto" (predicted where the chain
             was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is set, else

@@ -12,10 +12,11 @@ from automix import panning
 from automix.balance import stem_balance_db
 from automix.controllers import MIN_MS_FOR_WIDTH, range_bounds
 from automix.loudness import SILENCE_LUFS, integrated_loudness
-from automix.metrics import stereo_ms_ratio
+from automix.metrics import spectral_shape, stereo_ms_ratio
 from automix.params import ParameterSpace
 from automix.reference_balance import fit_reference_balance, long_term_spectrum_db
 from automix.settings import OptimiserStage
+from automix.styles import CENTROID_RANGE_HZ, MS_RATIO_RANGE
 from automix.targets import Targets
 
 
@@ -76,9 +77,26 @@ class StartBalance(OptimiserStage):
             .from_checkpoint(path, style_targets=self.chain.style_targets, sample_rate=self.sample_rate)
             .to(stems.device)
         )
-        prediction = balance_chain.predict(stems, targets, mask, 0, input_gain, blockwise=True)
+        own = self.own_targets(stems, targets, mask)
+        prediction = balance_chain.predict(stems, own, mask, 0, input_gain, blockwise=True)
         # `balanced_strips` centres the balance: a scaled one is that share of each stem's move
         return self.settings.balance_checkpoint_share * stem_balance_db(prediction.stem_lufs, mask)
+
+    def own_targets(self, stems, targets: Targets, mask) -> Targets:
+        """The targets a balance checkpoint is given: each song's loudness target with the tone and width
+        of its stems `[B, N, 2, T]` summed at equal loudness. The balance is the arrangement's: given a
+        style's tone and width the predictor would reach them with levels too, and they are the master's."""
+        lufs = integrated_loudness(stems, self.sample_rate, blockwise=True)
+        audible, mean = _audible_mean(lufs, mask)
+        gain = torch.where(audible, torch.pow(10.0, (mean[:, None] - lufs) / 20), 0.0)
+        mix = (stems * gain[..., None, None]).sum(1)
+        centroid_hz, bands = spectral_shape(mix, self.sample_rate)
+        return Targets(
+            targets.lufs,
+            centroid_hz.clamp(*CENTROID_RANGE_HZ).to(targets.lufs),
+            stereo_ms_ratio(mix).clamp(*MS_RATIO_RANGE).to(targets.lufs),
+            bands.to(targets.bands),
+        )
 
     def reference_balance_db(self, stems, spectrum_db: torch.Tensor, mask) -> torch.Tensor:
         """`[B, N]` dB: each stem's move from equal loudness that brings the stems' summed long-term

@@ -18,6 +18,7 @@ from automix.controllers import EqBudget, TiltController
 from automix.dsp.console import bus_detector_power
 from automix.errors import AutomixError
 from automix.excerpts import select_excerpts
+from automix.metrics import band_energy, spectral_centroid, stereo_ms_ratio
 from automix.optimize import DRIVE_STEPS, Excerpts, SongOptimizer, SongState
 from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
@@ -601,25 +602,44 @@ def test_without_a_checkpoint_every_stem_starts_at_the_same_loudness(chain):
     assert spread > 6.0  # the scrambled balance, kept by the neutral strips
 
 
+def own_numbers(stems: torch.Tensor, lufs: float) -> Targets:
+    """The targets `lufs` with the tone and width of stems `[1, N, 2, T]` summed at one loudness, each
+    stem's loudness by pyloudnorm."""
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    loudness = torch.tensor([meter.integrated_loudness(stem.T.double().numpy()) for stem in stems[0]])
+    gains = torch.pow(10.0, (loudness.mean() - loudness) / 20).float()
+    mix = (stems[0] * gains[:, None, None]).sum(0)
+    return Targets(
+        torch.tensor([lufs]),
+        spectral_centroid(mix, SAMPLE_RATE)[None],
+        stereo_ms_ratio(mix)[None],
+        band_energy(mix, SAMPLE_RATE)[None],
+    )
+
+
 def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chain, tmp_path):
-    """balance_start "auto" with a balance_checkpoint (mix.py's default): the stems start at the balance
-    that checkpoint's predictor gives them, measured by its own predict-mode render."""
-    trained = AutoMixChain()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for weight in trained.predictor.parameters():
-            weight.add_(0.05 * torch.randn_like(weight))
-    path = tmp_path / "balance.ckpt"
-    torch.save(trained.checkpoint(), path)
+    """balance_start "auto" with a balance_checkpoint: the stems start at the balance that checkpoint's
+    predictor gives them at the song's loudness target with the stems' own tone and width (measured at
+    equal loudness), by its own predict-mode render; a style's tone and width do not move it."""
+    path = DEFAULT_CHECKPOINT
+    trained = AutoMixChain.from_checkpoint(path, sample_rate=SAMPLE_RATE)
     stems = scrambled_song()
     targets = resolve_targets("rock_punk", chain.style_targets, 1)
     with torch.no_grad():
-        expected = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
+        own = own_numbers(stems, targets.lufs.item())
+        expected = stem_balance_db(trained.predict(stems, own, loudness_steps=0).stem_lufs)
+        styled = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
     assert expected.amax() - expected.amin() > 1.0  # a balance of its own, not equal loudness
+    assert (expected - styled).abs().amax() > 2.0  # the style's tone and width would have moved it
     optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
     assert optimizer.start.balance_source(targets) == "checkpoint"
     optimizer(stems, targets)
     torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
+    # another style of the same loudness: the same start
+    bright = targets.replace(centroid_hz=targets.centroid_hz + 1500, ms_ratio=targets.ms_ratio / 2)
+    other = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
+    other(stems, bright)
+    torch.testing.assert_close(other.state.start_balance_db, expected, atol=0.05, rtol=0)
     # a share of it: each stem's loudness that share of its way from the stems' mean to the checkpoint's
     halfway = SongOptimizer(chain, start_only(balance_checkpoint=str(path), balance_checkpoint_share=0.5))
     halfway(stems, targets)
