@@ -59,8 +59,8 @@ class StartBalance(OptimiserStage):
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
         the predictor's: equal shares, the stems' own balance as handed over, the moves from equal shares
         that match each song's reference spectrum (equal shares for a song without one), or what
-        `OptimizeSettings.balance_checkpoint`'s predictor gives these stems (NaN where it has no balance:
-        that stem gets the stems' mean loudness)."""
+        `OptimizeSettings.balance_checkpoint`'s predictor gives these stems at `own_targets` (NaN where
+        it has no balance: that stem gets the stems' mean loudness)."""
         source = self.balance_source(targets)
         if source == "predicted":
             return None
