@@ -53,12 +53,15 @@ class EqBudget:
     Args:
         space: the chain's parameter space.
         start_unit: `[B, N, n_stem]` the start's strips (normalised).
-        budget_db: how far a band's gain may move, dB.
+        budget_db: how far a band's gain may move, dB: one for every song, or `[B]`.
     """
 
-    def __init__(self, space: ParameterSpace, start_unit: torch.Tensor, budget_db: float):
+    def __init__(self, space: ParameterSpace, start_unit: torch.Tensor, budget_db: float | torch.Tensor):
         self.space = space
-        start_db = space.denormalize_stems(start_unit)["eq_gain_db"]
+        start_db = space.denormalize_stems(start_unit)["eq_gain_db"]  # [B, N, bands]
+        self.budget_db = torch.as_tensor(budget_db, dtype=start_db.dtype, device=start_db.device)
+        self.budget_db = self.budget_db.expand(start_db.shape[0])
+        budget_db = self.budget_db[:, None, None]
         low, high = range_bounds(space.stem["eq_gain_db"], start_db)
         self.low = torch.maximum(start_db - budget_db, low)
         self.high = torch.minimum(start_db + budget_db, high)

@@ -12,8 +12,9 @@ optimiser*).
    (`SongOptimizer.on_excerpts`), then step 2 again, for up to `attempts` rounds. Each stem's loudness
    in the mix (through the master's EQ and width) relative to the stems together stays within
    `balance_budget_db` of the start (`BalanceHold`), and each strip's EQ band within `eq_budget_db` of
-   its start (`EqBudget`): the tone, width and loudness are reached with the master and moderate strip
-   EQ, not by burying a stem or carving it away.
+   its start (`EqBudget`; by default held there: reshaping the stems against one another moves the
+   balance a listener hears; `one_tone_eq_budget_db` where the stems are of one tone): the tone, width
+   and loudness are reached with the master, not by burying a stem or carving it away.
 4. The user gets the closest full render made: excerpts and whole songs measure differently; Adam's
    strips replace the start's only by keeping more promises (`SongOptimizer.kept_render`). A target
    still missed is said so in the analysis's `notes`, with the balance kept.
@@ -115,8 +116,8 @@ class SongState:
         hold: the balance Adam keeps, set at its first step.
         eq_budget: the strips' EQ Adam keeps near the start's.
         best_from_start: `[B]` whether `best` has the start's strips.
-        one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`); None where
-            no start's tone is far.
+        one_tone: `[B]` whether a song's stems are of one tone (`SongOptimizer.one_tone`); None before
+            Adam's first steps.
     """
 
     console: Console
@@ -194,7 +195,6 @@ class SongOptimizer(OptimiserStage):
         )
         given_up = None  # the start's strips and refinement, where it gave up for Adam
         state.start_balance_db = stem_balance_db(prediction.stem_lufs, mask)
-        state.eq_budget = EqBudget(self.space, prediction.stem_unit, settings.eq_budget_db)
         strips = Strips(prediction.stem_unit, prediction.stem_params, prediction.stem_lufs)
         bus = prediction.bus
         del prediction  # its bus is `bus`, freed with it before the next render
@@ -225,9 +225,12 @@ class SongOptimizer(OptimiserStage):
             master_unit = self.space.normalize_master(master_params).clamp(0, 1)
             state.console, state.trim_db = Console(strips.stem_unit, master_unit), trim_db
             state.best = self.kept_render(state, render, targets, refined.gave_up)
-            if attempt == 0 and adam_follows:  # `kept_render` asks it where the start's tone is far
-                far = state.best_from_start & self.far_tone(render, targets)
-                state.one_tone = self.one_tone(stems, mask) if far.any() else None
+            if attempt == 0 and adam_follows:  # `kept_render` and the strips' EQ budget ask it
+                state.one_tone = self.one_tone(stems, mask).to(render.broken.device)
+                eq_budget_db = torch.where(
+                    state.one_tone, settings.one_tone_eq_budget_db, settings.eq_budget_db
+                )
+                state.eq_budget = EqBudget(self.space, strips.stem_unit, eq_budget_db)
             if self.settled(state.best, targets).all() or not adam_follows:
                 break
             # (the give-up's width was not rendered: its render reads the M/S of another width)
@@ -414,7 +417,8 @@ class SongOptimizer(OptimiserStage):
         last trim step's `FinalTrim`), the stems a fuller master EQ loses (`kept`,
         `MasterRefinement.keep_stems`), or the stems' balance and EQ budgets; and a line naming the stems
         the mix loses (`lost` `[B, N]` bool, `automix.renders.FoundStems`)."""
-        budget, eq = self.settings.balance_budget_db, self.settings.eq_budget_db
+        budget = self.settings.balance_budget_db
+        eq_budget = None if self.state is None else self.state.eq_budget
         promise = self.settings.promise
         limiting_db = self.chain.mastering_settings.max_limiting_db
         deepest = render.measured["gain_reduction"]["limiter"]["max_db"]
@@ -423,7 +427,9 @@ class SongOptimizer(OptimiserStage):
             lines = []
             for k, missed, measured, goal in missed_targets(render.measured, targets, promise, song):
                 held = f"not reached with each stem held within {budget:g} dB of its start balance"
-                held += f", its EQ {eq:g} dB"
+                if eq_budget is not None:
+                    eq_db = float(eq_budget.budget_db[song])
+                    held += f", its EQ {eq_db:g} dB" if eq_db > 0 else ", its EQ held"
                 if at_limiting_budget(k, measured, goal, float(deepest[song]), limiting_db):
                     held = limiting_held(limiting_db)
                 if k == 0 and measured < goal:

@@ -65,17 +65,21 @@ class OptimizeSettings:
             loudness and the stems' own tone and width), "reference"
             (from equal loudness, the stem levels whose sum has the reference's long-term spectrum, for
             songs mixed to a reference; `automix.reference_balance`) or "auto" (predicted where the chain
-            was loaded from a checkpoint, else `balance_checkpoint`'s balance where one is set, else
-            the reference's where the song has one, else equal loudness).
+            was loaded from a checkpoint, else the reference's where the song has one, else
+            `balance_checkpoint`'s balance where one is set, else equal loudness).
         balance_checkpoint: an automix checkpoint whose predicted balance "checkpoint" and "auto" start
-            from (a relative path is read from the repository root); None for none.
+            from (a relative path is read from the repository root; the default is the shipped one);
+            None for none.
         balance_checkpoint_share: how much of each stem's move from equal loudness to
             `balance_checkpoint`'s balance the start takes (1: all of it; 0: equal loudness).
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
         eq_budget_db: each strip's EQ band gain stays within this many dB of the start's while Adam
-            reaches the targets (moderate strip EQ; a target that needs more is reported missed).
+            reaches the targets (0: the stems keep their tone against one another, which is part of
+            the balance a listener hears; a target the master cannot reach is reported missed).
+        one_tone_eq_budget_db: the same for a song whose stems are of one tone (noise of one colour, one
+            instrument: `SongOptimizer.one_tone`), whose balance no reshaping of them all changes.
         strip_tone_octaves: how far (octaves of centroid) past the master's reach the strips may carry
             the tone: where the start's refined render misses the centroid by more, the miss is
             reported and Adam's strips replace the start's only by keeping more of the other promises.
@@ -97,10 +101,11 @@ class OptimizeSettings:
     max_aim_ratio: float = 1.5
     playing_db: float = 20.0
     balance_start: str = "auto"
-    balance_checkpoint: str | None = None
-    balance_checkpoint_share: float = 1.0
+    balance_checkpoint: str | None = "checkpoints/default.ckpt"
+    balance_checkpoint_share: float = 0.5
     balance_budget_db: float = 1.0
-    eq_budget_db: float = 6.0
+    eq_budget_db: float = 0.0
+    one_tone_eq_budget_db: float = 6.0
     strip_tone_octaves: float = 0.333
     reference_balance_spread_db: float = 5.0
 
@@ -112,7 +117,7 @@ class OptimizeSettings:
             raise AutomixError(
                 f"balance_checkpoint_share must be within 0..1, got {self.balance_checkpoint_share!r}"
             )
-        for name in ("balance_budget_db", "eq_budget_db", "strip_tone_octaves"):
+        for name in ("balance_budget_db", "eq_budget_db", "one_tone_eq_budget_db", "strip_tone_octaves"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise AutomixError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.reference_balance_spread_db > 0:
@@ -154,7 +159,7 @@ class PredictSettings:
             reference gets the default mode's "reference" start: neutral strips at the reference's
             balance, `automix.reference_balance`, and a neutral master; the predictor's elsewhere).
         style_balance: a song mixed to a style (no reference): "equal_loudness" (the predicted strips
-            with each stem's level moved to equal loudness, as the default mode's start) or
+            with each stem's level moved to equal loudness, `StartBalance.balanced_strips`) or
             "predicted" (the predictor's levels).
         max_strip_compression_db: each strip's compressor takes at most this many dB of its stem's
             loudness (`automix.compression`): a predicted compressor that takes more gets its

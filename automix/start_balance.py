@@ -43,34 +43,55 @@ class StartBalance(OptimiserStage):
             return start
         if getattr(self.chain, "trained", False):
             return "predicted"
-        if self.settings.balance_checkpoint:
-            return "checkpoint"
-        return "equal_loudness" if targets.spectrum_db is None else "reference"
+        return "reference" if targets.spectrum_db is not None else self.without_reference()
+
+    def without_reference(self) -> str:
+        """The start of a song with no reference where the source is "reference" or "auto":
+        `balance_checkpoint`'s balance where one is set, else equal loudness."""
+        return "checkpoint" if self.settings.balance_checkpoint else "equal_loudness"
 
     def song_balance_sources(self, targets: Targets) -> list[str]:
-        """Per song, where its start's balance came from (`balance_source`; "equal_loudness" for a song
-        without a reference spectrum where the source is "reference")."""
+        """Per song, where its start's balance came from (`balance_source`; `without_reference` for a
+        song without a reference spectrum where the source is "reference")."""
         source = self.balance_source(targets)
         if source != "reference":
             return [source] * targets.batch_size
-        return ["reference" if known else "equal_loudness" for known in targets.has_reference.tolist()]
+        fallback = self.without_reference()
+        return ["reference" if known else fallback for known in targets.has_reference.tolist()]
 
     def balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor | None:
         """The balance `[B, N]` (`stem_balance_db`, dB) the start's strips are set to, or None to keep
         the predictor's: equal shares, the stems' own balance as handed over, the moves from equal shares
-        that match each song's reference spectrum (equal shares for a song without one), or what
-        `OptimizeSettings.balance_checkpoint`'s predictor gives these stems at `own_targets` (NaN where
-        it has no balance: that stem gets the stems' mean loudness)."""
+        that match each song's reference spectrum (`without_reference`'s for a song without one), or
+        `checkpoint_balance_db`."""
         source = self.balance_source(targets)
         if source == "predicted":
             return None
-        if source == "equal_loudness" or (source == "reference" and targets.spectrum_db is None):
-            return torch.zeros(stems.shape[:2], device=stems.device)
         if source == "stems":
             # the input gain is common to every stem: it leaves their balance alone
             return stem_balance_db(integrated_loudness(stems, self.sample_rate, blockwise=True), mask)
-        if source == "reference":
+        if source != "reference":
+            return self.blind_balance_db(source, stems, targets, mask, input_gain)
+        has_reference = targets.has_reference.to(stems.device)
+        if has_reference.all():
             return self.reference_balance_db(stems, targets.spectrum_db, mask)
+        balance_db = self.blind_balance_db(self.without_reference(), stems, targets, mask, input_gain)
+        if not has_reference.any():
+            return balance_db
+        reference_db = self.reference_balance_db(stems, targets.spectrum_db, mask)
+        return torch.where(has_reference[:, None], reference_db, balance_db)
+
+    def blind_balance_db(self, source: str, stems, targets: Targets, mask, input_gain) -> torch.Tensor:
+        """`[B, N]` dB: the balance of a start that needs no reference, "equal_loudness" (zeros) or
+        "checkpoint" (`checkpoint_balance_db`)."""
+        if source == "equal_loudness":
+            return torch.zeros(stems.shape[:2], device=stems.device)
+        return self.checkpoint_balance_db(stems, targets, mask, input_gain)
+
+    def checkpoint_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor:
+        """`[B, N]` dB: `balance_checkpoint_share` of the balance `OptimizeSettings.balance_checkpoint`'s
+        predictor gives these stems at `own_targets` (NaN where it has no balance: that stem gets the
+        stems' mean loudness)."""
         path = self.settings.balance_checkpoint_path()
         balance_chain = (
             type(self.chain)

@@ -69,7 +69,10 @@ def test_the_defaults_equal_conf_mix_yaml_and_a_config_overrides_them(tmp_path):
         ("optimize:\n  stop: {lufs: 0.1}\n", r"optimize\.stop\.lufs: unknown"),
         ("optimize:\n  balance_start: loudest\n", r"optimize\.balance_start: expected one of"),
         ("optimize:\n  balance_checkpoint: 3\n", r"optimize\.balance_checkpoint: expected a checkpoint path"),
-        ("optimize:\n  balance_start: checkpoint\n", r"balance_start: checkpoint needs a balance_checkpoint"),
+        (
+            "optimize:\n  balance_start: checkpoint\n  balance_checkpoint: null\n",
+            r"balance_start: checkpoint needs a balance_checkpoint",
+        ),
         ("optimize:\n  balance_checkpoint_share: 1.5\n", r"balance_checkpoint_share must be within 0\.\.1"),
         ("predict:\n  refine: 1\n", r"predict\.refine: expected true or false"),
         ("predict:\n  style_balance: reference\n", r"predict\.style_balance: expected one of"),
@@ -86,7 +89,9 @@ def test_a_bad_settings_file_is_one_error_naming_the_key(tmp_path, text, message
         load_mix_settings(path)
 
 
-@pytest.mark.parametrize("name", ["balance_budget_db", "eq_budget_db", "strip_tone_octaves"])
+@pytest.mark.parametrize(
+    "name", ["balance_budget_db", "eq_budget_db", "one_tone_eq_budget_db", "strip_tone_octaves"]
+)
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
 def test_a_budget_below_zero_or_nan_is_refused_when_settings_are_built_in_python(name, value):
     with pytest.raises(AutomixError, match=f"{name} must be >= 0"):
@@ -592,7 +597,7 @@ def start_only(**changes) -> OptimizeSettings:
 def test_without_a_checkpoint_every_stem_starts_at_the_same_loudness(chain):
     stems = scrambled_song()
     targets = resolve_targets("rock_punk", chain.style_targets, 1)
-    equal = SongOptimizer(chain, start_only())
+    equal = SongOptimizer(chain, start_only(balance_checkpoint=None))
     equal(stems, targets)
     # four audible stems at one loudness: each is a quarter of their loudness power, -6.02 dB
     torch.testing.assert_close(equal.state.start_balance_db, torch.full((1, 4), -6.0206), atol=0.02, rtol=0)
@@ -631,13 +636,13 @@ def test_a_checkpoints_predicted_balance_is_the_start_on_the_neutral_strips(chai
         styled = stem_balance_db(trained.predict(stems, targets, loudness_steps=0).stem_lufs)
     assert expected.amax() - expected.amin() > 1.0  # a balance of its own, not equal loudness
     assert (expected - styled).abs().amax() > 2.0  # the style's tone and width would have moved it
-    optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
+    optimizer = SongOptimizer(chain, start_only(balance_checkpoint=str(path), balance_checkpoint_share=1.0))
     assert optimizer.start.balance_source(targets) == "checkpoint"
     optimizer(stems, targets)
     torch.testing.assert_close(optimizer.state.start_balance_db, expected, atol=0.05, rtol=0)
     # another style of the same loudness: the same start
     bright = targets.replace(centroid_hz=targets.centroid_hz + 1500, ms_ratio=targets.ms_ratio / 2)
-    other = SongOptimizer(chain, start_only(balance_checkpoint=str(path)))
+    other = SongOptimizer(chain, start_only(balance_checkpoint=str(path), balance_checkpoint_share=1.0))
     other(stems, bright)
     torch.testing.assert_close(other.state.start_balance_db, expected, atol=0.05, rtol=0)
     # a share of it: each stem's loudness that share of its way from the stems' mean to the checkpoint's
@@ -736,6 +741,21 @@ def test_adam_moves_no_strip_eq_band_past_the_eq_budget(chain, budget_db):
         assert (after["eq_freq_hz"] - before["eq_freq_hz"]).abs().max() > 1.0  # not held: the bands' Hz
     else:
         assert eq_moved > 0.4  # what the budget prevents
+
+
+def test_a_songs_strips_eq_stays_at_the_start_and_stems_of_one_tone_may_move_theirs(chain):
+    """A centroid far above two songs': a synthetic song's strips keep their EQ through Adam's steps
+    (`eq_budget_db`, 0 dB: its stems keep their tone against one another); four draws of pink noise,
+    of one tone, may move theirs by `one_tone_eq_budget_db` (6 dB), and Adam moves them."""
+    stems = torch.cat([scrambled_song(seconds=4.0), pink_noise(4, 4.0, SAMPLE_RATE, seed=1)[None]])
+    targets = targets_of((-12.0, 9000.0, 0.3), (-12.0, 9000.0, 0.3))
+    optimizer = SongOptimizer(chain, OptimizeSettings(steps=4, refine_steps=0, attempts=2))
+    optimizer(stems, targets)
+    budget = optimizer.state.eq_budget
+    assert budget.budget_db.tolist() == [0.0, 6.0]
+    eq_db = chain.space.denormalize_stems(optimizer.state.console.stem_unit)["eq_gain_db"]
+    torch.testing.assert_close(eq_db[0], budget.low[0], atol=1e-3, rtol=0)  # the start's, held
+    assert (eq_db[1] - budget.low[1] - 6.0).abs().amax() > 0.1  # moved from the start's
 
 
 def test_a_target_out_of_reach_within_the_budget_is_noted_and_the_closest_mix_kept(chain):

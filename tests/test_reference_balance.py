@@ -130,11 +130,34 @@ def test_a_reference_song_starts_from_the_reference_balance(grad_mode):
     # the low stem up, the high one down, as the reference has them; within what the penalty keeps
     assert start[0] > start[1] > start[2]
     assert float(start[0] - start[2]) > 0.5 * float(REFERENCE_GAINS_DB[0] - REFERENCE_GAINS_DB[2])
-    # a style has no spectrum: equal loudness, as before
+    # a style has no spectrum: the balance checkpoint's start, or equal loudness without one
     style = resolve_targets(get_style(chain.style_targets, "rock_punk"), chain.style_targets, 1)
-    assert style.spectrum_db is None and optimizer.start.balance_source(style) == "equal_loudness"
+    assert style.spectrum_db is None and optimizer.start.balance_source(style) == "checkpoint"
     both = resolve_targets([reference, "rock_punk"], chain.style_targets, 2)
-    assert optimizer.start.song_balance_sources(both) == ["reference", "equal_loudness"]
+    assert optimizer.start.song_balance_sources(both) == ["reference", "checkpoint"]
+    blind = SongOptimizer(chain, OptimizeSettings(balance_checkpoint=None))
+    assert blind.start.balance_source(style) == "equal_loudness"
+    assert blind.start.song_balance_sources(both) == ["reference", "equal_loudness"]
+
+
+def test_in_one_batch_a_reference_song_and_a_style_song_start_as_each_would_alone():
+    """balance_start "auto" with a balance checkpoint (the default): in one batch, the song mixed to a
+    reference starts where it would alone, at the reference's balance, and the style song at the
+    checkpoint's, as it would alone."""
+    chain = AutoMixChain(n_stems=3, sample_rate=SR)
+    reference = style_from_reference(reference_mix(), SR)
+    stems = band_noise(seed=0)[None]
+    settings = OptimizeSettings(steps=0, refine_steps=0, attempts=1)
+    alone = []
+    for target in (reference, "rock_punk"):
+        optimizer = SongOptimizer(chain, settings)
+        optimizer(stems, resolve_targets(target, chain.style_targets, 1))
+        alone.append(optimizer.state.start_balance_db[0])
+    optimizer = SongOptimizer(chain, settings)
+    both = resolve_targets([reference, "rock_punk"], chain.style_targets, 2)
+    optimizer(stems.repeat(2, 1, 1, 1), both)
+    torch.testing.assert_close(optimizer.state.start_balance_db, torch.stack(alone), atol=0.02, rtol=0)
+    assert (alone[0] - alone[1]).abs().amax() > 1.0  # two starts that differ
 
 
 def test_the_spread_must_be_positive():
