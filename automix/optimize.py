@@ -165,31 +165,35 @@ class SongOptimizer(OptimiserStage):
             targets = targets.map(_outside_inference)
             return self._optimise(stems, targets, mask, progress)
 
+    @torch.no_grad()
+    def start_render(self, stems: torch.Tensor, targets: Targets, mask, input_gain):
+        """The start's render (an `AutoMixChain.predict` result) of stems `[B, N, 2, T]` after the input
+        gain `input_gain` `[B]` dB (step 1): the predictor's strips with each song's balance set
+        (`StartBalance.balance_db`) and the pans of a mono bus spread for the width. Its bus `[B, 2, T]`
+        is the strips' sum before the master."""
+        chain = self.chain
+        # The refinement corrects the loudness on its own renders: no search renders before it.
+        prediction = chain.predict(
+            stems, targets, mask, loudness_steps=0, input_gain=input_gain, blockwise=True
+        )
+        balance_db = self.start.balance_db(stems, targets, mask, input_gain)
+        if balance_db is not None:
+            start = self.start.balanced_strips(prediction.stem_unit, prediction.stem_lufs, balance_db, mask)
+            prediction = None  # its bus freed before the next
+            prediction = chain.predict(stems, targets, mask, 0, input_gain, stem_unit=start, blockwise=True)
+        panned = self.start.panned_for_width(stems, prediction, targets, input_gain, mask)
+        if panned is not None:
+            prediction = None  # its bus freed before the next
+            prediction = chain.predict(stems, targets, mask, 0, input_gain, stem_unit=panned, blockwise=True)
+        return prediction
+
     def _optimise(self, stems: torch.Tensor, targets: Targets, mask, progress: bool):
         """`__call__` on stems, targets and mask made outside inference mode."""
         settings, chain = self.settings, self.chain
         with torch.no_grad():
             # No full-length render needs a gradient: a long song goes through them a block at a time.
             input_gain = input_gain_db(stems, self.sample_rate, mask, blockwise=True)
-            # The refinement corrects the loudness on its own renders: no search renders before it.
-            prediction = chain.predict(
-                stems, targets, mask, loudness_steps=0, input_gain=input_gain, blockwise=True
-            )
-            balance_db = self.start.balance_db(stems, targets, mask, input_gain)
-            if balance_db is not None:
-                start = self.start.balanced_strips(
-                    prediction.stem_unit, prediction.stem_lufs, balance_db, mask
-                )
-                prediction = None  # its bus freed before the next
-                prediction = chain.predict(
-                    stems, targets, mask, 0, input_gain, stem_unit=start, blockwise=True
-                )
-            panned = self.start.panned_for_width(stems, prediction, targets, input_gain, mask)
-            if panned is not None:
-                prediction = None  # its bus freed before the next
-                prediction = chain.predict(
-                    stems, targets, mask, 0, input_gain, stem_unit=panned, blockwise=True
-                )
+            prediction = self.start_render(stems, targets, mask, input_gain)
         state = self.state = SongState(
             Console(prediction.stem_unit, prediction.master_unit), prediction.trim_db
         )

@@ -14,7 +14,9 @@ automix's style mode handed the producer's tracks as they are and keeping their 
 (`balance_start: stems`, "kept_<style>"), what reaching a style costs a balance a user hands in. Each track
 is scrambled by a seeded gain uniform in ±9 dB (the "unmix" protocol of automix-toolkit and Diff-MST), and
 the scrambled tracks are mixed by: the plain sum (untouched), the tracks at equal loudness, automix's
-style mode for each built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
+style modes' start alone ("start": the strips of the default mode's first step, summed before the
+master, `SongOptimizer.start_render`; what the style modes begin from), automix's style mode for each
+built-in style (optimize mode, as `mix.py` without --checkpoint), its reference mode
 (targets from the producer's mix of the next excerpt, peak at −1 dBTP, as `mix.py --reference`) and its
 predict mode (the shipped checkpoint; "predict" to the reference targets, "predict_<style>" to each
 style, as `mix.py --mode predict --style`). Each mix is judged against the producer's tracks
@@ -78,10 +80,10 @@ PREDICT_STYLES = tuple(f"predict_{style}" for style in STYLES)  # predict mode t
 TILTED = tuple(f"producer_{style}" for style in STYLES)  # the producer's mix, its tone tilted to each style
 KEPT = tuple(f"kept_{style}" for style in STYLES)  # each style mode keeping the producer's own balance
 METHODS = (
-    "producer", *TILTED, "untouched", "equal_loudness", *STYLES, *KEPT, "reference", "predict",
+    "producer", *TILTED, "untouched", "equal_loudness", "start", *STYLES, *KEPT, "reference", "predict",
     *PREDICT_STYLES,
 )  # fmt: skip
-AUTOMIX_METHODS = (*STYLES, *KEPT, "reference", "predict", *PREDICT_STYLES)
+AUTOMIX_METHODS = ("start", *STYLES, *KEPT, "reference", "predict", *PREDICT_STYLES)
 RENDER_HINT = "python data/make_lmms_multitracks.py --split {split}"
 
 
@@ -518,6 +520,22 @@ class Mixers:
         )
         return mix.detach(), analysis
 
+    def start(self, stems: torch.Tensor) -> torch.Tensor:
+        """`[2, T]` the stems `[N, C, T]` through the style modes' first step alone (the neutral chain's
+        `SongOptimizer.start_render`), summed before the master. The start depends on a style only
+        through its loudness target (`StartBalance.own_targets`): the first style's is taken."""
+        from automix.chain import prepare_stems
+        from automix.optimize import SongOptimizer
+        from automix.staging import input_gain_db
+        from automix.targets import resolve_targets
+
+        chain = self.neutral
+        stems, _ = prepare_stems(stems.to(self.dtype))
+        targets = resolve_targets(STYLES[0], chain.style_targets, 1).to(stems.device, stems.dtype)
+        with torch.no_grad():
+            input_gain = input_gain_db(stems, chain.sample_rate, None, blockwise=True)
+            return SongOptimizer(chain).start_render(stems, targets, None, input_gain).bus[0]
+
 
 def excerpt_mixes(
     song: Song,
@@ -591,6 +609,8 @@ def excerpt_mixes(
                     mix = scrambled.sum(dim=0)
                 elif method == "equal_loudness":
                     mix = equal_loudness(scrambled, SAMPLE_RATE)
+                elif method == "start":
+                    mix = mixers.start(scrambled)
                 else:  # the kept style modes take the producer's tracks as they are
                     mix, analysis = mixers(tracks if method in KEPT else scrambled, method, reference)
                 seconds = time.perf_counter() - started

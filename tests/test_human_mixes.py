@@ -179,6 +179,24 @@ def test_equal_loudness_gives_each_track_the_same_loudness(hm, excerpt):
         hm.equal_loudness_gains(torch.zeros(2, 2, SR), SR)
 
 
+def test_the_start_without_a_balance_checkpoint_is_the_equal_loudness_mix(hm, excerpt, tmp_path):
+    # The style modes' first step alone, with no checkpoint to take a balance from, sets the stems to one
+    # loudness: the benchmark's own equal-loudness mix (BS.1770 gains, checked against pyloudnorm above).
+    config = tmp_path / "mix.yaml"
+    config.write_text("optimize:\n  balance_checkpoint: null\n")
+    scrambled = hm.scramble(excerpt, hm.scramble_gains_db(4, 0, SONG, 0))
+    start = hm.Mixers(["start"], SR, 0, config).start(scrambled)
+    assert start.shape == (2, 10 * SR)
+    from_start = balance_error_db(excerpt, start, SR)
+    at_equal_loudness = balance_error_db(excerpt, hm.equal_loudness(scrambled, SR), SR)
+    assert at_equal_loudness.error_db > 1.0  # far from the producer's: the comparison can fail
+    torch.testing.assert_close(from_start.relative_db, at_equal_loudness.relative_db, atol=0.05, rtol=0)
+    # The default start moves the stems from one loudness by half the shipped checkpoint's balance.
+    default = hm.Mixers(["start"], SR, 0).start(scrambled)
+    moved = balance_error_db(excerpt, default, SR).relative_db - at_equal_loudness.relative_db
+    assert moved.abs().max() > 0.5
+
+
 def test_the_reference_excerpt_is_another_stretch_of_the_song(hm):
     length, n = 10 * SR, 60 * SR
     starts = [5 * SR, 30 * SR]
@@ -331,6 +349,7 @@ def test_automix_modes_mix_a_short_excerpt(hm, fake_root, monkeypatch, capsys):
         "--excerpt-s",
         "3",
         "--methods",
+        "start",
         "rock_punk",
         "kept_country_pop",
         "predict",
@@ -340,7 +359,9 @@ def test_automix_modes_mix_a_short_excerpt(hm, fake_root, monkeypatch, capsys):
     out = capsys.readouterr().out
     summary = out.split("summary")[1]
     assert out.count("errors") == 4
-    assert all(method in summary for method in ("rock_punk", "kept_country_pop", "predict_rnb_ballad"))
+    assert all(
+        method in summary for method in ("start", "rock_punk", "kept_country_pop", "predict_rnb_ballad")
+    )
 
 
 @pytest.mark.slow
