@@ -532,9 +532,8 @@ class Mixers:
         chain = self.neutral
         stems, _ = prepare_stems(stems.to(self.dtype))
         targets = resolve_targets(STYLES[0], chain.style_targets, 1).to(stems.device, stems.dtype)
-        with torch.no_grad():
-            input_gain = input_gain_db(stems, chain.sample_rate, None, blockwise=True)
-            return SongOptimizer(chain).start_render(stems, targets, None, input_gain).bus[0]
+        input_gain = input_gain_db(stems, chain.sample_rate, None, blockwise=True)
+        return SongOptimizer(chain).start_render(stems, targets, None, input_gain).bus[0]
 
 
 def excerpt_mixes(
