@@ -72,6 +72,9 @@ class OptimizeSettings:
             None for none.
         balance_checkpoint_share: how much of each stem's move from equal loudness to
             `balance_checkpoint`'s balance the start takes (1: all of it; 0: equal loudness).
+        balance_stems_share: a start without a reference ("equal_loudness", "checkpoint") takes this
+            share of the balance the stems were handed over at and the rest of its own (0: none; 1: the
+            stems as handed over, "stems").
         balance_budget_db: each stem's loudness relative to the stems together stays within this many
             dB of the start (docs/design.md, *The per-song optimiser*); a target the master cannot
             reach within it is reported missed.
@@ -103,6 +106,7 @@ class OptimizeSettings:
     balance_start: str = "auto"
     balance_checkpoint: str | None = "checkpoints/default.ckpt"
     balance_checkpoint_share: float = 0.5
+    balance_stems_share: float = 0.0
     balance_budget_db: float = 1.0
     eq_budget_db: float = 0.0
     one_tone_eq_budget_db: float = 6.0
@@ -113,10 +117,9 @@ class OptimizeSettings:
         _choice("balance_start", self.balance_start, CHOICES["balance_start"])
         if self.balance_start == "checkpoint" and not self.balance_checkpoint:
             raise AutomixError("balance_start: checkpoint needs a balance_checkpoint (a checkpoint file)")
-        if not 0 <= self.balance_checkpoint_share <= 1:
-            raise AutomixError(
-                f"balance_checkpoint_share must be within 0..1, got {self.balance_checkpoint_share!r}"
-            )
+        for name in ("balance_checkpoint_share", "balance_stems_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise AutomixError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
         for name in ("balance_budget_db", "eq_budget_db", "one_tone_eq_budget_db", "strip_tone_octaves"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise AutomixError(f"{name} must be >= 0, got {getattr(self, name)!r}")

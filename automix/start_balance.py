@@ -68,8 +68,7 @@ class StartBalance(OptimiserStage):
         if source == "predicted":
             return None
         if source == "stems":
-            # the input gain is common to every stem: it leaves their balance alone
-            return stem_balance_db(integrated_loudness(stems, self.sample_rate, blockwise=True), mask)
+            return self.stems_balance_db(stems, mask)
         if source != "reference":
             return self.blind_balance_db(source, stems, targets, mask, input_gain)
         has_reference = targets.has_reference.to(stems.device)
@@ -81,12 +80,26 @@ class StartBalance(OptimiserStage):
         reference_db = self.reference_balance_db(stems, targets.spectrum_db, mask)
         return torch.where(has_reference[:, None], reference_db, balance_db)
 
+    def stems_balance_db(self, stems, mask) -> torch.Tensor:
+        """`[B, N]` dB: the balance the stems were handed over at (their own loudness; the input gain is
+        common to every stem and leaves it alone)."""
+        return stem_balance_db(integrated_loudness(stems, self.sample_rate, blockwise=True), mask)
+
     def blind_balance_db(self, source: str, stems, targets: Targets, mask, input_gain) -> torch.Tensor:
         """`[B, N]` dB: the balance of a start that needs no reference, "equal_loudness" (zeros) or
-        "checkpoint" (`checkpoint_balance_db`)."""
+        "checkpoint" (`checkpoint_balance_db`), with `balance_stems_share` of it the stems' own
+        (`stems_balance_db`): a level a stem was handed over at is a producer's, or a recording's, with
+        an error of its own, and a share of it moves the start toward the one balance the stems carry
+        (docs/benchmarks.md, *What a blind start would need*)."""
         if source == "equal_loudness":
-            return torch.zeros(stems.shape[:2], device=stems.device)
-        return self.checkpoint_balance_db(stems, targets, mask, input_gain)
+            balance_db = torch.zeros(stems.shape[:2], device=stems.device)
+        else:
+            balance_db = self.checkpoint_balance_db(stems, targets, mask, input_gain)
+        share = self.settings.balance_stems_share
+        if share == 0:
+            return balance_db
+        # NaN (silent) stems stay NaN: `balanced_strips` leaves them at the stems' mean loudness
+        return (1.0 - share) * balance_db + share * self.stems_balance_db(stems, mask).to(balance_db)
 
     def checkpoint_balance_db(self, stems, targets: Targets, mask, input_gain) -> torch.Tensor:
         """`[B, N]` dB: `balance_checkpoint_share` of the balance `OptimizeSettings.balance_checkpoint`'s

@@ -24,6 +24,7 @@ from automix.predict_mode import PredictMode
 from automix.refinement import STILL_DB, STILL_WIDTH, MasterRefinement
 from automix.renders import Console, FoundStems, FullRender, Strips, closer_render, lost_stems
 from automix.settings import MIX_CONFIG, MixSettings, OptimizeSettings, load_mix_settings
+from automix.styles import style_from_reference
 from automix.synth import pink_noise, synth_stems, white_noise
 from automix.targets import Targets, resolve_targets
 from automix.trim import MAX_TRIM_DB, MIN_LOUDNESS_SLOPE, MIN_USEFUL_SLOPE
@@ -676,6 +677,31 @@ def test_the_stems_own_balance_is_the_start_through_neutral_or_predicted_strips(
         assert optimizer.start.balance_source(targets) == "stems"
         optimizer(stems, targets)
         torch.testing.assert_close(optimizer.state.start_balance_db, handed, atol=0.1, rtol=0)
+
+
+def test_a_share_of_the_stems_own_balance_moves_a_blind_start_that_far_toward_it(chain):
+    """balance_stems_share w: from equal loudness each stem starts w of its way to the balance it was
+    handed over at (pyloudnorm's loudness against the others'); w = 1 is the "stems" start. With a
+    reference, the reference's fit is the start and the share does not apply."""
+    meter = pyloudnorm.Meter(SAMPLE_RATE)
+    stems = scrambled_song()
+    lufs = torch.tensor([meter.integrated_loudness(stem.T.double().numpy()) for stem in stems[0]])
+    handed = lufs.float() - lufs.float().mean()
+    targets = resolve_targets("rock_punk", chain.style_targets, 1)
+    for share in (0.3, 1.0):
+        optimizer = SongOptimizer(chain, start_only(balance_checkpoint=None, balance_stems_share=share))
+        optimizer(stems, targets)
+        start = optimizer.state.start_balance_db[0]
+        torch.testing.assert_close(start - start.mean(), share * handed, atol=0.1, rtol=0)
+    reference = (stems[0] * torch.pow(10.0, -handed / 20)[:, None, None]).sum(0)  # at equal loudness
+    referenced = resolve_targets(style_from_reference(reference, SAMPLE_RATE), chain.style_targets, 1)
+    with_share = SongOptimizer(chain, start_only(balance_checkpoint=None, balance_stems_share=0.5))
+    without = SongOptimizer(chain, start_only(balance_checkpoint=None))
+    for optimizer in (with_share, without):
+        optimizer(stems, referenced)
+    torch.testing.assert_close(with_share.state.start_balance_db, without.state.start_balance_db)
+    with pytest.raises(AutomixError, match=r"balance_stems_share must be within 0\.\.1"):
+        OptimizeSettings(balance_stems_share=1.5)
 
 
 def excerpt_balance(optimizer: SongOptimizer, stems, console: Console, trim_db, input_gain) -> torch.Tensor:
